@@ -1,0 +1,349 @@
+"""Readers for the label files and image folders of public fundus datasets.
+
+Every reader returns the same table, a :class:`pandas.DataFrame` with columns
+
+``image`` (str, the dataset's image id), ``path`` (str, absolute image path),
+``grade`` (int 0-4, ICDR scale, or -1 when unknown), ``dme`` (int 0/1 or -1 when
+unknown), ``gradable`` (int 0/1 or -1 when unknown), ``patient`` (str) and
+``eye`` (``"left"``, ``"right"`` or ``""``).
+
+Supported layouts (``fmt``):
+
+* ``eyepacs`` -- Kaggle EyePACS ``trainLabels.csv`` (``image,level``), images in
+  ``train/<image>.jpeg``; the patient id is the part of ``<patient>_<left|right>``
+  before the underscore.  An optional ``dme`` column is read when present.
+* ``aptos`` -- APTOS 2019 ``train.csv`` (``id_code,diagnosis``), images in
+  ``train_images/<id_code>.png``.
+* ``idrid`` -- IDRiD disease-grading CSV (``Image name,Retinopathy grade,Risk of
+  macular edema `` with a trailing space and empty trailing columns), images
+  ``<Image name>.jpg``.  Referable DME is risk grade 2 (hard exudates within one
+  disc diameter of the macula).
+* ``messidor2`` -- Messidor-2 adjudicated grades
+  (``image_id,adjudicated_dr_grade,adjudicated_dme,adjudicated_gradable``).
+* ``generic`` -- any CSV with named columns (``image_col``, ``grade_col`` and
+  optionally ``dme_col``, ``patient_col``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from deepsci.core.errors import ConfigError, InputError
+from PIL import Image
+
+FORMATS = ("auto", "eyepacs", "aptos", "idrid", "messidor2", "generic")
+IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG", ".tif")
+#: Default cap on decoded pixels; large fundus cameras give ~20 MP, so 100 MP
+#: leaves room while stopping decompression bombs before they allocate.
+MAX_PIXELS = 100_000_000
+COLUMNS = ["image", "path", "grade", "dme", "gradable", "patient", "eye"]
+
+
+@dataclass
+class DatasetSpec:
+    """Where a labelled dataset lives and how to read it.
+
+    Parameters
+    ----------
+    labels : Path
+        The label CSV.
+    images : Path or None
+        Image folder; ``None`` picks the dataset's usual folder next to the CSV.
+    fmt : str
+        One of :data:`FORMATS`; ``"auto"`` recognises the header.
+    image_col, grade_col, dme_col, patient_col : str or None
+        Column names for ``fmt="generic"``.
+    ext : str or None
+        Image file extension to append when the id has none (``None`` tries
+        the usual ones).
+    """
+
+    labels: Path
+    images: Path | None = None
+    fmt: str = "auto"
+    image_col: str | None = None
+    grade_col: str | None = None
+    dme_col: str | None = None
+    patient_col: str | None = None
+    ext: str | None = None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError("label file not found", path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise InputError(f"expected a CSV label file, found unparsable text ({e})", path) from None
+    # IDRiD ships a header with trailing spaces and unnamed empty columns.
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.loc[:, [c for c in df.columns if c and not c.startswith("Unnamed:")]]
+    return df
+
+
+def detect_format(columns: list[str]) -> str:
+    """Name the dataset layout from a CSV header (``"generic"`` if unknown)."""
+    cols = {c.strip().lower() for c in columns}
+    if {"image", "level"} <= cols:
+        return "eyepacs"
+    if {"id_code", "diagnosis"} <= cols:
+        return "aptos"
+    if {"image name", "retinopathy grade"} <= cols:
+        return "idrid"
+    if {"image_id", "adjudicated_dr_grade"} <= cols:
+        return "messidor2"
+    return "generic"
+
+
+def _require(df: pd.DataFrame, cols: list[str], path: Path, fmt: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"expected {fmt} columns {cols}, found {list(df.columns)} (missing {missing})", path
+        )
+
+
+def _int_labels(values: pd.Series, path: Path, what: str, allowed: range,
+                allow_empty: bool = False) -> np.ndarray:
+    out = np.full(len(values), -1, dtype=np.int64)
+    for i, v in enumerate(values):
+        v = str(v).strip()
+        if v == "" and allow_empty:
+            continue
+        try:
+            f = float(v)
+        except ValueError:
+            raise InputError(f"expected {what} in {allowed.start}-{allowed.stop - 1}, "
+                             f"found {v!r} on data row {i + 1}", path) from None
+        if not f.is_integer() or int(f) not in allowed:
+            raise InputError(f"expected {what} in {allowed.start}-{allowed.stop - 1}, "
+                             f"found {v!r} on data row {i + 1}", path)
+        out[i] = int(f)
+    return out
+
+
+def _resolve_image(folder: Path, name: str, ext: str | None) -> Path:
+    p = folder / name
+    if Path(name).suffix.lower() in {e.lower() for e in IMAGE_EXTS}:
+        return p
+    if ext:
+        return folder / (name + (ext if ext.startswith(".") else "." + ext))
+    for e in IMAGE_EXTS:
+        if (folder / (name + e)).is_file():
+            return folder / (name + e)
+    return folder / (name + ".jpeg")
+
+
+def _default_folder(labels: Path, candidates: list[str]) -> Path:
+    for c in candidates:
+        if (labels.parent / c).is_dir():
+            return labels.parent / c
+    return labels.parent
+
+
+_EYE = re.compile(r"^(?P<patient>.+?)[_-](?P<eye>left|right|l|r|od|os)$", re.IGNORECASE)
+_EYE_NAMES = {"l": "left", "os": "left", "left": "left", "r": "right", "od": "right",
+              "right": "right"}
+
+
+def _patient_eye(image_id: str) -> tuple[str, str]:
+    m = _EYE.match(Path(image_id).stem if Path(image_id).suffix else image_id)
+    if m:
+        return m["patient"], _EYE_NAMES[m["eye"].lower()]
+    return image_id, ""
+
+
+def read_dataset(spec: DatasetSpec, *, check_files: bool = True) -> pd.DataFrame:
+    """Read a labelled fundus dataset into the common table.
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        Label file, image folder and layout.
+    check_files : bool
+        Raise :class:`InputError` naming the first image listed in the CSV that
+        does not exist.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image with columns :data:`COLUMNS`.
+    """
+    labels = Path(spec.labels)
+    df = _read_csv(labels)
+    fmt = spec.fmt
+    if fmt not in FORMATS:
+        raise ConfigError(f"expected format in {FORMATS}, found {fmt!r}")
+    if fmt == "auto":
+        fmt = detect_format(list(df.columns))
+        if fmt == "generic" and not (spec.image_col and spec.grade_col):
+            raise InputError(
+                "expected a known label header (image,level | id_code,diagnosis | Image name,"
+                "Retinopathy grade | image_id,adjudicated_dr_grade) or --image-col/--grade-col, "
+                f"found columns {list(df.columns)}", labels)
+    if len(df) == 0:
+        raise InputError("expected at least one labelled image, found an empty table", labels)
+    n = len(df)
+    dme = np.full(n, -1, np.int64)
+    gradable = np.full(n, -1, np.int64)
+    patient_col = spec.patient_col
+    if fmt == "eyepacs":
+        _require(df, ["image", "level"], labels, fmt)
+        ids = df["image"].str.strip()
+        grade = _int_labels(df["level"], labels, "ICDR grade", range(5))
+        if "dme" in df.columns:
+            dme = _int_labels(df["dme"], labels, "DME label", range(2), allow_empty=True)
+        folder = spec.images or _default_folder(labels, ["train", "test"])
+        ext = spec.ext or ".jpeg"
+    elif fmt == "aptos":
+        _require(df, ["id_code", "diagnosis"], labels, fmt)
+        ids = df["id_code"].str.strip()
+        grade = _int_labels(df["diagnosis"], labels, "ICDR grade", range(5))
+        folder = spec.images or _default_folder(labels, ["train_images", "test_images"])
+        ext = spec.ext or ".png"
+    elif fmt == "idrid":
+        _require(df, ["Image name", "Retinopathy grade"], labels, fmt)
+        ids = df["Image name"].str.strip()
+        grade = _int_labels(df["Retinopathy grade"], labels, "ICDR grade", range(5))
+        if "Risk of macular edema" in df.columns:
+            risk = _int_labels(df["Risk of macular edema"], labels, "DME risk", range(3))
+            dme = (risk == 2).astype(np.int64)
+        folder = spec.images or labels.parent
+        ext = spec.ext or ".jpg"
+    elif fmt == "messidor2":
+        _require(df, ["image_id", "adjudicated_dr_grade"], labels, fmt)
+        ids = df["image_id"].str.strip()
+        if "adjudicated_gradable" in df.columns:
+            gradable = _int_labels(df["adjudicated_gradable"], labels, "gradable flag", range(2))
+        # Ungradable Messidor-2 images carry no adjudicated grade.
+        grade = _int_labels(df["adjudicated_dr_grade"], labels, "ICDR grade", range(5),
+                            allow_empty=True)
+        if "adjudicated_dme" in df.columns:
+            dme = _int_labels(df["adjudicated_dme"], labels, "DME label", range(2),
+                              allow_empty=True)
+        folder = spec.images or _default_folder(labels, ["IMAGES", "images"])
+        ext = spec.ext
+    else:
+        if not (spec.image_col and spec.grade_col):
+            raise ConfigError("expected --image-col and --grade-col for the generic format")
+        _require(df, [c for c in (spec.image_col, spec.grade_col, spec.dme_col,
+                                  spec.patient_col) if c], labels, "generic")
+        ids = df[spec.image_col].str.strip()
+        grade = _int_labels(df[spec.grade_col], labels, "ICDR grade", range(5))
+        if spec.dme_col:
+            dme = _int_labels(df[spec.dme_col], labels, "DME label", range(2), allow_empty=True)
+        folder = spec.images or labels.parent
+        ext = spec.ext
+    folder = Path(folder)
+    paths = [_resolve_image(folder, i, ext) for i in ids]
+    pe = [_patient_eye(i) for i in ids]
+    patients = list(df[patient_col].str.strip()) if patient_col else [p for p, _ in pe]
+    out = pd.DataFrame({
+        "image": list(ids), "path": [str(p.absolute()) for p in paths], "grade": grade,
+        "dme": dme, "gradable": gradable, "patient": patients, "eye": [e for _, e in pe],
+    })
+    if out["image"].duplicated().any():
+        dup = out.loc[out["image"].duplicated(), "image"].iloc[0]
+        raise InputError(f"expected unique image ids, found {dup!r} twice", labels)
+    if check_files:
+        for p in paths:
+            if not p.is_file():
+                raise InputError(f"expected the image listed in {labels.name}, found no file", p)
+    return out
+
+
+def referable(grade: np.ndarray, dme: np.ndarray | None = None) -> np.ndarray:
+    """Referable DR: ICDR grade >= 2 (moderate or worse) or referable DME.
+
+    Parameters
+    ----------
+    grade : array of int, shape (N,)
+    dme : array of int, shape (N,), optional
+        1 for referable DME, 0 for none, -1 for unknown (ignored).
+
+    Returns
+    -------
+    array of int, shape (N,)
+    """
+    r = (np.asarray(grade) >= 2).astype(np.int64)
+    if dme is not None:
+        r = np.maximum(r, (np.asarray(dme) == 1).astype(np.int64))
+    return r
+
+
+def patient_split(df: pd.DataFrame, *, val_frac: float = 0.15, test_frac: float = 0.15,
+                  seed: int = 0) -> pd.Series:
+    """Assign each image to ``train``/``val``/``test`` so no patient straddles splits.
+
+    Patients are shuffled with ``seed`` and stratified by their worst grade so
+    that rare severe grades reach every split.
+
+    Returns
+    -------
+    pandas.Series of str, aligned with ``df.index``.
+    """
+    if not 0 <= val_frac < 1 or not 0 <= test_frac < 1 or val_frac + test_frac >= 1:
+        raise ConfigError(f"expected val_frac + test_frac < 1, found {val_frac} + {test_frac}")
+    rng = np.random.default_rng(seed)
+    worst = df.groupby("patient")["grade"].max()
+    assign: dict[str, str] = {}
+    for _, group in worst.groupby(worst.values):
+        pats = list(group.index)
+        rng.shuffle(pats)
+        n = len(pats)
+        # Round per stratum but keep a fractional carry so small strata still
+        # feed val/test in proportion overall.
+        n_test = int(round(n * test_frac))
+        n_val = int(round(n * val_frac))
+        for i, p in enumerate(pats):
+            assign[p] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return df["patient"].map(assign).rename("split")
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a fundus photograph to RGB.
+
+    Parameters
+    ----------
+    path : path-like
+        JPEG/PNG/TIFF file.
+    max_pixels : int
+        Refuse images with more pixels than this (decompression bombs) before
+        decoding them.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (H, W, 3)
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, truncated or oversized image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("expected an image file, found nothing", path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise InputError(f"expected at most {max_pixels} pixels, found {w}x{h} "
+                                 "(possible decompression bomb)", path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im.load()
+            rgb = np.asarray(im.convert("RGB"))
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"expected a normal-sized image, found a decompression bomb ({e})",
+                         path) from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"expected a readable image, found a corrupt or truncated file ({e})",
+                         path) from None
+    return rgb
