@@ -1,0 +1,91 @@
+"""The genotype classifier and its input pipeline.
+
+The network is the core Inception classifier (:func:`deepsci.core.models.inception.classifier`)
+with one 3-way head, ``genotype``: the number of copies (0, 1, 2) of the shown alt alleles,
+i.e. hom-ref, het, hom-alt. Pixels are mapped from [0, 254] to [-1, 1] inside the model,
+as DeepVariant does, so a saved model takes the raw uint8 pileups.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .pileup import CHANNELS, HEIGHT, WIDTH
+
+__all__ = ["build_model", "example_dataset", "load_genotype_model", "INPUT_SHAPE"]
+
+INPUT_SHAPE = (HEIGHT, WIDTH, CHANNELS)
+HEAD = "genotype"
+
+
+def build_model(variant: str = "small", *, input_shape=INPUT_SHAPE, **kw):
+    """Pileup (N, 100, 221, 7) -> ``{"genotype": logits (N, 3)}``.
+
+    Parameters
+    ----------
+    variant : {"small", "v3"}
+        ``"v3"`` is the full Inception-v3 backbone (DeepVariant's); ``"small"`` trains in
+        minutes on a CPU.
+    """
+    import keras
+    from deepsci.core.models.inception import classifier
+
+    if variant not in ("small", "v3"):
+        from deepsci.core.errors import ConfigError
+        raise ConfigError(f"expected model variant 'small' or 'v3', found {variant!r}")
+    inp = keras.Input(input_shape, name="pileup")
+    x = keras.layers.Rescaling(1.0 / 127.0, offset=-1.0, name="scale")(inp)
+    net = classifier(input_shape, {HEAD: 3}, variant=variant, **kw)
+    out = net(x)
+    return keras.Model(inp, out, name=f"deepvariant_{variant}")
+
+
+def _parse(serialized, with_meta: bool):
+    import tensorflow as tf
+
+    spec = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
+    f = tf.io.parse_single_example(serialized, spec)
+    img = tf.reshape(tf.io.decode_raw(f["image/encoded"], tf.uint8), INPUT_SHAPE)
+    img = tf.cast(img, tf.float32)
+    return img, f["label"]
+
+
+def example_dataset(files: list[str | os.PathLike], *, batch_size: int, training: bool,
+                    seed: int = 0, shuffle_buffer: int = 10_000, labelled_only: bool = False):
+    """Batched ``(image float32 (B, 100, 221, 7), label int64 (B,))`` from example shards.
+
+    In training mode unlabelled examples (label < 0) are dropped and the order is shuffled
+    with a fixed seed (reshuffled each epoch, deterministically).
+    """
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset([str(f) for f in files], compression_type="GZIP")
+    ds = ds.map(lambda s: _parse(s, False), num_parallel_calls=2, deterministic=True)
+    if training or labelled_only:
+        ds = ds.filter(lambda x, y: y >= 0)
+    if training:
+        ds = ds.cache()
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    return ds.prefetch(2)
+
+
+def load_genotype_model(path: str | os.PathLike):
+    """Load a saved variants model (``safe_mode=True``); returns ``(model, sidecar)``."""
+    from deepsci.core.errors import InputError
+    from deepsci.core.models.serialization import load_model
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise InputError("expected a model.keras from `deepsci variants train`, found nothing",
+                         path)
+    model, sidecar = load_model(path)
+    if sidecar.get("app") not in (None, "variants"):
+        raise InputError(f"expected a variants model, found one for {sidecar.get('app')!r}",
+                         path)
+    return model, sidecar

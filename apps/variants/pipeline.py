@@ -1,0 +1,131 @@
+"""``run``: the three stages chained, and the ``bcftools call`` baseline on the same BAM."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import atomic_path, save_config, write_run_info
+
+from . import io as vio
+
+__all__ = ["RunConfig", "run_pipeline", "bcftools_call", "freebayes_call"]
+
+
+@dataclass
+class RunConfig:
+    """Options of ``deepsci variants run``."""
+
+    reads: str = ""
+    ref: str = ""
+    model: str = ""
+    out_dir: str = "calls"
+    regions: str | None = None
+    shards: int = 1
+    scheduler: str | None = None
+    gvcf: bool = False
+    haploid_contigs: list[str] | None = None
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if not (self.reads and self.ref and self.model):
+            raise ConfigError("expected --reads, --ref and --model, found none")
+
+
+def run_pipeline(config: RunConfig, *, command: str | None = None) -> dict:
+    """make-examples -> call-variants -> postprocess-variants; returns counts and timings.
+
+    Outputs in ``out_dir``: ``examples/``, ``calls.tsv.gz``, ``calls.vcf.gz`` (+ ``.tbi``)
+    and with ``gvcf`` ``calls.g.vcf.gz``.
+    """
+    from .call_variants import CallConfig, call_variants
+    from .make_examples import MakeExamplesConfig, make_examples
+    from .model import load_genotype_model
+    from .postprocess import PostprocessConfig, postprocess_variants
+
+    config.validate()
+    load_genotype_model(config.model)          # fail on a bad model before the long stage
+    out = Path(config.out_dir)
+    t = {}
+    t0 = time.time()
+    me = make_examples(MakeExamplesConfig(reads=config.reads, ref=config.ref,
+                                          out_dir=str(out / "examples"), regions=config.regions,
+                                          shards=config.shards, scheduler=config.scheduler,
+                                          gvcf=config.gvcf))
+    t["make_examples"] = time.time() - t0
+    t0 = time.time()
+    cv = call_variants(CallConfig(examples=str(out / "examples"), model=config.model,
+                                  out=str(out / "calls.tsv.gz"), batch_size=config.batch_size))
+    t["call_variants"] = time.time() - t0
+    t0 = time.time()
+    pp = postprocess_variants(PostprocessConfig(
+        calls=str(out / "calls.tsv.gz"), ref=config.ref, out=str(out / "calls.vcf.gz"),
+        gvcf_out=str(out / "calls.g.vcf.gz") if config.gvcf else None,
+        examples=str(out / "examples") if config.gvcf else None,
+        haploid_contigs=config.haploid_contigs), command=command)
+    t["postprocess_variants"] = time.time() - t0
+    save_config(config, out / "config.json")
+    write_run_info(out, command="variants run", config=config)
+    return {"vcf": str(out / "calls.vcf.gz"), "candidates": me["candidates"],
+            "examples": cv["examples"], "filters": pp, "seconds": t,
+            "candidates_per_second": me["candidates_per_second"]}
+
+
+def bcftools_call(bam: str | os.PathLike, ref: str | os.PathLike, out: str | os.PathLike, *,
+                  regions: str | None = None, threads: int = 2) -> Path:
+    """``bcftools mpileup -f ref bam | bcftools call -mv`` with pysam's bcftools.
+
+    ``regions`` is ``chr:start-end`` (1-based) or a BED path. Output: bgzipped, indexed VCF.
+    """
+    import pysam
+
+    vio.open_alignments(bam, ref).close()
+    out = Path(out)
+    pile = out.with_name(out.name + ".mpileup.bcf")
+    args = ["-f", str(ref), "-a", "AD,DP", "-O", "u", "-o", str(pile)]
+    if regions:
+        args += ["-R" if Path(regions).is_file() else "-r", str(regions)]
+    try:
+        pysam.bcftools.mpileup(*args, str(bam), catch_stdout=False)
+        with atomic_path(out) as tmp:
+            pysam.bcftools.call("-m", "-v", "--threads", str(threads), "-O", "z", "-o",
+                                str(tmp), str(pile), catch_stdout=False)
+            pysam.tabix_index(str(tmp), preset="vcf", force=True)
+            tbi = Path(str(tmp) + ".tbi")
+        shutil.move(str(tbi), str(out) + ".tbi")
+    except pysam.SamtoolsError as e:
+        raise InputError(f"expected bcftools to run, found: {str(e).strip()[-200:]}", bam) \
+            from None
+    finally:
+        pile.unlink(missing_ok=True)
+    return out
+
+
+def freebayes_call(bam, ref, out, *, regions: str | None = None) -> Path | None:
+    """Run the ``freebayes`` binary when installed (else ``None``); bgzipped, indexed VCF."""
+    import subprocess
+
+    import pysam
+
+    exe = shutil.which("freebayes")
+    if exe is None:
+        return None
+    out = Path(out)
+    args = [exe, "-f", str(ref)]
+    if regions and not Path(regions).is_file():
+        args += ["-r", regions.replace(",", "")]
+    elif regions:
+        args += ["-t", str(regions)]
+    raw = out.with_name(out.name + ".raw.vcf")
+    with open(raw, "w") as f:
+        subprocess.run(args + [str(bam)], stdout=f, check=True)
+    with atomic_path(out) as tmp:
+        pysam.tabix_compress(str(raw), str(tmp), force=True)
+        pysam.tabix_index(str(tmp), preset="vcf", force=True)
+        tbi = Path(str(tmp) + ".tbi")
+    shutil.move(str(tbi), str(out) + ".tbi")
+    raw.unlink()
+    return out

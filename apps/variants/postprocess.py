@@ -1,0 +1,273 @@
+"""Stage 3, ``postprocess-variants``: genotype probabilities -> VCF 4.2 (and gVCF).
+
+Per site the classifier gives, for every image (one per alt and per alt pair), the
+probabilities of 0, 1 or 2 copies of the shown alleles. Genotype probabilities over all
+alleles are combined DeepVariant-style: each genotype takes the *minimum* over the images
+that contain its allele pair, then the genotypes are renormalised.
+
+Quality fields: ``GQ = -10 log10(1 - p(GT))``, ``QUAL = -10 log10 p(0/0)``,
+``PL = round(-10 log10 p(g)) - min``, ``GL = log10 p(g)``.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from itertools import combinations_with_replacement
+from pathlib import Path
+
+import numpy as np
+from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import read_json, save_config, write_run_info
+
+from . import io as vio
+from .call_variants import read_calls
+
+__all__ = ["PostprocessConfig", "postprocess_variants", "combine_genotypes", "site_record",
+           "genotype_fields", "gvcf_records", "MIN_PROB"]
+
+MIN_PROB = 1e-10            # caps phred values at 100
+GVCF_ALT = "<*>"
+
+
+@dataclass
+class PostprocessConfig:
+    """Options of ``deepsci variants postprocess-variants``."""
+
+    calls: str = ""
+    ref: str = ""
+    out: str = "calls.vcf.gz"
+    gvcf_out: str | None = None
+    examples: str | None = None           # folder with gvcf-*.tsv.gz blocks (for --gvcf)
+    haploid_contigs: list[str] | None = None
+    min_qual: float = 1.0                 # below: FILTER LowQual
+    sample: str | None = None
+
+    def validate(self) -> None:
+        if not self.calls or not self.ref:
+            raise ConfigError("expected --calls and --ref, found none")
+        if not self.out.endswith(".vcf.gz"):
+            raise ConfigError(f"expected --out ending in .vcf.gz, found {self.out!r}")
+        if self.gvcf_out is not None:
+            if not self.gvcf_out.endswith(".vcf.gz"):
+                raise ConfigError(f"expected --gvcf-out ending in .vcf.gz, found "
+                                  f"{self.gvcf_out!r}")
+            if self.examples is None:
+                raise ConfigError("expected --examples (the make-examples folder with gVCF "
+                                  "blocks) together with --gvcf-out, found none")
+
+
+def genotypes(n_alleles: int, ploidy: int = 2) -> list[tuple[int, ...]]:
+    """Genotypes in VCF order (``k(k+1)/2 + j`` for diploid ``j <= k``)."""
+    if ploidy == 1:
+        return [(i,) for i in range(n_alleles)]
+    return sorted(combinations_with_replacement(range(n_alleles), 2), key=lambda g: (g[1], g[0]))
+
+
+def combine_genotypes(n_alts: int, images: dict[tuple[int, ...], np.ndarray]
+                      ) -> dict[tuple[int, int], float]:
+    """Diploid genotype probabilities over alleles ``0..n_alts`` from per-image predictions.
+
+    Parameters
+    ----------
+    n_alts : int
+    images : dict
+        ``alt_idx`` (0-based indices into the alts, 1 or 2 of them) -> ``(3,)`` probabilities
+        of 0/1/2 copies of those alts.
+
+    Returns
+    -------
+    dict mapping ``(a, b)`` with ``a <= b`` (allele numbers, 0 = REF) to a probability.
+
+    Notes
+    -----
+    For ``0/0`` every image must show zero copies, so its probability is the minimum of
+    ``p0`` over all images; ``0/i`` takes the minimum of ``p1`` over images containing ``i``;
+    ``i/i`` the minimum of ``p2`` over images containing ``i``; ``i/j`` the minimum of
+    ``p2`` of the pair image and ``p1`` of each single image.
+    """
+    out = {}
+    for g in genotypes(n_alts + 1):
+        a, b = g
+        vals = []
+        if a == 0 and b == 0:
+            vals = [p[0] for p in images.values()]
+        elif a == 0:
+            vals = [p[1] for s, p in images.items() if b - 1 in s]
+        elif a == b:
+            vals = [p[2] for s, p in images.items() if a - 1 in s]
+        else:
+            pair = (a - 1, b - 1)
+            vals = [images[pair][2]] if pair in images else []
+            vals += [images[(i,)][1] for i in pair if (i,) in images]
+        out[g] = float(min(vals)) if vals else 0.0
+    total = sum(out.values())
+    if total <= 0:
+        return {g: 1.0 / len(out) for g in out}
+    return {g: v / total for g, v in out.items()}
+
+
+def haploid(probs: dict[tuple[int, int], float], n_alleles: int) -> dict[tuple[int], float]:
+    """Restrict diploid probabilities to haploid genotypes (``i/i`` -> ``i``), renormalised."""
+    h = {(i,): probs.get((i, i), 0.0) for i in range(n_alleles)}
+    total = sum(h.values())
+    return {g: (v / total if total > 0 else 1.0 / n_alleles) for g, v in h.items()}
+
+
+def _phred(p: float) -> float:
+    return -10.0 * math.log10(max(p, MIN_PROB))
+
+
+def genotype_fields(probs: dict, n_alleles: int, ploidy: int = 2) -> dict:
+    """GT, GQ, QUAL, PL and GL from genotype probabilities (see the module notes).
+
+    Examples
+    --------
+    >>> f = genotype_fields({(0, 0): 0.01, (0, 1): 0.98, (1, 1): 0.01}, 2)
+    >>> f["GT"], f["GQ"], f["PL"]
+    ((0, 1), 17, [20, 0, 20])
+    """
+    order = genotypes(n_alleles, ploidy)
+    p = np.array([probs.get(g, 0.0) for g in order])
+    best = int(np.argmax(p))
+    gt = order[best]
+    phred = np.array([_phred(v) for v in p])
+    pl = np.rint(phred - phred.min()).astype(int)
+    gq = int(round(_phred(1.0 - p[best]))) if p[best] < 1.0 else int(round(_phred(0.0)))
+    qual = _phred(p[0])
+    return {"GT": gt, "GQ": gq, "QUAL": round(qual, 4), "PL": pl.tolist(),
+            "GL": [round(math.log10(max(v, MIN_PROB)), 4) for v in p]}
+
+
+def site_record(contig: str, pos: int, ref: str, alts: list[str], dp: int, ad: list[int],
+                images: dict, *, ploidy: int = 2, min_qual: float = 1.0,
+                gvcf: bool = False) -> dict:
+    """One VCF record dict (for :func:`deepsci.apps.variants.io.write_vcf`) for a site."""
+    n = len(alts) + 1
+    probs = combine_genotypes(len(alts), images)
+    if ploidy == 1:
+        probs = haploid(probs, n)
+    alleles = list(alts)
+    ad = list(ad)
+    if gvcf:
+        # Joint callers need the non-ref allele on variant records too; it never has support.
+        alleles.append(GVCF_ALT)
+        ad.append(0)
+        n += 1
+    f = genotype_fields(probs, n, ploidy)
+    is_ref = all(a == 0 for a in f["GT"])
+    filt = "RefCall" if is_ref else ("LowQual" if f["QUAL"] < min_qual else "PASS")
+    vaf = [round(a / dp, 4) if dp > 0 else 0.0 for a in ad[1:]]
+    return {"contig": contig, "pos": pos, "ref": ref, "alts": tuple(alleles),
+            "qual": f["QUAL"], "filter": filt,
+            "sample": {"GT": f["GT"], "GQ": f["GQ"], "DP": dp, "AD": tuple(ad),
+                       "VAF": tuple(vaf), "PL": tuple(f["PL"]), "GL": tuple(f["GL"])}}
+
+
+def gvcf_records(blocks, variant_spans: dict[str, list[tuple[int, int]]], fa) -> list[dict]:
+    """Reference blocks (``<*>``) for the bases not covered by variant records.
+
+    ``blocks`` are ``(contig, start, end, gq, min_dp)`` (0-based, end exclusive) from
+    make-examples; blocks are cut around ``variant_spans``.
+    """
+    out = []
+    spans = {c: sorted(v) for c, v in variant_spans.items()}
+    for contig, start, end, gq, min_dp in blocks:
+        pieces = [(start, end)]
+        for a, b in _overlapping(spans.get(contig, []), start, end):
+            nxt = []
+            for s, e in pieces:
+                if b <= s or a >= e:
+                    nxt.append((s, e))
+                    continue
+                if s < a:
+                    nxt.append((s, a))
+                if b < e:
+                    nxt.append((b, e))
+            pieces = nxt
+        for s, e in pieces:
+            out.append({"contig": contig, "pos": s, "ref": fa.fetch(contig, s, s + 1).upper(),
+                        "alts": (GVCF_ALT,), "qual": None, "filter": None,
+                        "info": {"END": e},
+                        "sample": {"GT": (0, 0), "GQ": gq, "MIN_DP": min_dp, "DP": min_dp}})
+    return out
+
+
+def _overlapping(spans, start, end):
+    import bisect
+    i = bisect.bisect_left(spans, (start - 1000, 0))
+    while i < len(spans) and spans[i][0] < end:
+        if spans[i][1] > start:
+            yield spans[i]
+        i += 1
+
+
+def _read_blocks(folder) -> list[tuple]:
+    from .make_examples import example_files
+    blocks = []
+    for f in example_files(folder, kind="gvcf"):
+        with gzip.open(f, "rt") as fh:
+            for line in fh:
+                c, s, e, g, d = line.rstrip("\n").split("\t")
+                blocks.append((c, int(s), int(e), int(g), int(d)))
+    if not blocks:
+        raise InputError("expected gvcf-*.tsv.gz blocks from make-examples (run it with "
+                         "gVCF output on), found none", folder)
+    return blocks
+
+
+def postprocess_variants(config: PostprocessConfig, *, command: str | None = None) -> dict:
+    """Write the VCF (and gVCF); returns counts per FILTER."""
+    config.validate()
+    fa = vio.open_fasta(config.ref)
+    contigs = dict(zip(fa.references, fa.lengths, strict=True))
+    rows = read_calls(config.calls)
+    info_path = Path(config.calls).with_name(Path(config.calls).name.split(".")[0] + "_info.json")
+    info = read_json(info_path) if info_path.exists() else {}
+    sample = config.sample or info.get("sample") or "SAMPLE"
+    haploid_set = set(config.haploid_contigs or [])
+    unknown = haploid_set - set(contigs)
+    if unknown:
+        raise InputError(f"expected --haploid-contigs from the FASTA, found {sorted(unknown)}",
+                         config.ref)
+    sites: dict = defaultdict(dict)
+    meta: dict = {}
+    for r in rows:
+        if r["contig"] not in contigs:
+            raise InputError(f"expected calls on contigs of the FASTA, found {r['contig']!r}",
+                             config.calls)
+        key = (r["contig"], r["pos"], r["ref"], tuple(r["alts"]))
+        sites[key][r["alt_idx"]] = r["probs"]
+        meta[key] = (r["dp"], r["ad"])
+    order = {c: i for i, c in enumerate(contigs)}
+    records = []
+    for key in sorted(sites, key=lambda k: (order[k[0]], k[1], k[2], k[3])):
+        contig, pos, ref, alts = key
+        dp, ad = meta[key]
+        records.append((key, site_record(contig, pos, ref, list(alts), dp, ad, sites[key],
+                                         ploidy=1 if contig in haploid_set else 2,
+                                         min_qual=config.min_qual)))
+    cmd = command or " ".join(sys.argv)
+    header = vio.vcf_header(contigs, sample, command=cmd)
+    vio.write_vcf([r for _, r in records], config.out, header)
+    counts = defaultdict(int)
+    for _, r in records:
+        counts[r["filter"]] += 1
+    if config.gvcf_out:
+        gheader = vio.vcf_header(contigs, sample, command=cmd, gvcf=True)
+        var = [site_record(*k[:2], k[2], list(k[3]), *meta[k], sites[k],
+                           ploidy=1 if k[0] in haploid_set else 2, min_qual=config.min_qual,
+                           gvcf=True) for k, _ in records]
+        spans = defaultdict(list)
+        for r in var:
+            spans[r["contig"]].append((r["pos"], r["pos"] + len(r["ref"])))
+        ref_recs = gvcf_records(_read_blocks(config.examples), spans, fa)
+        allrec = sorted(var + ref_recs, key=lambda r: (order[r["contig"]], r["pos"]))
+        vio.write_vcf(allrec, config.gvcf_out, gheader)
+        counts["gvcf_blocks"] = len(ref_recs)
+    out_dir = Path(config.out).parent
+    save_config(config, out_dir / (Path(config.out).name.split(".")[0] + "_config.json"))
+    write_run_info(out_dir, command="variants postprocess-variants", config=config)
+    return dict(counts)
