@@ -43,6 +43,9 @@ class PathologyTrainConfig:
     patches_per_epoch, val_patches : int
     mpp : float, optional
         Microns per pixel for slides that do not record it.
+    bn_batches : int
+        Batches of training patches used to re-estimate BatchNorm statistics
+        after training (0 turns it off).
     """
 
     slides: str
@@ -58,6 +61,7 @@ class PathologyTrainConfig:
     val_patches: int = 256
     mpp: float | None = None
     strategy: str = "auto"
+    bn_batches: int = 16
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=32,
                                                                    monitor="val_auc", mode="max"))
 
@@ -142,6 +146,38 @@ def _index(folder, annotations, cfg: PathologyTrainConfig):
     return out
 
 
+def _batchnorms(layer):
+    import keras
+
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for sub in getattr(layer, "layers", []):
+        yield from _batchnorms(sub)
+
+
+def precise_batchnorm(model, batches) -> int:
+    """Re-estimate BatchNorm moving statistics as exact averages over ``batches``.
+
+    A short run leaves the moving averages (momentum 0.99) far from the
+    trained weights' real activation statistics, which flattens inference
+    outputs; averaging over a few hundred patches fixes that ("precise BN").
+    Returns the number of batches used.
+    """
+    bns = list(_batchnorms(model))
+    saved = [bn.momentum for bn in bns]
+    n = 0
+    try:
+        for x in batches:
+            for bn in bns:
+                bn.momentum = n / (n + 1.0)  # running mean over batches seen so far
+            model(x, training=True)
+            n += 1
+    finally:
+        for bn, m in zip(bns, saved, strict=True):
+            bn.momentum = m
+    return n
+
+
 def train(config: PathologyTrainConfig):
     """Train the patch classifier; writes ``model.keras`` (+ sidecar) in ``out_dir``.
 
@@ -203,5 +239,15 @@ def train(config: PathologyTrainConfig):
         "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
     }
     save_model(result.model, out / MODEL_NAME, sidecar=sidecar)
+    if cfg.bn_batches > 0:
+        # A fresh, strategy-free copy: its statistics can be re-estimated eagerly.
+        from deepsci.core.models.serialization import load_model
+
+        model, _ = load_model(out / MODEL_NAME)
+        data = make_dataset(indices, cfg.patch, n=cfg.bn_batches * tc.batch_size, batch_size=tc.batch_size,
+                            seed=tc.seed + 20_000, augment_patches=False, mpp=cfg.mpp)
+        precise_batchnorm(model, (x for x, _ in data))
+        sidecar["precise_batchnorm_batches"] = cfg.bn_batches
+        save_model(model, out / MODEL_NAME, sidecar=sidecar)
     write_run_info(out, command="pathology train", config=cfg)
     return result

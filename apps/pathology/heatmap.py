@@ -1,0 +1,271 @@
+"""Tumour-probability heatmaps: a sliding window over the tissue of each slide.
+
+Heatmap pixel ``(r, c)`` is the model's tumour probability for the patch
+centred on the level-0 cell ``[c*s, (c+1)*s) x [r*s, (r+1)*s)``, ``s`` the
+stride in level-0 pixels (by default the training centre region, so the
+cells tile the slide as the labels did). Only cells on tissue are evaluated;
+the rest are 0. Optional test-time augmentation averages the 8 orientations.
+
+Outputs per slide (atomically): ``<slide>.heatmap.tif`` (float32 tiled
+pyramidal TIFF with the stride and microns per pixel in its description),
+optionally ``<slide>.heatmap.zarr``, and ``<slide>.overlay.png``. Slides run
+in parallel through :func:`deepsci.core.parallel.run_shards`; a re-run skips
+finished slides.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from deepsci.core.errors import ConfigError, InputError
+
+from .io import Slide, write_pyramid_tiff
+from .tissue import TissueConfig, slide_tissue
+
+__all__ = ["HeatmapConfig", "heatmap_grid", "heatmap_slide", "heatmap_task", "run_heatmaps"]
+
+_MODELS: dict[str, tuple] = {}  # per-process model cache (Dask workers reuse it)
+
+
+@dataclass
+class HeatmapConfig:
+    """Settings of ``deepsci pathology heatmap``.
+
+    Attributes
+    ----------
+    model : str
+        ``model.keras`` written by ``train`` (its sidecar gives patch size and magnifications).
+    slides : str
+        A slide file or a folder of slides.
+    out_dir : str
+    stride : int, optional
+        Window step in pixels at the model's finest magnification (default:
+        the model's centre-region size).
+    batch_size : int
+    tta : bool
+        Average the 8 orientations (8x the compute).
+    format : {"tiff", "zarr", "both"}
+    scheduler : str, optional
+        ``"inline"``, ``"local"`` (Dask LocalCluster) or ``tcp://host:port``.
+    workers : int, optional
+        Dask workers (default: min(slides, CPUs)).
+    threads : int
+        TensorFlow threads per worker.
+    """
+
+    model: str
+    slides: str
+    out_dir: str
+    stride: int | None = None
+    batch_size: int = 64
+    tta: bool = False
+    format: str = "tiff"
+    scheduler: str | None = "local"
+    workers: int | None = None
+    threads: int = 1
+    mpp: float | None = None
+    overwrite: bool = False
+    tissue: TissueConfig = field(default_factory=TissueConfig)
+
+    def validate(self) -> HeatmapConfig:
+        if self.format not in ("tiff", "zarr", "both"):
+            raise ConfigError(f"expected format tiff, zarr or both, found {self.format!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"expected batch_size >= 1, found {self.batch_size}")
+        if self.stride is not None and self.stride < 1:
+            raise ConfigError(f"expected stride >= 1, found {self.stride}")
+        if not Path(self.model).is_file():
+            raise InputError("expected a trained model (.keras), found no file", self.model)
+        if not Path(self.slides).exists():
+            raise InputError("expected a slide file or folder, found none", self.slides)
+        return self
+
+
+def _load(model_path: str, threads: int | None):
+    if model_path not in _MODELS:
+        import tensorflow as tf
+
+        if threads:
+            try:  # only possible before TensorFlow starts; a no-op in a busy process
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:
+                pass
+        from deepsci.core.models.serialization import load_model
+
+        model, meta = load_model(model_path)
+        if meta.get("app") != "pathology":
+            raise InputError(f"expected a pathology model, found one from app {meta.get('app')!r}", model_path)
+
+        @tf.function(reduce_retracing=True)
+        def predict(x):
+            return tf.sigmoid(model(x, training=False)["tumor"])[:, 0]
+
+        _MODELS[model_path] = (model, meta, predict)
+    return _MODELS[model_path]
+
+
+def heatmap_grid(slide: Slide, stride_px: float, tissue_cfg: TissueConfig) -> np.ndarray:
+    """Which heatmap cells ``(gh, gw)`` lie on tissue (cells touching tissue count)."""
+    from scipy import ndimage as ndi
+
+    from .patches import _resize_mask
+
+    w, h = slide.dimensions
+    shape = (max(1, int(np.ceil(h / stride_px))), max(1, int(np.ceil(w / stride_px))))
+    tissue, _ = slide_tissue(slide, tissue_cfg)
+    grid = _resize_mask(tissue, shape)
+    return ndi.binary_dilation(grid) if grid.any() else grid
+
+
+def _orientations(x: np.ndarray):
+    for k in range(4):
+        r = np.rot90(x, k, axes=(1, 2))
+        yield r
+        yield r[:, :, ::-1]
+
+
+def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -> tuple[np.ndarray, dict]:
+    """The heatmap ``(gh, gw)`` float32 of one slide and its metadata (no files written)."""
+    import tensorflow as tf
+    from deepsci.core.progress import progress
+
+    from .patches import PatchConfig, preprocess, read_example
+
+    model, meta, predict = _load(model_path, cfg.threads)
+    spec = meta["input_spec"]
+    pc = PatchConfig(patch_size=int(spec["patch_size"]), magnifications=tuple(spec["magnifications"]),
+                     center_size=int(spec["center_size"]))
+    t0 = time.perf_counter()
+    with Slide(slide_path, mpp=cfg.mpp) as slide:
+        choices = [slide.select_level(m) for m in pc.magnifications]
+        finest_mpp = 10.0 / pc.magnifications[0]
+        stride_px = (cfg.stride or pc.center_size) * finest_mpp / slide.mpp
+        grid = heatmap_grid(slide, stride_px, cfg.tissue)
+        rows, cols = np.nonzero(grid)
+        heat = np.zeros(grid.shape, np.float32)
+        n, bs = len(rows), cfg.batch_size
+        bar = progress(total=n, desc=f"heatmap {Path(slide_path).stem}", unit="tile")
+        for start in range(0, n, bs):
+            r, c = rows[start:start + bs], cols[start:start + bs]
+            ex = [read_example(slide, (cc + 0.5) * stride_px, (rr + 0.5) * stride_px, pc, choices)
+                  for rr, cc in zip(r, c, strict=True)]
+            scales = [np.stack([e[i] for e in ex]) for i in range(len(pc.magnifications))]
+            pad = bs - len(ex)  # a fixed batch shape avoids retracing on the last batch
+            if pad:
+                scales = [np.concatenate([s, np.repeat(s[-1:], pad, 0)]) for s in scales]
+            views = zip(*[_orientations(s) for s in scales], strict=True) if cfg.tta else [scales]
+            probs = np.zeros(bs, np.float32)
+            count = 0
+            for view in views:
+                x = [preprocess(tf.constant(np.ascontiguousarray(v))) for v in view]
+                probs += predict(x[0] if len(x) == 1 else tuple(x)).numpy()
+                count += 1
+            heat[r, c] = (probs / count)[: len(ex)]
+            bar.update(len(ex))
+        bar.close()
+        seconds = time.perf_counter() - t0
+        info = {
+            "slide_name": Path(slide_path).stem, "slide": str(slide_path), "stride": float(stride_px),
+            "mpp": slide.mpp, "dimensions": list(slide.dimensions),
+            "magnifications": list(pc.magnifications), "patch_size": pc.patch_size,
+            "tta": bool(cfg.tta), "model": str(model_path), "tiles": int(n), "seconds": round(seconds, 3),
+            "level0_megapixels": float(n * stride_px * stride_px / 1e6),
+        }
+        return heat, info
+
+
+def _overlay(slide_path: str | Path, heat: np.ndarray, mpp: float | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from deepsci.core.io import atomic_path
+    from matplotlib import colormaps
+    from PIL import Image
+
+    with Slide(slide_path, mpp=mpp) as slide:
+        w, h = slide.dimensions
+        thumb, _ = slide.thumbnail(max(w, h) * slide.mpp / 1024)
+    hh, ww = thumb.shape[:2]
+    up = np.asarray(Image.fromarray(heat).resize((ww, hh), Image.NEAREST))
+    rgba = colormaps["jet"](np.clip(up, 0, 1))[..., :3]
+    alpha = np.where(up > 0.05, 0.55, 0.0)[..., None]
+    out = (thumb / 255.0) * (1 - alpha) + rgba * alpha
+    with atomic_path(path) as tmp:
+        Image.fromarray((out * 255).astype(np.uint8)).save(tmp, format="PNG")
+
+
+def heatmap_task(task: dict) -> dict:
+    """One slide: compute and write its heatmap files (a :func:`run_shards` task)."""
+    from deepsci.core.io import atomic_dir
+
+    cfg = HeatmapConfig(**{**task["config"], "tissue": TissueConfig(**task["config"]["tissue"])})
+    out = Path(cfg.out_dir)
+    name = Path(task["slide"]).stem
+    heat, info = heatmap_slide(task["slide"], cfg.model, cfg)
+    if cfg.format in ("tiff", "both"):
+        write_pyramid_tiff(out / f"{name}.heatmap.tif", heat, mpp=info["mpp"] * info["stride"], tile=64,
+                           compression="zlib", min_size=32, mode="max", description=info)
+    if cfg.format in ("zarr", "both"):
+        import zarr
+
+        with atomic_dir(out / f"{name}.heatmap.zarr") as tmp:
+            arr = zarr.create_array(str(tmp), shape=heat.shape, dtype="float32",
+                                    chunks=(min(256, heat.shape[0]), min(256, heat.shape[1])),
+                                    overwrite=True)
+            arr[...] = heat
+            arr.attrs.update(info)
+    _overlay(task["slide"], heat, cfg.mpp, out / f"{name}.overlay.png")
+    return {**info, "score": float(heat.max()) if heat.size else 0.0}
+
+
+def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
+    """Heatmaps of every slide in ``config.slides``; returns per-slide info."""
+    import dataclasses
+    import os
+
+    from deepsci.core.io import save_config, write_run_info
+    from deepsci.core.parallel import marker_path, run_shards
+
+    from .train import list_slides
+
+    cfg = config.validate()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slides = list_slides(cfg.slides)
+    cfg_dict = dataclasses.asdict(cfg)
+    cfg_dict["model"] = str(Path(cfg.model).resolve())
+    tasks = [{"slide": str(Path(s).resolve()), "config": cfg_dict} for s in slides]
+    state = out / ".state"
+    if cfg.overwrite:
+        for t in tasks:
+            marker_path(state, Path(t["slide"]).stem).unlink(missing_ok=True)
+    # Validate every slide up front: a bad file is a one-line error, not a worker traceback.
+    from deepsci.core.models.serialization import load_model  # noqa: F401 - fail fast on import
+
+    meta = _sidecar(cfg.model)
+    for s in slides:
+        with Slide(s, mpp=cfg.mpp) as slide:
+            for m in meta["input_spec"]["magnifications"]:
+                slide.select_level(m)
+    save_config(cfg, out / "heatmap_config.json")
+    workers = cfg.workers or max(1, min(len(tasks), os.cpu_count() or 1))
+    results = run_shards(heatmap_task, tasks, key=lambda t: Path(t["slide"]).stem, state_dir=state,
+                         scheduler=cfg.scheduler, workers=workers, desc="slides")
+    write_run_info(out, command="pathology heatmap", config=cfg,
+                   extra={"slides": {k: {kk: v[kk] for kk in ("tiles", "seconds", "score")}
+                                     for k, v in results.items()}})
+    return results
+
+
+def _sidecar(model_path: str) -> dict:
+    from deepsci.core.io import read_json
+    from deepsci.core.models.serialization import sidecar_path
+
+    meta = read_json(sidecar_path(model_path))
+    if meta.get("app") != "pathology" or "input_spec" not in meta:
+        raise InputError("expected a pathology model sidecar with input_spec, found another kind",
+                         sidecar_path(model_path))
+    return meta
