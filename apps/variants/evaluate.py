@@ -55,6 +55,7 @@ class EvaluateConfig:
 def normalise(vcf: str | os.PathLike, ref: str | os.PathLike, out: str | os.PathLike) -> Path:
     """``bcftools norm -f ref -m -any``: left-aligned, biallelic records (bgzipped)."""
     import pysam
+    import pysam.bcftools
 
     try:
         pysam.bcftools.norm("-f", str(ref), "-m", "-any", "-c", "w", "-O", "z", "-o", str(out),
@@ -63,6 +64,7 @@ def normalise(vcf: str | os.PathLike, ref: str | os.PathLike, out: str | os.Path
         msg = str(e).strip().splitlines()
         raise InputError(f"expected a VCF matching the reference, found: "
                          f"{msg[-1] if msg else e}", vcf) from None
+    pysam.tabix_index(str(out), preset="vcf", force=True)
     return Path(out)
 
 

@@ -358,9 +358,16 @@ def write_vcf(records, path: str | os.PathLike, header) -> Path:
 def _fill(vf, rec: dict):
     """Build a pysam record from a dict with contig, pos (0-based), ref, alts, qual, filter,
     info (dict) and sample fields (dict)."""
-    r = vf.new_record(contig=rec["contig"], start=rec["pos"], alleles=(rec["ref"], *rec["alts"]),
-                      qual=rec.get("qual"), filter=rec.get("filter"))
-    for k, v in rec.get("info", {}).items():
+    info = dict(rec.get("info", {}))
+    # htslib writes INFO/END from the record's stop; it cannot be set as a plain INFO key.
+    extra = {"stop": info.pop("END")} if "END" in info else {}
+    if not extra and any(a.startswith("<") for a in rec["alts"]):
+        # Symbolic alleles make htslib take the length from END; give it the REF span.
+        extra = {"stop": rec["pos"] + len(rec["ref"])}
+    r = vf.new_record(contig=rec["contig"], start=rec["pos"],
+                      alleles=(rec["ref"], *rec["alts"]), qual=rec.get("qual"),
+                      filter=rec.get("filter"), **extra)
+    for k, v in info.items():
         r.info[k] = v
     s = r.samples[0]
     for k, v in rec.get("sample", {}).items():

@@ -81,6 +81,7 @@ def bcftools_call(bam: str | os.PathLike, ref: str | os.PathLike, out: str | os.
     ``regions`` is ``chr:start-end`` (1-based) or a BED path. Output: bgzipped, indexed VCF.
     """
     import pysam
+    import pysam.bcftools
 
     vio.open_alignments(bam, ref).close()
     out = Path(out)

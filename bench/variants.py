@@ -1,0 +1,152 @@
+"""Benchmark of the variants app: deepsci vs bcftools (and freebayes) on the same BAM.
+
+Plants variants (1 SNP / kb, 1 indel / 10 kb) into C. elegans chromosome I when
+``../shared/data/genomics/ce.fa`` exists (else a random genome), simulates 30x 2x150 bp
+reads, aligns them with BWA-MEM, trains the small Inception on the first half of the
+chromosome and calls the second half with deepsci, ``bcftools mpileup | call -m`` and, when
+installed, freebayes. Prints Markdown tables (accuracy, wall time, make-examples throughput).
+
+Usage::
+
+    python bench/variants.py [--limit BP] [--coverage 30] [--epochs 15] [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CE = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomics" / "ce.fa"
+
+
+def _score(vcf, truth, ref, bed, out) -> dict:
+    from deepsci.apps.variants.evaluate import EvaluateConfig, evaluate_calls
+
+    rows = evaluate_calls(EvaluateConfig(calls=str(vcf), truth=str(truth), ref=str(ref),
+                                         confident_bed=str(bed), out=str(out)))
+    d = {}
+    for r in rows:
+        if r["Filter"] == "PASS":
+            k = r["Type"]
+            d[f"{k} F1"] = r["METRIC.F1_Score"]
+            d[f"{k} P"] = r["METRIC.Precision"]
+            d[f"{k} R"] = r["METRIC.Recall"]
+            d[f"{k} FP/FN"] = f"{r['QUERY.FP']}/{r['TRUTH.FN']}"
+    return d
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="/tmp/deepsci-bench-variants")
+    p.add_argument("--limit", type=int, default=0, help="use only the first BP of the contig")
+    p.add_argument("--length", type=int, default=1_000_000, help="random genome length")
+    p.add_argument("--coverage", type=float, default=30.0)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from deepsci.apps.variants import io as vio
+    from deepsci.apps.variants.make_examples import MakeExamplesConfig, make_examples
+    from deepsci.apps.variants.pipeline import (RunConfig, bcftools_call, freebayes_call,
+                                                run_pipeline)
+    from deepsci.apps.variants.synth import SimulateConfig, simulate
+    from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
+    from deepsci.core.bench import machine_info, table
+
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    src = work / "source.fa"
+    if CE.exists():
+        genome = vio.read_fasta(CE, contigs=["CHROMOSOME_I"])
+        origin = "C. elegans CHROMOSOME_I (htslib test data)"
+    else:
+        from deepsci.apps.variants.synth import random_genome
+        genome = random_genome(args.length, seed=args.seed)
+        origin = f"random genome, {args.length} bp"
+    if args.limit:
+        genome = {c: s[: args.limit] for c, s in genome.items()}
+        origin += f", first {args.limit} bp"
+    vio.write_fasta(genome, src)
+    contig, length = next(iter(genome.items()))
+    length = len(length)
+
+    t = {}
+    t0 = time.time()
+    sim = simulate(SimulateConfig(out_dir=str(work / "sim"), fasta=str(src), snp_rate=1e-3,
+                                  indel_rate=1e-4, coverage=args.coverage, read_length=150,
+                                  threads=args.threads, seed=args.seed))
+    t["simulate + BWA-MEM"] = time.time() - t0
+    ref, bam, truth = sim["ref"], sim["bam"], sim["truth"]
+    mid = length // 2
+    train_reg = f"{contig}:1-{mid}"
+    test_bed = work / "test.bed"
+    vio.write_bed([(contig, max(mid, 200), length - 200)], test_bed)
+    test_reg = f"{contig}:{mid + 1}-{length}"
+
+    t0 = time.time()
+    me = make_examples(MakeExamplesConfig(reads=bam, ref=ref, out_dir=str(work / "train_ex"),
+                                          regions=train_reg, truth_vcf=truth,
+                                          confident_bed=sim["bed"], shards=args.shards,
+                                          gvcf=False), progress=False)
+    t["make-examples (train half)"] = time.time() - t0
+    t0 = time.time()
+    tr = train_variants(TrainVariantsConfig(examples=str(work / "train_ex"),
+                                            out_dir=str(work / "model"), epochs=args.epochs,
+                                            batch_size=args.batch_size, seed=args.seed))
+    t["train"] = time.time() - t0
+
+    t0 = time.time()
+    run = run_pipeline(RunConfig(reads=bam, ref=ref, model=tr["model"],
+                                 out_dir=str(work / "deepsci"), regions=test_reg,
+                                 shards=args.shards), command="bench/variants.py")
+    t_ds = time.time() - t0
+    t0 = time.time()
+    bcf = bcftools_call(bam, ref, work / "bcftools.vcf.gz", regions=test_reg,
+                        threads=args.threads)
+    t_bcf = time.time() - t0
+    t0 = time.time()
+    fb = freebayes_call(bam, ref, work / "freebayes.vcf.gz", regions=str(test_bed))
+    t_fb = time.time() - t0
+
+    rows = []
+    for name, vcf, wall in (("deepsci (small Inception)", run["vcf"], t_ds),
+                            ("bcftools mpileup | call -m", bcf, t_bcf),
+                            ("freebayes", fb, t_fb)):
+        if vcf is None:
+            continue
+        d = _score(vcf, truth, ref, test_bed, work / f"{name.split()[0]}.summary.csv")
+        rows.append({"caller": name, **d, "wall s": wall})
+    for r in rows:
+        r["wall / bcftools"] = r["wall s"] / t_bcf
+    mi = machine_info()
+    cols = ["caller", "SNP F1", "SNP P", "SNP R", "SNP FP/FN", "INDEL F1", "INDEL P",
+            "INDEL R", "INDEL FP/FN", "wall s", "wall / bcftools"]
+    print(f"## variants — {dt.date.today().isoformat()}, {mi.get('cores')} cores "
+          f"({mi.get('cpu_model', mi.get('cpu', ''))}), TF {mi.get('tensorflow', '')}\n")
+    print(f"Genome: {origin}; {sim['n_snps']} SNPs + {sim['n_indels']} indels planted; "
+          f"{args.coverage:g}x 2x150 bp, BWA-MEM (pybwa). Train on {train_reg} "
+          f"({me['labels']} hom-ref/het/hom-alt examples, {args.epochs} epochs), "
+          f"call {test_reg}.\n")
+    print(table(rows, cols))
+    stage = [{"stage": k, "wall s": v} for k, v in t.items()]
+    stage += [{"stage": f"deepsci run: {k}", "wall s": v} for k, v in run["seconds"].items()]
+    print()
+    print(table(stage, ["stage", "wall s"]))
+    print(f"\nmake-examples throughput (test half, {args.shards} shards, incl. worker start-up): "
+          f"{run['candidates_per_second']:.1f} candidates/s "
+          f"({run['candidates']} candidates); train half: {me['candidates_per_second']:.1f} "
+          f"candidates/s ({me['candidates']} candidates)")
+
+
+if __name__ == "__main__":
+    main()
