@@ -1,0 +1,290 @@
+"""Unit tests of the connectomics app: model, formats, synthesis, sampling, policy, metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from deepsci.core.errors import ConfigError, InputError
+
+# ------------------------------------------------------------------ model
+
+
+@pytest.mark.parametrize("fov,depth,features", [((5, 7, 9), 1, 4), ((9, 9, 9), 2, 8)])
+def test_ffn_output_shape_and_additive_update(fov, depth, features):
+    import keras
+    from deepsci.core.models.ffn import FFNConfig, ffn_model
+
+    model = ffn_model(FFNConfig(fov_size=fov, deltas=(1, 1, 1), depth=depth, features=features))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *fov, 2)).astype("float32")
+    y = np.asarray(model(x))
+    assert y.shape == (3, *fov, 1)
+    # Zeroing the last 1x1x1 convolution leaves exactly the input logits: the update is additive.
+    conv = model.get_layer("convstack").conv_out
+    conv.set_weights([np.zeros_like(w) for w in conv.get_weights()])
+    np.testing.assert_allclose(np.asarray(model(x)), x[..., 1:2], atol=0)
+    # And a shift of the input logits shifts the output by the same amount only through the skip.
+    x2 = x.copy()
+    x2[..., 1] += 1.5
+    np.testing.assert_allclose(np.asarray(model(x2)) - np.asarray(model(x)), 1.5, atol=1e-5)
+    assert isinstance(model, keras.Model)
+
+
+def test_ffn_round_trip(tmp_path):
+    from deepsci.core.models.ffn import PRESETS, FFNConvStack, FFNResidualModule, ffn_model
+    from deepsci.core.models.serialization import load_model, save_model
+
+    model = ffn_model(PRESETS["tiny"])
+    x = np.random.default_rng(1).standard_normal((2, 9, 9, 9, 2)).astype("float32")
+    save_model(model, tmp_path / "m.keras", sidecar={"app": "connectomics"})
+    loaded, side = load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
+    assert side["app"] == "connectomics"
+    layer = FFNConvStack(depth=3, features=5, name="s")
+    assert FFNConvStack.from_config(layer.get_config()).get_config() == layer.get_config()
+    res = FFNResidualModule(4)
+    assert FFNResidualModule.from_config(res.get_config()).features == 4
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"depth": 0}, "Expected `depth`"),
+    ({"features": 2.5}, "Expected `features`"),
+])
+def test_ffn_layer_validates(kwargs, match):
+    from deepsci.core.models.ffn import FFNConvStack
+
+    with pytest.raises(ValueError, match=match):
+        FFNConvStack(**{"depth": 2, "features": 4, **kwargs})
+
+
+def test_ffn_config_validates():
+    from deepsci.core.models.ffn import FFNConfig
+
+    with pytest.raises(ValueError, match="odd"):
+        FFNConfig(fov_size=(8, 9, 9))
+    with pytest.raises(ValueError, match="deltas"):
+        FFNConfig(fov_size=(9, 9, 9), deltas=(5, 2, 2))
+    from deepsci.core.models.ffn import FFNConvStack
+
+    with pytest.raises(ValueError, match="Expected input of shape .* Received"):
+        FFNConvStack(1, 2).build((None, 5, 5, 5, 3))
+
+
+# ------------------------------------------------------------------ synth + io
+
+
+def test_synthetic_volume_is_em_like():
+    from deepsci.apps.connectomics.synth import synthetic_volume
+
+    img, lab = synthetic_volume(shape=(24, 48, 48), n_neurites=6, seed=3)
+    img2, lab2 = synthetic_volume(shape=(24, 48, 48), n_neurites=6, seed=3)
+    assert img.dtype == np.uint8 and lab.dtype == np.uint32 and img.shape == lab.shape == (24, 48, 48)
+    np.testing.assert_array_equal(img, img2)
+    np.testing.assert_array_equal(lab, lab2)
+    assert 3 <= len(np.unique(lab)) - 1 <= 6
+    # Membranes (object boundaries) are darker than object interiors.
+    from scipy import ndimage as ndi
+
+    inside = ndi.binary_erosion(lab > 0, iterations=2)
+    edge = (lab > 0) & ~ndi.binary_erosion(lab > 0)
+    assert img[inside].mean() > img[edge].mean() + 40
+
+
+def test_volume_formats_round_trip(tmp_path):
+    import h5py
+    import zarr
+    from deepsci.apps.connectomics.io import open_volume, write_n5, write_volume
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (6, 10, 12), dtype=np.uint8)
+    lab = rng.integers(0, 5, (6, 10, 12)).astype(np.uint32)
+    write_volume(tmp_path / "a.zarr", {"image": img, "labels": lab}, voxel_size=(30, 4, 4))
+    v = open_volume(tmp_path / "a.zarr")  # picks "image" in a two-array group
+    np.testing.assert_array_equal(v.read(), img)
+    assert v.voxel_size == (30.0, 4.0, 4.0)
+    np.testing.assert_array_equal(open_volume(f"{tmp_path}/a.zarr:labels", kind="labels")[1:3, :, 2], lab[1:3, :, 2])
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        f["vol/stack"] = lab
+    np.testing.assert_array_equal(open_volume(f"{tmp_path}/b.h5:vol/stack", kind="labels").read(), lab)
+    (tmp_path / "slices").mkdir()
+    for k in range(img.shape[0]):
+        Image.fromarray(img[k]).save(tmp_path / "slices" / f"z{k}.png")
+    sv = open_volume(tmp_path / "slices")
+    np.testing.assert_array_equal(sv[2:5, 3:7, 1:4], img[2:5, 3:7, 1:4])  # lazy, natural order z2 < z10
+    write_n5(tmp_path / "c.n5", "raw", lab, block=(4, 4, 8), resolution=(30, 4, 4))
+    nv = open_volume(f"{tmp_path}/c.n5:raw")
+    np.testing.assert_array_equal(nv.read(), lab)
+    np.testing.assert_array_equal(nv[1:5, 3:9, 5], lab[1:5, 3:9, 5])
+    assert nv.voxel_size == (30.0, 4.0, 4.0)
+    z2 = zarr.open_array(store=str(tmp_path / "v2.zarr"), mode="w", zarr_format=2, shape=img.shape,
+                         chunks=(4, 4, 4), dtype=img.dtype)
+    z2[...] = img
+    np.testing.assert_array_equal(open_volume(tmp_path / "v2.zarr").read(), img)
+
+
+def test_volume_bad_inputs(tmp_path):
+    import h5py
+    from deepsci.apps.connectomics.io import check_same_shape, open_volume
+
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        f["stack"] = np.zeros((4, 5, 6), np.int32)
+        f["flat"] = np.zeros((5, 6), np.int32)
+        f["float"] = np.zeros((4, 5, 6), np.float32)
+        f["empty"] = np.zeros((0, 5, 6), np.int32)
+        f["other"] = np.zeros((4, 5, 7), np.int32)
+    cases = [
+        (f"{tmp_path}/b.h5:nope", "image", "expected dataset 'nope'"),
+        (f"{tmp_path}/b.h5", "image", "FILE.h5:DATASET"),
+        (f"{tmp_path}/b.h5:flat", "image", "3-D"),
+        (f"{tmp_path}/b.h5:float", "labels", "integer label"),
+        (f"{tmp_path}/b.h5:empty", "image", "non-empty"),
+        (f"{tmp_path}/missing.zarr", "image", "no such path"),
+    ]
+    for spec, kind, match in cases:
+        with pytest.raises(InputError, match=match) as e:
+            open_volume(spec, kind=kind)
+        assert str(tmp_path) in str(e.value)
+    with pytest.raises(InputError, match="same shape"):
+        check_same_shape(open_volume(f"{tmp_path}/b.h5:stack"), open_volume(f"{tmp_path}/b.h5:other"))
+
+
+# ------------------------------------------------------------------ training data
+
+
+def test_partitions_match_brute_force():
+    from deepsci.apps.connectomics.train import compute_partitions
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((12, 14, 16), np.uint32)
+    lab[2:10, 3:11, 2:14] = 1
+    lab[5:8, 5:9, 6:9] = 2
+    lab[rng.random(lab.shape) < 0.05] = 3
+    thresholds = (0.1, 0.3, 0.6, 0.9)
+    coords, part = compute_partitions(lab, lom_radius=(1, 2, 2), thresholds=thresholds, stride=1)
+    assert len(coords) == np.count_nonzero(lab)
+    for c, p in zip(coords[::7], part[::7], strict=True):
+        z, y, x = c
+        box = lab[max(z - 1, 0):z + 2, max(y - 2, 0):y + 3, max(x - 2, 0):x + 3]
+        frac = (box == lab[z, y, x]).sum() / (3 * 5 * 5)  # outside the volume counts as "other"
+        assert p == np.digitize(frac, thresholds)
+    sub, _ = compute_partitions(lab, lom_radius=(1, 2, 2), thresholds=thresholds, stride=2, margin=(2, 2, 2))
+    assert np.all(sub % 2 == 0) and np.all(sub >= 2) and len(sub) < len(coords) / 4
+
+
+def test_balanced_sampling_statistics():
+    from deepsci.apps.connectomics.train import sample_coordinates
+
+    part = np.repeat(np.arange(4), [1000, 300, 50, 400]).astype(np.int16)
+    coords = np.stack([np.arange(len(part))] * 3, 1)
+    picked = sample_coordinates(coords, part, max_per_partition=10_000, seed=0)
+    counts = np.bincount(part[picked[:, 0]], minlength=4)
+    assert np.all(counts == np.median([1000, 300, 50, 400]))  # balanced
+    capped = sample_coordinates(coords, part, max_per_partition=40, seed=0)
+    assert np.all(np.bincount(part[capped[:, 0]]) == 40)
+    assert len(np.unique(capped[:, 0])) == 160  # no repeats when every partition is large enough
+    again = sample_coordinates(coords, part, max_per_partition=40, seed=0)
+    np.testing.assert_array_equal(capped, again)
+
+
+def test_face_max_policy_on_hand_made_map():
+    from deepsci.apps.connectomics.train import face_moves
+
+    prob = np.zeros((9, 9, 9), np.float32)
+    c = 4
+    prob[c + 2, c + 1, c - 1] = 0.97      # +z face, off-centre inside the +-delta window
+    prob[c, c - 2, c] = 0.92              # -y face
+    prob[c, c, c + 2] = 0.5               # +x face, below the threshold
+    prob[c + 2, c + 4, c] = 0.99          # +z face but outside the +-delta window: ignored
+    moves = face_moves(prob, (2, 2, 2), 0.9)
+    assert [m for _, m in moves] == [(2, 1, -1), (0, -2, 0)]
+    assert moves[0][0] == pytest.approx(0.97)
+    assert face_moves(prob, (2, 2, 2), 0.98) == []
+
+
+def test_train_config_rejects_bad_values():
+    from deepsci.apps.connectomics.train import FFNTrainConfig
+
+    with pytest.raises(ConfigError):
+        FFNTrainConfig(move_policy="random").validate()
+    with pytest.raises(ConfigError):
+        FFNTrainConfig(preset="huge").validate()
+    with pytest.raises(ConfigError):
+        FFNTrainConfig(fov_size=(8, 8, 8)).validate()
+
+
+# ------------------------------------------------------------------ metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrics_match_skimage(seed):
+    import skimage.metrics as skm
+    from deepsci.apps.connectomics.evaluate import adapted_rand_error, variation_of_information
+
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(0, 6, (8, 9, 10))
+    seg = (gt + (rng.random(gt.shape) < 0.2) * rng.integers(1, 4, gt.shape)) % 7
+    np.testing.assert_allclose(variation_of_information(gt, seg), skm.variation_of_information(gt, seg))
+    np.testing.assert_allclose(variation_of_information(gt, seg, ignore_labels=(0,)),
+                               skm.variation_of_information(gt, seg, ignore_labels=(0,)))
+    np.testing.assert_allclose(adapted_rand_error(gt, seg), skm.adapted_rand_error(gt, seg))
+    assert variation_of_information(gt, gt) == pytest.approx((0.0, 0.0), abs=1e-12)
+
+
+def test_erl_by_hand():
+    from deepsci.apps.connectomics.evaluate import expected_run_length, skeleton_graph
+
+    gt = np.zeros((5, 12, 12), np.uint32)
+    gt[2, 2, 1:11] = 1     # straight 10-voxel line: skeleton is itself, length 9
+    gt[2, 8, 1:6] = 2      # 5 voxels, length 4
+    graph = skeleton_graph(gt, voxel_size=(1, 1, 2))  # x spacing 2: lengths 18 and 8
+    assert graph["length"].sum() == pytest.approx(26.0)
+    seg = gt.copy()
+    seg[2, 2, 6:11] = 3    # split object 1 into two runs of 4 edges (8 units each)
+    r = expected_run_length(graph, seg)
+    assert r["erl"] == pytest.approx((8 ** 2 + 8 ** 2 + 8 ** 2) / 26.0)
+    assert r["max_erl"] == pytest.approx((18 ** 2 + 8 ** 2) / 26.0)
+    merged = gt.copy()
+    merged[gt == 2] = 1    # a merger: object 1's runs count zero, object 2's too
+    assert expected_run_length(graph, merged)["erl"] == 0.0
+    assert expected_run_length(graph, merged)["merged_segments"] == 1
+
+
+def test_merge_split_counts():
+    from deepsci.apps.connectomics.evaluate import count_merges_splits
+
+    gt = np.zeros((4, 10, 10), int)
+    gt[:, :5], gt[:, 5:] = 1, 2
+    seg = np.ones_like(gt)                # one segment over both: one merge
+    assert count_merges_splits(gt, seg, min_overlap=10) == {"merges": 1, "splits": 0}
+    seg = np.where(np.arange(10)[None, None, :] < 5, 1, 2) + 2 * (gt == 2)
+    assert count_merges_splits(gt, seg, min_overlap=10) == {"merges": 0, "splits": 2}
+
+
+# ------------------------------------------------------------------ blocks
+
+
+def test_block_plan_cores_tile_the_volume():
+    from deepsci.apps.connectomics.segment import plan_blocks
+
+    shape = (20, 33, 17)
+    blocks = plan_blocks(shape, (10, 16, 17), (4, 6, 4))
+    cover = np.zeros(shape, int)
+    for b in blocks:
+        assert all(lo <= clo < chi <= hi for lo, clo, chi, hi in zip(b["lo"], b["core_lo"], b["core_hi"], b["hi"], strict=True))
+        assert all(h - lo_ <= s for lo_, h, s in zip(b["lo"], b["hi"], (10, 16, 17), strict=True))
+        cover[tuple(slice(a, c) for a, c in zip(b["core_lo"], b["core_hi"], strict=True))] += 1
+    assert np.all(cover == 1)
+    with pytest.raises(ConfigError, match="overlap"):
+        plan_blocks(shape, (10, 16, 17), (10, 2, 2))
+
+
+def test_split_consensus_cuts_merges():
+    from deepsci.apps.connectomics.inference import split_consensus
+
+    a = np.zeros((1, 4, 8), np.uint32)
+    b = np.zeros_like(a)
+    a[0, :, :] = 1                 # run A merged two objects
+    b[0, :, :4], b[0, :, 4:] = 1, 2
+    out = split_consensus(a, b, min_size=1)
+    assert len(np.unique(out)) == 2 and out[0, 0, 0] != out[0, 0, 7] and out.min() > 0
+    assert np.all(split_consensus(a, a) == 1)
