@@ -112,11 +112,12 @@ def _heatmap_files(root: Path) -> list[Path]:
 
 def detect(config: DetectConfig) -> dict[str, float]:
     """Write ``<slide>.csv`` per heatmap and ``slides.csv``; return slide scores."""
-    from deepsci.core.io import write_text
+    from deepsci.core.io import save_config, write_run_info, write_text
 
     cfg = config.validate()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "detect_config.json")
     scores = {}
     for path in _heatmap_files(Path(cfg.heatmaps)):
         name, score, dets = detect_heatmap(path, cfg)
@@ -124,4 +125,5 @@ def detect(config: DetectConfig) -> dict[str, float]:
                              [d[2] for d in dets])
         scores[name] = score
     write_text(out / "slides.csv", "image,score\n" + "".join(f"{k},{v:.6f}\n" for k, v in scores.items()))
+    write_run_info(out, command="pathology detect", config=cfg)
     return scores

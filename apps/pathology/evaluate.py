@@ -62,7 +62,7 @@ def itc_labels(labels: np.ndarray, mpp: float, level: int) -> set[int]:
     from skimage import measure
 
     threshold = 275.0 / (mpp * 2 ** level)
-    return {p.label for p in measure.regionprops(labels) if p.major_axis_length < threshold}
+    return {p.label for p in measure.regionprops(labels) if p.axis_major_length < threshold}
 
 
 @dataclass
@@ -247,7 +247,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         ``froc``, ``sensitivity_at`` (per FP rate), ``slide_auc`` (when both
         classes are present), counts.
     """
-    from deepsci.core.io import atomic_path, write_json
+    from deepsci.core.io import atomic_path, save_config, write_json, write_run_info
 
     cfg = config.validate()
     det_dir, truth_dir = Path(cfg.detections), Path(cfg.truth)
@@ -283,6 +283,8 @@ def evaluate(config: EvaluateConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
+    save_config(cfg, out / "evaluate_config.json")
+    write_run_info(out, command="pathology evaluate", config=cfg, extra={"metrics": metrics})
     write_json(out / "per_slide.json", rows)
     _plot_froc(total_fps, sens, froc, out / "froc.png")
     if "slide_auc" in metrics:

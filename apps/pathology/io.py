@@ -460,7 +460,8 @@ def rasterize(polygons: list[Polygon], shape: tuple[int, int], downsample: float
     return mask
 
 
-def mask_to_polygons(mask: np.ndarray, downsample: float, *, min_vertices: int = 3) -> list[Polygon]:
+def mask_to_polygons(mask: np.ndarray, downsample: float, *, min_vertices: int = 3,
+                     tolerance: float = 0.5) -> list[Polygon]:
     """Trace a boolean mask ``(H, W)`` into tumour polygons and hole polygons.
 
     Outer boundaries become tumour (``_0``), boundaries of holes inside tumour
@@ -474,20 +475,22 @@ def mask_to_polygons(mask: np.ndarray, downsample: float, *, min_vertices: int =
     for i in range(1, n + 1):
         region = labels == i
         filled = ndi.binary_fill_holes(region)
-        polys += _trace(filled, downsample, exclude=False, min_vertices=min_vertices)
+        polys += _trace(filled, downsample, exclude=False, min_vertices=min_vertices, tolerance=tolerance)
         holes, nh = ndi.label(filled & ~region)
         for j in range(1, nh + 1):
-            polys += _trace(holes == j, downsample, exclude=True, min_vertices=min_vertices)
+            polys += _trace(holes == j, downsample, exclude=True, min_vertices=min_vertices,
+                            tolerance=tolerance)
     return polys
 
 
-def _trace(region: np.ndarray, downsample: float, *, exclude: bool, min_vertices: int) -> list[Polygon]:
+def _trace(region: np.ndarray, downsample: float, *, exclude: bool, min_vertices: int,
+           tolerance: float) -> list[Polygon]:
     from skimage import measure
 
     padded = np.pad(region, 1).astype(np.float32)
     out = []
     for contour in measure.find_contours(padded, 0.5):
-        contour = measure.approximate_polygon(contour, tolerance=0.5)
+        contour = measure.approximate_polygon(contour, tolerance=tolerance)
         if len(contour) < min_vertices + 1:
             continue
         # find_contours gives (row, col) of the padded image, at pixel centres.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import Polygon, rasterize, write_asap_xml, write_pyramid_tiff
+from .io import Polygon, mask_to_polygons, rasterize, write_asap_xml, write_pyramid_tiff
 
 __all__ = ["SynthConfig", "SynthSlide", "render_slide", "write_slide", "make_slides"]
 
@@ -115,7 +115,7 @@ def render_slide(config: SynthConfig, seed: int) -> tuple[np.ndarray, list[Polyg
     rgb : ndarray, shape (H, W, 3), uint8
     polygons : list of Polygon
         Metastases (and their holes) in level-0 pixels.
-    tissue : ndarray, shape (H, W), bool
+    tissue, tumour : ndarray, shape (H, W), bool
     """
     from scipy import ndimage as ndi
     from skimage.color import rgb_from_hed
@@ -144,6 +144,9 @@ def render_slide(config: SynthConfig, seed: int) -> tuple[np.ndarray, list[Polyg
             polys.append(Polygon(_star(rng, cx + rng.normal(0, radius * 0.1), cy + rng.normal(0, radius * 0.1),
                                        radius * 0.3, roughness=0.08), group="_2", exclude=True))
     tumour = rasterize(polys, (h, w), 1.0) & tissue if polys else np.zeros((h, w), bool)
+    # The truth is what is drawn: metastases clipped to tissue, traced back to
+    # polygons (outer rings as _0, holes as _2), as a pathologist would outline them.
+    polys = mask_to_polygons(tumour, 1.0, tolerance=1.0) if polys else []
 
     hem = np.zeros((h, w), np.float32)
     normal = tissue & ~tumour
@@ -168,20 +171,20 @@ def render_slide(config: SynthConfig, seed: int) -> tuple[np.ndarray, list[Polyg
     rgb = np.exp(-(stains * log_adjust) @ rgb_from_hed.astype(np.float32))
     rgb = rgb * 0.96 + 0.02 * rng.standard_normal((h, w, 1)).astype(np.float32) * tissue[..., None]
     rgb = np.where(tissue[..., None], rgb, 0.95 + 0.01 * rng.standard_normal((h, w, 1)))
-    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8), polys, tissue
+    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8), polys, tissue, tumour
 
 
 def write_slide(out_dir: str | Path, name: str, config: SynthConfig, seed: int) -> SynthSlide:
     """Render and write ``<name>.tif`` (+ ``.xml`` and ``_Mask.tif`` when it has tumour)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rgb, polys, _ = render_slide(config, seed)
+    rgb, polys, _, tumour = render_slide(config, seed)
     slide = write_pyramid_tiff(out_dir / f"{name}.tif", rgb, mpp=config.mpp, tile=config.tile,
                                compression="jpeg", min_size=64)
     if not polys:
         return SynthSlide(name, slide, None, None, False)
     xml = write_asap_xml(out_dir / f"{name}.xml", polys)
-    mask = rasterize(polys, rgb.shape[:2], 1.0).astype(np.uint8) * 255
+    mask = tumour.astype(np.uint8) * 255
     mask_path = write_pyramid_tiff(out_dir / f"{name}_Mask.tif", mask, mpp=config.mpp, tile=config.tile,
                                    compression="zlib", min_size=64, mode="max")
     return SynthSlide(name, slide, xml, mask_path, True)
