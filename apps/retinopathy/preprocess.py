@@ -28,6 +28,8 @@ from .io import MAX_PIXELS, load_image
 # Working resolution for FOV detection: the circle fit is sub-pixel accurate
 # at this size and costs a few milliseconds whatever the camera resolution.
 _DETECT_SIZE = 256
+#: Side at which gradability is measured, whatever the output size.
+QUALITY_SIZE = 256
 
 
 @dataclass
@@ -52,7 +54,7 @@ class PreprocessConfig:
     size: int = 299
     local_contrast: bool = True
     min_brightness: float = 0.08
-    min_sharpness: float = 4.0
+    min_sharpness: float = 3.0
     max_pixels: int = MAX_PIXELS
 
     def validate(self) -> None:
@@ -244,14 +246,14 @@ def local_contrast(image: np.ndarray, *, sigma: float | None = None) -> np.ndarr
 
 
 def quality(image: np.ndarray, *, min_brightness: float = 0.08,
-            min_sharpness: float = 4.0) -> Quality:
+            min_sharpness: float = 3.0) -> Quality:
     """Gradability of a rescaled fundus image (output of :func:`crop_to_fov`).
 
     Brightness is the mean of the max-RGB luminance inside the FOV (0-1).
     Sharpness is the standard deviation of the Laplacian of the green channel
     (where vessels and lesions have most contrast) inside the FOV, divided by
-    its mean brightness so that an image is not penalised for being dim, and
-    multiplied by ``size / 299`` so the measure does not depend on resolution.
+    its mean brightness so that an image is not penalised for being dim.
+    :func:`preprocess_image` measures it at :data:`QUALITY_SIZE` pixels.
 
     Parameters
     ----------
@@ -267,7 +269,7 @@ def quality(image: np.ndarray, *, min_brightness: float = 0.08,
     brightness = float(lum.mean())
     green = image[..., 1].astype(np.float32) / 255.0
     lap = ndi.laplace(ndi.gaussian_filter(green, 0.5))[inside]
-    sharp = float(lap.std() / max(green[inside].mean(), 1e-3) * 100 * (size / 299) ** 2)
+    sharp = float(lap.std() / max(green[inside].mean(), 1e-3) * 100)
     reasons = []
     if brightness < min_brightness:
         reasons.append("too dark")
@@ -292,7 +294,10 @@ def preprocess_image(image: np.ndarray, config: PreprocessConfig
     if not fov.found:
         return None, Quality(False, 0.0, 0.0, [f"no field of view: {fov.reason}"]), fov
     scaled = crop_to_fov(image, fov, config.size)
-    q = quality(scaled, min_brightness=config.min_brightness,
+    # Quality is judged at one fixed resolution so that thresholds do not
+    # depend on the training size.
+    probe = scaled if config.size == QUALITY_SIZE else crop_to_fov(image, fov, QUALITY_SIZE)
+    q = quality(probe, min_brightness=config.min_brightness,
                 min_sharpness=config.min_sharpness)
     out = local_contrast(scaled) if config.local_contrast else scaled
     return out, q, fov

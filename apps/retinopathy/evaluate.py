@@ -1,0 +1,216 @@
+"""Screening metrics: referable-DR ROC AUC with bootstrap CI, operating points, kappa.
+
+Operating points follow Gulshan et al. (JAMA 2016): two thresholds on the
+referable-DR probability are chosen on the *validation* set -- a
+high-sensitivity point (sensitivity >= 97.5 %) and a high-specificity point
+(specificity >= 98 %) -- and are then applied unchanged to the test set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from deepsci.core.errors import InputError
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+@dataclass
+class OperatingPoint:
+    """A threshold on the referable probability and what it achieved where chosen."""
+
+    name: str
+    threshold: float
+    sensitivity: float
+    specificity: float
+
+
+def _check_binary(y_true: np.ndarray, what: str = "labels") -> np.ndarray:
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    if y.size == 0 or not np.isin(y, (0, 1)).all():
+        raise InputError(f"expected binary {what} (0/1), found values {np.unique(y)[:5]}")
+    if len(np.unique(y)) < 2:
+        raise InputError(f"expected both referable and non-referable cases in the {what}, "
+                         f"found only class {y[0]}")
+    return y
+
+
+def sens_spec(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Sensitivity and specificity of ``scores >= threshold``."""
+    y = np.asarray(y_true).astype(bool)
+    pred = np.asarray(scores) >= threshold
+    sens = float((pred & y).sum() / max(y.sum(), 1))
+    spec = float((~pred & ~y).sum() / max((~y).sum(), 1))
+    return sens, spec
+
+
+def choose_operating_points(y_true: np.ndarray, scores: np.ndarray, *,
+                            target_sensitivity: float = 0.975,
+                            target_specificity: float = 0.98) -> dict[str, OperatingPoint]:
+    """Pick the high-sensitivity and high-specificity thresholds on validation data.
+
+    * high sensitivity: the *highest* threshold whose sensitivity is at least
+      ``target_sensitivity`` (so specificity is as high as it can be there);
+    * high specificity: the *lowest* threshold whose specificity is at least
+      ``target_specificity`` (so sensitivity is as high as it can be there).
+
+    Thresholds are placed at observed scores, so ``scores >= threshold``
+    reproduces the reported sensitivity/specificity exactly on this set.
+
+    Parameters
+    ----------
+    y_true : array of {0, 1}, shape (N,)
+    scores : array of float, shape (N,)
+        Referable-DR probability.
+
+    Returns
+    -------
+    dict
+        ``{"high_sensitivity": OperatingPoint, "high_specificity": OperatingPoint}``
+    """
+    y = _check_binary(y_true)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    cands = np.unique(s)[::-1]  # descending: sensitivity rises as threshold falls
+    pos, neg = y == 1, y == 0
+    # For threshold t = cands[i]: predicted positive = s >= t.
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    tp = np.cumsum(y_sorted == 1)
+    fp = np.cumsum(y_sorted == 0)
+    last = np.searchsorted(-s_sorted, -cands, side="right") - 1
+    sens = tp[last] / pos.sum()
+    spec = 1 - fp[last] / neg.sum()
+    i_sens = int(np.argmax(sens >= target_sensitivity))  # first (highest threshold) reaching it
+    ok_spec = np.nonzero(spec >= target_specificity)[0]
+    # Specificity falls as the threshold falls: the last index still meeting it.
+    if len(ok_spec):
+        i = int(ok_spec[-1])
+        high_spec = OperatingPoint("high_specificity", float(cands[i]), float(sens[i]),
+                                   float(spec[i]))
+    else:
+        # Even the top score is a negative: only "refer nobody" reaches the target.
+        high_spec = OperatingPoint("high_specificity", float(np.nextafter(s.max(), np.inf)),
+                                   0.0, 1.0)
+    return {
+        "high_sensitivity": OperatingPoint("high_sensitivity", float(cands[i_sens]),
+                                           float(sens[i_sens]), float(spec[i_sens])),
+        "high_specificity": high_spec,
+    }
+
+
+def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000,
+                  seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
+    """ROC AUC with a percentile bootstrap confidence interval.
+
+    Resamples images with replacement; resamples with one class only are
+    redrawn.
+
+    Returns
+    -------
+    auc, low, high : float
+    """
+    y = _check_binary(y_true)
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    auc = float(roc_auc_score(y, s))
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    boots = []
+    while len(boots) < n_boot:
+        idx = rng.integers(0, n, n)
+        if y[idx].min() == y[idx].max():
+            continue
+        boots.append(roc_auc_score(y[idx], s[idx]))
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return auc, float(lo), float(hi)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5) -> np.ndarray:
+    """Confusion matrix, rows = true grade, columns = predicted, shape (K, K)."""
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return cm
+
+
+def quadratic_kappa(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5) -> float:
+    """Quadratic weighted Cohen's kappa (same value as
+    ``sklearn.metrics.cohen_kappa_score(weights="quadratic")``).
+
+    Only the grades that occur in ``y_true`` or ``y_pred`` enter the weights'
+    normalisation, as in scikit-learn.
+    """
+    yt, yp = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    labels = np.unique(np.concatenate([yt, yp]))
+    k = len(labels)
+    if k < 2:
+        return float("nan") if k == 0 else 1.0 if np.array_equal(yt, yp) else 0.0
+    idx = {v: i for i, v in enumerate(labels)}
+    cm = confusion([idx[v] for v in yt], [idx[v] for v in yp], k).astype(np.float64)
+    w = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2 / 1.0
+    expected = np.outer(cm.sum(1), cm.sum(0)) / cm.sum()
+    denom = (w * expected).sum()
+    return float(1 - (w * cm).sum() / denom) if denom else 1.0
+
+
+def screening_report(y_ref: np.ndarray, p_ref: np.ndarray, grade: np.ndarray,
+                     p_grade: np.ndarray, points: dict[str, OperatingPoint], *,
+                     n_boot: int = 1000, seed: int = 0) -> dict:
+    """All test-set metrics for referable DR and the 5-class grade.
+
+    Parameters
+    ----------
+    y_ref : array of {0, 1}, shape (N,)
+    p_ref : array of float, shape (N,)
+    grade : array of int, shape (N,)
+    p_grade : array of float, shape (N, 5)
+    points : dict of OperatingPoint
+        Chosen on validation data; applied unchanged here.
+
+    Returns
+    -------
+    dict
+        ``auc``, ``auc_ci`` (low, high), per operating point its threshold,
+        sensitivity and specificity here, ``kappa``, ``accuracy``,
+        ``confusion`` (5 x 5 list), ``n``, ``n_referable``.
+    """
+    auc, lo, hi = bootstrap_auc(y_ref, p_ref, n_boot=n_boot, seed=seed)
+    pred_grade = np.asarray(p_grade).argmax(axis=1)
+    out = {"n": int(len(y_ref)), "n_referable": int(np.sum(y_ref)), "auc": auc,
+           "auc_ci_low": lo, "auc_ci_high": hi}
+    for name, op in points.items():
+        sens, spec = sens_spec(y_ref, p_ref, op.threshold)
+        out[name] = {"threshold": op.threshold, "sensitivity": sens, "specificity": spec,
+                     "val_sensitivity": op.sensitivity, "val_specificity": op.specificity}
+    out["kappa"] = quadratic_kappa(grade, pred_grade)
+    out["accuracy"] = float(np.mean(pred_grade == np.asarray(grade)))
+    out["confusion"] = confusion(grade, pred_grade).tolist()
+    return out
+
+
+def plot_roc(y_ref: np.ndarray, p_ref: np.ndarray, points: dict[str, OperatingPoint],
+             path: str | Path, *, title: str = "Referable DR") -> Path:
+    """ROC curve with the operating points marked, written as PNG atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from deepsci.core.io import atomic_path
+
+    fpr, tpr, _ = roc_curve(y_ref, p_ref)
+    auc = roc_auc_score(y_ref, p_ref)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot(100 * fpr, 100 * tpr, lw=2, label=f"AUC {auc:.3f}")
+    for name, op, mk in zip(points, points.values(), ("o", "s"), strict=False):
+        sens, spec = sens_spec(y_ref, p_ref, op.threshold)
+        ax.plot(100 * (1 - spec), 100 * sens, mk, ms=8,
+                label=f"{name.replace('_', ' ')}: {100 * sens:.1f}% / {100 * spec:.1f}%")
+    ax.plot([0, 100], [0, 100], ":", color="grey")
+    ax.set_xlabel("1 - specificity (%)")
+    ax.set_ylabel("sensitivity (%)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

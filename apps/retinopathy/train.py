@@ -1,0 +1,379 @@
+"""Train an Inception ensemble that grades DR (5-class ICDR) and scores referable DR.
+
+Stages, each a plain function over :class:`RetinopathyConfig`:
+
+1. read the labelled dataset (:mod:`.io`) and split it by patient;
+2. preprocess every image once into an on-disk cache (:mod:`.preprocess`);
+3. train ``ensemble`` Inception networks (core ``classifier``, heads ``grade``
+   (5 logits), ``referable`` (1 logit) and ``dme`` (1 logit, when labels
+   exist)) with the core training loop, each from a different seed;
+4. choose the high-sensitivity and high-specificity operating points on the
+   ensemble's validation predictions and store them with the models.
+
+The model directory then holds ``member_<i>/model.keras`` (+ ``model.json``
+sidecar), ``ensemble.json`` (members, operating points, preprocessing),
+``splits.csv``, ``config.json`` and ``run_info.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import save_config, write_json, write_run_info, write_text
+from deepsci.core.training import TrainConfig
+
+from .evaluate import bootstrap_auc, choose_operating_points
+from .io import DatasetSpec, patient_split, read_dataset, referable
+from .preprocess import PreprocessConfig, preprocess_table
+
+GRADES = 5
+BALANCE = ("weights", "sampling", "none")
+VARIANTS = ("small", "v3")
+
+
+@dataclass
+class RetinopathyConfig:
+    """Everything a training run needs (written to ``config.json``).
+
+    Parameters
+    ----------
+    data : DatasetSpec
+    preprocess : PreprocessConfig
+    train : TrainConfig
+        Core loop settings; ``seed`` is the first ensemble member's seed.
+    variant : {"small", "v3"}
+        Small Inception (CPU) or full Inception-v3.
+    width : int
+        Base filter count of the small Inception.
+    ensemble : int
+        Models trained with seeds ``train.seed + i``; predictions are averaged.
+    balance : {"weights", "sampling", "none"}
+        Inverse-frequency loss weights on the grade and referable heads, or
+        class-balanced resampling of each epoch, or nothing.
+    augment : bool
+        Flips, rotation, brightness/contrast/hue jitter.
+    val_frac, test_frac : float
+        Patient-level split fractions; ``split_seed`` fixes the split.
+    dme_head : str
+        ``"auto"`` (when any DME label is known), ``"yes"`` or ``"no"``.
+    cache_dir : Path or None
+        Preprocessed-image cache (default ``<out>/cache``).
+    target_sensitivity, target_specificity : float
+        Operating-point targets on the validation set.
+    """
+
+    data: DatasetSpec
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, batch_size=16, monitor="val_referable_auc", mode="max"))
+    variant: str = "small"
+    width: int = 32
+    ensemble: int = 1
+    balance: str = "weights"
+    augment: bool = True
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    split_seed: int = 0
+    dme_head: str = "auto"
+    cache_dir: Path | None = None
+    target_sensitivity: float = 0.975
+    target_specificity: float = 0.98
+    workers: int = 2
+
+    def validate(self) -> RetinopathyConfig:
+        self.preprocess.validate()
+        self.train.validate()
+        if self.variant not in VARIANTS:
+            raise ConfigError(f"expected variant in {VARIANTS}, found {self.variant!r}")
+        if self.balance not in BALANCE:
+            raise ConfigError(f"expected balance in {BALANCE}, found {self.balance!r}")
+        if self.ensemble < 1:
+            raise ConfigError(f"expected ensemble >= 1, found {self.ensemble}")
+        if self.dme_head not in ("auto", "yes", "no"):
+            raise ConfigError(f"expected dme_head auto|yes|no, found {self.dme_head!r}")
+        if self.variant == "v3" and self.preprocess.size < 75:
+            raise ConfigError(f"expected size >= 75 for Inception-v3, found {self.preprocess.size}")
+        return self
+
+
+# ------------------------------------------------------------------ data
+
+
+def prepare(config: RetinopathyConfig, out_dir: Path) -> pd.DataFrame:
+    """Read, split by patient and preprocess (cached); write ``splits.csv``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The dataset table plus ``split``, ``referable`` and cache columns.
+    """
+    df = read_dataset(config.data)
+    df["split"] = patient_split(df, val_frac=config.val_frac, test_frac=config.test_frac,
+                                seed=config.split_seed)
+    df["referable"] = referable(df["grade"].to_numpy(), df["dme"].to_numpy())
+    cache = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
+    df = preprocess_table(df, config.preprocess, cache, workers=config.workers)
+    write_text(out_dir / "splits.csv", df.to_csv(index=False))
+    return df
+
+
+def _usable(df: pd.DataFrame) -> pd.DataFrame:
+    """Images that can be learnt from: graded, preprocessed and gradable."""
+    return df[(df["grade"] >= 0) & (df["cache"] != "") & (df["gradable"] == 1)]
+
+
+def decode(path, size: int):
+    """Cached PNG -> float32 image in [-1, 1], shape (size, size, 3)."""
+    import tensorflow as tf
+
+    img = tf.io.decode_png(tf.io.read_file(path), channels=3)
+    img = tf.ensure_shape(img, (size, size, 3))
+    return tf.cast(img, tf.float32) / 127.5 - 1.0
+
+
+def augment(img, seed):
+    """Flips, arbitrary rotation, brightness/contrast/hue jitter (stateless, seeded).
+
+    Parameters
+    ----------
+    img : tf.Tensor, shape (S, S, 3), float32 in [-1, 1]
+    seed : tf.Tensor, shape (2,), int
+
+    Returns
+    -------
+    tf.Tensor, shape (S, S, 3)
+    """
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(seed, 7)
+    img = tf.image.stateless_random_flip_left_right(img, seeds[0])
+    img = tf.image.stateless_random_flip_up_down(img, seeds[1])
+    size = tf.cast(tf.shape(img)[0], tf.float32)
+    ang = tf.random.stateless_uniform([], seeds[2], -np.pi, np.pi)
+    c = (size - 1.0) / 2.0
+    cos, sin = tf.cos(ang), tf.sin(ang)
+    # Output->input projective transform: rotation about the image centre.
+    transform = tf.stack([cos, -sin, c - c * cos + c * sin,
+                          sin, cos, c - c * sin - c * cos, 0.0, 0.0])
+    img = tf.raw_ops.ImageProjectiveTransformV3(
+        images=img[None] + 1.0, transforms=transform[None],
+        output_shape=tf.shape(img)[:2], fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="CONSTANT")[0] - 1.0
+    img = (img + 1.0) / 2.0
+    img = tf.image.stateless_random_brightness(img, 0.1, seeds[3])
+    img = tf.image.stateless_random_contrast(img, 0.8, 1.2, seeds[4])
+    img = tf.image.stateless_random_hue(img, 0.03, seeds[5])
+    img = tf.image.stateless_random_saturation(img, 0.85, 1.15, seeds[6])
+    return tf.clip_by_value(img, 0.0, 1.0) * 2.0 - 1.0
+
+
+def _targets(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {"grade": df["grade"].to_numpy(np.int32),
+            "referable": df["referable"].to_numpy(np.float32)[:, None],
+            "dme": df["dme"].to_numpy(np.float32)[:, None]}
+
+
+def make_source(df: pd.DataFrame, size: int, batch_size: int, *, training: bool, seed: int = 0,
+                balance: str = "none", do_augment: bool = True):
+    """A core-loop data source ``fn(input_context, epoch) -> tf.data.Dataset``.
+
+    Each epoch's order (and class-balanced resample) is drawn in NumPy from
+    ``seed + epoch``, and augmentation seeds from (epoch, position), so a
+    resumed run sees exactly the batches an uninterrupted one would.
+    """
+    import tensorflow as tf
+
+    paths = df["cache"].to_numpy(str)
+    targets = _targets(df)
+    grades = targets["grade"]
+
+    def source(ctx, epoch=0):
+        n = len(paths)
+        rng = np.random.default_rng([seed, epoch])
+        if training and balance == "sampling":
+            # Equal expected count per present grade, epoch length unchanged.
+            present = np.unique(grades)
+            w = np.zeros(n)
+            for g in present:
+                w[grades == g] = 1.0 / (grades == g).sum() / len(present)
+            idx = rng.choice(n, size=n, replace=True, p=w / w.sum())
+        elif training:
+            idx = rng.permutation(n)
+        else:
+            idx = np.arange(n)
+        if ctx.num_input_pipelines > 1:
+            idx = idx[ctx.input_pipeline_id::ctx.num_input_pipelines]
+        aug_seeds = np.stack([np.full(len(idx), epoch + 1), np.arange(len(idx))], 1) + seed * 7919
+        ds = tf.data.Dataset.from_tensor_slices(
+            (paths[idx], {k: v[idx] for k, v in targets.items()}, aug_seeds.astype(np.int64)))
+
+        def load(p, y, s):
+            img = decode(p, size)
+            if training and do_augment:
+                img = augment(img, s)
+            return img, y
+
+        return (ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(ctx.get_per_replica_batch_size(batch_size)).prefetch(2))
+
+    return source
+
+
+def class_weights(grades: np.ndarray, referable_labels: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-frequency weights, mean 1 over the training set.
+
+    Returns
+    -------
+    grade_w : array of float, shape (5,)
+    ref_w : array of float, shape (2,)
+    """
+    def inv(labels, k):
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / (counts > 0).sum(), 0.0)
+        return w.astype(np.float32)
+
+    return inv(grades.astype(np.int64), GRADES), inv(referable_labels.astype(np.int64), 2)
+
+
+def make_loss(grade_w: np.ndarray, ref_w: np.ndarray, *, dme: bool):
+    """Per-example loss: weighted grade CE + weighted referable BCE (+ DME BCE where known)."""
+    import tensorflow as tf
+
+    gw, rw = tf.constant(grade_w, tf.float32), tf.constant(ref_w, tf.float32)
+
+    def loss_fn(y, y_pred):
+        grade = tf.cast(y["grade"], tf.int32)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(grade, y_pred["grade"])
+        ref = tf.reshape(tf.cast(y["referable"], tf.float32), [-1])
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(ref, tf.reshape(y_pred["referable"], [-1]))
+        total = ce * tf.gather(gw, grade) + bce * tf.gather(rw, tf.cast(ref, tf.int32))
+        if dme:
+            d = tf.reshape(tf.cast(y["dme"], tf.float32), [-1])
+            known = tf.cast(d >= 0, tf.float32)
+            total += known * tf.nn.sigmoid_cross_entropy_with_logits(
+                tf.maximum(d, 0.0), tf.reshape(y_pred["dme"], [-1]))
+        return total
+
+    return loss_fn
+
+
+def metric_factories() -> dict:
+    """Referable AUC and grade accuracy over the dict outputs of the model."""
+    import keras
+
+    class ReferableAUC(keras.metrics.AUC):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            super().update_state(y_true["referable"], y_pred["referable"])
+
+    class GradeAccuracy(keras.metrics.SparseCategoricalAccuracy):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            super().update_state(y_true["grade"], y_pred["grade"])
+
+    return {"referable_auc": lambda: ReferableAUC(from_logits=True, num_thresholds=400),
+            "grade_acc": GradeAccuracy}
+
+
+# ------------------------------------------------------------------ model
+
+
+def build_model(size: int, heads: dict[str, int], *, variant: str = "small", width: int = 32):
+    """The core Inception classifier with DR heads; outputs a dict of logits."""
+    from deepsci.core.models import inception
+
+    kw = {"width": width} if variant == "small" else {}
+    return inception.classifier((size, size, 3), heads, variant=variant, **kw)
+
+
+def heads_for(config: RetinopathyConfig, df: pd.DataFrame) -> dict[str, int]:
+    heads = {"grade": GRADES, "referable": 1}
+    if config.dme_head == "yes" or (config.dme_head == "auto" and (df["dme"] >= 0).any()):
+        heads["dme"] = 1
+    return heads
+
+
+def fit(config: RetinopathyConfig, out_dir: str | Path) -> dict:
+    """Run the whole training stage and write the model directory.
+
+    Parameters
+    ----------
+    config : RetinopathyConfig
+    out_dir : path-like
+        Model directory; re-running resumes unfinished members.
+
+    Returns
+    -------
+    dict
+        The ``ensemble.json`` content (members, operating points, validation metrics).
+    """
+    from deepsci.core.models.serialization import save_model
+    from deepsci.core.training import train
+
+    config.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.json")
+    df = prepare(config, out)
+    tr, va = _usable(df[df["split"] == "train"]), _usable(df[df["split"] == "val"])
+    if len(tr) == 0:
+        raise InputError("expected gradable training images, found none after preprocessing",
+                         config.data.labels)
+    if len(va) == 0 or va["referable"].nunique() < 2:
+        raise InputError("expected referable and non-referable images in the validation split "
+                         f"(val_frac={config.val_frac}), found {len(va)} images", config.data.labels)
+    size = config.preprocess.size
+    heads = heads_for(config, df)
+    if config.balance == "weights":
+        gw, rw = class_weights(tr["grade"].to_numpy(), tr["referable"].to_numpy())
+    else:
+        gw, rw = np.ones(GRADES, np.float32), np.ones(2, np.float32)
+    loss_fn = make_loss(gw, rw, dme="dme" in heads)
+    members, val_probs = [], []
+    for i in range(config.ensemble):
+        tcfg = dataclasses.replace(config.train, seed=config.train.seed + i)
+        mdir = out / f"member_{i}"
+        model_path = mdir / "model.keras"
+        if not model_path.is_file():
+            result = train(
+                lambda: build_model(size, heads, variant=config.variant, width=config.width),
+                make_source(tr, size, tcfg.batch_size, training=True, seed=tcfg.seed,
+                            balance=config.balance, do_augment=config.augment),
+                loss_fn, tcfg, mdir,
+                val_data=make_source(va, size, tcfg.batch_size, training=False),
+                metrics=metric_factories())
+            sidecar = {
+                "app": "retinopathy",
+                "input_spec": {"shape": [size, size, 3], "dtype": "float32", "range": [-1, 1]},
+                "preprocessing": dataclasses.asdict(config.preprocess),
+                "heads": heads, "variant": config.variant,
+                "train_config": dataclasses.asdict(tcfg),
+                "metrics": {"best_" + tcfg.monitor: result.best,
+                            "history": result.history[-1] if result.history else {}},
+            }
+            save_model(result.model, model_path, sidecar=sidecar)
+            del result
+        members.append(f"member_{i}/model.keras")
+    from .predict import load_ensemble, predict_images
+
+    models, _ = load_ensemble(out, members=members)
+    val_probs = predict_images(models, va["cache"].tolist(), size)
+    y_val = va["referable"].to_numpy()
+    points = choose_operating_points(y_val, val_probs["referable"],
+                                     target_sensitivity=config.target_sensitivity,
+                                     target_specificity=config.target_specificity)
+    auc, lo, hi = bootstrap_auc(y_val, val_probs["referable"], n_boot=200)
+    info = {
+        "members": members, "heads": heads, "variant": config.variant,
+        "preprocessing": dataclasses.asdict(config.preprocess),
+        "operating_points": {k: dataclasses.asdict(v) for k, v in points.items()},
+        "validation": {"n": len(va), "auc": auc, "auc_ci_low": lo, "auc_ci_high": hi},
+        "counts": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+        "ungradable_excluded": int(((df["gradable"] != 1) & (df["split"] != "test")).sum()),
+    }
+    write_json(out / "ensemble.json", info)
+    write_run_info(out, command="retinopathy train", config=config)
+    return info

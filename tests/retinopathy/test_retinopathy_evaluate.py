@@ -1,0 +1,94 @@
+"""Operating points on hand-made scores; kappa and AUC against scikit-learn."""
+import numpy as np
+import pytest
+from deepsci.apps.retinopathy.evaluate import (
+    bootstrap_auc,
+    choose_operating_points,
+    confusion,
+    plot_roc,
+    quadratic_kappa,
+    screening_report,
+    sens_spec,
+)
+from deepsci.core.errors import InputError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
+
+def test_operating_points_hand_made():
+    # 40 referable, 60 not. Scores chosen so the answers can be read off:
+    y = np.array([1] * 40 + [0] * 60)
+    pos = np.linspace(0.40, 0.99, 40)          # referable: 0.40 .. 0.99
+    neg = np.linspace(0.0, 0.60, 60)           # non-referable: 0.0 .. 0.60
+    s = np.concatenate([pos, neg])
+    pts = choose_operating_points(y, s, target_sensitivity=0.975, target_specificity=0.98)
+    hs, hp = pts["high_sensitivity"], pts["high_specificity"]
+    # 97.5 % of 40 positives = 39: the threshold is the 39th highest positive score.
+    assert hs.threshold == pytest.approx(pos[1])
+    assert hs.sensitivity == pytest.approx(39 / 40)
+    assert hs.specificity == pytest.approx(sens_spec(y, s, hs.threshold)[1])
+    # 98 % of 60 negatives = 58.8 -> 59 must be below: the lowest threshold above the 59th.
+    assert hp.specificity >= 0.98
+    assert (neg >= hp.threshold).sum() <= 1
+    assert hp.sensitivity == pytest.approx((pos >= hp.threshold).mean())
+    # Thresholds are the extremes that still meet their target.
+    higher = s[s > hs.threshold].min()
+    assert sens_spec(y, s, higher)[0] < 0.975
+    lower = s[s < hp.threshold].max()
+    assert sens_spec(y, s, lower)[1] < 0.98
+
+
+def test_operating_points_applied_unchanged():
+    rng = np.random.default_rng(1)
+    yv = rng.integers(0, 2, 300)
+    sv = np.clip(yv * 0.4 + rng.normal(0.3, 0.2, 300), 0, 1)
+    pts = choose_operating_points(yv, sv)
+    yt = rng.integers(0, 2, 200)
+    st_ = np.clip(yt * 0.4 + rng.normal(0.3, 0.2, 200), 0, 1)
+    rep = screening_report(yt, st_, yt * 2, np.eye(5)[yt * 2], pts, n_boot=100)
+    for name, op in pts.items():
+        assert rep[name]["threshold"] == op.threshold
+        assert rep[name]["sensitivity"] == pytest.approx(sens_spec(yt, st_, op.threshold)[0])
+    assert rep["kappa"] == pytest.approx(1.0)
+
+
+def test_operating_points_perfect_and_degenerate():
+    y = np.array([0, 0, 1, 1])
+    pts = choose_operating_points(y, np.array([0.1, 0.2, 0.8, 0.9]))
+    assert pts["high_sensitivity"].sensitivity == 1 and pts["high_sensitivity"].specificity == 1
+    pts = choose_operating_points(y, np.array([0.95, 0.2, 0.8, 0.9]))
+    assert pts["high_specificity"].specificity == 1.0
+    with pytest.raises(InputError, match="both"):
+        choose_operating_points(np.zeros(5), np.arange(5))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=2, max_size=60))
+def test_kappa_matches_sklearn(pairs):
+    a, b = np.array(pairs).T
+    ours = quadratic_kappa(a, b)
+    ref = cohen_kappa_score(a, b, weights="quadratic")
+    if np.isnan(ref):
+        return
+    assert ours == pytest.approx(ref, abs=1e-10)
+
+
+def test_auc_and_bootstrap_against_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    s = y * 0.3 + rng.normal(0, 0.3, 400)
+    auc, lo, hi = bootstrap_auc(y, s, n_boot=300, seed=1)
+    assert auc == pytest.approx(roc_auc_score(y, s))
+    assert lo < auc < hi and hi - lo < 0.15
+
+
+def test_confusion_and_plot(tmp_path):
+    cm = confusion([0, 1, 2, 2, 4], [0, 1, 2, 3, 4])
+    assert cm.shape == (5, 5) and cm[2, 3] == 1 and cm.trace() == 4
+    y = np.array([0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    path = plot_roc(y, s, choose_operating_points(y, s), tmp_path / "roc.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
