@@ -1,0 +1,19 @@
+"""Shared synthetic slides for the pathology tests (small, seeded, made once per session)."""
+import numpy as np
+import pytest
+from deepsci.apps.pathology.synth import SynthConfig, make_slides
+
+
+@pytest.fixture(scope="session")
+def slide_dir(tmp_path_factory):
+    """One tumour slide and one normal slide, 1024x1024 px at 0.5 um/px (20x)."""
+    out = tmp_path_factory.mktemp("pathology_slides")
+    cfg = SynthConfig(width=1024, height=1024, mpp=0.5, tumour_radius_um=(110.0, 140.0),
+                      hole_probability=1.0)
+    make_slides(out, n_tumour=1, n_normal=1, seed=7, config=cfg)
+    return out
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
