@@ -1,0 +1,348 @@
+"""Training: data → split → featurise → MPNN ensemble trained with the core loop.
+
+Output folder of ``train_molecules(cfg)``::
+
+    out/config.json           resolved MoleculeTrainConfig
+    out/run_info.json
+    out/split.json            ids of train/val/test molecules
+    out/test_set.csv.gz       held-out molecules with geometry and targets (for evaluate)
+    out/member_<k>/           core loop state: checkpoints/, tensorboard/, history.json
+    out/member_<k>/model.keras + model.json   one trained ensemble member
+    out/summary.json          per-target validation MAE of the ensemble
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from deepsci.core.errors import ConfigError
+from deepsci.core.io import save_config, write_json, write_run_info
+from deepsci.core.training import TrainConfig
+
+from .featurize import ATOM_FEATURES, EDGE_FEATURES, GRAPH_KINDS, featurize
+from .graphs import GraphTable, make_source
+from .io import MoleculeSet, bundled_subset, read_molecules, read_qm9pack, write_csv
+from .targets import TARGETS, resolve_targets
+
+__all__ = ["ModelConfig", "MoleculeTrainConfig", "load_dataset", "split_indices",
+           "featurize_set", "fit_scaling", "train_molecules", "member_paths"]
+
+
+@dataclass
+class ModelConfig:
+    """Size of the enn-s2s network (see :func:`deepsci.core.models.mpnn.mpnn`)."""
+
+    graph: str = "bond"
+    units: int = 64
+    steps: int = 3
+    edge_hidden: tuple[int, ...] = (64, 16)
+    set2set_steps: int = 3
+    head: tuple[int, ...] = (128,)
+    aggregation: str = "sum"
+
+    def validate(self) -> ModelConfig:
+        if self.graph not in GRAPH_KINDS:
+            raise ConfigError(f"expected --graph in {GRAPH_KINDS}, found {self.graph!r}")
+        for k in ("units", "steps", "set2set_steps"):
+            if int(getattr(self, k)) < 1:
+                raise ConfigError(f"expected {k} >= 1, found {getattr(self, k)}")
+        self.edge_hidden = tuple(int(v) for v in self.edge_hidden)
+        self.head = tuple(int(v) for v in self.head)
+        return self
+
+
+@dataclass
+class MoleculeTrainConfig:
+    """Everything ``deepsci molecules train`` does.
+
+    Attributes
+    ----------
+    data : str
+        ``"qm9"`` (the qm9pack extra), ``"subset"`` (bundled QM9 subset) or a
+        file/folder in any format of :func:`~deepsci.apps.molecules.io.read_molecules`.
+    out : str
+        Output folder (resumable: rerunning continues the unfinished members).
+    targets : list of str or None
+        Target names; ``None`` = all 12 Gilmer targets present in the data.
+    limit : int or None
+        Use a seeded random sample of this many molecules.
+    split : {"random", "scaffold"}
+        Random or Bemis–Murcko scaffold split.
+    val, test : float
+        Fractions (< 1) or counts (>= 1) of validation and test molecules;
+        QM9's standard split is ``val=10000, test=10000``.
+    loss : {"mae", "mse"}
+        On standardised targets, averaged over known targets.
+    ensemble : int
+        Number of independently seeded members.
+    time_budget : float or None
+        Wall-clock minutes per member; training stops at the last epoch that
+        fits (needs a ``lr_schedule`` that does not depend on the epoch count).
+    """
+
+    data: str = "subset"
+    out: str = "runs/molecules"
+    targets: list[str] | None = None
+    limit: int | None = None
+    split: str = "random"
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 0
+    loss: str = "mae"
+    ensemble: int = 1
+    time_budget: float | None = None
+    smiles_column: str = "smiles"
+    skip_invalid: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=50, batch_size=64, learning_rate=1e-3, lr_schedule="exponential",
+        decay_rate=0.5, decay_steps=20000, patience=None, monitor="val_loss"))
+
+    def validate(self) -> MoleculeTrainConfig:
+        if self.split not in ("random", "scaffold"):
+            raise ConfigError(f"expected --split random|scaffold, found {self.split!r}")
+        if self.loss not in ("mae", "mse"):
+            raise ConfigError(f"expected --loss mae|mse, found {self.loss!r}")
+        if self.ensemble < 1:
+            raise ConfigError(f"expected --ensemble >= 1, found {self.ensemble}")
+        for k in ("val", "test"):
+            v = getattr(self, k)
+            if v < 0 or (0 < v < 1) is False and v != 0 and v != int(v):
+                raise ConfigError(f"expected --{k} as a fraction < 1 or a count, found {v}")
+        if self.time_budget is not None and self.train.lr_schedule == "cosine":
+            raise ConfigError("expected a --lr-schedule other than cosine with --time-budget, "
+                              "found cosine (its length depends on the epoch count)")
+        if self.targets is not None:
+            self.targets = resolve_targets(self.targets)
+        self.model.validate()
+        self.train.validate()
+        return self
+
+
+def load_dataset(data: str, *, targets=None, limit=None, seed=0, smiles_column="smiles",
+                 skip_invalid=False) -> MoleculeSet:
+    """Read ``"qm9"``, ``"subset"`` or a user file into a :class:`MoleculeSet`."""
+    if data == "qm9":
+        ms = read_qm9pack(limit=limit, seed=seed)
+    else:
+        path = bundled_subset() if data == "subset" else Path(data)
+        ms = read_molecules(path, targets=targets, smiles_column=smiles_column,
+                            skip_invalid=skip_invalid, seed=seed)
+        if limit is not None and limit < len(ms):
+            ms = ms.subset(np.sort(np.random.default_rng(seed).choice(len(ms), limit, replace=False)))
+    if targets is not None:
+        missing = [t for t in targets if t not in ms.targets.columns]
+        if missing:
+            raise ConfigError(f"expected targets present in the data, found {missing} missing "
+                              f"(available: {list(ms.targets.columns)})")
+        ms.targets = ms.targets[list(targets)]
+    if ms.targets.shape[1] == 0:
+        raise ConfigError(f"expected target columns in {data}, found none")
+    return ms
+
+
+def _count(v: float, n: int) -> int:
+    return int(round(v * n)) if v < 1 else int(v)
+
+
+def split_indices(ms: MoleculeSet, *, kind: str, val: float, test: float, seed: int):
+    """Train/val/test index arrays: a seeded random split or a scaffold split.
+
+    The scaffold split groups molecules by Bemis–Murcko scaffold and fills the
+    test and validation sets with whole groups, smallest groups first after a
+    seeded shuffle, so no scaffold is shared between sets.
+    """
+    n = len(ms)
+    n_val, n_test = _count(val, n), _count(test, n)
+    if n_val + n_test >= n:
+        raise ConfigError(f"expected val + test < {n} molecules, found {n_val} + {n_test}")
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        perm = rng.permutation(n)
+        return np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test])
+    from rdkit import Chem
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    groups: dict[str, list[int]] = {}
+    for i, mol in enumerate(ms.mols):
+        try:
+            key = MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.RemoveHs(mol, sanitize=False))
+        except (ValueError, RuntimeError):
+            key = ms.smiles[i]
+        groups.setdefault(key, []).append(i)
+    sets = list(groups.values())
+    order = rng.permutation(len(sets))
+    # Big scaffold families go to training (as in chemprop's balanced split).
+    sets = sorted((sets[i] for i in order), key=len)
+    test_idx, val_idx, train_idx = [], [], []
+    for g in sets:
+        if len(test_idx) + len(g) <= n_test:
+            test_idx += g
+        elif len(val_idx) + len(g) <= n_val:
+            val_idx += g
+        else:
+            train_idx += g
+    return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
+
+
+def featurize_set(ms: MoleculeSet, graph: str, *, desc: str = "featurise") -> GraphTable:
+    """Featurise every molecule of ``ms`` (with a progress bar)."""
+    from deepsci.core.progress import progress
+
+    return GraphTable.from_graphs([featurize(m, graph=graph)
+                                   for m in progress(ms.mols, desc=desc, unit="mol")])
+
+
+def fit_scaling(table: GraphTable, y: np.ndarray) -> dict:
+    """Per-element reference values by least squares on composition, then mean/std.
+
+    Returns ``{"atomref": (5, T), "mean": (T,), "std": (T,)}`` as lists, so that
+    ``(y - counts·atomref - mean) / std`` is standardised.
+    """
+    counts = table.element_counts()
+    t = y.shape[1]
+    atomref = np.zeros((counts.shape[1], t))
+    mean, std = np.zeros(t), np.ones(t)
+    design = np.concatenate([counts, np.ones((len(counts), 1))], axis=1)
+    for j in range(t):
+        ok = np.isfinite(y[:, j])
+        if ok.sum() == 0:
+            continue
+        # A little ridge keeps elements absent from the data at zero.
+        a = design[ok]
+        coef = np.linalg.solve(a.T @ a + 1e-6 * np.eye(a.shape[1]), a.T @ y[ok, j])
+        atomref[:, j] = coef[:-1]
+        resid = y[ok, j] - counts[ok] @ coef[:-1]
+        mean[j] = resid.mean()
+        std[j] = max(resid.std(), 1e-6 * max(abs(mean[j]), 1.0), 1e-12)
+    return {"atomref": atomref.tolist(), "mean": mean.tolist(), "std": std.tolist()}
+
+
+def make_loss(std, kind: str):
+    """Per-molecule loss on standardised errors, averaged over the known targets."""
+    import tensorflow as tf
+
+    inv = tf.constant(1.0 / np.asarray(std, np.float32))
+
+    def loss(y_true, y_pred):
+        known = tf.math.is_finite(y_true)
+        err = tf.where(known, tf.where(known, y_true, 0.0) - y_pred, 0.0) * inv
+        per = tf.abs(err) if kind == "mae" else tf.square(err)
+        k = tf.reduce_sum(tf.cast(known, tf.float32), axis=1)
+        return tf.reduce_sum(per, axis=1) / tf.maximum(k, 1.0)
+
+    return loss
+
+
+def member_paths(out: Path, ensemble: int) -> list[Path]:
+    """Model files of the ensemble members in a training folder."""
+    return [Path(out) / f"member_{k}" / "model.keras" for k in range(ensemble)]
+
+
+def _build(n_targets: int, mc: ModelConfig, scaling: dict):
+    from deepsci.core.models.mpnn import mpnn
+
+    return mpnn(len(ATOM_FEATURES), len(EDGE_FEATURES), n_targets, units=mc.units,
+                steps=mc.steps, edge_hidden=mc.edge_hidden, set2set_steps=mc.set2set_steps,
+                head=mc.head, aggregation=mc.aggregation, mean=scaling["mean"],
+                std=scaling["std"], atomref=scaling["atomref"])
+
+
+def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None) -> dict:
+    """Run the whole training stage; returns the summary written to ``summary.json``.
+
+    Resumable: a killed run restarted with the same config continues from the
+    last checkpoint of the unfinished member; finished members are kept.
+    """
+    import dataclasses
+
+    from deepsci.core.accelerator import resolve_strategy
+    from deepsci.core.models.serialization import save_model
+    from deepsci.core.training import train
+
+    cfg = cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.json")
+    write_run_info(out, command="molecules train", config=cfg)
+    ms = load_dataset(cfg.data, targets=cfg.targets, limit=cfg.limit, seed=cfg.seed,
+                      smiles_column=cfg.smiles_column, skip_invalid=cfg.skip_invalid)
+    names = list(ms.targets.columns)
+    tr, va, te = split_indices(ms, kind=cfg.split, val=cfg.val, test=cfg.test, seed=cfg.seed)
+    if len(va) == 0:
+        raise ConfigError("expected a validation set (--val > 0), found none")
+    write_json(out / "split.json", {"train": [ms.ids[i] for i in tr], "val": [ms.ids[i] for i in va],
+                                    "test": [ms.ids[i] for i in te], "n_skipped": ms.n_skipped})
+    units = {n: (TARGETS[n].unit if n in TARGETS else ms.units.get(n, "")) for n in names}
+    if len(te):
+        test = ms.subset(te)
+        write_csv(out / "test_set.csv.gz", ids=test.ids, smiles=test.smiles, mols=test.mols,
+                  columns={n: test.targets[n].to_numpy() for n in names}, units=units)
+    table = featurize_set(ms, cfg.model.graph)
+    y = ms.targets.to_numpy(np.float32)
+    sub = lambda idx: GraphTable.from_graphs(  # noqa: E731
+        [_graph_at(table, i) for i in idx])
+    t_train, t_val = sub(tr), sub(va)
+    scaling = fit_scaling(t_train, y[tr].astype(np.float64))
+    strategy = strategy or resolve_strategy("auto")
+    tc = cfg.train
+    members = []
+    for k, path in enumerate(member_paths(out, cfg.ensemble)):
+        if path.exists():
+            members.append(str(path))
+            continue
+        mcfg = dataclasses.replace(tc, seed=tc.seed + k)
+        src = make_source(t_train, y[tr], global_batch=tc.batch_size, shuffle=True, seed=mcfg.seed)
+        val_src = make_source(t_val, y[va], global_batch=tc.batch_size, shuffle=False)
+        build = lambda: _build(len(names), cfg.model, scaling)  # noqa: E731
+        loss = make_loss(scaling["std"], cfg.loss)
+        result = _train_member(train, build, src, val_src, loss, mcfg, path.parent, strategy,
+                               cfg.time_budget)
+        sidecar = {
+            "app": "molecules", "targets": names, "units": units,
+            "input_spec": {"graph": cfg.model.graph, "atom_features": list(ATOM_FEATURES),
+                           "edge_features": list(EDGE_FEATURES)},
+            "preprocessing": scaling, "model_config": dataclasses.asdict(cfg.model),
+            "train_config": dataclasses.asdict(mcfg), "member": k,
+            "history_tail": result.history[-1] if result.history else {},
+        }
+        save_model(result.model, path, sidecar=sidecar)
+        members.append(str(path))
+    from .evaluate import predict_table
+
+    pred, _ = predict_table(members, t_val)
+    mae = {n: float(np.nanmean(np.abs(pred[:, j] - y[va, j]))) for j, n in enumerate(names)}
+    summary = {"members": members, "targets": names, "units": units, "n_train": len(tr),
+               "n_val": len(va), "n_test": len(te), "n_skipped": ms.n_skipped, "val_mae": mae}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _graph_at(table: GraphTable, i: int):
+    from .featurize import Graph
+
+    a0, a1 = table.atom_splits[i], table.atom_splits[i + 1]
+    e0, e1 = table.edge_splits[i], table.edge_splits[i + 1]
+    return Graph(table.atoms[a0:a1], table.pairs[e0:e1], table.edges[e0:e1])
+
+
+def _train_member(train, build, src, val_src, loss, tc, out_dir: Path, strategy, budget):
+    """One member; with a time budget, epoch by epoch until the next would not fit."""
+    import dataclasses
+
+    if budget is None:
+        return train(build, src, loss, tc, out_dir, val_data=val_src, strategy=strategy)
+    start = time.perf_counter()
+    epoch, result, last = 1, None, 0.0
+    while epoch <= tc.epochs:
+        t0 = time.perf_counter()
+        result = train(build, src, loss, dataclasses.replace(tc, epochs=epoch), out_dir,
+                       val_data=val_src, strategy=strategy)
+        last = time.perf_counter() - t0
+        elapsed = time.perf_counter() - start
+        if elapsed + last > budget * 60:
+            break
+        epoch += 1
+    return result
