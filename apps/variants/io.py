@@ -345,6 +345,8 @@ def write_vcf(records, path: str | os.PathLike, header) -> Path:
     if not path.name.endswith(".vcf.gz"):
         raise InputError("expected an output name ending in .vcf.gz, found "
                          f"{path.name!r}", path)
+    order = {c: i for i, c in enumerate(header.contigs)}
+    records = sorted(records, key=lambda r: (order.get(r["contig"], len(order)), r["pos"]))
     with atomic_path(path) as tmp:
         with pysam.VariantFile(str(tmp), "wz", header=header) as out:
             for rec in records:
