@@ -238,21 +238,24 @@ def parse_regions(spec: str | None, contig_lengths: dict[str, int],
             _check_region(r, contig_lengths, spec)
     else:
         regions = []
-        for part in spec.split(" "):
-            for item in filter(None, part.split(",") if ":" not in part else [part]):
-                m = _REGION.match(item)
-                if m is None:
-                    raise InputError(f"expected a region like chr1:1000-2000, found {item!r}",
-                                     path_hint)
-                contig = m.group(1)
-                if contig not in contig_lengths:
-                    raise InputError(f"expected a contig of the FASTA, found {contig!r}",
-                                     path_hint)
-                start = int(m.group(2).replace(",", "")) - 1 if m.group(2) else 0
-                end = int(m.group(3).replace(",", "")) if m.group(3) else contig_lengths[contig]
-                r = Region(contig, max(0, start), end)
-                _check_region(r, contig_lengths, path_hint)
-                regions.append(r)
+        # Commas separate regions and also group digits (chr1:1,000-2,000): split only
+        # where the next item names a contig (has a colon, or starts with a letter).
+        items = [x for part in re.split(r"[\s;]+", spec)
+                 for x in re.split(r",(?=[^,:]*:)|,(?=[A-Za-z_])", part)]
+        for item in filter(None, items):
+            m = _REGION.match(item)
+            if m is None:
+                raise InputError(f"expected a region like chr1:1000-2000, found {item!r}",
+                                 path_hint)
+            contig = m.group(1)
+            if contig not in contig_lengths:
+                raise InputError(f"expected a contig of the FASTA, found {contig!r}",
+                                 path_hint)
+            start = int(m.group(2).replace(",", "")) - 1 if m.group(2) else 0
+            end = int(m.group(3).replace(",", "")) if m.group(3) else contig_lengths[contig]
+            r = Region(contig, max(0, start), end)
+            _check_region(r, contig_lengths, path_hint)
+            regions.append(r)
     order = {c: i for i, c in enumerate(contig_lengths)}
     regions.sort(key=lambda r: (order[r.contig], r.start))
     merged: list[Region] = []
