@@ -51,12 +51,19 @@ def main(argv=None) -> None:
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=16, help="small Inception width")
+    p.add_argument("--downsample", default="1.0,0.7,0.5",
+                   help="read fractions of the training examples (augmentation)")
     args = p.parse_args(argv)
 
     from deepsci.apps.variants import io as vio
     from deepsci.apps.variants.make_examples import MakeExamplesConfig, make_examples
-    from deepsci.apps.variants.pipeline import (RunConfig, bcftools_call, freebayes_call,
-                                                run_pipeline)
+    from deepsci.apps.variants.pipeline import (
+        RunConfig,
+        bcftools_call,
+        freebayes_call,
+        run_pipeline,
+    )
     from deepsci.apps.variants.synth import SimulateConfig, simulate
     from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
     from deepsci.core.bench import machine_info, table
@@ -93,16 +100,28 @@ def main(argv=None) -> None:
     vio.write_bed([(contig, max(mid, 200), length - 200)], test_bed)
     test_reg = f"{contig}:{mid + 1}-{length}"
 
+    from deepsci.apps.variants.candidates import CandidateConfig
+
     t0 = time.time()
-    me = make_examples(MakeExamplesConfig(reads=bam, ref=ref, out_dir=str(work / "train_ex"),
-                                          regions=train_reg, truth_vcf=truth,
-                                          confident_bed=sim["bed"], shards=args.shards,
-                                          gvcf=False), progress=False)
+    fractions = [float(f) for f in args.downsample.split(",")]
+    dirs, labels, me = [], [0, 0, 0], None
+    for k, frac in enumerate(fractions):
+        # DeepVariant-style augmentation: the same truth at several read depths.
+        d = work / f"train_ex_{frac:g}"
+        s = make_examples(MakeExamplesConfig(
+            reads=bam, ref=ref, out_dir=str(d), regions=train_reg, truth_vcf=truth,
+            confident_bed=sim["bed"], shards=args.shards, gvcf=False, seed=k,
+            candidates=CandidateConfig(downsample_fraction=frac, downsample_seed=k)),
+            progress=False)
+        me = me or s
+        labels = [a + b for a, b in zip(labels, s["labels"], strict=True)]
+        dirs.append(str(d))
     t["make-examples (train half)"] = time.time() - t0
     t0 = time.time()
-    tr = train_variants(TrainVariantsConfig(examples=str(work / "train_ex"),
+    tr = train_variants(TrainVariantsConfig(examples=",".join(dirs),
                                             out_dir=str(work / "model"), epochs=args.epochs,
-                                            batch_size=args.batch_size, seed=args.seed))
+                                            batch_size=args.batch_size, seed=args.seed,
+                                            width=args.width))
     t["train"] = time.time() - t0
 
     t0 = time.time()
@@ -135,7 +154,8 @@ def main(argv=None) -> None:
           f"({mi.get('cpu_model', mi.get('cpu', ''))}), TF {mi.get('tensorflow', '')}\n")
     print(f"Genome: {origin}; {sim['n_snps']} SNPs + {sim['n_indels']} indels planted; "
           f"{args.coverage:g}x 2x150 bp, BWA-MEM (pybwa). Train on {train_reg} "
-          f"({me['labels']} hom-ref/het/hom-alt examples, {args.epochs} epochs), "
+          f"({labels} hom-ref/het/hom-alt examples at read fractions {args.downsample}, "
+          f"small Inception width {args.width}, {args.epochs} epochs), "
           f"call {test_reg}.\n")
     print(table(rows, cols))
     stage = [{"stage": k, "wall s": v} for k, v in t.items()]

@@ -13,6 +13,7 @@ truth VCF).
 """
 from __future__ import annotations
 
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -44,6 +45,8 @@ class CandidateConfig:
     min_fraction_indels: float = 0.06
     max_alts: int = 3               # most-supported alt alleles kept at one site
     keep_duplicates: bool = False
+    downsample_fraction: float = 1.0    # keep this share of read pairs (training augmentation)
+    downsample_seed: int = 0
 
 
 @dataclass
@@ -82,7 +85,13 @@ def keep_read(read, cfg: CandidateConfig) -> bool:
         return False
     if read.is_duplicate and not cfg.keep_duplicates:
         return False
-    return read.mapping_quality >= cfg.min_mapq and read.query_sequence is not None
+    if read.mapping_quality < cfg.min_mapq or read.query_sequence is None:
+        return False
+    if cfg.downsample_fraction < 1.0:
+        # Hash the name so both mates of a pair are kept or dropped together.
+        h = zlib.crc32(f"{cfg.downsample_seed}:{read.query_name}".encode()) / 2 ** 32
+        return h < cfg.downsample_fraction
+    return True
 
 
 def left_align_event(ev: tuple, ref: bytes, off: int) -> tuple:

@@ -98,6 +98,9 @@ def make_examples_cmd(
     min_count_indels: int = typer.Option(2),
     min_fraction_indels: float = typer.Option(0.06),
     gvcf: bool = typer.Option(True, help="Also write gVCF reference blocks."),
+    downsample_fraction: float = typer.Option(1.0, help="Keep this share of read pairs "
+                                              "(training augmentation)."),
+    seed: int = typer.Option(0, help="Seed of down-sampling (reads and pileup rows)."),
 ):
     """Find candidate variants and write pileup images as sharded TFRecords."""
     from .make_examples import make_examples
@@ -105,6 +108,9 @@ def make_examples_cmd(
     cfg = _me_config(reads, ref, out, regions, truth_vcf, confident_bed, shards, scheduler,
                      min_mapq, min_base_quality, min_count_snps, min_fraction_snps,
                      min_count_indels, min_fraction_indels, gvcf)
+    cfg.candidates.downsample_fraction = downsample_fraction
+    cfg.candidates.downsample_seed = seed
+    cfg.seed = seed
     s = make_examples(cfg)
     typer.echo(f"{s['candidates']} candidates, {s['examples']} examples in {s['shards']} "
                f"shard(s), {s['candidates_per_second']:.1f} candidates/s")
@@ -114,7 +120,7 @@ def make_examples_cmd(
 
 @app.command()
 def train(
-    examples: Path = typer.Option(..., help="Labelled make-examples output folder."),
+    examples: str = typer.Option(..., help="Labelled make-examples folder(s), comma-separated."),
     out: Path = typer.Option(..., "--out", help="Output folder (model.keras, checkpoints)."),
     val_examples: Path | None = typer.Option(None, help="Labelled validation examples."),
     model_variant: str = typer.Option("small", help="small (CPU) or v3 (Inception-v3)."),

@@ -53,6 +53,9 @@ class MakeExamplesConfig:
         if (self.truth_vcf is None) != (self.confident_bed is None):
             raise ConfigError("expected --truth-vcf and --confident-bed together, found one")
         c = self.candidates
+        if not 0.0 < c.downsample_fraction <= 1.0:
+            raise ConfigError(f"expected a down-sampling fraction in (0, 1], found "
+                              f"{c.downsample_fraction}")
         for name in ("min_fraction_snps", "min_fraction_indels"):
             if not 0.0 <= getattr(c, name) <= 1.0:
                 raise ConfigError(f"expected {name} in [0, 1], found {getattr(c, name)}")

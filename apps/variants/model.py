@@ -18,7 +18,8 @@ INPUT_SHAPE = (HEIGHT, WIDTH, CHANNELS)
 HEAD = "genotype"
 
 
-def build_model(variant: str = "small", *, input_shape=INPUT_SHAPE, **kw):
+def build_model(variant: str = "small", *, input_shape=INPUT_SHAPE, bn_momentum: float = 0.9,
+                **kw):
     """Pileup (N, 100, 221, 7) -> ``{"genotype": logits (N, 3)}``.
 
     Parameters
@@ -36,8 +37,20 @@ def build_model(variant: str = "small", *, input_shape=INPUT_SHAPE, **kw):
     inp = keras.Input(input_shape, name="pileup")
     x = keras.layers.Rescaling(1.0 / 127.0, offset=-1.0, name="scale")(inp)
     net = classifier(input_shape, {HEAD: 3}, variant=variant, **kw)
+    # Variant-calling training sets are small (hundreds of steps): BN moving statistics
+    # with Keras' default momentum 0.99 would still be mostly their initial values.
+    for layer in _all_layers(net):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = bn_momentum
     out = net(x)
     return keras.Model(inp, out, name=f"deepvariant_{variant}")
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def _parse(serialized, with_meta: bool):

@@ -18,17 +18,17 @@ __all__ = ["TrainVariantsConfig", "train_variants", "genotype_loss"]
 class TrainVariantsConfig:
     """Options of ``deepsci variants train``."""
 
-    examples: str = ""                    # make-examples folder (training mode) or file
+    examples: str = ""                    # make-examples folder(s), comma-separated
     out_dir: str = "model"
     val_examples: str | None = None
     variant: str = "small"                # small | v3
-    width: int = 32
+    width: int = 16
     warm_start: str | None = None         # an earlier model.keras (or its folder)
     epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
-    warmup_steps: int = 20
+    warmup_steps: int = 0
     seed: int = 0
     strategy: str = "auto"
     extra: dict = field(default_factory=dict)
@@ -69,12 +69,15 @@ class _Accuracy:
         self.m.reset_state()
 
 
-def _check_training_examples(path) -> list[Path]:
-    files = example_files(path)
-    info = Path(path) / "examples_info.json" if Path(path).is_dir() else None
-    if info is not None and info.exists() and not read_json(info).get("training", True):
-        raise InputError("expected examples made with --truth-vcf (labelled), found "
-                         "calling-mode examples", path)
+def _check_training_examples(paths: str) -> list[Path]:
+    """Example shards of one or more (comma-separated) labelled make-examples outputs."""
+    files = []
+    for path in [p for p in str(paths).split(",") if p]:
+        files += example_files(path)
+        info = Path(path) / "examples_info.json" if Path(path).is_dir() else None
+        if info is not None and info.exists() and not read_json(info).get("training", True):
+            raise InputError("expected examples made with --truth-vcf (labelled), found "
+                             "calling-mode examples", path)
     return files
 
 
