@@ -397,3 +397,38 @@ def write_n5(path: str | os.PathLike, dataset: str, arr: np.ndarray, *, block=(3
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(header + body)
     return root
+
+
+def read_neuroproof_groundtruth(path: str | os.PathLike, *, box=None) -> np.ndarray:
+    """Neuron ("body") labels of a NeuroProof ``groundtruth.h5``.
+
+    The file holds ``stack`` (z, y, x supervoxel ids) and ``transforms``
+    (rows ``[supervoxel, body]``); bodies are the supervoxels mapped through
+    the table (unmapped ids keep their own id; 0 stays 0).
+
+    Parameters
+    ----------
+    box : tuple of slice, optional
+        Read only this part of the stack.
+
+    Returns
+    -------
+    ndarray of uint64, shape (Z, Y, X)
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(f"expected a NeuroProof HDF5 file, found unreadable data ({e})", path) from None
+    with f:
+        for name in ("stack", "transforms"):
+            if name not in f:
+                raise InputError(f"expected datasets 'stack' and 'transforms', found {sorted(f.keys())}", path)
+        stack = np.asarray(f["stack"][box if box is not None else ()]).astype(np.uint64)
+        table = np.asarray(f["transforms"]).astype(np.uint64).reshape(-1, 2)
+    ids, inverse = np.unique(stack, return_inverse=True)
+    lut = dict(zip(table[:, 0].tolist(), table[:, 1].tolist(), strict=True))
+    mapped = np.array([lut.get(int(i), int(i)) if i else 0 for i in ids], np.uint64)
+    return mapped[inverse].reshape(stack.shape)

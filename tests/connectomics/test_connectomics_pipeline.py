@@ -1,0 +1,173 @@
+"""End-to-end tests: CLI train -> segment (blocks, stitching, resume) -> evaluate, bad inputs.
+
+One small FFN is trained once per module through the CLI on a synthetic volume of
+separable tubes and reused by the other tests.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from deepsci.apps.cli import main
+
+FOV = ["--fov-size", "11", "11", "11", "--deltas", "3", "3", "3", "--depth", "3", "--features", "12"]
+#: Total variation of information (bits) the trained FFN must stay below on separable tubes;
+#: a segmentation that puts everything in one object scores about log2(#objects) ~ 2 bits.
+VI_BOUND = 1.0
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    from deepsci.apps.connectomics.io import write_volume
+    from deepsci.apps.connectomics.synth import synthetic_volume
+
+    d = tmp_path_factory.mktemp("connectomics")
+    img, lab = synthetic_volume(shape=(40, 64, 64), n_neurites=9, radius=(3.0, 5.0), seed=0)
+    write_volume(d / "train.zarr", {"image": img, "labels": lab}, voxel_size=(8, 8, 8))
+    timg, tlab = synthetic_volume(shape=(32, 48, 48), n_neurites=4, radius=(3.0, 5.0), seed=7)
+    write_volume(d / "test.zarr", {"image": timg, "labels": tlab}, voxel_size=(8, 8, 8))
+    rc = main(["connectomics", "train", "--image", f"{d}/train.zarr:image", "--labels", f"{d}/train.zarr:labels",
+               "--out", str(d / "model"), "--preset", "tiny", *FOV, "--epochs", "6", "--steps-per-epoch", "100",
+               "--lr", "0.003", "--no-tensorboard"])
+    assert rc == 0
+    return d
+
+
+def _segment(work, out, *extra):
+    rc = main(["connectomics", "segment", "--model", str(work / "model" / "model.keras"),
+               "--image", f"{work}/test.zarr:image", "--out", str(out), "--scheduler", "inline",
+               "--min-segment-size", "50", *extra])
+    assert rc == 0
+    from deepsci.apps.connectomics.io import open_volume
+
+    return open_volume(f"{out}/segmentation.zarr:labels", kind="labels")
+
+
+def test_training_outputs(work):
+    side = json.loads((work / "model" / "model.json").read_text())
+    assert side["app"] == "connectomics" and side["ffn"]["fov_size"] == [11, 11, 11]
+    hist = json.loads((work / "model" / "history.json").read_text())
+    assert len(hist) == 6 and hist[-1]["loss"] < hist[0]["loss"]
+    for name in ("config.json", "run_info.json", "model.keras"):
+        assert (work / "model" / name).exists()
+
+
+def test_inference_recovers_separable_tubes(work):
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation
+    from deepsci.apps.connectomics.io import open_volume
+
+    seg = _segment(work, work / "seg_one")
+    gt = open_volume(f"{work}/test.zarr:labels", kind="labels").read()
+    assert seg.voxel_size == (8.0, 8.0, 8.0)
+    prob = open_volume(f"{work}/seg_one/segmentation.zarr:probability").read()
+    labels = seg.read()
+    assert np.all((prob > 0) == (labels > 0))
+    s = evaluate_segmentation(gt, labels, voxel_size=(8, 8, 8), min_overlap=50)
+    assert s.vi_total < VI_BOUND, s
+
+
+def test_block_stitching_matches_one_block(work):
+    from deepsci.apps.connectomics.evaluate import variation_of_information
+
+    one = (work / "seg_one" / "segmentation.zarr")
+    if not one.exists():
+        _segment(work, work / "seg_one")
+    from deepsci.apps.connectomics.io import open_volume
+
+    single = open_volume(f"{one}:labels", kind="labels").read()
+    blocks = _segment(work, work / "seg_blocks", "--block-size", "32", "28", "28", "--overlap", "11", "11", "11")
+    stitched = blocks.read()
+    info = json.loads((work / "seg_blocks" / "run_info.json").read_text())
+    assert info["result"]["blocks"] == 4
+    # Same objects up to relabelling: neither splits nor merges of one versus the other.
+    split, merge = variation_of_information(single, stitched, ignore_labels=(0,))
+    assert split + merge < 0.2, (split, merge)
+    assert abs(len(np.unique(single)) - len(np.unique(stitched))) <= 1
+
+
+def test_segment_resumes_finished_blocks(work, monkeypatch):
+    from deepsci.apps.connectomics import segment as seg_mod
+
+    out = work / "seg_resume"
+    calls = []
+    real = seg_mod.run_block
+
+    def dying(task):
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        calls.append(task["key"])
+        return real(task)
+
+    monkeypatch.setattr(seg_mod, "run_block", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        _segment(work, out, "--block-size", "32", "28", "28", "--overlap", "11", "11", "11")
+    assert not (out / "segmentation.zarr").exists()  # nothing half-written
+    done = sorted(p.name for p in (out / "blocks").rglob("*.done.json"))
+    assert len(done) == 2
+    calls.clear()
+    monkeypatch.setattr(seg_mod, "run_block", lambda t: (calls.append(t["key"]), real(t))[1])
+    resumed = _segment(work, out, "--block-size", "32", "28", "28", "--overlap", "11", "11", "11")
+    assert len(calls) == 2  # only the two unfinished blocks ran again
+    fresh = work / "seg_blocks" / "segmentation.zarr"
+    if fresh.exists():
+        from deepsci.apps.connectomics.io import open_volume
+
+        np.testing.assert_array_equal(resumed.read(), open_volume(f"{fresh}:labels", kind="labels").read())
+
+
+def test_train_resumes(work, tmp_path):
+    args = ["connectomics", "train", "--image", f"{work}/train.zarr:image", "--labels", f"{work}/train.zarr:labels",
+            "--out", str(tmp_path / "m"), "--preset", "tiny", "--steps-per-epoch", "5", "--no-tensorboard",
+            "--moves", "2"]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert main([*args, "--epochs", "2"]) == 0  # continues from the checkpoint of epoch 1
+    hist = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2] and hist[-1]["step"] == 10
+
+
+def test_cli_baseline_and_evaluate(work, capsys):
+    if not (work / "seg_one" / "segmentation.zarr").exists():
+        _segment(work, work / "seg_one")
+    assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out",
+                 str(work / "ws"), "--min-size", "50"]) == 0
+    rc = main(["connectomics", "evaluate", "--labels", f"{work}/test.zarr:labels",
+               "--seg", f"FFN={work}/seg_one/segmentation.zarr:labels",
+               "--seg", f"ws={work}/ws/segmentation.zarr:labels",
+               "--image", f"{work}/test.zarr:image", "--out", str(work / "eval"), "--min-overlap", "50"])
+    assert rc == 0
+    scores = json.loads((work / "eval" / "scores.json").read_text())
+    assert set(scores) == {"FFN", "ws", "watershed baseline"}
+    # The CLI baseline and the one evaluate computes itself are the same algorithm and settings.
+    assert scores["ws"]["vi_total"] == pytest.approx(scores["watershed baseline"]["vi_total"], abs=0.05)
+    assert (work / "eval" / "slices.png").stat().st_size > 1000
+    assert "vi_split" in capsys.readouterr().out
+
+
+def test_cli_bad_inputs(work, tmp_path, capsys):
+    import h5py
+
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f["img"] = np.zeros((20, 20, 20), np.uint8)
+        f["flat"] = np.zeros((20, 20), np.uint8)
+        f["lab_f"] = np.zeros((20, 20, 20), np.float32)
+        f["lab_small"] = np.zeros((20, 20, 19), np.int32)
+        f["empty"] = np.zeros((0, 20, 20), np.uint8)
+    model = str(work / "model" / "model.keras")
+    h5 = f"{tmp_path}/v.h5"
+    cases = [
+        (["train", "--image", f"{h5}:missing", "--labels", f"{h5}:lab_small"], "expected dataset 'missing'"),
+        (["train", "--image", f"{h5}:img", "--labels", f"{h5}:lab_small"], "same shape"),
+        (["train", "--image", f"{h5}:img", "--labels", f"{h5}:lab_f"], "integer label"),
+        (["segment", "--model", model, "--image", f"{h5}:flat"], "3-D"),
+        (["segment", "--model", model, "--image", f"{h5}:empty"], "non-empty"),
+        (["segment", "--model", model, "--image", f"{h5}:img", "--block-size", "8", "8", "8"], "FOV"),
+        (["segment", "--model", str(tmp_path / "none.keras"), "--image", f"{h5}:img"], "trained model"),
+        (["evaluate", "--labels", f"{h5}:lab_small", "--seg", f"{h5}:img"], "same shape"),
+    ]
+    for args, match in cases:
+        capsys.readouterr()
+        rc = main(["connectomics", *args, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2, (args, err)
+        assert len(err) == 1 and err[0].startswith("error:") and match in err[0], (args, err)
