@@ -24,7 +24,7 @@ class DemoSettings:
             self.radius_um = (120.0, 220.0)
             self.patch, self.center, self.width = 64, 16, 16
             self.epochs, self.batch, self.patches = 6, 32, 1536
-            self.stride, self.scheduler = 16, "local"
+            self.stride, self.scheduler = 32, "local"
 
 
 def run_pipeline(out_dir: Path, s: DemoSettings, *, train_seed: int = 0, test_seed: int = 1) -> dict:
