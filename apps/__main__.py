@@ -1,0 +1,5 @@
+import sys
+
+from deepsci.apps.cli import main
+
+sys.exit(main())

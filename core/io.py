@@ -1,0 +1,205 @@
+"""Outputs that are never half-written, and the records written beside them.
+
+Every file deepsci writes goes to a temporary name in the destination folder
+and is renamed into place only when complete, so an interrupted run leaves
+either the old file or no file — never a truncated one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = [
+    "atomic_path",
+    "atomic_dir",
+    "write_text",
+    "write_json",
+    "read_json",
+    "save_config",
+    "load_config",
+    "config_to_dict",
+    "write_run_info",
+]
+
+
+def _tmp_name(path: Path) -> Path:
+    # Same folder so the final rename is atomic; same suffix so libraries that
+    # pick a format by extension (zarr, PNG, .keras, .vcf.gz) still work.
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{''.join(path.suffixes)}",
+                                dir=path.parent)
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> with atomic_path(out) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> out.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a directory (zarr stores, shard folders).
+
+    An existing directory at ``path`` is replaced only once the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            old = _tmp_name(path)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return config_to_dict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically (dataclasses, paths, numpy allowed)."""
+    return write_text(path, json.dumps(obj, indent=2, default=_jsonable, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    """Read a JSON file, raising :class:`InputError` when it is missing or malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("expected a JSON file, found no file", path) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"expected valid JSON, found a syntax error at line {e.lineno}", path) from None
+
+
+def config_to_dict(config) -> dict:
+    """A dataclass config as a plain JSON-ready dict (nested dataclasses too)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable))
+
+
+def save_config(config, path: str | os.PathLike) -> Path:
+    """Write the resolved config of a run next to its outputs (JSON)."""
+    return write_json(path, {"config_class": type(config).__qualname__, **config_to_dict(config)})
+
+
+def load_config(cls, path: str | os.PathLike):
+    """Read a config written by :func:`save_config` back into dataclass ``cls``.
+
+    Unknown keys are an error; nested dataclass fields are rebuilt.
+    """
+    data = dict(read_json(path))
+    data.pop("config_class", None)
+    return _from_dict(cls, data, path)
+
+
+def _from_dict(cls, data: dict, path):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"expected fields of {cls.__name__}, found unknown {unknown}", path)
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints.get(key)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value, path)
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def write_run_info(out_dir: str | os.PathLike, *, command: str, config=None, extra: dict | None = None) -> Path:
+    """Write ``run_info.json``: version, command line, resolved config and machine.
+
+    Parameters
+    ----------
+    out_dir : path
+        Folder of the run's outputs.
+    command : str
+        The stage that ran, e.g. ``"molecules train"``.
+    config : dataclass, optional
+        The resolved config of the run.
+    extra : dict, optional
+        Anything else worth keeping (metrics, input checksums).
+    """
+    from . import __version__
+
+    info = {
+        "deepsci_version": __version__,
+        "command": command,
+        "argv": sys.argv,
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        info["tensorflow"] = tf.__version__
+    if config is not None:
+        info["config"] = config_to_dict(config) if dataclasses.is_dataclass(config) else config
+    if extra:
+        info.update(extra)
+    return write_json(Path(out_dir) / "run_info.json", info)

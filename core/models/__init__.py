@@ -1,0 +1,1 @@
+"""Models shared by the apps: Inception family, message passing, flood filling."""

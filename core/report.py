@@ -1,0 +1,62 @@
+"""The demo report: one Markdown and one HTML page with every app's metrics and figures."""
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .io import write_text
+
+__all__ = ["DemoResult", "write_report"]
+
+
+@dataclass
+class DemoResult:
+    """What one app's demo produced."""
+
+    app: str
+    title: str
+    metrics: dict[str, float | str] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    text: str = ""
+    seconds: float | None = None
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _rel(path: Path, out_dir: Path) -> str:
+    return os.path.relpath(Path(path), out_dir)
+
+
+def write_report(results: list[DemoResult], out_dir: str | os.PathLike) -> Path:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; return the Markdown path."""
+    out_dir = Path(out_dir)
+    md = ["# deepsci demo report", ""]
+    body = ["<h1>deepsci demo report</h1>"]
+    for r in results:
+        secs = f" ({r.seconds:.0f} s)" if r.seconds is not None else ""
+        md += [f"## {r.app}: {r.title}{secs}", ""]
+        body.append(f"<h2>{html.escape(r.app)}: {html.escape(r.title)}{secs}</h2>")
+        if r.text:
+            md += [r.text, ""]
+            body.append(f"<p>{html.escape(r.text)}</p>")
+        if r.metrics:
+            md += ["| metric | value |", "|---|---|"]
+            md += [f"| {k} | {_fmt(v)} |" for k, v in r.metrics.items()]
+            md.append("")
+            rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                           for k, v in r.metrics.items())
+            body.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+        for fig in r.figures:
+            rel = _rel(fig, out_dir)
+            md += [f"![{Path(fig).stem}]({rel})", ""]
+            body.append(f'<figure><img src="{html.escape(rel)}" style="max-width:45em">'
+                        f"<figcaption>{html.escape(Path(fig).stem)}</figcaption></figure>")
+    style = "body{font-family:sans-serif;max-width:60em;margin:auto}td,th{padding:2px 8px}"
+    write_text(out_dir / "report.html",
+               f"<!doctype html><html><head><meta charset='utf-8'><title>deepsci demo</title>"
+               f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    return write_text(out_dir / "report.md", "\n".join(md) + "\n")

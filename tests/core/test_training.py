@@ -1,0 +1,165 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deepsci.core.accelerator import resolve_strategy
+from deepsci.core.errors import ConfigError
+from deepsci.core.training import TrainConfig, train
+
+WORKER = Path(__file__).with_name("train_worker.py")
+
+
+def _regression(n=128, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = (x @ rng.normal(size=(d, 1))).astype("float32")
+    return x, y
+
+
+def _mlp(d=5):
+    def build():
+        keras.utils.set_random_seed(11)
+        i = keras.Input((d,))
+        return keras.Model(i, keras.layers.Dense(1)(keras.layers.Dense(8, activation="tanh")(i)))
+    return build
+
+
+def _mse(y, p):
+    return tf.reduce_mean(tf.square(y - p), axis=-1)
+
+
+def _per_replica_data(x, y, batch):
+    def fn(ctx, epoch):
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=epoch)
+        return ds.batch(ctx.get_per_replica_batch_size(batch), drop_remainder=True)
+    return fn
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+def test_two_replicas_match_one_device(tmp_path, clip_norm):
+    # Tolerance: 1e-4 relative, float32 sums in a different order across replicas.
+    x, y = _regression()
+    data = _per_replica_data(x, y, 32)
+    cfg = TrainConfig(epochs=3, batch_size=32, learning_rate=0.05, clip_norm=clip_norm,
+                      tensorboard=False, progress=False)
+    one = train(_mlp(), data, _mse, cfg, tmp_path / "one", strategy=resolve_strategy("cpu"))
+    two_strategy = resolve_strategy("mirrored")
+    assert two_strategy.num_replicas_in_sync == 2
+    two = train(_mlp(), data, _mse, cfg, tmp_path / "two", strategy=two_strategy)
+    losses_one = [h["loss"] for h in one.history]
+    losses_two = [h["loss"] for h in two.history]
+    assert losses_one[-1] < losses_one[0]
+    np.testing.assert_allclose(losses_two, losses_one, rtol=1e-4)
+    for a, b in zip(one.model.get_weights(), two.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dataset_form_metrics_early_stopping_and_outputs(tmp_path):
+    x, y = _regression(n=96)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    anti = tf.data.Dataset.from_tensor_slices((x, -y)).batch(32)
+    cfg = TrainConfig(epochs=30, batch_size=32, learning_rate=0.05, patience=2, monitor="val_mae",
+                      lr_schedule="cosine", warmup_steps=3, progress=False)
+    result = train(_mlp(), ds, _mse, cfg, tmp_path, val_data=anti,
+                   metrics={"mae": lambda: keras.metrics.MeanAbsoluteError()})
+    # Fitting y makes the error on -y grow: patience ends the run early and the
+    # best (earliest) weights are restored.
+    assert len(result.history) < 30
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert {"loss", "val_loss", "mae", "val_mae", "lr"} <= set(result.history[0])
+    assert result.best == min(h["val_mae"] for h in result.history)
+    assert json.loads((tmp_path / "history.json").read_text()) == result.history
+    assert json.loads((tmp_path / "train_config.json").read_text())["patience"] == 2
+    assert list((tmp_path / "tensorboard").iterdir())
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+
+
+def test_sample_weights_scale_the_loss(tmp_path):
+    x, y = _regression(n=32)
+    w = np.zeros(32, "float32")
+    w[:16] = 1.0
+    ds_w = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(32)
+    ds_half = tf.data.Dataset.from_tensor_slices((x[:16], y[:16])).batch(32)
+    cfg = TrainConfig(epochs=1, batch_size=32, progress=False, tensorboard=False)
+    a = train(_mlp(), ds_w, _mse, cfg, tmp_path / "a")
+    b = train(_mlp(), ds_half, _mse, cfg, tmp_path / "b")
+    assert a.history[0]["loss"] == pytest.approx(b.history[0]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("optimizer", "lbfgs"),
+                                         ("lr_schedule", "magic"), ("clip_norm", -1.0)])
+def test_bad_config_is_a_config_error(tmp_path, field, value):
+    x, y = _regression(n=8)
+    cfg = TrainConfig(**{field: value})
+    with pytest.raises(ConfigError, match="expected"):
+        train(_mlp(), tf.data.Dataset.from_tensor_slices((x, y)).batch(4), _mse, cfg, tmp_path)
+
+
+def _run_worker(out_dir, spec="cpu", slow=0.0, env=None):
+    return subprocess.Popen([sys.executable, str(WORKER), str(out_dir), spec, str(slow)],
+                            env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _weights(path):
+    with np.load(path) as z:
+        return [z[k] for k in z.files if k != "history"], json.loads(str(z["history"]))
+
+
+def test_sigkill_and_resume_ends_with_the_same_weights(tmp_path):
+    ref = _run_worker(tmp_path / "ref")
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()[-2000:]
+    victim = _run_worker(tmp_path / "run", slow=0.05)
+    ckpts = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(ckpts.glob("ckpt-*.index")):
+        assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.3)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    assert not (tmp_path / "run" / "final-0.npz").exists()  # it really died mid-run
+    resumed = _run_worker(tmp_path / "run")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
+    ref_w, ref_h = _weights(tmp_path / "ref" / "final-0.npz")
+    run_w, run_h = _weights(tmp_path / "run" / "final-0.npz")
+    for a, b in zip(ref_w, run_w, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert [h["loss"] for h in run_h] == pytest.approx([h["loss"] for h in ref_h], rel=1e-5)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_process_multi_worker_run_agrees(tmp_path):
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    procs = []
+    for i in range(2):
+        tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
+        procs.append(_run_worker(tmp_path, spec="multi-worker", env={"TF_CONFIG": tf_config}))
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-3000:]
+    w0, h0 = _weights(tmp_path / "final-0.npz")
+    w1, h1 = _weights(tmp_path / "final-1.npz")
+    for a, b in zip(w0, w1, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert h0[-1]["loss"] < h0[0]["loss"]
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))  # only the chief's folder
