@@ -1,0 +1,108 @@
+"""CLI end to end on tiny data: train → evaluate → predict, label, bad inputs; overfitting."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from deepsci.apps.cli import main
+from deepsci.apps.molecules import synth
+
+TINY = ["--units", "16", "--edge-hidden", "8,4", "--steps", "2", "--batch-size", "16",
+        "--no-tensorboard", "--lr", "3e-3", "--lr-schedule", "constant"]
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mol")
+    ms = synth.synthetic_set()
+    return synth.write_csv_set(ms, d / "train.csv")
+
+
+def test_train_evaluate_predict(data_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["molecules", "train", "--data", str(data_csv), "--out", str(run), "--epochs", "1",
+               "--targets", "gap,u0,mu", "--val", "0.2", "--test", "0.2", "--ensemble", "2", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    assert "validation MAE" in capsys.readouterr().out
+    for f in ("config.json", "run_info.json", "split.json", "test_set.csv.gz", "summary.json",
+              "member_0/model.keras", "member_1/model.json", "member_0/history.json"):
+        assert (run / f).exists(), f
+    side = json.loads((run / "member_0/model.json").read_text())
+    assert side["targets"] == ["gap", "u0", "mu"] and side["units"]["u0"] == "eV"
+
+    rc = main(["molecules", "evaluate", str(run)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "MAE / chem. acc." in out
+    metrics = json.loads((run / "eval/metrics.json").read_text())["targets"]
+    assert metrics["gap"]["chemical_accuracy"] == 0.043 and metrics["gap"]["mae"] > 0
+    assert (run / "eval/parity.png").stat().st_size > 1000
+
+    smi = tmp_path / "new.smi"
+    smi.write_text("CCO ethanol\nc1ccccc1 benzene\nCC(C)(C)O\n")
+    pred = tmp_path / "pred.csv"
+    rc = main(["molecules", "predict", str(run), str(smi), "--out", str(pred)])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_csv(pred)
+    assert list(df["id"][:2]) == ["ethanol", "benzene"] and len(df) == 3
+    assert {"gap [eV]", "gap_std [eV]", "u0 [eV]", "mu [D]", "xyz"} <= set(df.columns)
+    assert np.all(df["gap_std [eV]"] >= 0) and np.all(np.isfinite(df["u0 [eV]"]))
+    # atomref makes even an untrained-ish model put U0 on the right scale (~ -4200 eV for ethanol).
+    assert -6000 < df["u0 [eV]"][0] < -2000
+
+    # Rerunning train with the same folder resumes: finished members are kept.
+    before = (run / "member_0/model.keras").stat().st_mtime_ns
+    rc = main(["molecules", "train", "--data", str(data_csv), "--out", str(run), "--epochs", "1",
+               "--targets", "gap,u0,mu", "--val", "0.2", "--test", "0.2", "--ensemble", "2", *TINY])
+    assert rc == 0 and (run / "member_0/model.keras").stat().st_mtime_ns == before
+
+
+def test_label_water_hf_sto3g(tmp_path, capsys):
+    pytest.importorskip("pyscf")
+    xyz = tmp_path / "water.xyz"
+    xyz.write_text("3\nwater\nO -0.0343604951 0.9775395708 0.0076015923\n"
+                   "H 0.0647664923 0.0205721989 0.0015346341\nH 0.8717903737 1.3007924048 0.0006931336\n")
+    out = tmp_path / "labels.csv"
+    rc = main(["molecules", "label", str(xyz), "--out", str(out), "--method", "hf/sto-3g"])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_csv(out)
+    row = df.iloc[0]
+    # HF/STO-3G water at the QM9 geometry: HOMO ≈ -10.65 eV, μ ≈ 1.72 D, ⟨R²⟩ ≈ 17.9 a0².
+    assert row["homo [eV]"] == pytest.approx(-10.654, abs=0.02)
+    assert row["gap [eV]"] == pytest.approx(row["lumo [eV]"] - row["homo [eV]"])
+    assert row["mu [D]"] == pytest.approx(1.7245, abs=0.01)
+    assert row["r2 [a0^2]"] == pytest.approx(17.90, abs=0.05)
+    assert 1.5 < row["alpha [a0^3]"] < 4.0
+    assert not (tmp_path / "labels.csv.parts").exists()
+    # The output is the format `train` reads.
+    from deepsci.apps.molecules.io import read_molecules
+
+    ms = read_molecules(out, targets=["gap", "mu"])
+    assert ms.targets["mu"].iloc[0] == pytest.approx(row["mu [D]"])
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["molecules", "train", "--data", "missing.csv"], "expected an existing molecule file"),
+    (["molecules", "train", "--split", "time"], "expected --split"),
+    (["molecules", "evaluate", "nowhere.keras"], "expected a trained model"),
+    (["molecules", "label", "x.smi", "--method", "b3lyp"], "expected --method"),
+    (["molecules", "label", "x.smi"], "expected an existing molecule file"),
+])
+def test_cli_bad_inputs(argv, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
+
+
+def test_cli_invalid_smiles_row_and_skip(data_csv, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    df = pd.read_csv(data_csv)
+    df.loc[3, "xyz"] = np.nan
+    df.loc[3, "smiles"] = "C1CC"
+    df.to_csv(bad, index=False)
+    args = ["molecules", "train", "--data", str(bad), "--out", str(tmp_path / "r"), "--epochs", "1",
+            "--targets", "gap", *TINY]
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and "row 5" in err and "C1CC" in err
+    assert not (tmp_path / "r" / "member_0").exists()
