@@ -221,6 +221,33 @@ def _pipelines(strategy) -> tuple[int, int, int]:
     return pipelines, task_id, local
 
 
+def _with_weights(ds):
+    def add(*element):
+        if len(element) == 3:
+            return element
+        x, y = element
+        return x, y, tf.ones([tf.shape(tf.nest.flatten(y)[0])[0]], tf.float32)
+    return ds.map(add)
+
+
+def _pad_to_replicas(ds, batches: int, local: int):
+    """Append zero-weight copies of a batch so every step feeds every local replica.
+
+    Without this, a ragged last step hands some replicas an empty batch,
+    which layers such as BatchNormalization cannot take.
+    """
+    rem = batches % local
+    if local == 1 or rem == 0 or batches == 0:
+        return ds
+    ds = _with_weights(ds)
+    pad = ds.take(1).map(lambda x, y, w: (x, y, tf.zeros_like(w))).repeat(local - rem)
+    return ds.concatenate(pad)
+
+
+def _make(source, ctx, epoch):
+    return source(ctx, epoch=epoch) if _accepts_epoch(source) else source(ctx)
+
+
 def _epoch_data(strategy, source, epoch: int, skip: int, steps: int | None):
     """The distributed dataset of one epoch with ``skip`` global steps already consumed."""
     if isinstance(source, tf.data.Dataset):
@@ -229,27 +256,31 @@ def _epoch_data(strategy, source, epoch: int, skip: int, steps: int | None):
     _, _, local = _pipelines(strategy)
 
     def per_replica(ctx):
-        ds = source(ctx, epoch=epoch) if _accepts_epoch(source) else source(ctx)
+        ds = _make(source, ctx, epoch)
         if steps:
             ds = ds.repeat().take(steps * local)
+        else:
+            ds = _pad_to_replicas(ds, _cardinality(ds), local)
         # Each global step takes one per-replica batch for every local replica.
         return ds.skip(skip * local)
 
     return strategy.distribute_datasets_from_function(per_replica)
 
 
-def _count_steps(strategy, source) -> int:
-    """Global steps in one pass over ``source`` on this worker."""
-    if isinstance(source, tf.data.Dataset):
-        ds, local = source, 1
-    else:
-        pipelines, task_id, local = _pipelines(strategy)
-        ctx = tf.distribute.InputContext(pipelines, task_id, strategy.num_replicas_in_sync)
-        ds = source(ctx, epoch=0) if _accepts_epoch(source) else source(ctx)
+def _cardinality(ds) -> int:
     n = int(ds.cardinality())
     if n < 0:
         n = int(ds.reduce(np.int64(0), lambda c, _: c + 1))
-    return -(-n // local)
+    return n
+
+
+def _count_steps(strategy, source) -> int:
+    """Global steps in one pass over ``source`` on this worker."""
+    if isinstance(source, tf.data.Dataset):
+        return _cardinality(source)
+    pipelines, task_id, local = _pipelines(strategy)
+    ctx = tf.distribute.InputContext(pipelines, task_id, strategy.num_replicas_in_sync)
+    return -(-_cardinality(_make(source, ctx, 0)) // local)
 
 
 def _unpack(batch):
@@ -281,8 +312,9 @@ class _Loop:
         self.state = tf.Variable("{}", dtype=tf.string, trainable=False, name="loop_state")
         self.epoch_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_sum")
         self.epoch_n = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_n")
-        self.train_step = tf.function(self._train_step)
-        self.eval_step = tf.function(self._eval_step)
+        # reduce_retracing: graph batches change shape every step.
+        self.train_step = tf.function(self._train_step, reduce_retracing=True)
+        self.eval_step = tf.function(self._eval_step, reduce_retracing=True)
         self._sum = _Once(self._sum_fn)
         self._gather = _Once(self._gather_fn, to_numpy=False)
 
@@ -473,7 +505,7 @@ def train(
     val_metrics = {k: f() for k, f in (metrics or {}).items()}
     loop._want_outputs = bool(metrics)
     if cfg.jit_compile:
-        loop.train_step = tf.function(loop._train_step, jit_compile=True)
+        loop.train_step = tf.function(loop._train_step, jit_compile=True, reduce_retracing=True)
 
     # Random-generator states (dropout, augmentation) are model variables but not
     # weights, and Checkpoint(model=...) skips them; without them a resumed run

@@ -163,3 +163,25 @@ def test_two_process_multi_worker_run_agrees(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     assert h0[-1]["loss"] < h0[0]["loss"]
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))  # only the chief's folder
+
+
+def test_ragged_last_step_on_two_replicas_with_batchnorm(tmp_path):
+    # 5 per-replica batches over 2 replicas: the last step would leave one
+    # replica empty; the loop pads it with a zero-weight batch instead.
+    x, y = _regression(n=40)
+
+    def data(ctx):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+
+    def build():
+        i = keras.Input((5,))
+        h = keras.layers.BatchNormalization()(keras.layers.Dense(4)(i))
+        return keras.Model(i, keras.layers.Dense(1)(h))
+
+    cfg = TrainConfig(epochs=1, batch_size=16, progress=False, tensorboard=False)
+    result = train(build, data, _mse, cfg, tmp_path, val_data=data,
+                   strategy=resolve_strategy("mirrored"),
+                   metrics={"mae": lambda: keras.metrics.MeanAbsoluteError()})
+    assert result.steps == 3
+    expected_mae = float(np.mean(np.abs(result.model(x, training=False).numpy() - y)))
+    assert result.history[0]["val_mae"] == pytest.approx(expected_mae, rel=1e-4)
