@@ -94,6 +94,8 @@ def train(
     learning_rate: float = 1e-3,
     seed: int = 0,
     strategy: Annotated[str, typer.Option(help="auto|cpu|gpu|mirrored|...")] = "auto",
+    cache: Annotated[Path | None, typer.Option(
+        help="Cache a fixed pool of raw patches here (read once; epochs differ by augmentation).")] = None,
     mpp: Mpp = None,
 ):
     """Train the Inception patch classifier on slides + annotations (resumes in --out)."""
@@ -109,7 +111,7 @@ def train(
         patch=PatchConfig(patch_size=patch_size, magnifications=_mags(magnifications),
                           center_size=center_size),
         variant=variant, width=width, patches_per_epoch=patches_per_epoch, val_patches=val_patches,
-        mpp=mpp, strategy=strategy,
+        mpp=mpp, strategy=strategy, cache_dir=str(cache) if cache else None,
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                           monitor="val_auc" if val_patches else "loss",
                           mode="max" if val_patches else "min"),

@@ -21,7 +21,7 @@ from .io import Slide, rasterize, read_annotations
 from .tissue import TissueConfig, slide_tissue
 
 __all__ = ["PatchConfig", "SlideIndex", "index_slide", "sample_positions", "read_example",
-           "augment", "preprocess", "make_dataset"]
+           "augment", "preprocess", "make_dataset", "cached_pool"]
 
 
 @dataclass
@@ -200,35 +200,96 @@ def preprocess(x):
     return x * 2.0 - 1.0
 
 
+def _pool_key(indices, config: PatchConfig, n: int, seed: int, shard: int, mpp) -> str:
+    import hashlib
+    import json
+
+    ident = {"slides": [str(i.path.resolve()) for i in indices], "n": n, "seed": seed, "shard": shard,
+             "mpp": mpp, "patch": [config.patch_size, list(config.magnifications), config.center_size,
+                                   config.jitter, config.grid_mpp],
+             "mtimes": [i.path.stat().st_mtime_ns for i in indices]}
+    return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_pool(indices: list[SlideIndex], config: PatchConfig, *, n: int, seed: int, shard: int,
+                cache_dir: str | os.PathLike, mpp: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed pool of ``n`` raw examples, read once and kept on disk.
+
+    Returns memory-mapped patches ``(n, S, P, P, 3)`` uint8 (S scales) and
+    labels ``(n,)``. The files are keyed by slides, settings and seed, written
+    atomically, so an interrupted run never leaves a half-written cache.
+    """
+    from deepsci.core.io import atomic_path
+    from deepsci.core.progress import progress
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = _pool_key(indices, config, n, seed, shard, mpp)
+    x_path, y_path = cache_dir / f"patches-{key}.npy", cache_dir / f"labels-{key}.npy"
+    if not (x_path.exists() and y_path.exists()):
+        rng = np.random.default_rng([seed, shard])
+        jitter_px = config.jitter * (10.0 / config.magnifications[0]) / indices[0].mpp
+        draws = sample_positions(indices, n, rng, jitter_px=jitter_px)
+        p, ns = config.patch_size, len(config.magnifications)
+        with atomic_path(x_path) as tmp:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, ns, p, p, 3))
+            slides: dict[int, Slide] = {}
+            try:
+                for k, (si, x, y, _) in enumerate(progress(draws, desc="patch cache", unit="patch")):
+                    if si not in slides:
+                        slides[si] = Slide(indices[si].path, mpp=mpp)
+                    arr[k] = np.stack(read_example(slides[si], x, y, config))
+            finally:
+                for sl in slides.values():
+                    sl.close()
+            arr.flush()
+            del arr
+        with atomic_path(y_path) as tmp:
+            np.save(tmp, np.array([d[3] for d in draws], np.float32))
+    return np.load(x_path, mmap_mode="r"), np.load(y_path)
+
+
 def make_dataset(indices: list[SlideIndex], config: PatchConfig, *, n: int, batch_size: int,
                  seed: int, epoch: int = 0, shard: int = 0, augment_patches: bool = True,
-                 mpp: float | None = None):
+                 mpp: float | None = None, cache_dir: str | os.PathLike | None = None):
     """A finite ``tf.data.Dataset`` of ``n`` examples batched ``batch_size``.
 
     Elements are ``(x, {"tumor": label (B, 1) float32})`` where ``x`` is one
     ``(B, P, P, 3)`` tensor for one magnification, or a tuple of them.
-    The examples depend only on ``(seed, epoch, shard)``.
+    The examples depend only on ``(seed, epoch, shard)``. With ``cache_dir``
+    the positions are a fixed pool read once into an on-disk cache and only
+    the augmentation changes from epoch to epoch.
     """
     import tensorflow as tf
 
     rng = np.random.default_rng([seed, epoch, shard])
     finest = 10.0 / config.magnifications[0]
     jitter_px = config.jitter * finest / indices[0].mpp if indices else 0
-    draws = sample_positions(indices, n, rng, jitter_px=jitter_px)
-    seeds = rng.integers(0, 2**31 - 1, size=(n, 2))
     nscale = len(config.magnifications)
     p = config.patch_size
+    if cache_dir is not None:
+        pool_x, pool_y = cached_pool(indices, config, n=n, seed=seed, shard=shard, cache_dir=cache_dir,
+                                     mpp=mpp)
+        order = rng.permutation(n)
+        seeds = rng.integers(0, 2**31 - 1, size=(n, 2))
 
-    def gen():
-        slides: dict[int, Slide] = {}
-        try:
-            for (si, x, y, label), s in zip(draws, seeds, strict=True):
-                if si not in slides:
-                    slides[si] = Slide(indices[si].path, mpp=mpp)
-                yield (tuple(read_example(slides[si], x, y, config)), np.float32(label), s)
-        finally:
-            for sl in slides.values():
-                sl.close()
+        def gen():
+            for k, s in zip(order, seeds, strict=True):
+                yield tuple(pool_x[k]), pool_y[k], s
+    else:
+        draws = sample_positions(indices, n, rng, jitter_px=jitter_px)
+        seeds = rng.integers(0, 2**31 - 1, size=(n, 2))
+
+        def gen():
+            slides: dict[int, Slide] = {}
+            try:
+                for (si, x, y, label), s in zip(draws, seeds, strict=True):
+                    if si not in slides:
+                        slides[si] = Slide(indices[si].path, mpp=mpp)
+                    yield (tuple(read_example(slides[si], x, y, config)), np.float32(label), s)
+            finally:
+                for sl in slides.values():
+                    sl.close()
 
     sig = (tuple(tf.TensorSpec((p, p, 3), tf.uint8) for _ in range(nscale)),
            tf.TensorSpec((), tf.float32), tf.TensorSpec((2,), tf.int64))

@@ -46,6 +46,9 @@ class PathologyTrainConfig:
     bn_batches : int
         Batches of training patches used to re-estimate BatchNorm statistics
         after training (0 turns it off).
+    cache_dir : str, optional
+        Keep a fixed pool of raw training patches here (read once from the
+        slides); epochs then differ only by augmentation.
     """
 
     slides: str
@@ -62,6 +65,7 @@ class PathologyTrainConfig:
     mpp: float | None = None
     strategy: str = "auto"
     bn_batches: int = 16
+    cache_dir: str | None = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=32,
                                                                    monitor="val_auc", mode="max"))
 
@@ -211,7 +215,8 @@ def train(config: PathologyTrainConfig):
             per_replica = ctx.get_per_replica_batch_size(tc.batch_size)
             n = _n // ctx.num_input_pipelines
             return make_dataset(indices, cfg.patch, n=n, batch_size=per_replica, seed=_seed, epoch=epoch,
-                                shard=ctx.input_pipeline_id, augment_patches=_aug, mpp=cfg.mpp)
+                                shard=ctx.input_pipeline_id, augment_patches=_aug, mpp=cfg.mpp,
+                                cache_dir=cfg.cache_dir)
         return fn
 
     def val_fn(ctx):

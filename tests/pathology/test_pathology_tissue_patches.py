@@ -101,3 +101,21 @@ def test_augmentation_same_for_all_scales():
     c, = patches.augment([tf.constant(x)], tf.constant([3, 5], tf.int64))
     assert not np.allclose(a.numpy(), c.numpy())
     assert a.numpy().min() >= 0 and a.numpy().max() <= 1
+
+
+def test_patch_cache_reads_once_and_reaugments(slide_dir, tmp_path):
+    cfg = patches.PatchConfig(patch_size=24, magnifications=(20.0, 10.0), center_size=8)
+    idx = [patches.index_slide(slide_dir / "tumor_001.tif", slide_dir / "tumor_001.xml", cfg)]
+    x1, y1 = patches.cached_pool(idx, cfg, n=20, seed=1, shard=0, cache_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and not any(".tmp" in f for f in files)
+    x2, y2 = patches.cached_pool(idx, cfg, n=20, seed=1, shard=0, cache_dir=tmp_path)
+    np.testing.assert_array_equal(x1, x2)
+    assert x1.shape == (20, 2, 24, 24, 3) and set(np.unique(y1)) <= {0.0, 1.0}
+    # the cached raw patches are what the slide gives at those magnifications
+    e0 = [b for b, _ in patches.make_dataset(idx, cfg, n=20, batch_size=20, seed=1, epoch=0,
+                                             cache_dir=tmp_path)]
+    e1 = [b for b, _ in patches.make_dataset(idx, cfg, n=20, batch_size=20, seed=1, epoch=1,
+                                             cache_dir=tmp_path)]
+    assert len(sorted(tmp_path.iterdir())) == 2  # no new reads
+    assert not np.allclose(e0[0][0].numpy(), e1[0][0].numpy())  # new augmentation per epoch
