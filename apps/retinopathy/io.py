@@ -305,7 +305,8 @@ def patient_split(df: pd.DataFrame, *, val_frac: float = 0.15, test_frac: float 
     return df["patient"].map(assign).rename("split")
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
+               min_side: int | None = None) -> np.ndarray:
     """Decode a fundus photograph to RGB.
 
     Parameters
@@ -315,6 +316,9 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
     max_pixels : int
         Refuse images with more pixels than this (decompression bombs) before
         decoding them.
+    min_side : int, optional
+        Allow JPEG decoding at a reduced scale (1/2, 1/4, 1/8) as long as the
+        shorter side stays at least this long.
 
     Returns
     -------
@@ -334,6 +338,9 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
             if w * h > max_pixels:
                 raise InputError(f"expected at most {max_pixels} pixels, found {w}x{h} "
                                  "(possible decompression bomb)", path)
+            if min_side and im.format == "JPEG" and min(w, h) > 2 * min_side:
+                s = min_side / min(w, h)
+                im.draft("RGB", (int(np.ceil(w * s)), int(np.ceil(h * s))))
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 im.load()

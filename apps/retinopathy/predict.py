@@ -49,6 +49,9 @@ def load_ensemble(model_dir: str | Path, *, members: list[str] | None = None):
     model_dir = Path(model_dir)
     info = {}
     if members is None:
+        if not (model_dir / "ensemble.json").is_file():
+            raise InputError("expected a model directory written by `retinopathy train` "
+                             "(ensemble.json), found none", model_dir)
         info = read_json(model_dir / "ensemble.json")
         members = info["members"]
     models = []

@@ -207,18 +207,31 @@ def make_source(df: pd.DataFrame, size: int, batch_size: int, *, training: bool,
             idx = np.arange(n)
         if ctx.num_input_pipelines > 1:
             idx = idx[ctx.input_pipeline_id::ctx.num_input_pipelines]
+        # Every step must give every replica a full batch (an empty per-replica
+        # batch breaks batch norm), so pad to whole global batches: training
+        # wraps around to the epoch's first examples, evaluation repeats them
+        # with weight 0 so metrics and loss are unchanged.
+        per = ctx.get_per_replica_batch_size(batch_size)
+        unit = per * max(1, ctx.num_replicas_in_sync // ctx.num_input_pipelines)
+        pad = (-len(idx)) % unit
+        weight = np.ones(len(idx) + pad, np.float32)
+        if pad:
+            idx = np.concatenate([idx, np.resize(idx, pad)])
+            if not training:
+                weight[-pad:] = 0.0
         aug_seeds = np.stack([np.full(len(idx), epoch + 1), np.arange(len(idx))], 1) + seed * 7919
         ds = tf.data.Dataset.from_tensor_slices(
-            (paths[idx], {k: v[idx] for k, v in targets.items()}, aug_seeds.astype(np.int64)))
+            (paths[idx], {k: v[idx] for k, v in targets.items()}, aug_seeds.astype(np.int64),
+             weight))
 
-        def load(p, y, s):
+        def load(p, y, s, w):
             img = decode(p, size)
             if training and do_augment:
                 img = augment(img, s)
-            return img, y
+            return img, y, w
 
         return (ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-                .batch(ctx.get_per_replica_batch_size(batch_size)).prefetch(2))
+                .batch(per).prefetch(2))
 
     return source
 
@@ -268,11 +281,12 @@ def metric_factories() -> dict:
 
     class ReferableAUC(keras.metrics.AUC):
         def update_state(self, y_true, y_pred, sample_weight=None):
-            super().update_state(y_true["referable"], y_pred["referable"])
+            super().update_state(y_true["referable"], y_pred["referable"],
+                                 sample_weight=sample_weight)
 
     class GradeAccuracy(keras.metrics.SparseCategoricalAccuracy):
         def update_state(self, y_true, y_pred, sample_weight=None):
-            super().update_state(y_true["grade"], y_pred["grade"])
+            super().update_state(y_true["grade"], y_pred["grade"], sample_weight=sample_weight)
 
     return {"referable_auc": lambda: ReferableAUC(from_logits=True, num_thresholds=400),
             "grade_acc": GradeAccuracy}

@@ -1,0 +1,266 @@
+"""Benchmark of the retinopathy app: preprocessing and inference speed, held-out screening accuracy.
+
+Measured side by side in one run on this machine:
+
+* preprocessing images/s (decode JPEG, find the field of view, crop, rescale,
+  local contrast, gradability, cached PNG write) on full-size 1411-px fundus
+  JPEGs (``skimage.data.retina`` variants) and on the synthetic set, next to a
+  plain scikit-image pipeline (``skimage.io.imread`` + ``transform.resize`` +
+  ``filters.gaussian``) doing less work on the same files;
+* inference images/s and GFLOP/s of the small Inception and full Inception-v3
+  at 299 px (and the trained model at its own size), against the measured
+  float32 matmul peak;
+* referable-DR AUC (bootstrap 95 % CI), quadratic kappa and both operating
+  points on a held-out synthetic set generated with a seed (``--test-seed``)
+  never used in training; operating points are chosen on the validation
+  patients of the training set and applied unchanged.
+
+Usage::
+
+    python bench/retinopathy.py [--train-patients 300] [--test-patients 100]
+        [--synth-size 384] [--size 128] [--width 16] [--epochs 12] [--work DIR]
+        [--skip-train] [--out bench/RESULTS.retinopathy.md]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("DEEPSCI_PROGRESS", "0")
+
+
+def model_flops(model) -> float:
+    """Multiply-add FLOPs (x2) of Conv2D and Dense layers for one image."""
+    import keras
+
+    total = 0.0
+
+    def walk(m):
+        nonlocal total
+        for layer in m.layers:
+            if isinstance(layer, keras.Model):
+                walk(layer)
+            elif isinstance(layer, keras.layers.Conv2D):
+                out = layer.output.shape
+                kh, kw = layer.kernel_size
+                cin = layer.input.shape[-1]
+                total += 2.0 * out[1] * out[2] * out[3] * kh * kw * cin
+            elif isinstance(layer, keras.layers.Dense):
+                total += 2.0 * layer.input.shape[-1] * layer.units
+
+    walk(model)
+    return total
+
+
+def inference_speed(model, size: int, batch: int, repeats: int = 3) -> dict:
+    import tensorflow as tf
+
+    x = tf.random.uniform((batch, size, size, 3), -1, 1)
+    fn = tf.function(lambda t: model(t, training=False))
+    fn(x)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - t)
+    flops = model_flops(model) * batch
+    return {"images_per_s": batch / best, "gflops": flops / best / 1e9,
+            "gflop_per_image": flops / batch / 1e9}
+
+
+def retina_jpegs(folder: Path, n: int) -> list[Path]:
+    """Full-size (1411 px) fundus JPEGs: the real retina, rotated/flipped/re-lit."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = Image.fromarray(data.retina())
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        im = base.rotate(float(rng.uniform(-20, 20)))
+        if i % 2:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        arr = np.clip(np.asarray(im, np.float32) * rng.uniform(0.7, 1.2), 0, 255).astype(np.uint8)
+        p = folder / f"retina_{i}.jpeg"
+        Image.fromarray(arr).save(p, quality=92)
+        paths.append(p)
+    return paths
+
+
+def skimage_baseline(paths: list[Path], size: int) -> float:
+    """images/s of a plain scikit-image pipeline: read, resize whole frame, blur-subtract."""
+    from skimage import filters, io, transform
+
+    t = time.perf_counter()
+    for p in paths:
+        img = io.imread(p)
+        small = transform.resize(img, (size, size), anti_aliasing=True)
+        _ = 4 * (small - filters.gaussian(small, sigma=size / 30, channel_axis=-1)) + 0.5
+    return len(paths) / (time.perf_counter() - t)
+
+
+def preprocessing_speed(paths: list[Path], size: int, cache: Path, workers: int) -> float:
+    import pandas as pd
+    from deepsci.apps.retinopathy.preprocess import PreprocessConfig, preprocess_table
+
+    df = pd.DataFrame({"image": [p.stem for p in paths], "path": [str(p) for p in paths]})
+    t = time.perf_counter()
+    preprocess_table(df, PreprocessConfig(size=size), cache, workers=workers)
+    return len(paths) / (time.perf_counter() - t)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="/tmp/deepsci-bench-retinopathy")
+    p.add_argument("--train-patients", type=int, default=300)
+    p.add_argument("--test-patients", type=int, default=100)
+    p.add_argument("--train-seed", type=int, default=11)
+    p.add_argument("--test-seed", type=int, default=2026)
+    p.add_argument("--synth-size", type=int, default=384)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--ensemble", type=int, default=1)
+    p.add_argument("--n-prep", type=int, default=40, help="Images for the speed measurements.")
+    p.add_argument("--infer-batch", type=int, default=8)
+    p.add_argument("--skip-train", action="store_true", help="Reuse the model in --work.")
+    p.add_argument("--skip-v3", action="store_true")
+    p.add_argument("--out", default=None, help="Write the results section here.")
+    args = p.parse_args(argv)
+
+    from deepsci.apps.retinopathy.io import DatasetSpec
+    from deepsci.apps.retinopathy.predict import InferenceConfig, evaluate_dataset, load_ensemble
+    from deepsci.apps.retinopathy.preprocess import PreprocessConfig
+    from deepsci.apps.retinopathy.synth import SynthConfig, make_dataset
+    from deepsci.apps.retinopathy.train import RetinopathyConfig, build_model, fit
+    from deepsci.core.bench import machine_info, matmul_peak_gflops, table
+    from deepsci.core.training import TrainConfig
+
+    work = Path(args.work)
+    info = machine_info()
+    peak = matmul_peak_gflops()
+    t0 = time.perf_counter()
+
+    # ---- held-out and training sets (different seeds)
+    if not (work / "train" / "trainLabels.csv").is_file():
+        make_dataset(work / "train", SynthConfig(n_patients=args.train_patients,
+                                                 size=args.synth_size, seed=args.train_seed))
+    if not (work / "heldout" / "trainLabels.csv").is_file():
+        make_dataset(work / "heldout", SynthConfig(n_patients=args.test_patients,
+                                                   size=args.synth_size, seed=args.test_seed))
+
+    # ---- preprocessing speed
+    big = retina_jpegs(work / "retina_jpegs", args.n_prep)
+    synth = sorted((work / "heldout" / "train").glob("*.jpeg"))[: args.n_prep]
+    prep_rows = []
+    for name, paths in (("retina variants, 1411x1411 JPEG", big),
+                        (f"synthetic set, ~{args.synth_size} px fundus JPEG", synth)):
+        for workers in (1, 2):
+            cache = work / f"speed_cache_{len(prep_rows)}"
+            if cache.exists():
+                import shutil
+
+                shutil.rmtree(cache)
+            prep_rows.append({"input": name, "pipeline": f"deepsci preprocess, {workers} thread(s)",
+                              "images/s": preprocessing_speed(paths, 299, cache, workers)})
+        prep_rows.append({"input": name,
+                          "pipeline": "scikit-image read+resize+gaussian (no FOV, no cache)",
+                          "images/s": skimage_baseline(paths[:10], 299)})
+
+    # ---- training + held-out evaluation
+    spec = DatasetSpec(labels=work / "train" / "trainLabels.csv")
+    model_dir = work / "model"
+    train_seconds = None
+    if not args.skip_train:
+        t = time.perf_counter()
+        fit(RetinopathyConfig(
+            data=spec, preprocess=PreprocessConfig(size=args.size), width=args.width,
+            ensemble=args.ensemble,
+            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                              lr_schedule="cosine", monitor="val_referable_auc", mode="max",
+                              tensorboard=False),
+            val_frac=0.2, test_frac=0.0, cache_dir=work / "cache"), model_dir)
+        train_seconds = time.perf_counter() - t
+    m = evaluate_dataset(InferenceConfig(
+        model_dir=model_dir, data=DatasetSpec(labels=work / "heldout" / "trainLabels.csv"),
+        cache_dir=work / "cache"), work / "eval_heldout")
+    ens = json.loads((model_dir / "ensemble.json").read_text())
+    acc_rows = [{
+        "held-out set": f"seed {args.test_seed}, {m['n']} images ({m['n_referable']} referable)",
+        "referable AUC (95% CI)": f"{m['auc']:.4f} ({m['auc_ci_low']:.4f}-{m['auc_ci_high']:.4f})",
+        "kappa": m["kappa"],
+        "high-sens point sens/spec": f"{100 * m['high_sensitivity']['sensitivity']:.1f}% / "
+                                     f"{100 * m['high_sensitivity']['specificity']:.1f}%",
+        "high-spec point sens/spec": f"{100 * m['high_specificity']['sensitivity']:.1f}% / "
+                                     f"{100 * m['high_specificity']['specificity']:.1f}%",
+        "goal AUC >= 0.98": "met" if m["auc"] >= 0.98 else "NOT met",
+    }]
+
+    # ---- inference speed
+    models, _ = load_ensemble(model_dir)
+    inf_rows = []
+    candidates = [(f"trained small Inception (width {args.width})", models[0], args.size),
+                  ("small Inception (width 32)", None, 299)]
+    if not args.skip_v3:
+        candidates.append(("Inception-v3", "v3", 299))
+    heads = {"grade": 5, "referable": 1}
+    for name, model, size in candidates:
+        if model is None:
+            model = build_model(size, heads, variant="small", width=32)
+        elif model == "v3":
+            model = build_model(size, heads, variant="v3")
+        r = inference_speed(model, size, args.infer_batch)
+        inf_rows.append({"model": name, "input px": size, "batch": args.infer_batch,
+                         "images/s": r["images_per_s"], "GFLOP/image": r["gflop_per_image"],
+                         "GFLOP/s": r["gflops"], "% of matmul peak": 100 * r["gflops"] / peak})
+
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    lines = [
+        "## retinopathy",
+        "",
+        f"{date}, {info.get('cores')} CPU cores ({info.get('cpu', info.get('cpu_model', ''))}), "
+        f"TensorFlow {info.get('tensorflow', '')}; float32 matmul peak measured now: "
+        f"{peak:.1f} GFLOP/s. Command: `python bench/retinopathy.py "
+        f"{' '.join(argv) if argv is not None else ' '.join(os.sys.argv[1:])}`",
+        "",
+        "### Preprocessing (goal >= 20 images/s)",
+        "",
+        table(prep_rows, ["input", "pipeline", "images/s"]),
+        "",
+        "### Held-out screening accuracy (synthetic, seed never used in training)",
+        "",
+        f"Trained on {ens['counts']['train']} images ({args.train_patients} patients, seed "
+        f"{args.train_seed}), operating points from {ens['counts']['val']} validation images; "
+        f"small Inception width {args.width} at {args.size} px, {args.epochs} epochs, "
+        f"ensemble {args.ensemble}"
+        + (f", training took {train_seconds:.0f} s" if train_seconds else "") + ".",
+        "",
+        table(acc_rows, list(acc_rows[0])),
+        "",
+        "### Inference on 2 CPU cores",
+        "",
+        table(inf_rows, ["model", "input px", "batch", "images/s", "GFLOP/image", "GFLOP/s",
+                         "% of matmul peak"]),
+        "",
+        f"Total benchmark wall time {time.perf_counter() - t0:.0f} s.",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        from deepsci.core.io import write_text
+
+        write_text(args.out, text)
+
+
+if __name__ == "__main__":
+    main()

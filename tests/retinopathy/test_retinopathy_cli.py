@@ -1,0 +1,135 @@
+"""End to end through the CLI: synth -> train -> evaluate -> predict -> explain, and bad input.
+
+One short training run (64-px small Inception, 5 epochs) is shared by the
+module; it must learn: referable AUC on held-out validation patients >= 0.8.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from deepsci.apps.cli import main
+from deepsci.apps.retinopathy.synth import synth_image
+from PIL import Image
+from scipy import ndimage as ndi
+
+AUC_BOUND = 0.8
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retino")
+    assert main(["retinopathy", "synth", str(root / "data"), "--patients", "40", "--size", "256",
+                 "--seed", "3"]) == 0
+    rc = main(["retinopathy", "train", "--labels", str(root / "data" / "trainLabels.csv"),
+               "--out", str(root / "model"), "--size", "64", "--width", "8", "--epochs", "5",
+               "--batch-size", "16", "--val-frac", "0.25", "--test-frac", "0.25",
+               "--no-tensorboard"])
+    assert rc == 0
+    return root
+
+
+def test_training_learns(trained):
+    info = json.loads((trained / "model" / "ensemble.json").read_text())
+    assert info["validation"]["auc"] >= AUC_BOUND
+    assert info["heads"] == {"grade": 5, "referable": 1, "dme": 1}
+    for f in ("member_0/model.keras", "member_0/model.json", "config.json", "run_info.json",
+              "splits.csv", "member_0/history.json"):
+        assert (trained / "model" / f).is_file(), f
+    splits = pd.read_csv(trained / "model" / "splits.csv", dtype={"patient": str})
+    assert (splits.groupby("patient")["split"].nunique() == 1).all()
+    side = json.loads((trained / "model" / "member_0" / "model.json").read_text())
+    assert side["app"] == "retinopathy" and side["preprocessing"]["size"] == 64
+
+
+def test_evaluate(trained):
+    out = trained / "eval"
+    assert main(["retinopathy", "evaluate", str(trained / "model"), "--labels",
+                 str(trained / "data" / "trainLabels.csv"), "--split", "test", "--out", str(out),
+                 "--n-boot", "200"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    info = json.loads((trained / "model" / "ensemble.json").read_text())
+    assert m["auc_ci_low"] <= m["auc"] <= m["auc_ci_high"]
+    assert m["auc"] >= 0.75
+    for name in ("high_sensitivity", "high_specificity"):
+        # Chosen on validation, applied unchanged.
+        assert m[name]["threshold"] == info["operating_points"][name]["threshold"]
+    assert np.sum(m["confusion"]) == m["n"]
+    assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert pd.read_csv(out / "confusion.csv", index_col=0).shape == (5, 5)
+
+
+def test_predict_flags_ungradable(trained, tmp_path):
+    rng = np.random.default_rng(7)
+    files = []
+    for i, g in enumerate([0, 3]):
+        img, _, _ = synth_image(g, size=256, rng=rng)
+        files.append(tmp_path / f"eye{i}.jpeg")
+        Image.fromarray(img).save(files[-1])
+    blurred = np.stack([ndi.gaussian_filter(img[..., c], 10) for c in range(3)], -1)
+    files.append(tmp_path / "blurred.png")
+    Image.fromarray(blurred).save(files[-1])
+    files.append(tmp_path / "black.png")
+    Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(files[-1])
+    out = tmp_path / "pred"
+    assert main(["retinopathy", "predict", str(trained / "model"), *map(str, files), "--out",
+                 str(out), "--operating-point", "high_specificity",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    df = pd.read_csv(out / "predictions.csv")
+    assert list(df["image"]) == ["eye0", "eye1", "blurred", "black"]
+    assert {"p_grade0", "p_grade4", "grade", "p_referable", "referable", "gradable",
+            "quality"} <= set(df.columns)
+    assert list(df["gradable"]) == [1, 1, 0, 0]
+    assert df["grade"].iloc[2:].isna().all() and df["referable"].iloc[2:].isna().all()
+    assert "too blurred" in df["quality"].iloc[2] and "no field of view" in df["quality"].iloc[3]
+    thr = df["threshold"].iloc[0]
+    assert ((df["p_referable"].iloc[:2] >= thr).astype(int) == df["referable"].iloc[:2]).all()
+    np.testing.assert_allclose(df[[f"p_grade{k}" for k in range(5)]].iloc[:2].sum(1), 1, atol=1e-4)
+
+
+def test_explain_saliency_on_lesions(trained):
+    out = trained / "explain"
+    splits = pd.read_csv(trained / "model" / "splits.csv", dtype={"image": str})
+    assert main(["retinopathy", "explain", str(trained / "model"), "--labels",
+                 str(trained / "data" / "trainLabels.csv"), "--split", "test", "--out", str(out),
+                 "--masks", str(trained / "data" / "masks"), "--steps", "16", "--limit", "8"]) == 0
+    table = pd.read_csv(out / "saliency.csv")
+    ref = set(splits.loc[splits["referable"] == 1, "image"])
+    ratios = table.loc[table["image"].isin(ref), "lesion_ratio"].dropna()
+    assert len(ratios) >= 2
+    # Saliency mass falls on the painted lesions more than on the background.
+    assert ratios.median() > 1.5
+    overlay = np.asarray(Image.open(out / table["overlay"].iloc[0]))
+    assert overlay.shape == (64, 128, 3)
+
+
+def _err(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+def test_bad_inputs_exit_2(trained, tmp_path, capsys):
+    model = str(trained / "model")
+    rc, err = _err(capsys, ["retinopathy", "evaluate", model, "--labels",
+                            str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: label file not found")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "trainLabels.csv").write_text("image,level\n5_left,7\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "train" / "5_left.jpeg")
+    rc, err = _err(capsys, ["retinopathy", "evaluate", model, "--labels",
+                            str(tmp_path / "trainLabels.csv"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "ICDR grade in 0-4, found '7'" in err[0]
+    rc, err = _err(capsys, ["retinopathy", "predict", model, str(tmp_path / "missing.jpeg"),
+                            "--out", str(tmp_path / "o")])
+    assert rc == 2 and "missing.jpeg" in err[0]
+    rc, err = _err(capsys, ["retinopathy", "predict", model, str(tmp_path / "train" / "5_left.jpeg"),
+                            "--out", str(tmp_path / "o"), "--operating-point", "loose"])
+    assert rc == 2 and "operating point" in err[0]
+    rc, err = _err(capsys, ["retinopathy", "predict", str(tmp_path), str(tmp_path / "x.png"),
+                            "--out", str(tmp_path / "o")])
+    assert rc == 2 and err[0].startswith("error: expected a model directory")
+    rc, err = _err(capsys, ["retinopathy", "train", "--labels", str(tmp_path / "trainLabels.csv"),
+                            "--out", str(tmp_path / "m"), "--variant", "v4"])
+    assert rc == 2 and "variant" in err[0]
+    assert not (tmp_path / "o" / "predictions.csv").exists()
