@@ -392,6 +392,28 @@ class _Once:
         return tuple(float(v) for v in tf.unstack(out)) if self.to_numpy else out
 
 
+def _sync_replica_state(model, strategy) -> None:
+    """Average float non-trainable variables (BatchNorm moving statistics) over replicas.
+
+    Keras 3 creates them with aggregation "none", so under a mirrored strategy
+    each replica keeps its own copy and evaluation would depend on the
+    replica. The exponential moving average is linear in the batch
+    statistics, so averaging the copies gives exactly the moving average of
+    the replica-averaged statistics, as tf.keras's MEAN aggregation did.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return
+    for v in model.non_trainable_variables:
+        tv = getattr(v, "value", v)
+        parts = getattr(tv, "values", None)
+        if not parts or len(parts) < 1 or not tv.dtype.is_floating:
+            continue
+        local = len(parts)
+        per_replica = strategy.experimental_distribute_values_from_function(
+            lambda ctx, parts=parts, local=local: tf.identity(parts[ctx.replica_id_in_sync_group % local]))
+        tv.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
+
+
 def _update_metrics(metrics: dict, y, y_pred, w) -> None:
     for m in metrics.values():
         if w is None:
@@ -532,6 +554,7 @@ def train(
               if cfg.tensorboard and chief else tf.summary.create_noop_writer())
 
     def save_state():
+        _sync_replica_state(model, strategy)
         loop.state.assign(json.dumps({"history": history, "best": best, "wait": wait,
                                       "stopped": state.get("stopped", False)}))
         manager.save(checkpoint_number=int(loop.step.numpy()))
@@ -567,6 +590,7 @@ def train(
             record = {"epoch": epoch + 1, "step": int(loop.step.numpy()),
                       "loss": float(loop.epoch_sum.numpy() / max(loop.epoch_n.numpy(), 1e-12))}
             record.update(_metric_values(train_metrics, ""))
+            _sync_replica_state(model, strategy)
             if val_data is not None:
                 record.update(evaluate_loss(loop, strategy, val_data, val_metrics, cfg.batch_size))
             lr = optimizer.learning_rate
