@@ -93,7 +93,7 @@ def write_qm9_xyz(ms: MoleculeSet, folder, *, start: int = 1) -> list[Path]:
     paths = []
     for k, mol in enumerate(ms.mols):
         t = {c: float(ms.targets[c].iloc[k]) for c in ms.targets.columns}
-        ha = lambda name: t.get(name, 0.0) / HARTREE_EV  # noqa: E731
+        ha = lambda name, t=t: t.get(name, 0.0) / HARTREE_EV  # noqa: E731
         fields = ["gdb", str(start + k), "157.7118", "157.70997", "157.70699",
                   f"{t.get('mu', 0.0):.4f}", f"{t.get('alpha', 0.0):.2f}", f"{ha('homo'):.4f}",
                   f"{ha('lumo'):.4f}", f"{ha('gap'):.4f}", f"{t.get('r2', 0.0):.4f}",

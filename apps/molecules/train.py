@@ -162,15 +162,14 @@ def split_indices(ms: MoleculeSet, *, kind: str, val: float, test: float, seed: 
     if kind == "random":
         perm = rng.permutation(n)
         return np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test])
-    from rdkit import Chem
     from rdkit.Chem.Scaffolds import MurckoScaffold
 
     groups: dict[str, list[int]] = {}
-    for i, mol in enumerate(ms.mols):
+    for i, smi in enumerate(ms.smiles):
         try:
-            key = MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.RemoveHs(mol, sanitize=False))
-        except (ValueError, RuntimeError):
-            key = ms.smiles[i]
+            key = MurckoScaffold.MurckoScaffoldSmiles(smiles=smi)
+        except (ValueError, RuntimeError, AttributeError):
+            key = smi
         groups.setdefault(key, []).append(i)
     sets = list(groups.values())
     order = rng.permutation(len(sets))
