@@ -125,6 +125,7 @@ def train(
     val_examples: Path | None = typer.Option(None, help="Labelled validation examples."),
     model_variant: str = typer.Option("small", help="small (CPU) or v3 (Inception-v3)."),
     warm_start: Path | None = typer.Option(None, help="Start from this model.keras."),
+    width: int = typer.Option(16, help="Filters per branch of the small Inception."),
     epochs: int = typer.Option(10),
     batch_size: int = typer.Option(32),
     learning_rate: float = typer.Option(1e-3),
@@ -137,6 +138,7 @@ def train(
                               val_examples=str(val_examples) if val_examples else None,
                               variant=model_variant,
                               warm_start=str(warm_start) if warm_start else None, epochs=epochs,
+                              width=width,
                               batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     res = train_variants(cfg)
     last = res["history"][-1] if res["history"] else {}

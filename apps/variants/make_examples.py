@@ -255,7 +255,8 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
     fa = vio.open_fasta(config.ref)
     af = vio.open_alignments(config.reads, config.ref)
     lengths = dict(zip(fa.references, fa.lengths, strict=True))
-    regions = vio.parse_regions(config.regions, lengths, config.regions)
+    hint = config.regions if config.regions and Path(config.regions).is_file() else config.ref
+    regions = vio.parse_regions(config.regions, lengths, hint)
     if not regions:
         raise InputError("expected at least one region to process, found none", config.regions)
     sample = _sample_name(af, config.reads)

@@ -82,7 +82,9 @@ def example_dataset(files: list[str | os.PathLike], *, batch_size: int, training
     if training:
         ds = ds.cache()
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
+    # Training drops the last partial batch: the multi-replica loop splits global batches
+    # evenly (an uneven split failed under MirroredStrategy).
+    ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(2)
 
 
