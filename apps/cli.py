@@ -15,8 +15,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import click  # noqa: E402
 import typer  # noqa: E402
+
+try:  # typer >= 0.26 vendors click; its exceptions are not click's
+    from typer._click.exceptions import ClickException  # noqa: E402
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import ClickException  # noqa: E402
 
 from deepsci.apps import APPS  # noqa: E402
 from deepsci.core.errors import ConfigError, DeepSciError  # noqa: E402
@@ -107,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     except DeepSciError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
 

@@ -164,7 +164,7 @@ def _from_dict(cls, data: dict, path):
         hint = hints.get(key)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = _from_dict(hint, value, path)
-        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+        elif isinstance(value, list) and (hint is tuple or typing.get_origin(hint) is tuple):
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)

@@ -17,6 +17,7 @@ serialise without custom objects and load with ``safe_mode=True``.
 from __future__ import annotations
 
 import os
+import warnings
 
 import keras
 from keras import layers
@@ -41,8 +42,6 @@ def _check_shape(input_shape, minimum: int, name: str) -> tuple[int, int, int]:
 
 def _v3_from_file(model: keras.Model, weights: str, channels: int) -> None:
     """Load ImageNet weights saved for 3 channels into a model with ``channels``."""
-    if not os.path.exists(weights):
-        raise InputError("expected a local Inception-v3 weights file, found no file", weights)
     if channels == 3:
         model.load_weights(weights, skip_mismatch=False)
         return
@@ -79,8 +78,13 @@ def inception_v3(
         Model name; give each tower its own.
     """
     h, w, c = _check_shape(input_shape, _MIN_V3, "Inception-v3")
-    model = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
-                                           input_shape=(h, w, c), name=name)
+    if weights is not None and not os.path.exists(weights):
+        raise InputError("expected a local Inception-v3 weights file, found no file", weights)
+    with warnings.catch_warnings():
+        # Keras warns about channel counts other than 1 or 3; any count is intended here.
+        warnings.simplefilter("ignore", UserWarning)
+        model = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
+                                               input_shape=(h, w, c), name=name)
     if weights is not None:
         _v3_from_file(model, os.fspath(weights), c)
     return model

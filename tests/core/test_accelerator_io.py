@@ -1,0 +1,119 @@
+import dataclasses
+import json
+import os
+
+import keras
+import pytest
+import tensorflow as tf
+
+from deepsci.core import accelerator
+from deepsci.core.errors import ConfigError, InputError, expected
+from deepsci.core.io import atomic_dir, atomic_path, load_config, read_json, save_config, write_run_info
+from deepsci.core.training import TrainConfig
+
+
+def test_strategies_resolve():
+    assert accelerator.resolve_strategy("cpu").num_replicas_in_sync == 1
+    mirrored = accelerator.resolve_strategy("mirrored")
+    assert mirrored.num_replicas_in_sync == 2  # conftest split the CPU in two
+    # auto on a GPU-less machine with a split CPU mirrors over the logical CPUs,
+    # and is the same object as an explicit "mirrored" (one strategy per device set).
+    assert accelerator.resolve_strategy("auto") is mirrored
+
+
+@pytest.mark.parametrize("spec,match", [("gpu:3", "GPU 3"), ("warp", "expected a strategy"),
+                                        ("tpu:nowhere", "reachable TPU")])
+def test_unavailable_strategies_are_config_errors(spec, match, monkeypatch):
+    # No network in tests: a TPU that cannot be reached resolves to None.
+    monkeypatch.setattr(accelerator, "_tpu_resolver", lambda name: None)
+    with pytest.raises(ConfigError, match=match):
+        accelerator.resolve_strategy(spec)
+
+
+def test_multi_worker_needs_a_cluster(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    accelerator._CACHE.pop("multi-worker", None)
+    with pytest.raises(ConfigError, match="TF_CONFIG or a Slurm job"):
+        accelerator.resolve_strategy("multi-worker")
+
+
+def test_precision_policy_per_device():
+    try:
+        assert accelerator.set_precision("mixed", accelerator.resolve_strategy("cpu")) == "mixed_bfloat16"
+        assert keras.mixed_precision.dtype_policy().compute_dtype == "bfloat16"
+        with pytest.raises(ConfigError):
+            accelerator.set_precision("float8")
+    finally:
+        accelerator.set_precision("float32")
+
+
+def test_split_cpu_after_start_must_agree():
+    accelerator.split_cpu(2)  # same as conftest: fine
+    with pytest.raises(ConfigError, match="already initialised"):
+        accelerator.split_cpu(3)
+
+
+def test_describe_devices_names_the_auto_strategy():
+    info = accelerator.describe_devices()
+    assert info["auto"]["strategy"] == "MirroredStrategy" and info["auto"]["replicas"] == 2
+    assert any(d["type"] == "CPU" for d in info["physical"])
+    assert info["tensorflow"] == tf.__version__
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.vcf.gz"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            assert tmp.name.endswith(".vcf.gz") and tmp.parent == tmp_path
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.vcf.gz"]
+
+
+def test_atomic_dir_replaces_whole(tmp_path):
+    target = tmp_path / "seg.zarr"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(ValueError):
+        with atomic_dir(target) as tmp:
+            (tmp / "b").write_text("2")
+            raise ValueError
+    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    with atomic_dir(target) as tmp:
+        (tmp / "c").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.zarr"]
+
+
+@dataclasses.dataclass
+class _Outer:
+    name: str = "x"
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    shape: tuple = (1, 2)
+
+
+def test_config_round_trip_and_run_info(tmp_path):
+    cfg = _Outer(name="run", train=TrainConfig(epochs=3), shape=(4, 5))
+    save_config(cfg, tmp_path / "config.json")
+    assert load_config(_Outer, tmp_path / "config.json") == cfg
+    (tmp_path / "bad.json").write_text(json.dumps({"nope": 1}))
+    with pytest.raises(InputError, match="unknown"):
+        load_config(_Outer, tmp_path / "bad.json")
+    info = read_json(write_run_info(tmp_path, command="test run", config=cfg))
+    assert info["command"] == "test run" and info["config"]["train"]["epochs"] == 3
+    assert info["cpu_count"] == os.cpu_count()
+
+
+def test_error_text():
+    e = expected("an indexed BAM", "no .bai", "reads.bam")
+    assert isinstance(e, InputError) and str(e) == "expected an indexed BAM, found no .bai (reads.bam)"
+    with pytest.raises(InputError, match="syntax error"):
+        bad = os.path.join(os.path.dirname(__file__), "__nope__.json")
+        try:
+            open(bad, "w").write("{")
+            read_json(bad)
+        finally:
+            os.unlink(bad)
