@@ -109,7 +109,7 @@ class MoleculeTrainConfig:
             raise ConfigError(f"expected --ensemble >= 1, found {self.ensemble}")
         for k in ("val", "test"):
             v = getattr(self, k)
-            if v < 0 or (0 < v < 1) is False and v != 0 and v != int(v):
+            if not (v == 0 or 0 < v < 1 or (v >= 1 and v == int(v))):
                 raise ConfigError(f"expected --{k} as a fraction < 1 or a count, found {v}")
         if self.time_budget is not None and self.train.lr_schedule == "cosine":
             raise ConfigError("expected a --lr-schedule other than cosine with --time-budget, "
