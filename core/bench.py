@@ -5,7 +5,7 @@ import os
 import platform
 import time
 
-__all__ = ["matmul_peak_gflops", "table", "machine_info", "timeit"]
+__all__ = ["matmul_peak_gflops", "table", "machine_info", "timeit", "model_flops"]
 
 
 def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
@@ -76,3 +76,33 @@ def table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def model_flops(model) -> float:
+    """Forward-pass floating-point operations per example of a Keras model.
+
+    Counts multiply-adds of convolutions (2-D and 3-D, incl. depthwise) and
+    dense layers as 2 flops each, recursing into nested models; other layers
+    are cheap by comparison and left out, so the result is a slight
+    underestimate and the derived share of peak is conservative.
+    """
+    import keras
+    import numpy as np
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += model_flops(layer)
+            continue
+        if not layer.weights:
+            continue
+        kernel = layer.weights[0]
+        out = layer.output.shape
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D)):
+            spatial = float(np.prod([d for d in out[1:-1]]))
+            total += 2.0 * spatial * float(np.prod(kernel.shape))
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            total += 2.0 * float(np.prod(out[1:])) * float(np.prod(kernel.shape[:2]))
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2.0 * float(np.prod(kernel.shape)) * float(np.prod(out[1:-1] or [1]))
+    return total
