@@ -48,7 +48,8 @@ def synth(
 
     cfg = SynthConfig(width=size, height=size, mpp=mpp, n_tumours=lesions)
     slides = make_slides(out, n_tumour=tumour, n_normal=normal, seed=seed, config=cfg, prefix=prefix)
-    typer.echo(f"wrote {len(slides)} slides to {out} ({tumour} with metastases, {normal} normal)")
+    typer.echo(f"wrote {len(slides)} slides to {out} ({tumour} with metastases, {normal} normal) at "
+               f"{mpp:g} um/px ({10 / mpp:g}x): train with --magnifications {10 / mpp:g}")
 
 
 @app.command()

@@ -252,8 +252,10 @@ def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
                 slide.select_level(m)
     save_config(cfg, out / "heatmap_config.json")
     workers = cfg.workers or max(1, min(len(tasks), os.cpu_count() or 1))
+    # One slide gains nothing from a cluster but would pay its start-up.
+    scheduler = "inline" if (len(tasks) == 1 and cfg.scheduler in (None, "local")) else cfg.scheduler
     results = run_shards(heatmap_task, tasks, key=lambda t: Path(t["slide"]).stem, state_dir=state,
-                         scheduler=cfg.scheduler, workers=workers, desc="slides")
+                         scheduler=scheduler, workers=workers, desc="slides")
     write_run_info(out, command="pathology heatmap", config=cfg,
                    extra={"slides": {k: {kk: v[kk] for kk in ("tiles", "seconds", "score")}
                                      for k, v in results.items()}})
