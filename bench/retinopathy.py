@@ -187,6 +187,7 @@ def main(argv=None) -> None:
             ensemble=args.ensemble,
             train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                               lr_schedule="cosine", monitor="val_referable_auc", mode="max",
+                              restore_best=False,
                               tensorboard=False),
             val_frac=0.2, test_frac=0.0, cache_dir=work / "cache"), model_dir)
         train_seconds = time.perf_counter() - t

@@ -114,6 +114,8 @@ def train(
     split_seed: int = 0,
     dme_head: Annotated[str, typer.Option(help="auto|yes|no")] = "auto",
     patience: Annotated[int | None, typer.Option(help="Early stopping on val AUC.")] = None,
+    restore_best: Annotated[bool, typer.Option(
+        help="Keep the best-validation epoch instead of the final weights.")] = False,
     tensorboard: bool = True,
     cache: Cache = None,
     workers: Workers = 2,
@@ -132,7 +134,8 @@ def train(
         data=spec, preprocess=PreprocessConfig(size=size, local_contrast=local_contrast),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr,
                           lr_schedule=lr_schedule, seed=seed, monitor="val_referable_auc",
-                          mode="max", patience=patience, tensorboard=tensorboard),
+                          mode="max", patience=patience, tensorboard=tensorboard,
+                          restore_best=restore_best),
         variant=variant, width=width, ensemble=ensemble, balance=balance, augment=augment,
         val_frac=val_frac, test_frac=test_frac, split_seed=split_seed, dme_head=dme_head,
         cache_dir=cache, workers=workers).validate()

@@ -43,7 +43,8 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     cfg = RetinopathyConfig(
         data=spec, preprocess=PreprocessConfig(size=size),
         train=TrainConfig(epochs=epochs, batch_size=16, lr_schedule="cosine",
-                          monitor="val_referable_auc", mode="max", tensorboard=not quick),
+                          monitor="val_referable_auc", mode="max", restore_best=False,
+                          tensorboard=not quick),
         width=width, val_frac=0.2, test_frac=0.2, cache_dir=out_dir / "cache")
     fit(cfg, out_dir / "model")
     inf = InferenceConfig(model_dir=out_dir / "model", data=spec, split="test",

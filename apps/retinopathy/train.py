@@ -45,6 +45,10 @@ class RetinopathyConfig:
     preprocess : PreprocessConfig
     train : TrainConfig
         Core loop settings; ``seed`` is the first ensemble member's seed.
+        ``restore_best`` is off by default: the validation score during
+        training uses lagging batch-norm statistics (see
+        :func:`recalibrate_batchnorm`), so the final weights of the cosine
+        schedule, recalibrated, are kept.
     variant : {"small", "v3"}
         Small Inception (CPU) or full Inception-v3.
     width : int
@@ -69,7 +73,8 @@ class RetinopathyConfig:
     data: DatasetSpec
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=16, monitor="val_referable_auc", mode="max"))
+        epochs=10, batch_size=16, lr_schedule="cosine", monitor="val_referable_auc", mode="max",
+        restore_best=False))
     variant: str = "small"
     width: int = 32
     ensemble: int = 1
@@ -303,6 +308,59 @@ def build_model(size: int, heads: dict[str, int], *, variant: str = "small", wid
     return inception.classifier((size, size, 3), heads, variant=variant, **kw)
 
 
+def _batchnorm_layers(model) -> list:
+    import keras
+
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out += _batchnorm_layers(layer)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            out.append(layer)
+    return out
+
+
+def recalibrate_batchnorm(model, df: pd.DataFrame, size: int, *, batch_size: int = 32,
+                          max_batches: int = 40) -> int:
+    """Replace batch-norm moving statistics by their average over training batches.
+
+    Short CPU runs take a few hundred steps, and with momentum 0.99 the moving
+    mean/variance still carry their initial values (0.99^200 = 13 %), so the
+    network behaves differently at inference than in training (scores
+    collapse to one class).  As SWA's ``update_bn`` does, we run the final
+    weights over un-augmented training images in training mode with momentum
+    ``i / (i + 1)`` for the ``i``-th batch, i.e. an exact running average.
+
+    Returns
+    -------
+    int
+        Batches used.
+    """
+    from .predict import _load_cached, to_input
+
+    layers = _batchnorm_layers(model)
+    if not layers or len(df) == 0:
+        return 0
+    saved = [layer.momentum for layer in layers]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(df))[: batch_size * max_batches]
+    paths = df["cache"].to_numpy(str)[order]
+    n = 0
+    try:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            if len(chunk) < max(2, batch_size // 4) and n:
+                break  # a tiny last batch would add a noisy estimate
+            for layer in layers:
+                layer.momentum = n / (n + 1)
+            model(to_input(_load_cached(list(chunk))), training=True)
+            n += 1
+    finally:
+        for layer, m in zip(layers, saved, strict=True):
+            layer.momentum = m
+    return n
+
+
 def heads_for(config: RetinopathyConfig, df: pd.DataFrame) -> dict[str, int]:
     heads = {"grade": GRADES, "referable": 1}
     if config.dme_head == "yes" or (config.dme_head == "auto" and (df["dme"] >= 0).any()):
@@ -359,6 +417,7 @@ def fit(config: RetinopathyConfig, out_dir: str | Path) -> dict:
                 loss_fn, tcfg, mdir,
                 val_data=make_source(va, size, tcfg.batch_size, training=False),
                 metrics=metric_factories())
+            recalibrate_batchnorm(result.model, tr, size, batch_size=tcfg.batch_size)
             sidecar = {
                 "app": "retinopathy",
                 "input_spec": {"shape": [size, size, 3], "dtype": "float32", "range": [-1, 1]},
