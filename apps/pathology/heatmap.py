@@ -84,7 +84,9 @@ class HeatmapConfig:
 
 
 def _load(model_path: str, threads: int | None):
-    if model_path not in _MODELS:
+    # Keyed by modification time too: a model retrained in place is reloaded.
+    key = f"{model_path}@{Path(model_path).stat().st_mtime_ns}"
+    if key not in _MODELS:
         import tensorflow as tf
 
         if threads:
@@ -103,8 +105,9 @@ def _load(model_path: str, threads: int | None):
         def predict(x):
             return tf.sigmoid(model(x, training=False)["tumor"])[:, 0]
 
-        _MODELS[model_path] = (model, meta, predict)
-    return _MODELS[model_path]
+        _MODELS.clear()
+        _MODELS[key] = (model, meta, predict)
+    return _MODELS[key]
 
 
 def heatmap_grid(slide: Slide, stride_px: float, tissue_cfg: TissueConfig) -> np.ndarray:
