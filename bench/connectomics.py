@@ -89,6 +89,7 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--infer-batch", type=int, default=16)
     p.add_argument("--no-consensus", action="store_true")
+    p.add_argument("--moves", type=int, default=3)
     p.add_argument("--synthetic", action="store_true", help="ignore the real volume")
     p.add_argument("--keep", action="store_true", help="reuse a trained model in --work")
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.connectomics.md")))
@@ -115,7 +116,7 @@ def main(argv=None) -> None:
     tlab = lab[k:]
 
     cfg = FFNTrainConfig(
-        preset=args.preset, fov_size=args.fov_size, deltas=args.deltas, depth=args.depth, features=args.features,
+        preset=args.preset, moves=args.moves, fov_size=args.fov_size, deltas=args.deltas, depth=args.depth, features=args.features,
         train=TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                           learning_rate=args.lr, monitor="loss", tensorboard=False),
     ).validate()
@@ -132,13 +133,14 @@ def main(argv=None) -> None:
     seg = segment_volume(model_path, str(work / "test.zarr:image"), work / "segment", seg_cfg)
     ffn_labels = open_volume(work / "segment" / "segmentation.zarr:labels", kind="labels").read()
 
-    # Baseline: its boundary threshold tuned on the training slab (fair to the baseline).
-    graph_train = skeleton_graph(lab[:k], voxel_size=vs)
+    # Baseline: threshold and seed distance tuned on the last 25 training slices (fair to the baseline).
+    tune = slice(max(k - 25, 0), k)
+    graph_train = skeleton_graph(lab[tune], voxel_size=vs)
     best = None
     for thr in (None, 0.3, 0.4, 0.5, 0.6):
         for md in (4, 8):
             b = BaselineConfig(threshold=thr, min_distance=md)
-            s = evaluate_segmentation(lab[:k], watershed_baseline(img[:k], b, voxel_size=vs), voxel_size=vs,
+            s = evaluate_segmentation(lab[tune], watershed_baseline(img[tune], b, voxel_size=vs), voxel_size=vs,
                                       graph=graph_train)
             if best is None or s.vi_total < best[1]:
                 best = (b, s.vi_total)

@@ -11,9 +11,9 @@ __all__ = ["run_demo", "demo_settings"]
 def demo_settings(quick: bool) -> dict:
     """Sizes used by the demo and the notebook (``quick`` = the test-suite settings)."""
     if quick:
-        return {"train_shape": (32, 48, 48), "test_shape": (32, 48, 48), "neurites": (5, 4), "radius": (3.0, 5.0),
-                "ffn": {"fov_size": (11, 11, 11), "deltas": (3, 3, 3), "depth": 3, "features": 12},
-                "epochs": 3, "steps": 100, "block_size": None}
+        return {"train_shape": (24, 40, 40), "test_shape": (24, 40, 40), "neurites": (6, 5), "radius": (3.0, 5.0),
+                "ffn": {"fov_size": (9, 9, 9), "deltas": (2, 2, 2), "depth": 2, "features": 8},
+                "epochs": 2, "steps": 40, "block_size": None}
     return {"train_shape": (48, 96, 96), "test_shape": (48, 96, 96), "neurites": (14, 12), "radius": (3.0, 7.0),
             "ffn": {"fov_size": (17, 17, 17), "deltas": (4, 4, 4), "depth": 4, "features": 16},
             "epochs": 10, "steps": 200, "block_size": (48, 64, 64)}

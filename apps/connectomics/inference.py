@@ -304,13 +304,16 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
         raise InputError(f"expected a block of at least the FOV {ff.fov}, found {image.shape}")
     t0 = time.perf_counter()
     img = normalise(image, mean, std)
-    margin = np.asarray(ff.fov) // 2
+    half = np.asarray(ff.fov) // 2
     if seeds is None:
+        # Seeds may lie anywhere: the first FOV is clipped into the block and still holds its seed,
+        # so objects that only touch a face of the volume are segmented too.
         if cfg.seed_policy == "peaks":
             seeds = peak_seeds(image, min_distance=cfg.peak_min_distance, edge_sigma=cfg.edge_sigma,
-                               voxel_size=voxel_size, margin=margin)
+                               voxel_size=voxel_size)
         else:
-            seeds = grid_seeds(image.shape, cfg.grid_step or tuple(int(v) for v in margin), margin)
+            step = cfg.grid_step or tuple(int(v) for v in half)
+            seeds = grid_seeds(image.shape, step, tuple(s // 2 for s in step))
     evals0 = ff.fov_evals
     seg, prob = flood_fill(img, seeds, ff, cfg)
     if cfg.consensus and len(seeds) > 1:

@@ -41,6 +41,10 @@ class SynthConfig:
     gap : int
         When > 0, tubes that touch are pulled apart by this many voxels of
         extracellular space ("separable" tubes; 0 = densely packed neuropil).
+    label_membranes : bool
+        Whether the membrane shell belongs to its object in ``labels`` (dense
+        ground truth, like NeuroProof) or is 0 = unlabelled (boundary-free
+        ground truth, like CREMI, whose evaluation ignores it).
     seed : int
         Seed of the random generator; the output is a pure function of the config.
     """
@@ -54,6 +58,7 @@ class SynthConfig:
     noise: float = 0.05
     contrast_jitter: float = 0.05
     gap: int = 0
+    label_membranes: bool = True
     seed: int = 0
 
 
@@ -197,7 +202,8 @@ def synthetic_volume(config: SynthConfig | None = None, **overrides) -> tuple[np
     texture /= texture.std() + 1e-6
     img = np.where(labels > 0, 0.72 + 0.06 * texture, 0.45 + 0.03 * texture).astype(np.float32)
     img -= _organelles(labels, cfg.organelles, rng)
-    img[_boundaries(labels)] = cfg.membrane
+    edge = _boundaries(labels)
+    img[edge] = cfg.membrane
     if cfg.blur > 0:
         img = ndi.gaussian_filter(img, cfg.blur)
     gain = 1 + cfg.contrast_jitter * rng.standard_normal(shape[0])
@@ -205,4 +211,6 @@ def synthetic_volume(config: SynthConfig | None = None, **overrides) -> tuple[np
     img = img * gain[:, None, None] + offset[:, None, None]
     img += cfg.noise * rng.standard_normal(shape).astype(np.float32)
     image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+    if not cfg.label_membranes:
+        labels = np.where(edge, 0, labels).astype(np.uint32)
     return image, labels

