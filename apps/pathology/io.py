@@ -48,6 +48,10 @@ SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".v
 #: Objective power -> microns per pixel, by the convention 40x ~ 0.25 um/px.
 _MPP_AT_1X = 10.0
 
+#: Largest level (pixels) read whole for a thumbnail or tissue mask; a slide
+#: whose coarsest level is bigger is not usefully pyramidal.
+MAX_WHOLE_LEVEL_PIXELS = 16384 * 16384
+
 #: Requested and available resolution may differ this much and still count
 #: as the same magnification (Camelyon16's 0.243 um/px is "40x").
 _MAG_TOLERANCE = 1.25
@@ -217,6 +221,12 @@ class Slide:
     def thumbnail(self, target_mpp: float) -> tuple[np.ndarray, float]:
         """An RGB image at about ``target_mpp`` and its exact level-0 downsample."""
         level = self.level_for_mpp(target_mpp)
+        w, h = self.level_dimensions[level]
+        if w * h > MAX_WHOLE_LEVEL_PIXELS:
+            raise InputError(
+                f"expected a pyramidal slide with a level near {target_mpp:g} um/px, found the "
+                f"closest level {level} at {w}x{h} px ({self.level_count} level(s)); convert it to a "
+                "tiled pyramid (e.g. vips tiffsave --tile --pyramid)", self.path)
         img = self.read_level(level)
         factor = target_mpp / self.level_mpp(level)
         if factor > 1.5:

@@ -156,3 +156,11 @@ def test_bad_annotations(tmp_path):
         io.read_asap_xml(odd)
     with pytest.raises(InputError, match=".xml"):
         io.read_annotations(tmp_path / "a.txt")
+
+
+def test_non_pyramidal_slide_is_refused_for_thumbnails(tmp_path, monkeypatch):
+    _pyramid(tmp_path / "one.tif", size=512, levels_min=1024)  # tiled, a single level
+    monkeypatch.setattr(io, "MAX_WHOLE_LEVEL_PIXELS", 256 * 256)
+    with io.Slide(tmp_path / "one.tif") as s, pytest.raises(InputError, match="pyramidal") as e:
+        s.thumbnail(8.0)
+    assert "one.tif" in str(e.value)
