@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import time
@@ -52,6 +53,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=16, help="small Inception width")
+    p.add_argument("--scheduler", default="inline",
+                   help="make-examples shards: inline (this process) or local (Dask cluster)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep --work: reuse its simulation and trained model if present")
     p.add_argument("--downsample", default="1.0,0.7,0.5",
                    help="read fractions of the training examples (augmentation)")
     args = p.parse_args(argv)
@@ -69,9 +74,11 @@ def main(argv=None) -> None:
     from deepsci.core.bench import machine_info, table
 
     work = Path(args.work)
-    if work.exists():
+    if work.exists() and not args.reuse:
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
+    stages_file = work / "stages.json"
+    old_stages = json.loads(stages_file.read_text()) if stages_file.exists() else {}
     src = work / "source.fa"
     if CE.exists():
         genome = vio.read_fasta(CE, contigs=["CHROMOSOME_I"])
@@ -89,10 +96,16 @@ def main(argv=None) -> None:
 
     t = {}
     t0 = time.time()
-    sim = simulate(SimulateConfig(out_dir=str(work / "sim"), fasta=str(src), snp_rate=1e-3,
-                                  indel_rate=1e-4, coverage=args.coverage, read_length=150,
-                                  threads=args.threads, seed=args.seed))
-    t["simulate + BWA-MEM"] = time.time() - t0
+    sim_cfg = SimulateConfig(out_dir=str(work / "sim"), fasta=str(src), snp_rate=1e-3,
+                             indel_rate=1e-4, coverage=args.coverage, read_length=150,
+                             threads=args.threads, seed=args.seed)
+    if args.reuse and (work / "sim" / "sim.json").exists():
+        sim = json.loads((work / "sim" / "sim.json").read_text())
+        t["simulate + BWA-MEM"] = old_stages.get("simulate + BWA-MEM")
+    else:
+        sim = simulate(sim_cfg)
+        (work / "sim" / "sim.json").write_text(json.dumps(sim))
+        t["simulate + BWA-MEM"] = time.time() - t0
     ref, bam, truth = sim["ref"], sim["bam"], sim["truth"]
     mid = length // 2
     train_reg = f"{contig}:1-{mid}"
@@ -103,9 +116,11 @@ def main(argv=None) -> None:
     from deepsci.apps.variants.candidates import CandidateConfig
 
     t0 = time.time()
+    model_path = work / "model" / "model.keras"
+    reuse_model = args.reuse and model_path.exists() and (work / "train_labels.json").exists()
     fractions = [float(f) for f in args.downsample.split(",")]
     dirs, labels, me = [], [0, 0, 0], None
-    for k, frac in enumerate(fractions):
+    for k, frac in enumerate([] if reuse_model else fractions):
         # DeepVariant-style augmentation: the same truth at several read depths.
         d = work / f"train_ex_{frac:g}"
         s = make_examples(MakeExamplesConfig(
@@ -116,18 +131,27 @@ def main(argv=None) -> None:
         me = me or s
         labels = [a + b for a, b in zip(labels, s["labels"], strict=True)]
         dirs.append(str(d))
-    t["make-examples (train half)"] = time.time() - t0
-    t0 = time.time()
-    tr = train_variants(TrainVariantsConfig(examples=",".join(dirs),
-                                            out_dir=str(work / "model"), epochs=args.epochs,
-                                            batch_size=args.batch_size, seed=args.seed,
-                                            width=args.width))
-    t["train"] = time.time() - t0
+    if reuse_model:
+        labels, me = json.loads((work / "train_labels.json").read_text())
+        t["make-examples (train half)"] = old_stages.get("make-examples (train half)")
+        t["train"] = old_stages.get("train")
+        tr = {"model": str(model_path)}
+    else:
+        (work / "train_labels.json").write_text(json.dumps([labels, me]))
+        t["make-examples (train half)"] = time.time() - t0
+        t0 = time.time()
+        tr = train_variants(TrainVariantsConfig(examples=",".join(dirs),
+                                                out_dir=str(work / "model"),
+                                                epochs=args.epochs, batch_size=args.batch_size,
+                                                seed=args.seed, width=args.width))
+        t["train"] = time.time() - t0
+    stages_file.write_text(json.dumps(t))
 
     t0 = time.time()
     run = run_pipeline(RunConfig(reads=bam, ref=ref, model=tr["model"],
                                  out_dir=str(work / "deepsci"), regions=test_reg,
-                                 shards=args.shards), command="bench/variants.py")
+                                 shards=args.shards, scheduler=args.scheduler),
+                       command="bench/variants.py")
     t_ds = time.time() - t0
     t0 = time.time()
     bcf = bcftools_call(bam, ref, work / "bcftools.vcf.gz", regions=test_reg,
@@ -139,7 +163,7 @@ def main(argv=None) -> None:
 
     rows = []
     for name, vcf, wall in (("deepsci (small Inception)", run["vcf"], t_ds),
-                            ("bcftools mpileup | call -m", bcf, t_bcf),
+                            ("bcftools mpileup + call -m", bcf, t_bcf),
                             ("freebayes", fb, t_fb)):
         if vcf is None:
             continue
@@ -158,11 +182,13 @@ def main(argv=None) -> None:
           f"small Inception width {args.width}, {args.epochs} epochs), "
           f"call {test_reg}.\n")
     print(table(rows, cols))
-    stage = [{"stage": k, "wall s": v} for k, v in t.items()]
+    stage = [{"stage": k + (" (reused from the previous run)" if args.reuse else ""),
+              "wall s": v} for k, v in t.items()]
     stage += [{"stage": f"deepsci run: {k}", "wall s": v} for k, v in run["seconds"].items()]
     print()
     print(table(stage, ["stage", "wall s"]))
-    print(f"\nmake-examples throughput (test half, {args.shards} shards, incl. worker start-up): "
+    print(f"\nmake-examples throughput (test half, {args.shards} shards, scheduler "
+          f"{args.scheduler}, incl. start-up): "
           f"{run['candidates_per_second']:.1f} candidates/s "
           f"({run['candidates']} candidates); train half: {me['candidates_per_second']:.1f} "
           f"candidates/s ({me['candidates']} candidates)")

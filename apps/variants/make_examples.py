@@ -15,10 +15,18 @@ from pathlib import Path
 
 import numpy as np
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_path, save_config, write_run_info
+from deepsci.core.io import atomic_path, save_config, write_json, write_run_info
 
 from . import io as vio
-from .candidates import Candidate, CandidateConfig, ReadInfo, find_candidates, keep_read, parse_read
+from .candidates import (
+    Candidate,
+    CandidateConfig,
+    ReadInfo,
+    coverage,
+    find_candidates,
+    keep_read,
+    parse_read,
+)
 from .gvcf import reference_blocks
 from .labels import Truth, label_image
 from .pileup import CHANNELS, HEIGHT, WIDTH, alt_sets, encode_pileup
@@ -88,8 +96,8 @@ def examples_in_region(af, fa, region: vio.Region, cfg: CandidateConfig, *, seed
     """Yield ``(candidate, alt_idx, image, label)`` for a region, and gVCF blocks at the end.
 
     Yields tuples for examples; finally yields ``("gvcf", blocks)`` when ``with_gvcf``.
-    ``label`` is -1 without truth and ``None`` for candidates that cannot be labelled
-    (outside the confident regions); those are skipped in training mode.
+    ``label`` is -1 without truth; with truth, candidates that cannot be labelled (outside
+    the confident regions, or overlapping a complex truth record) are skipped.
     """
     blocks = []
     for cs in range(region.start, region.end, CHUNK):
@@ -105,7 +113,6 @@ def examples_in_region(af, fa, region: vio.Region, cfg: CandidateConfig, *, seed
             ev, mm = parse_read(r, ref, ref_arr, lo, cfg.min_base_quality)
             reads.append(ReadInfo(r, r.reference_start, r.reference_end, ev))
             mism.append(mm)
-        from .candidates import coverage
         depth = coverage(reads, lo, len(ref))
         cands = find_candidates(reads, region.contig, cs, ce, ref, lo, cfg, depth=depth)
         if with_gvcf:
@@ -116,9 +123,8 @@ def examples_in_region(af, fa, region: vio.Region, cfg: CandidateConfig, *, seed
                                        nonref[cs - lo:ce - lo])
         starts = np.array([ri.start for ri in reads])
         for cand in cands:
-            if truth is not None:
-                if not truth.confident(cand):
-                    continue
+            if truth is not None and not truth.confident(cand):
+                continue
             # Reads are sorted by start: only those starting before the candidate's end.
             hi_i = int(np.searchsorted(starts, cand.end, side="left"))
             near = [ri for ri in reads[:hi_i] if ri.end > cand.pos]
@@ -295,10 +301,9 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
         summary["bases"] += r["bases"]
         summary["labels"] = [a + b for a, b in zip(summary["labels"], r["labels"], strict=True)]
     summary["candidates_per_second"] = summary["candidates"] / max(wall, 1e-9)
-    vio_meta = {"sample": sample, "contigs": lengths, "image_shape": [HEIGHT, WIDTH, CHANNELS],
+    meta = {"sample": sample, "contigs": lengths, "image_shape": [HEIGHT, WIDTH, CHANNELS],
                 "training": config.truth_vcf is not None, **summary}
-    from deepsci.core.io import write_json
-    write_json(out / "examples_info.json", vio_meta)
+    write_json(out / "examples_info.json", meta)
     save_config(config, out / "config.json")
     write_run_info(out, command="variants make-examples", config=config)
     return summary
