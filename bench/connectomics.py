@@ -154,10 +154,14 @@ def main(argv=None) -> None:
                                                         f"min_distance {best[0].min_distance})", ws_labels)):
         sc = evaluate_segmentation(tlab, s_lab, voxel_size=vs, graph=graph).as_dict()
         rows.append({"method": name, **sc})
-    peak = matmul_peak_gflops()
     mc = FFNConfig(**json.loads((work / "model" / "model.json").read_text())["ffn"])
-    raw = throughput(model_path, args.infer_batch)
-    raw1 = throughput(model_path, 1)
+    # Other jobs may share the cores: interleave the peak and the FFN measurements and keep the
+    # best of each, so both see the same (least) contention.
+    peak, raw, raw1 = 0.0, {"gflops": 0.0}, {"gflops": 0.0}
+    for _ in range(3):
+        peak = max(peak, matmul_peak_gflops())
+        raw = max(raw, throughput(model_path, args.infer_batch), key=lambda r: r["gflops"])
+        raw1 = max(raw1, throughput(model_path, 1), key=lambda r: r["gflops"])
     e2e_gflops = seg["fov_evals"] * ffn_flops_per_fov(mc) / seg["block_seconds"] / 1e9
     perf = [
         {"measurement": "float32 matmul peak (2048^2)", "GFLOP/s": peak, "% of peak": 100.0, "voxels/s": None},

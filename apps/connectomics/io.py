@@ -4,7 +4,8 @@ Every volume is addressed by one string, ``PATH[:INNER]``:
 
 - ``vol.zarr`` or ``vol.zarr:group/array`` — zarr v3 or v2 (a group with a single
   array, or with an array named like the expected kind, needs no INNER);
-- ``file.h5:dataset`` (also ``.hdf5``, ``.hdf``) — HDF5;
+- ``file.h5:dataset`` (also ``.hdf5``, ``.hdf``) — HDF5; ``file.h5:stack@transforms`` maps
+  the ids of ``stack`` through an ``(N, 2)`` table of ``[id, body]`` rows (NeuroProof ground truth);
 - ``vol.n5:dataset`` — N5 (raw, gzip, zstd or blosc chunks);
 - ``slices/`` — a folder of PNG/TIFF z-slices, sorted by name in natural order;
 - ``stack.tif`` — one multi-page TIFF (read into memory).
@@ -174,6 +175,25 @@ class _N5Array:
         return out.squeeze(axis=squeeze) if squeeze else out
 
 
+class _Mapped:
+    """Lazy view of an id volume mapped through an ``[id, body]`` table (NeuroProof ``transforms``)."""
+
+    def __init__(self, array, table: np.ndarray):
+        self.array = array
+        self.shape = array.shape
+        self.dtype = np.dtype(np.uint64)
+        table = table.astype(np.uint64)
+        order = np.argsort(table[:, 0], kind="stable")
+        self.keys, self.values = table[order, 0], table[order, 1]
+
+    def __getitem__(self, key):
+        ids = np.asarray(self.array[key]).astype(np.uint64)
+        pos = np.clip(np.searchsorted(self.keys, ids), 0, max(len(self.keys) - 1, 0))
+        hit = (self.keys[pos] == ids) if len(self.keys) else np.zeros(ids.shape, bool)
+        # Ids missing from the table keep their own id; 0 stays 0 unless the table maps it.
+        return np.where(hit, self.values[pos] if len(self.keys) else ids, ids)
+
+
 @dataclass
 class Volume:
     """A lazily read (z, y, x) volume.
@@ -238,11 +258,17 @@ def _open_array(spec: str, prefer: str = "") -> tuple[object, dict]:
         if not inner:
             names = [k for k, v in f.items() if isinstance(v, h5py.Dataset)]
             raise InputError(f"expected FILE.h5:DATASET naming one of {names}, found no dataset name", path)
+        inner, _, table = inner.partition("@")
+        if table:
+            if table not in f or f[table].ndim != 2 or f[table].shape[1] != 2:
+                raise InputError(f"expected '{table}' as an (N, 2) table of [id, body] rows in the HDF5 file", path)
         if inner not in f or not isinstance(f[inner], h5py.Dataset):
             names = []
             f.visit(lambda n: names.append(n) if isinstance(f[n], h5py.Dataset) else None)
             raise InputError(f"expected dataset '{inner}' in the HDF5 file, found only {names}", path)
         ds = f[inner]
+        if table:
+            return _Mapped(ds, np.asarray(f[table])), dict(ds.attrs)
         return ds, dict(ds.attrs)
     is_zarr = path.is_dir() and any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup"))
     if suffix == ".n5" or (not is_zarr and (path / "attributes.json").exists()):

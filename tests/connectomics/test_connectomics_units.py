@@ -105,7 +105,11 @@ def test_volume_formats_round_trip(tmp_path):
     np.testing.assert_array_equal(open_volume(f"{tmp_path}/a.zarr:labels", kind="labels")[1:3, :, 2], lab[1:3, :, 2])
     with h5py.File(tmp_path / "b.h5", "w") as f:
         f["vol/stack"] = lab
+        f["transforms"] = np.array([[1, 7], [2, 7], [3, 9]], np.int64)  # NeuroProof supervoxel -> body
     np.testing.assert_array_equal(open_volume(f"{tmp_path}/b.h5:vol/stack", kind="labels").read(), lab)
+    bodies = open_volume(f"{tmp_path}/b.h5:vol/stack@transforms", kind="labels")[2:5]
+    lut = np.array([0, 7, 7, 9, 4])
+    np.testing.assert_array_equal(bodies, lut[lab[2:5]])
     (tmp_path / "slices").mkdir()
     for k in range(img.shape[0]):
         Image.fromarray(img[k]).save(tmp_path / "slices" / f"z{k}.png")
