@@ -147,6 +147,7 @@ def main(argv=None) -> None:
         t["train"] = time.time() - t0
     stages_file.write_text(json.dumps(t))
 
+    shutil.rmtree(work / "deepsci", ignore_errors=True)     # never reuse finished shards
     t0 = time.time()
     run = run_pipeline(RunConfig(reads=bam, ref=ref, model=tr["model"],
                                  out_dir=str(work / "deepsci"), regions=test_reg,

@@ -263,6 +263,12 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
     lengths = dict(zip(fa.references, fa.lengths, strict=True))
     hint = config.regions if config.regions and Path(config.regions).is_file() else config.ref
     regions = vio.parse_regions(config.regions, lengths, hint)
+    in_bam = set(af.references)
+    missing = sorted({r.contig for r in regions} - in_bam)
+    if config.regions and missing:
+        raise InputError(f"expected the region's contigs in the alignments, found "
+                         f"{missing[:3]} missing", config.reads)
+    regions = [r for r in regions if r.contig in in_bam]
     if not regions:
         raise InputError("expected at least one region to process, found none", config.regions)
     sample = _sample_name(af, config.reads)
