@@ -180,10 +180,10 @@ def open_alignments(path: str | os.PathLike, fasta: str | os.PathLike, *,
         # shared ones are used, but there must be some and their lengths must agree.
         ref_len = dict(zip(fa.references, fa.lengths, strict=True))
         if not set(af.references) & set(ref_len):
+            names = ", ".join(af.references[:4]) or "none"
             af.close()
             raise InputError(f"expected contigs named as in the FASTA "
-                             f"({', '.join(list(ref_len)[:4])}), found "
-                             f"{', '.join(af.references[:4]) or 'none'}", path)
+                             f"({', '.join(list(ref_len)[:4])}), found {names}", path)
         for name, length in zip(af.references, af.lengths, strict=True):
             if name in ref_len and ref_len[name] != length:
                 af.close()

@@ -146,3 +146,16 @@ def test_labels_from_truth(tmp_path, vt, header):
     assert not truth.confident(outside)                   # outside the BED
     near_complex = Candidate("c1", 140, REF[140], ["A"], [("X", 140, "A")], 20, [10, 10])
     assert not truth.confident(near_complex)              # overlaps a complex truth record
+
+
+def test_downsampling_keeps_pairs_together(vt, header):
+    from deepsci.apps.variants.candidates import keep_read
+    cfg = CandidateConfig(downsample_fraction=0.5, downsample_seed=3)
+    kept = []
+    for i in range(400):
+        r1 = vt.make_read(header, f"p{i}", 10, "10M", REF[10:20])
+        r2 = vt.make_read(header, f"p{i}", 60, "10M", REF[60:70], reverse=True)
+        k1, k2 = keep_read(r1, cfg), keep_read(r2, cfg)
+        assert k1 == k2
+        kept.append(k1)
+    assert 0.4 < sum(kept) / len(kept) < 0.6

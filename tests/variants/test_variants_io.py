@@ -182,3 +182,15 @@ def test_gzip_bed(tmp_path):
     with gzip.open(p, "wt") as f:
         f.write("track name=x\nc1\t0\t10\n")
     assert vio.read_bed(p) == [vio.Region("c1", 0, 10)]
+
+
+def test_extra_bam_contigs_are_allowed_but_lengths_must_match(tmp_path, vt):
+    ref = vt.write_ref(tmp_path / "ref.fa", {"c1": SEQ})
+
+    def reads(h):
+        return [vt.make_read(h, "r0", 10, "50M", SEQ[10:60])]
+    ok = vt.write_bam(tmp_path / "extra.bam", {"c1": len(SEQ), "c2": 5000}, reads)
+    assert vio.open_alignments(ok, ref).count() == 1
+    bad = vt.write_bam(tmp_path / "len.bam", {"c1": len(SEQ) + 1}, reads)
+    with pytest.raises(InputError, match="length"):
+        vio.open_alignments(bad, ref)
