@@ -133,3 +133,26 @@ def test_bad_inputs_exit_2(trained, tmp_path, capsys):
                             "--out", str(tmp_path / "m"), "--variant", "v4"])
     assert rc == 2 and "variant" in err[0]
     assert not (tmp_path / "o" / "predictions.csv").exists()
+
+
+def test_preprocess_cli(trained, tmp_path):
+    out = tmp_path / "prep"
+    assert main(["retinopathy", "preprocess", "--labels", str(trained / "data" / "trainLabels.csv"),
+                 "--out", str(out), "--size", "64"]) == 0
+    q = pd.read_csv(out / "quality.csv")
+    assert len(q) == 80 and (q["gradable"] == 1).all()
+    assert np.asarray(Image.open(q["cache"].iloc[0])).shape == (64, 64, 3)
+    assert (out / "run_info.json").is_file() and (out / "config.json").is_file()
+
+
+def test_train_rerun_reuses_finished_members(trained):
+    model = trained / "model" / "member_0" / "model.keras"
+    before = model.stat().st_mtime_ns
+    info = json.loads((trained / "model" / "ensemble.json").read_text())
+    rc = main(["retinopathy", "train", "--labels", str(trained / "data" / "trainLabels.csv"),
+               "--out", str(trained / "model"), "--size", "64", "--width", "8", "--epochs", "5",
+               "--batch-size", "16", "--val-frac", "0.25", "--test-frac", "0.25",
+               "--no-tensorboard"])
+    assert rc == 0 and model.stat().st_mtime_ns == before
+    again = json.loads((trained / "model" / "ensemble.json").read_text())
+    assert again["operating_points"] == info["operating_points"]
