@@ -41,10 +41,12 @@ def _f1(rows, kind):
 def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     """Simulate a small genome, train a small model, call the held-out half, evaluate.
 
-    ``quick`` uses a 16 kb genome and one short training epoch (tens of seconds); the full
-    demo a 200 kb genome and 8 epochs (minutes on 2 cores).
+    ``quick`` uses a 30 kb genome and one short training epoch (about a minute); the full
+    demo a 200 kb genome, the training half at three read depths and 8 epochs (minutes on
+    2 cores).
     """
     from . import io as vio
+    from .candidates import CandidateConfig
     from .evaluate import EvaluateConfig, evaluate_calls
     from .make_examples import MakeExamplesConfig, example_files, make_examples, parse_example
     from .pipeline import RunConfig, bcftools_call, run_pipeline
@@ -53,22 +55,28 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    length = 16_000 if quick else 200_000
+    length = 30_000 if quick else 200_000
     t0 = time.time()
     sim = simulate(SimulateConfig(out_dir=str(out / "sim"), genome_length=length,
                                   snp_rate=2e-3, indel_rate=5e-4,
                                   coverage=20.0 if quick else 30.0, seed=1))
     contig = "chr1"
     mid = length // 2
-    make_examples(MakeExamplesConfig(reads=sim["bam"], ref=sim["ref"],
-                                     out_dir=str(out / "train_examples"),
-                                     regions=f"{contig}:1-{mid}", truth_vcf=sim["truth"],
-                                     confident_bed=sim["bed"], scheduler="inline", gvcf=False),
-                  progress=False)
-    tr = train_variants(TrainVariantsConfig(examples=str(out / "train_examples"),
+    # The full demo adds DeepVariant-style down-sampled copies of the training half.
+    fractions = [1.0] if quick else [1.0, 0.7, 0.5]
+    dirs = []
+    for k, frac in enumerate(fractions):
+        d = out / f"train_examples_{frac:g}"
+        make_examples(MakeExamplesConfig(
+            reads=sim["bam"], ref=sim["ref"], out_dir=str(d), regions=f"{contig}:1-{mid}",
+            truth_vcf=sim["truth"], confident_bed=sim["bed"], scheduler="inline", gvcf=False,
+            seed=k, candidates=CandidateConfig(downsample_fraction=frac, downsample_seed=k)),
+            progress=False)
+        dirs.append(str(d))
+    tr = train_variants(TrainVariantsConfig(examples=",".join(dirs),
                                             out_dir=str(out / "model"),
-                                            epochs=1 if quick else 8, batch_size=16,
-                                            width=8 if quick else 32))
+                                            epochs=1 if quick else 8, batch_size=8 if quick else 32,
+                                            width=8 if quick else 16))
     test_bed = out / "test.bed"
     vio.write_bed([(contig, mid, length - 200)], test_bed)
     run = run_pipeline(RunConfig(reads=sim["bam"], ref=sim["ref"], model=tr["model"],
