@@ -224,13 +224,16 @@ def main(argv=None) -> None:
                          "images/s": r["images_per_s"], "GFLOP/image": r["gflop_per_image"],
                          "GFLOP/s": r["gflops"], "% of matmul peak": 100 * r["gflops"] / peak})
 
-    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # The machine is shared: report how busy it was so the numbers can be read.
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = [
         "## retinopathy",
         "",
         f"{date}, {info.get('cores')} CPU cores ({info.get('cpu', info.get('cpu_model', ''))}), "
         f"TensorFlow {info.get('tensorflow', '')}; float32 matmul peak measured now: "
-        f"{peak:.1f} GFLOP/s. Command: `python bench/retinopathy.py "
+        f"{peak:.1f} GFLOP/s; load average (1, 5, 15 min) at the end: {load}. "
+        f"Command: `python bench/retinopathy.py "
         f"{' '.join(argv) if argv is not None else ' '.join(os.sys.argv[1:])}`",
         "",
         "### Preprocessing (goal >= 20 images/s)",
