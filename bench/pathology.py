@@ -175,6 +175,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="reduced settings")
     p.add_argument("--skip-v3", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-heatmap", action="store_true")
     p.add_argument("--hm-slides", type=int, default=4)
     p.add_argument("--hm-size", type=int, default=2048)
     p.add_argument("--small-patch", type=int, default=96)
@@ -209,26 +210,33 @@ def main() -> None:
            f"Matmul peak measured in the same run: {peak:.1f} GFLOP/s (float32). "
            f"Load average at start: {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
            "(the machine is shared; other jobs compete for the cores).", ""]
-    hm = bench_heatmap(work, args, peak)
-    out += [f"### heatmap throughput ({args.hm_slides} synthetic {args.hm_size}x{args.hm_size} slides "
-            f"at 0.5 um/px, tissue tiles only, batch {args.batch}; untrained weights)", "",
-            "`tiles/s` is end to end (for Dask: wall time including worker start-up and model "
-            "loading); `tiles/s in-slide` counts only the time inside the slides.", "",
-            table(hm, ["model", "mode", "tiles", "tiles/s", "tiles/s in-slide", "level-0 MP/s", "GFLOP/tile", "GFLOP/s",
-                       "% of matmul peak", "seconds"]), ""]
-    if REAL_SVS.exists():
-        out += [f"### reading the real SVS ({REAL_SVS.name})", "",
-                table(bench_reading(REAL_SVS), ["reader", "items/s", "MP/s"]), ""]
-    else:
-        out += ["(real SVS not found: reading benchmark skipped)", ""]
+
+    def emit(lines):
+        # Print and save each section as soon as it exists, so a long run
+        # that is stopped still leaves its finished tables.
+        out.extend(lines)
+        print("\n".join(lines), flush=True)
+        if args.results:
+            args.results.write_text("\n".join(out) + "\n")
+
+    emit([])
     if not args.skip_accuracy:
         rows, extra = bench_accuracy(work, args)
-        out += ["### FROC and slide AUC on held-out synthetic slides", "", extra["settings"], "",
-                table(rows, list(rows[0])), ""]
-    text = "\n".join(out)
-    print(text)
-    if args.results:
-        args.results.write_text(text + "\n")
+        emit(["### FROC and slide AUC on held-out synthetic slides", "", extra["settings"], "",
+              table(rows, list(rows[0])), ""])
+    if REAL_SVS.exists():
+        emit([f"### reading the real SVS ({REAL_SVS.name})", "",
+              table(bench_reading(REAL_SVS), ["reader", "items/s", "MP/s"]), ""])
+    else:
+        emit(["(real SVS not found: reading benchmark skipped)", ""])
+    if not args.skip_heatmap:
+        hm = bench_heatmap(work, args, peak)
+        emit([f"### heatmap throughput ({args.hm_slides} synthetic {args.hm_size}x{args.hm_size} slides "
+              f"at 0.5 um/px, tissue tiles only, batch {args.batch}; untrained weights)", "",
+              "`tiles/s` is end to end (for Dask: wall time including worker start-up and model "
+              "loading); `tiles/s in-slide` counts only the time inside the slides.", "",
+              table(hm, ["model", "mode", "tiles", "tiles/s", "tiles/s in-slide", "level-0 MP/s",
+                         "GFLOP/tile", "GFLOP/s", "% of matmul peak", "seconds"]), ""])
 
 
 if __name__ == "__main__":
