@@ -249,11 +249,14 @@ def _build(n_targets: int, mc: ModelConfig, scaling: dict):
                 std=scaling["std"], atomref=scaling["atomref"])
 
 
-def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None) -> dict:
+def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None,
+                    dataset: MoleculeSet | None = None) -> dict:
     """Run the whole training stage; returns the summary written to ``summary.json``.
 
     Resumable: a killed run restarted with the same config continues from the
     last checkpoint of the unfinished member; finished members are kept.
+    ``dataset`` skips reading ``cfg.data`` when the caller already holds the
+    molecules (it must be what ``load_dataset`` returns for ``cfg``).
     """
     import dataclasses
 
@@ -266,8 +269,9 @@ def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json")
     write_run_info(out, command="molecules train", config=cfg)
-    ms = load_dataset(cfg.data, targets=cfg.targets, limit=cfg.limit, seed=cfg.seed,
-                      smiles_column=cfg.smiles_column, skip_invalid=cfg.skip_invalid)
+    ms = dataset if dataset is not None else load_dataset(
+        cfg.data, targets=cfg.targets, limit=cfg.limit, seed=cfg.seed,
+        smiles_column=cfg.smiles_column, skip_invalid=cfg.skip_invalid)
     names = list(ms.targets.columns)
     tr, va, te = split_indices(ms, kind=cfg.split, val=cfg.val, test=cfg.test, seed=cfg.seed)
     if len(va) == 0:
