@@ -49,10 +49,16 @@ def choose_operating_points(y_true: np.ndarray, scores: np.ndarray, *,
                             target_specificity: float = 0.98) -> dict[str, OperatingPoint]:
     """Pick the high-sensitivity and high-specificity thresholds on validation data.
 
-    * high sensitivity: the *highest* threshold whose sensitivity is at least
-      ``target_sensitivity`` (so specificity is as high as it can be there);
-    * high specificity: the *lowest* threshold whose specificity is at least
-      ``target_specificity`` (so sensitivity is as high as it can be there).
+    * high sensitivity: among thresholds whose sensitivity is at least
+      ``target_sensitivity``, the one with the best specificity; ties go to
+      the lowest threshold (most sensitive);
+    * high specificity: among thresholds whose specificity is at least
+      ``target_specificity``, the one with the best sensitivity; ties go to
+      the highest threshold (most specific).
+
+    On a validation set that separates the classes over a range of
+    thresholds this keeps the high-sensitivity threshold below the
+    high-specificity one, as the names promise.
 
     Thresholds are placed at observed scores, so ``scores >= threshold``
     reproduces the reported sensitivity/specificity exactly on this set.
@@ -80,11 +86,17 @@ def choose_operating_points(y_true: np.ndarray, scores: np.ndarray, *,
     last = np.searchsorted(-s_sorted, -cands, side="right") - 1
     sens = tp[last] / pos.sum()
     spec = 1 - fp[last] / neg.sum()
-    i_sens = int(np.argmax(sens >= target_sensitivity))  # first (highest threshold) reaching it
-    ok_spec = np.nonzero(spec >= target_specificity)[0]
-    # Specificity falls as the threshold falls: the last index still meeting it.
-    if len(ok_spec):
-        i = int(ok_spec[-1])
+    # Among thresholds meeting the sensitivity target, the best specificity;
+    # ties (a validation set separable over a range) go to the LOWEST such
+    # threshold, i.e. the most sensitive -- the point of this operating point.
+    ok = sens >= target_sensitivity  # always true at the lowest threshold
+    best = spec[ok].max()
+    i_sens = int(np.nonzero(ok & (spec == best))[0][-1])
+    ok_spec = spec >= target_specificity
+    if ok_spec.any():
+        # Mirror image: best sensitivity, ties to the HIGHEST threshold.
+        best = sens[ok_spec].max()
+        i = int(np.nonzero(ok_spec & (sens == best))[0][0])
         high_spec = OperatingPoint("high_specificity", float(cands[i]), float(sens[i]),
                                    float(spec[i]))
     else:

@@ -32,11 +32,32 @@ def test_operating_points_hand_made():
     assert hp.specificity >= 0.98
     assert (neg >= hp.threshold).sum() <= 1
     assert hp.sensitivity == pytest.approx((pos >= hp.threshold).mean())
-    # Thresholds are the extremes that still meet their target.
-    higher = s[s > hs.threshold].min()
-    assert sens_spec(y, s, higher)[0] < 0.975
-    lower = s[s < hp.threshold].max()
-    assert sens_spec(y, s, lower)[1] < 0.98
+    # No other threshold meeting a target does better on the other measure.
+    for t in np.unique(s):
+        se, sp = sens_spec(y, s, t)
+        if se >= 0.975:
+            assert sp <= hs.specificity
+        if sp >= 0.98:
+            assert se <= hp.sensitivity
+    assert hs.threshold <= hp.threshold
+
+
+def test_operating_points_on_separable_validation():
+    # Every threshold in (0.3, 0.7] separates perfectly: the high-sensitivity
+    # point must take the lowest such threshold, the high-specificity the highest.
+    y = np.array([0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    pts = choose_operating_points(y, s)
+    assert pts["high_sensitivity"].threshold == 0.7
+    assert pts["high_specificity"].threshold == 0.7
+    s2 = np.array([0.1, 0.2, 0.3, 0.6, 0.8, 0.9])
+    y2 = np.array([0, 0, 0, 1, 1, 1])
+    p2 = choose_operating_points(y2, s2, target_sensitivity=0.6, target_specificity=0.6)
+    # sens >= 0.6 and spec 1.0 hold for thresholds 0.6 and 0.8: the lower is chosen.
+    assert p2["high_sensitivity"].threshold == 0.6
+    # spec >= 0.6 with best sensitivity (1.0): thresholds 0.6 (and below, worse spec
+    # but still >= 0.6 at 0.3: spec 2/3). Best sensitivity ties -> highest threshold.
+    assert p2["high_specificity"].threshold == 0.6
 
 
 def test_operating_points_applied_unchanged():
