@@ -130,6 +130,7 @@ def train(
     batch_size: int = typer.Option(32),
     learning_rate: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
+    strategy: str = typer.Option("auto", help="auto, cpu, gpu, mirrored, ... (core)."),
 ):
     """Train the genotype classifier on the core training loop (resumable)."""
     from .train import TrainVariantsConfig, train_variants
@@ -138,7 +139,7 @@ def train(
                               val_examples=str(val_examples) if val_examples else None,
                               variant=model_variant,
                               warm_start=str(warm_start) if warm_start else None, epochs=epochs,
-                              width=width,
+                              width=width, strategy=strategy,
                               batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     res = train_variants(cfg)
     last = res["history"][-1] if res["history"] else {}

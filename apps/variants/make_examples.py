@@ -270,6 +270,9 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
                          f"{missing[:3]} missing", config.reads)
     regions = [r for r in regions if r.contig in in_bam]
     if not regions:
+        raise InputError("expected at least one FASTA contig in the alignments, found none",
+                         config.reads)
+    if not regions:
         raise InputError("expected at least one region to process, found none", config.regions)
     sample = _sample_name(af, config.reads)
     af.close()
