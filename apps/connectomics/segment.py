@@ -31,7 +31,7 @@ from deepsci.core.io import atomic_dir, atomic_path, save_config, write_run_info
 from .inference import InferenceConfig
 from .io import create_output, open_volume
 
-__all__ = ["SegmentConfig", "plan_blocks", "stitch_blocks", "segment_volume"]
+__all__ = ["SegmentConfig", "plan_blocks", "stitch_blocks", "assemble_blocks", "segment_volume"]
 
 
 @dataclass
@@ -222,6 +222,24 @@ def stitch_blocks(blocks: list[dict], block_dir: Path, *, min_overlap: int = 20,
     return mapping
 
 
+def assemble_blocks(blocks: list[dict], block_dir: Path, mapping: dict, labels, prob=None) -> None:
+    """Write every block's core, relabelled to global ids, into ``labels`` (and ``prob``).
+
+    ``labels``/``prob`` are (Z, Y, X) array-likes supporting slice assignment (zarr arrays,
+    numpy arrays); only one block is in memory at a time.
+    """
+    for i, b in enumerate(blocks):
+        res = _read_block(block_dir, b["key"])
+        lut = np.zeros(int(res["labels"].max()) + 1, np.uint32)
+        for lid in range(1, len(lut)):
+            lut[lid] = mapping.get((i, lid), 0)
+        local = tuple(slice(c0 - o, c1 - o) for c0, c1, o in zip(b["core_lo"], b["core_hi"], b["lo"], strict=True))
+        dest = tuple(slice(c0, c1) for c0, c1 in zip(b["core_lo"], b["core_hi"], strict=True))
+        labels[dest] = lut[res["labels"][local]]
+        if prob is not None:
+            prob[dest] = res["prob"][local]
+
+
 def _fingerprint(model: str, image: str, cfg: SegmentConfig) -> str:
     st = os.stat(model)
     text = json.dumps([os.path.abspath(model), st.st_size, st.st_mtime_ns, image, asdict(cfg)], sort_keys=True,
@@ -284,15 +302,7 @@ def segment_volume(model: str | Path, image: str | Path, out_dir: str | Path, cf
         group = create_output(tmp, vol.shape, {"labels": np.uint32, "probability": np.uint8},
                               voxel_size=vol.voxel_size, chunks=cfg.chunks,
                               attrs={"source": vol.spec, "model": model})
-        for i, b in enumerate(blocks):
-            res = _read_block(work, b["key"])
-            lut = np.zeros(int(res["labels"].max()) + 1, np.uint32)
-            for lid in range(1, len(lut)):
-                lut[lid] = mapping.get((i, lid), 0)
-            local = tuple(slice(c0 - o, c1 - o) for c0, c1, o in zip(b["core_lo"], b["core_hi"], b["lo"], strict=True))
-            dest = tuple(slice(c0, c1) for c0, c1 in zip(b["core_lo"], b["core_hi"], strict=True))
-            group["labels"][dest] = lut[res["labels"][local]]
-            group["probability"][dest] = res["prob"][local]
+        assemble_blocks(blocks, work, mapping, group["labels"], group["probability"])
     save_config(cfg, out_dir / "config.json")
     summary = {"segmentation": str(seg_path), "objects": len(set(mapping.values())), "blocks": len(blocks),
                "fov_evals": int(sum(r["fov_evals"] for r in results.values())),
