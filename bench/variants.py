@@ -55,6 +55,8 @@ def main(argv=None) -> None:
     p.add_argument("--width", type=int, default=16, help="small Inception width")
     p.add_argument("--scheduler", default="inline",
                    help="make-examples shards: inline (this process) or local (Dask cluster)")
+    p.add_argument("--model", default=None,
+                   help="use this trained model.keras instead of training on the first half")
     p.add_argument("--reuse", action="store_true",
                    help="keep --work: reuse its simulation and trained model if present")
     p.add_argument("--downsample", default="1.0,0.7,0.5",
@@ -118,6 +120,11 @@ def main(argv=None) -> None:
     t0 = time.time()
     model_path = work / "model" / "model.keras"
     reuse_model = args.reuse and model_path.exists() and (work / "train_labels.json").exists()
+    if args.model:
+        # A model trained elsewhere (e.g. a previous full run at another coverage).
+        model_path, reuse_model = Path(args.model), True
+        (work / "train_labels.json").write_text(json.dumps([[0, 0, 0], {
+            "candidates_per_second": float("nan"), "candidates": 0}]))
     fractions = [float(f) for f in args.downsample.split(",")]
     dirs, labels, me = [], [0, 0, 0], None
     for k, frac in enumerate([] if reuse_model else fractions):
@@ -135,6 +142,9 @@ def main(argv=None) -> None:
         labels, me = json.loads((work / "train_labels.json").read_text())
         t["make-examples (train half)"] = old_stages.get("make-examples (train half)")
         t["train"] = old_stages.get("train")
+        if args.model:
+            t.pop("make-examples (train half)")
+            t.pop("train")
         tr = {"model": str(model_path)}
     else:
         (work / "train_labels.json").write_text(json.dumps([labels, me]))
@@ -177,11 +187,14 @@ def main(argv=None) -> None:
             "INDEL R", "INDEL FP/FN", "wall s", "wall / bcftools"]
     print(f"## variants — {dt.date.today().isoformat()}, {mi.get('cores')} cores "
           f"({mi.get('cpu_model', mi.get('cpu', ''))}), TF {mi.get('tensorflow', '')}\n")
+    trained = (f"model {args.model} (not trained in this run)" if args.model else
+               f"train on {train_reg}")
     print(f"Genome: {origin}; {sim['n_snps']} SNPs + {sim['n_indels']} indels planted; "
-          f"{args.coverage:g}x 2x150 bp, BWA-MEM (pybwa). Train on {train_reg} "
-          f"({labels} hom-ref/het/hom-alt examples at read fractions {args.downsample}, "
-          f"small Inception width {args.width}, {args.epochs} epochs), "
-          f"call {test_reg}.\n")
+          f"{args.coverage:g}x 2x150 bp, BWA-MEM (pybwa). {trained}"
+          + ("" if args.model else
+             f" ({labels} hom-ref/het/hom-alt examples at read fractions {args.downsample}, "
+             f"small Inception width {args.width}, {args.epochs} epochs)")
+          + f", call {test_reg}.\n")
     print(table(rows, cols))
     stage = [{"stage": k + (" (reused from the previous run)" if args.reuse else ""),
               "wall s": v} for k, v in t.items()]
