@@ -242,7 +242,9 @@ def assemble_blocks(blocks: list[dict], block_dir: Path, mapping: dict, labels, 
 
 def _fingerprint(model: str, image: str, cfg: SegmentConfig) -> str:
     st = os.stat(model)
-    text = json.dumps([os.path.abspath(model), st.st_size, st.st_mtime_ns, image, asdict(cfg)], sort_keys=True,
+    # Where blocks run (scheduler, workers) does not change their results, so it may differ on resume.
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("scheduler", "workers")}
+    text = json.dumps([os.path.abspath(model), st.st_size, st.st_mtime_ns, image, settings], sort_keys=True,
                       default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
