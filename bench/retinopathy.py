@@ -221,9 +221,9 @@ def main(argv=None) -> None:
             f"{args.train_seed}), operating points from {ens['counts']['val']} validation "
             f"images; small Inception width {args.width} at {args.size} px, {args.epochs} "
             f"epochs, ensemble {args.ensemble}"
-            + (f", training took {train_seconds:.0f} s" if train_seconds and not reused
-               else f", model reused from {model_dir} (operating points re-chosen)")
-            + ".",
+            + (f", training took {train_seconds:.0f} s" if train_seconds else "")
+            + (" (members already in the model directory were reused; operating points "
+               "re-chosen)" if reused else "") + ".",
             "",
             table(acc_rows, list(acc_rows[0])),
             "",

@@ -320,11 +320,21 @@ def saliency_map(attr: np.ndarray, *, sigma: float | None = None) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, sal: np.ndarray) -> np.ndarray:
-    """Heat-map overlay (uint8 RGB, shape (S, S, 3)) of ``sal`` on ``image``."""
+    """Heat-map overlay of ``sal`` (any side, resized) on ``image`` (uint8 RGB, shape (D, D, 3)).
+
+    Saliency is scaled by its 99th percentile rather than its maximum, so
+    that every lesion that contributed is visible, not only the strongest one.
+    """
     from matplotlib import colormaps
 
-    heat = colormaps["inferno"](sal)[..., :3]
-    a = np.clip(sal, 0, 1)[..., None] * 0.6
+    d = image.shape[0]
+    if sal.shape[0] != d:
+        sal = np.asarray(Image.fromarray(sal.astype(np.float32)).resize((d, d), Image.BILINEAR))
+    pos = sal[sal > 0]
+    scale = np.percentile(pos, 99) if pos.size else 1.0
+    v = np.clip(sal / max(scale, 1e-12), 0, 1) ** 0.7
+    heat = colormaps["inferno"](v)[..., :3]
+    a = v[..., None] * 0.65
     return (np.clip((1 - a) * image / 255.0 + a * heat, 0, 1) * 255).astype(np.uint8)
 
 
@@ -370,7 +380,10 @@ def explain_images(config: InferenceConfig, out_dir: str | Path, *,
     if limit:
         df = df.iloc[:limit]
     size = info["preprocessing"]["size"]
-    display = dataclasses.replace(PreprocessConfig(**info["preprocessing"]), local_contrast=False)
+    # Clinicians look at the photograph, not the network's contrast-normalised
+    # input, and at no less than 448 px whatever the training size.
+    display = dataclasses.replace(PreprocessConfig(**info["preprocessing"]), local_contrast=False,
+                                  size=max(448, size))
     rows = []
     for _, r in progress(df.iterrows(), total=len(df), desc="explain", unit="img"):
         x = to_input(_load_cached([r["cache"]]))

@@ -100,7 +100,7 @@ def test_explain_saliency_on_lesions(trained):
     # Saliency mass falls on the painted lesions more than on the background.
     assert ratios.median() > 1.5
     overlay = np.asarray(Image.open(out / table["overlay"].iloc[0]))
-    assert overlay.shape == (64, 128, 3)
+    assert overlay.shape == (448, 896, 3)  # photograph | overlay, at least 448 px
 
 
 def _err(capsys, argv):
