@@ -90,7 +90,11 @@ def call_variants(config: CallConfig) -> dict:
             f.write("#" + "\t".join(COLUMNS) + "\n")
             for img, meta in progress(_dataset(files, config.batch_size), desc="call-variants",
                                       unit="batch"):
-                probs = infer(img).numpy().astype(np.float64)
+                k = int(img.shape[0])
+                if k < config.batch_size:
+                    # Pad the last batch: one traced graph for all batches, no retrace.
+                    img = tf.pad(img, [[0, config.batch_size - k], [0, 0], [0, 0], [0, 0]])
+                probs = infer(img).numpy().astype(np.float64)[:k]
                 cols = {k: v.numpy() for k, v in meta.items()}
                 for i in range(probs.shape[0]):
                     f.write("\t".join([
