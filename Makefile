@@ -9,7 +9,7 @@ EXTRAS ?= dev,qm9,dft
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip "setuptools>=69" wheel
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77" wheel
 
 # Reinstall when the dependency list changes.
 $(STAMP): pyproject.toml | $(PY)
