@@ -70,8 +70,8 @@ def _save_untrained(path: Path, variant: str, patch: int, width: int, mags=(20.0
 
 def bench_heatmap(work: Path, args, peak: float) -> list[dict]:
     from deepsci.apps.pathology.heatmap import HeatmapConfig, run_heatmaps
-    from deepsci.core.bench import matmul_peak_gflops
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
+    from deepsci.core.bench import matmul_peak_gflops
 
     slides = work / "hm_slides"
     make_slides(slides, n_tumour=args.hm_slides // 2, n_normal=args.hm_slides - args.hm_slides // 2,
