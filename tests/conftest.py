@@ -13,3 +13,31 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from deepsci.core.accelerator import split_cpu  # noqa: E402
 
 split_cpu(2)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.fixture
+def run_notebook(monkeypatch):
+    """Execute ``notebooks/<name>.ipynb`` on tiny settings; return (notebook, all text output)."""
+
+    def run(name: str, timeout: int = 300):
+        import nbformat
+        from nbclient import NotebookClient
+
+        monkeypatch.setenv("DEEPSCI_NOTEBOOK_QUICK", "1")
+        monkeypatch.setenv("DEEPSCI_PROGRESS", "0")
+        monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+        path = NOTEBOOKS / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                       for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+        return nb, text
+
+    return run
