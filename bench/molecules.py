@@ -153,7 +153,9 @@ def _chemprop_finish(args, job, names):
                     "--num-workers", "0"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     pred = pd.read_csv(pred_csv)
-    return np.stack([pred[n].to_numpy(np.float64) for n in names], axis=1), seconds, ckpts[-1].name
+    # chemprop 2.3 echoes the input columns and adds pred_0..pred_{T-1} in target order.
+    cols = [f"pred_{j}" if f"pred_{j}" in pred.columns else n for j, n in enumerate(names)]
+    return np.stack([pred[c].to_numpy(np.float64) for c in cols], axis=1), seconds, ckpts[-1].name
 
 
 def accuracy(args) -> tuple[str, dict]:
