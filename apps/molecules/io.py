@@ -15,8 +15,11 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io as _io
+import os
 import re
+import sys
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,16 +173,39 @@ def mol_from_xyz(symbols, coords, *, charge: int = 0):
         raise ValueError("expected element symbols, found an unreadable atom list")
     check_elements(mol)
     # Strained rings (bicyclobutanes) put non-bonded atoms within 1.3x covalent
-    # radii; tighter factors recover most of them.
+    # radii; tighter factors recover some, and extended-Hückel connectivity
+    # recovers the rest of QM9 (checked against QM9's own SMILES).
     err = None
-    for cov in (1.3, 1.2, 1.1):
+    for cov in (1.3, 1.2, 1.1, None):
         trial = Chem.Mol(mol)
         try:
-            rdDetermineBonds.DetermineBonds(trial, charge=charge, covFactor=cov)
+            if cov is None:
+                with _quiet_fds():  # YAeHMOP prints distance warnings on the C streams
+                    rdDetermineBonds.DetermineBonds(trial, charge=charge, useHueckel=True)
+            else:
+                rdDetermineBonds.DetermineBonds(trial, charge=charge, covFactor=cov)
             return trial
         except Exception as exc:  # RDKit raises bare ValueError/RuntimeError
             err = exc
     raise ValueError(f"expected perceivable bonds, found {type(err).__name__}: {err}")
+
+
+@contextmanager
+def _quiet_fds():
+    """Silence file descriptors 1 and 2 (C-level output) for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def geometry_string(mol) -> str:
