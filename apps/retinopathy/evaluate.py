@@ -56,9 +56,10 @@ def choose_operating_points(y_true: np.ndarray, scores: np.ndarray, *,
       ``target_specificity``, the one with the best sensitivity; ties go to
       the highest threshold (most specific).
 
-    On a validation set that separates the classes over a range of
-    thresholds this keeps the high-sensitivity threshold below the
-    high-specificity one, as the names promise.
+    When the validation set is nearly separable both targets can hold at
+    once and the two rules may cross; then both thresholds meet both targets
+    and they are swapped so that the high-sensitivity threshold is the lower
+    one, as the names promise.
 
     Thresholds are placed at observed scores, so ``scores >= threshold``
     reproduces the reported sensitivity/specificity exactly on this set.
@@ -103,11 +104,18 @@ def choose_operating_points(y_true: np.ndarray, scores: np.ndarray, *,
         # Even the top score is a negative: only "refer nobody" reaches the target.
         high_spec = OperatingPoint("high_specificity", float(np.nextafter(s.max(), np.inf)),
                                    0.0, 1.0)
-    return {
-        "high_sensitivity": OperatingPoint("high_sensitivity", float(cands[i_sens]),
-                                           float(sens[i_sens]), float(spec[i_sens])),
-        "high_specificity": high_spec,
-    }
+    high_sens = OperatingPoint("high_sensitivity", float(cands[i_sens]), float(sens[i_sens]),
+                               float(spec[i_sens]))
+    if high_sens.threshold > high_spec.threshold:
+        # Both targets are met on the whole interval between the two thresholds
+        # (validation nearly separable): give each name the end that serves it,
+        # the lower threshold to high sensitivity, the higher to high specificity.
+        high_sens, high_spec = (
+            OperatingPoint("high_sensitivity", high_spec.threshold, high_spec.sensitivity,
+                           high_spec.specificity),
+            OperatingPoint("high_specificity", high_sens.threshold, high_sens.sensitivity,
+                           high_sens.specificity))
+    return {"high_sensitivity": high_sens, "high_specificity": high_spec}
 
 
 def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000,

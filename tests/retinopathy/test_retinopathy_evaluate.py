@@ -60,6 +60,19 @@ def test_operating_points_on_separable_validation():
     assert p2["high_specificity"].threshold == 0.6
 
 
+def test_crossed_operating_points_are_swapped():
+    # One negative at 0.75 among positives: the sensitivity rule alone picks 0.8
+    # (sens 4/5 >= 0.75, spec 1.0) and the specificity rule alone picks 0.5
+    # (spec 4/5 >= 0.75, sens 1.0); both meet both targets, so the
+    # high-sensitivity point must be the lower threshold.
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.75, 0.5, 0.8, 0.85, 0.9, 0.95])
+    pts = choose_operating_points(y, s, target_sensitivity=0.75, target_specificity=0.75)
+    hs, hp = pts["high_sensitivity"], pts["high_specificity"]
+    assert hs.threshold == 0.5 and hs.sensitivity == 1.0 and hs.specificity == 0.8
+    assert hp.threshold == 0.8 and hp.sensitivity == 0.8 and hp.specificity == 1.0
+
+
 def test_operating_points_applied_unchanged():
     rng = np.random.default_rng(1)
     yv = rng.integers(0, 2, 300)
