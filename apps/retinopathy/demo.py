@@ -14,7 +14,7 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     out_dir : Path
         Everything is written here (data/, model/, eval/, explain/).
     quick : bool
-        Tiny settings (tests): 30 patients, 64-px network input, 3 epochs.
+        Tiny settings (tests): 40 patients, 64-px network input, 6 epochs.
 
     Returns
     -------
@@ -33,11 +33,11 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
 
     out_dir = Path(out_dir)
     if quick:
-        synth = SynthConfig(n_patients=30, size=256, seed=0)
-        size, width, epochs, boot, n_explain = 64, 8, 3, 200, 2
+        synth = SynthConfig(n_patients=40, size=256, seed=0)
+        size, width, epochs, boot, n_explain = 64, 8, 6, 200, 2
     else:
-        synth = SynthConfig(n_patients=200, size=384, seed=0)
-        size, width, epochs, boot, n_explain = 128, 16, 12, 1000, 6
+        synth = SynthConfig(n_patients=150, size=384, seed=0)
+        size, width, epochs, boot, n_explain = 128, 16, 10, 1000, 6
     make_dataset(out_dir / "data", synth)
     spec = DatasetSpec(labels=out_dir / "data" / "trainLabels.csv")
     cfg = RetinopathyConfig(
