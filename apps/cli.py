@@ -46,10 +46,10 @@ for _name in _available_apps():
 @app.command()
 def version() -> None:
     """Print the deepsci, TensorFlow and Keras versions."""
-    from deepsci.core import __version__
-
     import keras
     import tensorflow as tf
+
+    from deepsci.core import __version__
 
     typer.echo(f"deepsci {__version__}\ntensorflow {tf.__version__}\nkeras {keras.__version__}")
 

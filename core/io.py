@@ -190,7 +190,7 @@ def write_run_info(out_dir: str | os.PathLike, *, command: str, config=None, ext
         "deepsci_version": __version__,
         "command": command,
         "argv": sys.argv,
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),

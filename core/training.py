@@ -345,7 +345,7 @@ class _Loop:
             scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         return tf.stack([local_sum, local_n]), y, y_pred, w
 
     def _train_step(self, batch):

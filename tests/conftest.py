@@ -22,8 +22,12 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.fixture
-def run_notebook(monkeypatch):
-    """Execute ``notebooks/<name>.ipynb`` on tiny settings; return (notebook, all text output)."""
+def run_notebook(monkeypatch, tmp_path):
+    """Execute ``notebooks/<name>.ipynb`` on tiny settings in a temporary folder.
+
+    Returns ``(text, figures)``: all text output, and how many figures were
+    displayed (the kernel keeps its inline matplotlib backend).
+    """
 
     def run(name: str, timeout: int = 300):
         import nbformat
@@ -32,12 +36,13 @@ def run_notebook(monkeypatch):
         monkeypatch.setenv("DEEPSCI_NOTEBOOK_QUICK", "1")
         monkeypatch.setenv("DEEPSCI_PROGRESS", "0")
         monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-        path = NOTEBOOKS / f"{name}.ipynb"
-        nb = nbformat.read(path, as_version=4)
+        monkeypatch.delenv("MPLBACKEND", raising=False)
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
         text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                        for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-        return nb, text
+        figures = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+        return text, figures
 
     return run

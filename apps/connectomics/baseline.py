@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
+
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import save_config, write_run_info
-from scipy import ndimage as ndi
 
 from .inference import relabel_sequential
 from .io import open_volume, write_volume

@@ -65,8 +65,11 @@ def train(
     seed: int = 0,
     tensorboard: bool = True,
     voxel_size: VoxelSize = None,
+    strategy: Annotated[str, typer.Option(
+        help="auto|cpu|gpu|gpu:N|mirrored|tpu|multi-worker (see `deepsci devices`).")] = "auto",
 ):
     """Train an FFN on a labelled volume (resumes from checkpoints in --out)."""
+    from deepsci.core.accelerator import resolve_strategy
     from deepsci.core.training import TrainConfig
 
     from .io import check_same_shape, open_volume
@@ -81,7 +84,7 @@ def train(
     img = open_volume(image, voxel_size=voxel_size)
     lab = open_volume(labels, voxel_size=voxel_size, kind="labels")
     check_same_shape(img, lab)
-    result = train_ffn(img, lab, cfg, out)
+    result = train_ffn(img, lab, cfg, out, strategy=resolve_strategy(strategy))
     typer.echo(json.dumps(result))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.io import atomic_path
 
 __all__ = ["orthogonal_slices"]

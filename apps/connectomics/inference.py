@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from deepsci.core.errors import ConfigError, InputError
 from scipy import ndimage as ndi
+
+from deepsci.core.errors import ConfigError, InputError
 
 from .train import SEED_IN, SEED_OUT, face_moves, logit
 

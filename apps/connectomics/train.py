@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
+
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import save_config, write_run_info
 from deepsci.core.models.ffn import PRESETS, FFNConfig
 from deepsci.core.training import TrainConfig
-from scipy import ndimage as ndi
 
 __all__ = [
     "FFNTrainConfig",

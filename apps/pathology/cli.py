@@ -61,8 +61,9 @@ def tissue(
 ):
     """Detect tissue (Otsu on saturation) and write the mask as a PNG."""
     import numpy as np
-    from deepsci.core.io import atomic_path
     from PIL import Image
+
+    from deepsci.core.io import atomic_path
 
     from .io import Slide
     from .tissue import TissueConfig, slide_tissue

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError, InputError
 
 from .io import read_heatmap, write_detections_csv

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError, InputError
 
 from .io import SLIDE_SUFFIXES, Slide, rasterize, read_annotations, read_detections_csv
@@ -300,6 +301,7 @@ def _plot_froc(total_fps, sens, froc, path: os.PathLike) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from deepsci.core.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -323,8 +325,9 @@ def _plot_roc(labels, scores, auc, path: os.PathLike) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from deepsci.core.io import atomic_path
     from sklearn.metrics import roc_curve
+
+    from deepsci.core.io import atomic_path
 
     fpr, tpr, _ = roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4, 4))

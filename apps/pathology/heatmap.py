@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError, InputError
 
 from .io import Slide, write_pyramid_tiff
@@ -133,6 +134,7 @@ def _orientations(x: np.ndarray):
 def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -> tuple[np.ndarray, dict]:
     """The heatmap ``(gh, gw)`` float32 of one slide and its metadata (no files written)."""
     import tensorflow as tf
+
     from deepsci.core.progress import progress
 
     from .patches import PatchConfig, preprocess, read_example
@@ -184,9 +186,10 @@ def _overlay(slide_path: str | Path, heat: np.ndarray, mpp: float | None, path: 
     import matplotlib
 
     matplotlib.use("Agg")
-    from deepsci.core.io import atomic_path
     from matplotlib import colormaps
     from PIL import Image
+
+    from deepsci.core.io import atomic_path
 
     with Slide(slide_path, mpp=mpp) as slide:
         w, h = slide.dimensions

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import InputError
 
 from .io import Slide, rasterize, read_annotations

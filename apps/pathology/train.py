@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.models.batchnorm import precise_batchnorm  # noqa: F401 - re-exported for the app's API
 from deepsci.core.training import TrainConfig
 
 from .io import SLIDE_SUFFIXES
@@ -148,38 +149,6 @@ def _index(folder, annotations, cfg: PathologyTrainConfig):
     for s in progress(list_slides(folder), desc="index slides", unit="slide"):
         out.append(index_slide(s, find_annotation(s, annotations), cfg.patch, mpp=cfg.mpp))
     return out
-
-
-def _batchnorms(layer):
-    import keras
-
-    if isinstance(layer, keras.layers.BatchNormalization):
-        yield layer
-    for sub in getattr(layer, "layers", []):
-        yield from _batchnorms(sub)
-
-
-def precise_batchnorm(model, batches) -> int:
-    """Re-estimate BatchNorm moving statistics as exact averages over ``batches``.
-
-    A short run leaves the moving averages (momentum 0.99) far from the
-    trained weights' real activation statistics, which flattens inference
-    outputs; averaging over a few hundred patches fixes that ("precise BN").
-    Returns the number of batches used.
-    """
-    bns = list(_batchnorms(model))
-    saved = [bn.momentum for bn in bns]
-    n = 0
-    try:
-        for x in batches:
-            for bn in bns:
-                bn.momentum = n / (n + 1.0)  # running mean over batches seen so far
-            model(x, training=True)
-            n += 1
-    finally:
-        for bn, m in zip(bns, saved, strict=True):
-            bn.momentum = m
-    return n
 
 
 def train(config: PathologyTrainConfig):

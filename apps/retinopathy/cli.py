@@ -119,6 +119,8 @@ def train(
     tensorboard: bool = True,
     cache: Cache = None,
     workers: Workers = 2,
+    strategy: Annotated[str, typer.Option(
+        help="auto|cpu|gpu|gpu:N|mirrored|tpu|multi-worker (see `deepsci devices`).")] = "auto",
 ):
     """Train the Inception ensemble; choose operating points on the validation split."""
     from deepsci.core.errors import ConfigError
@@ -138,7 +140,7 @@ def train(
                           restore_best=restore_best),
         variant=variant, width=width, ensemble=ensemble, balance=balance, augment=augment,
         val_frac=val_frac, test_frac=test_frac, split_seed=split_seed, dme_head=dme_head,
-        cache_dir=cache, workers=workers).validate()
+        cache_dir=cache, workers=workers, strategy=strategy).validate()
     info = fit(cfg, out)
     v = info["validation"]
     typer.echo(f"trained {len(info['members'])} model(s) in {out}; validation referable AUC "

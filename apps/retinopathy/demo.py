@@ -23,6 +23,7 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
         median lesion/background saliency ratio; ROC plot and one overlay.
     """
     import pandas as pd
+
     from deepsci.core.training import TrainConfig
 
     from .io import DatasetSpec

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from deepsci.core.errors import InputError
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from deepsci.core.errors import InputError
 
 
 @dataclass
@@ -213,6 +214,7 @@ def plot_roc(y_ref: np.ndarray, p_ref: np.ndarray, points: dict[str, OperatingPo
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
     from deepsci.core.io import atomic_path
 
     fpr, tpr, _ = roc_curve(y_ref, p_ref)

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from deepsci.core.errors import ConfigError, InputError
 from PIL import Image
+
+from deepsci.core.errors import ConfigError, InputError
 
 FORMATS = ("auto", "eyepacs", "aptos", "idrid", "messidor2", "generic")
 IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG", ".tif")

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from scipy import ndimage as ndi
+
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import (
     atomic_path,
@@ -25,8 +28,6 @@ from deepsci.core.io import (
     write_text,
 )
 from deepsci.core.progress import progress
-from PIL import Image
-from scipy import ndimage as ndi
 
 from .evaluate import OperatingPoint, plot_roc, screening_report
 from .io import DatasetSpec, load_image, read_dataset, referable

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageFilter
+from scipy import ndimage as ndi
+
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_path, write_json
 from deepsci.core.progress import progress
-from PIL import Image, ImageFilter
-from scipy import ndimage as ndi
 
 from .io import MAX_PIXELS, load_image
 

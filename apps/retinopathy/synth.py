@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from scipy import ndimage as ndi
+
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import atomic_path, save_config, write_text
 from deepsci.core.progress import progress
-from PIL import Image
-from scipy import ndimage as ndi
 
 #: Lesion codes used in the masks (0 is background).
 LESIONS = {1: "microaneurysm", 2: "haemorrhage", 3: "hard_exudate", 4: "cotton_wool_spot",

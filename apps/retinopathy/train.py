@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from deepsci.core.accelerator import resolve_strategy
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import save_config, write_json, write_run_info, write_text
+from deepsci.core.models.batchnorm import precise_batchnorm
 from deepsci.core.training import TrainConfig
 
 from .evaluate import bootstrap_auc, choose_operating_points
@@ -64,6 +67,9 @@ class RetinopathyConfig:
         Patient-level split fractions; ``split_seed`` fixes the split.
     dme_head : str
         ``"auto"`` (when any DME label is known), ``"yes"`` or ``"no"``.
+    strategy : str
+        Where to train: ``auto``, ``cpu``, ``gpu``, ``mirrored``, ``tpu`` or
+        ``multi-worker`` (see :func:`deepsci.core.accelerator.resolve_strategy`).
     cache_dir : Path or None
         Preprocessed-image cache (default ``<out>/cache``).
     target_sensitivity, target_specificity : float
@@ -88,6 +94,7 @@ class RetinopathyConfig:
     target_sensitivity: float = 0.975
     target_specificity: float = 0.98
     workers: int = 2
+    strategy: str = "auto"
 
     def validate(self) -> RetinopathyConfig:
         self.preprocess.validate()
@@ -308,18 +315,6 @@ def build_model(size: int, heads: dict[str, int], *, variant: str = "small", wid
     return inception.classifier((size, size, 3), heads, variant=variant, **kw)
 
 
-def _batchnorm_layers(model) -> list:
-    import keras
-
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out += _batchnorm_layers(layer)
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            out.append(layer)
-    return out
-
-
 def recalibrate_batchnorm(model, df: pd.DataFrame, size: int, *, batch_size: int = 32,
                           max_batches: int = 40) -> int:
     """Replace batch-norm moving statistics by their average over training batches.
@@ -338,27 +333,20 @@ def recalibrate_batchnorm(model, df: pd.DataFrame, size: int, *, batch_size: int
     """
     from .predict import _load_cached, to_input
 
-    layers = _batchnorm_layers(model)
-    if not layers or len(df) == 0:
+    if len(df) == 0:
         return 0
-    saved = [layer.momentum for layer in layers]
     rng = np.random.default_rng(0)
     order = rng.permutation(len(df))[: batch_size * max_batches]
     paths = df["cache"].to_numpy(str)[order]
-    n = 0
-    try:
+
+    def batches():
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            if len(chunk) < max(2, batch_size // 4) and n:
-                break  # a tiny last batch would add a noisy estimate
-            for layer in layers:
-                layer.momentum = n / (n + 1)
-            model(to_input(_load_cached(list(chunk))), training=True)
-            n += 1
-    finally:
-        for layer, m in zip(layers, saved, strict=True):
-            layer.momentum = m
-    return n
+            if len(chunk) < max(2, batch_size // 4) and start:
+                return  # a tiny last batch would add a noisy estimate
+            yield to_input(_load_cached(list(chunk)))
+
+    return precise_batchnorm(model, batches())
 
 
 def heads_for(config: RetinopathyConfig, df: pd.DataFrame) -> dict[str, int]:
@@ -416,7 +404,7 @@ def fit(config: RetinopathyConfig, out_dir: str | Path) -> dict:
                             balance=config.balance, do_augment=config.augment),
                 loss_fn, tcfg, mdir,
                 val_data=make_source(va, size, tcfg.batch_size, training=False),
-                metrics=metric_factories())
+                metrics=metric_factories(), strategy=resolve_strategy(config.strategy))
             recalibrate_batchnorm(result.model, tr, size, batch_size=tcfg.batch_size)
             sidecar = {
                 "app": "retinopathy",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import atomic_path, read_json, save_config, write_json, write_run_info
 from deepsci.core.progress import progress

@@ -29,6 +29,7 @@ def build_model(variant: str = "small", *, input_shape=INPUT_SHAPE, bn_momentum:
         minutes on a CPU.
     """
     import keras
+
     from deepsci.core.models.inception import classifier
 
     if variant not in ("small", "v3"):

@@ -19,6 +19,7 @@ from itertools import combinations_with_replacement
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import read_json, save_config, write_run_info
 

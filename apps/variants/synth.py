@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import atomic_path
 from deepsci.core.progress import progress

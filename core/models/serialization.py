@@ -50,7 +50,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, *, sidecar: dict) ->
         raise ValueError(f"Expected the sidecar to name its app. Received keys: {sorted(sidecar)}")
     meta = {
         "deepsci_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **sidecar,
     }
     with atomic_path(path) as tmp:

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+
 from deepsci.apps.cli import main
 
 FOV = ["--fov-size", "11", "11", "11", "--deltas", "3", "3", "3", "--depth", "3", "--features", "12"]

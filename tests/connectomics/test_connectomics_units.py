@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from deepsci.core.errors import ConfigError, InputError
 
 # ------------------------------------------------------------------ model
@@ -11,6 +12,7 @@ from deepsci.core.errors import ConfigError, InputError
 @pytest.mark.parametrize("fov,depth,features", [((5, 7, 9), 1, 4), ((9, 9, 9), 2, 8)])
 def test_ffn_output_shape_and_additive_update(fov, depth, features):
     import keras
+
     from deepsci.core.models.ffn import FFNConfig, ffn_model
 
     model = ffn_model(FFNConfig(fov_size=fov, deltas=(1, 1, 1), depth=depth, features=features))
@@ -92,8 +94,9 @@ def test_synthetic_volume_is_em_like():
 def test_volume_formats_round_trip(tmp_path):
     import h5py
     import zarr
-    from deepsci.apps.connectomics.io import open_volume, write_n5, write_volume
     from PIL import Image
+
+    from deepsci.apps.connectomics.io import open_volume, write_n5, write_volume
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (6, 10, 12), dtype=np.uint8)
@@ -128,6 +131,7 @@ def test_volume_formats_round_trip(tmp_path):
 
 def test_volume_bad_inputs(tmp_path):
     import h5py
+
     from deepsci.apps.connectomics.io import check_same_shape, open_volume
 
     with h5py.File(tmp_path / "b.h5", "w") as f:
@@ -222,6 +226,7 @@ def test_train_config_rejects_bad_values():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_metrics_match_skimage(seed):
     import skimage.metrics as skm
+
     from deepsci.apps.connectomics.evaluate import adapted_rand_error, variation_of_information
 
     rng = np.random.default_rng(seed)

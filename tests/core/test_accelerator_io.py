@@ -8,7 +8,14 @@ import tensorflow as tf
 
 from deepsci.core import accelerator
 from deepsci.core.errors import ConfigError, InputError, expected
-from deepsci.core.io import atomic_dir, atomic_path, load_config, read_json, save_config, write_run_info
+from deepsci.core.io import (
+    atomic_dir,
+    atomic_path,
+    load_config,
+    read_json,
+    save_config,
+    write_run_info,
+)
 from deepsci.core.training import TrainConfig
 
 

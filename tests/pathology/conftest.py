@@ -1,6 +1,7 @@
 """Shared synthetic slides for the pathology tests (small, seeded, made once per session)."""
 import numpy as np
 import pytest
+
 from deepsci.apps.pathology.synth import SynthConfig, make_slides
 
 

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+
 from deepsci.apps.cli import main
 from deepsci.apps.pathology import io
 

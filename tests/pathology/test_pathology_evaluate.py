@@ -1,10 +1,11 @@
 """NMS, the Camelyon16 FROC (hand-computed and vs. the official algorithm), slide AUC."""
 import numpy as np
 import pytest
-from deepsci.apps.pathology import detect, evaluate
-from deepsci.core.errors import InputError
 from scipy import ndimage as nd
 from skimage import measure
+
+from deepsci.apps.pathology import detect, evaluate
+from deepsci.core.errors import InputError
 
 
 def test_nms_on_hand_made_heatmap():

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+
 from deepsci.apps.pathology import io
 from deepsci.core.errors import InputError
 

@@ -1,6 +1,7 @@
 """Core Inception models as the pathology app builds them: single/multi-scale, save/load, TTA heatmap."""
 import numpy as np
 import pytest
+
 from deepsci.apps.pathology import heatmap, io, patches, synth
 from deepsci.apps.pathology.train import PathologyTrainConfig, build_model, precise_batchnorm
 

@@ -1,6 +1,7 @@
 """Tissue detection, patch sampling balance and multi-scale centring."""
 import numpy as np
 import pytest
+
 from deepsci.apps.pathology import io, patches, synth, tissue
 
 

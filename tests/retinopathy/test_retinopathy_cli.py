@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from deepsci.apps.cli import main
-from deepsci.apps.retinopathy.synth import synth_image
 from PIL import Image
 from scipy import ndimage as ndi
+
+from deepsci.apps.cli import main
+from deepsci.apps.retinopathy.synth import synth_image
 
 AUC_BOUND = 0.8
 

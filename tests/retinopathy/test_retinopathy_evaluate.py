@@ -1,6 +1,10 @@
 """Operating points on hand-made scores; kappa and AUC against scikit-learn."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+
 from deepsci.apps.retinopathy.evaluate import (
     bootstrap_auc,
     choose_operating_points,
@@ -11,9 +15,6 @@ from deepsci.apps.retinopathy.evaluate import (
     sens_spec,
 )
 from deepsci.core.errors import InputError
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 
 def test_operating_points_hand_made():

@@ -2,6 +2,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+
 from deepsci.apps.retinopathy.io import (
     DatasetSpec,
     detect_format,
@@ -11,7 +13,6 @@ from deepsci.apps.retinopathy.io import (
     referable,
 )
 from deepsci.core.errors import ConfigError, InputError
-from PIL import Image
 
 
 def _img(path, size=(40, 30)):

@@ -3,6 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from PIL import Image
+
 from deepsci.apps.retinopathy.predict import predict_arrays
 from deepsci.apps.retinopathy.train import (
     augment,
@@ -12,7 +14,6 @@ from deepsci.apps.retinopathy.train import (
     make_source,
 )
 from deepsci.core.models.serialization import load_model, save_model
-from PIL import Image
 
 HEADS = {"grade": 5, "referable": 1, "dme": 1}
 

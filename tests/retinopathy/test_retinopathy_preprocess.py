@@ -2,6 +2,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+from scipy import ndimage as ndi
+from skimage import data
+
 from deepsci.apps.retinopathy.preprocess import (
     PreprocessConfig,
     crop_to_fov,
@@ -10,9 +14,6 @@ from deepsci.apps.retinopathy.preprocess import (
     preprocess_image,
     preprocess_table,
 )
-from PIL import Image
-from scipy import ndimage as ndi
-from skimage import data
 
 RETINA = data.retina()  # (1411, 1411, 3): full circular field of view on black
 

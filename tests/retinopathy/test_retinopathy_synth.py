@@ -1,6 +1,7 @@
 """The synthetic generator follows the ICDR rules and writes an EyePACS folder."""
 import numpy as np
 import pytest
+
 from deepsci.apps.retinopathy.io import DatasetSpec, read_dataset
 from deepsci.apps.retinopathy.synth import (
     _DD,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from deepsci.apps.variants import io as vio
 from deepsci.apps.variants.candidates import (
     CandidateConfig,

@@ -6,6 +6,7 @@ import json
 
 import pysam
 import pytest
+
 from deepsci.apps.cli import main
 
 
@@ -31,6 +32,7 @@ def test_training_examples_are_labelled(trained, tiny_sim):
     # Every planted variant of the half becomes a labelled example (20x, clean reads).
     assert info["labels"][1] + info["labels"][2] >= 0.9 * len(truth)
     import tensorflow as tf
+
     from deepsci.apps.variants.make_examples import example_files, parse_example
     files = example_files(trained / "train_ex")
     ex = [parse_example(r.numpy()) for r in tf.data.TFRecordDataset(
@@ -117,6 +119,7 @@ def test_cli_errors_are_one_line(tiny_sim, tmp_path, capsys):
 
 def test_model_round_trip(trained):
     import numpy as np
+
     from deepsci.apps.variants.model import load_genotype_model
     model, sidecar = load_genotype_model(trained / "model" / "model.keras")
     assert sidecar["app"] == "variants" and sidecar["input_spec"]["shape"] == [100, 221, 7]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from deepsci.apps.variants import io as vio
 from deepsci.apps.variants.evaluate import EvaluateConfig, evaluate_calls
 

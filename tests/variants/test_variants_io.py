@@ -5,6 +5,7 @@ import gzip
 import shutil
 
 import pytest
+
 from deepsci.apps.variants import io as vio
 from deepsci.core.errors import InputError
 
@@ -163,6 +164,7 @@ def test_make_examples_bad_input_leaves_nothing(data):
 
 def test_evaluate_with_sample_less_truth(tmp_path, vt):
     import pysam
+
     from deepsci.apps.variants.evaluate import EvaluateConfig, evaluate_calls
     ref = vt.write_ref(tmp_path / "ref.fa", {"c1": SEQ})
     h = pysam.VariantHeader()

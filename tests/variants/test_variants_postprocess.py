@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from deepsci.apps.variants.gvcf import homref_gq, reference_blocks
 from deepsci.apps.variants.postprocess import (
     PostprocessConfig,
