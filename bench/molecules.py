@@ -64,11 +64,13 @@ def speed(args) -> tuple[str, dict]:
         dft_cpu.append(time.process_time() - c)
         print(f"  B3LYP/6-31G(2df,p) {ms.ids[i]} ({ms.mols[i].GetNumAtoms()} atoms): "
               f"{dft_times[-1]:.1f} s wall, {dft_cpu[-1]:.1f} s CPU", flush=True)
-    dft, dftc = float(np.mean(dft_times)), float(np.mean(dft_cpu))
+    # --dft-molecules 0 measures only the MPNN side (speed-ups then read as NaN).
+    dft = float(np.mean(dft_times)) if dft_times else float("nan")
+    dftc = float(np.mean(dft_cpu)) if dft_cpu else float("nan")
     # CPU seconds are reported beside wall time because the machine is shared:
     # their ratio does not depend on how many other jobs compete for the cores.
     rows = [{"method": f"PySCF B3LYP/6-31G(2df,p) single point ({len(nine)} mol, 9 heavy atoms)",
-             "molecules": len(nine), "s / molecule": dft, "molecules / s": 1 / dft,
+             "molecules": len(nine), "s / molecule": dft, "molecules / s": 1 / dft if dft_times else None,
              "CPU s / molecule": dftc, "speed-up vs DFT (wall)": 1.0,
              "speed-up vs DFT (CPU)": 1.0}]
     info = {"dft_s_per_mol": dft, "dft_cpu_s_per_mol": dftc}
