@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path, save_config, write_json, write_run_info, write_text
 

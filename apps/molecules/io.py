@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path
 

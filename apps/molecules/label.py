@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import save_config, write_json, write_run_info
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.io import save_config, write_run_info
 
 from .evaluate import load_members, predict_table, resolve_models

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import save_config, write_json, write_run_info
 from deepsci.core.training import TrainConfig

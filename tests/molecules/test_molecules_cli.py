@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from deepsci.apps.cli import main
 from deepsci.apps.molecules import synth
 

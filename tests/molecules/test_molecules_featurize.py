@@ -1,6 +1,7 @@
 """Featurisation against hand-checked molecules, and the target/unit conventions."""
 import numpy as np
 import pytest
+
 from deepsci.apps.molecules import targets as T
 from deepsci.apps.molecules.featurize import ATOM_FEATURES, embed_smiles, featurize
 

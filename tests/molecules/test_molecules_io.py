@@ -5,6 +5,7 @@ import tarfile
 import numpy as np
 import pandas as pd
 import pytest
+
 from deepsci.apps.molecules import io, synth
 from deepsci.apps.molecules.targets import HARTREE_EV
 from deepsci.core.errors import InputError

@@ -1,6 +1,7 @@
 """The enn-s2s MPNN (core/models/mpnn.py): contract, round trip, invariances, batching."""
 import numpy as np
 import pytest
+
 from deepsci.apps.molecules.featurize import embed_smiles, featurize
 from deepsci.apps.molecules.graphs import GraphTable, collate, make_source, pad_batch
 

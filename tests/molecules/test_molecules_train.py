@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+
 from deepsci.apps.molecules import synth
 from deepsci.apps.molecules.io import MoleculeSet
 
@@ -37,9 +38,10 @@ def test_overfit_tiny_set(tmp_path):
 
 
 def test_scaffold_split_shares_no_scaffold():
-    from deepsci.apps.molecules.train import split_indices
     from rdkit import Chem
     from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    from deepsci.apps.molecules.train import split_indices
 
     smiles = ["c1ccccc1C", "c1ccccc1O", "c1ccccc1N", "c1ccncc1", "c1ccncc1C", "C1CCC1", "C1CCC1O",
               "CCO", "CCN", "CCC", "C1CC1", "C1CC1C"]
