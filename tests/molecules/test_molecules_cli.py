@@ -50,6 +50,18 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys):
     # atomref makes even an untrained-ish model put U0 on the right scale (~ -4200 eV for ethanol).
     assert -6000 < df["u0 [eV]"][0] < -2000
 
+    # A bad row names the file and line; --skip-invalid skips it and says how many.
+    bad = tmp_path / "bad.smi"
+    bad.write_text("CCO\nC1CC broken\nCCl chloro\n")
+    rc = main(["molecules", "predict", str(run), str(bad), "--out", str(tmp_path / "b.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "line 2" in err[0] and "bad.smi" in err[0]
+    assert not (tmp_path / "b.csv").exists()
+    rc = main(["molecules", "predict", str(run), str(bad), "--out", str(tmp_path / "b.csv"),
+               "--skip-invalid"])
+    assert rc == 0 and "skipped 2 invalid molecule(s)" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "b.csv")) == 1
+
     # Rerunning train with the same folder resumes: finished members are kept.
     before = (run / "member_0/model.keras").stat().st_mtime_ns
     rc = main(["molecules", "train", "--data", str(data_csv), "--out", str(run), "--epochs", "1",
