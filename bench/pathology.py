@@ -115,6 +115,7 @@ def bench_heatmap(work: Path, args, peak: float) -> list[dict]:
 def bench_reading(path: Path, patch: int = 256, n: int = 400) -> list[dict]:
     import numpy as np
     import tifffile
+
     from deepsci.apps.pathology.io import Slide
     from deepsci.apps.pathology.tissue import slide_tissue
 

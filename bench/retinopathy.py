@@ -112,6 +112,7 @@ def preprocessing_speed(paths: list[Path], size: int, cache: Path, workers: int
                         ) -> tuple[float, float]:
     """(images per wall-clock second, images per CPU second of this process)."""
     import pandas as pd
+
     from deepsci.apps.retinopathy.preprocess import PreprocessConfig, preprocess_table
 
     df = pd.DataFrame({"image": [p.stem for p in paths], "path": [str(p) for p in paths]})
