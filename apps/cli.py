@@ -78,7 +78,10 @@ def devices(
 def demo(
     app_name: list[str] = typer.Option(None, "--app", help="Run only this app (repeatable)."),
     out: Path = typer.Option(Path("demo-report"), help="Folder for the report and each app's outputs."),
-    quick: bool = typer.Option(False, help="Tiny settings (seconds per app), as the tests use."),
+    quick: bool = typer.Option(
+        True, "--quick/--full",
+        help="Small settings, all five apps within 10 minutes on 2 cores (default); "
+             "--full trains longer on more data (tens of minutes) for stronger metrics."),
 ) -> None:
     """Run each app's demo on built-in data and write one report (Markdown + HTML)."""
     from deepsci.core.report import write_report

@@ -53,6 +53,7 @@ def load_data(args):
 def throughput(model_path, batch: int, repeats: int = 5) -> dict:
     """Raw FFN inference on batches of FOVs with the fixed-signature tf.function."""
     from deepsci.apps.connectomics.inference import FloodFiller
+    from deepsci.core.bench import timeit
     from deepsci.core.models.ffn import FFNConfig, ffn_flops_per_fov
     from deepsci.core.models.serialization import load_model
 
@@ -60,12 +61,7 @@ def throughput(model_path, batch: int, repeats: int = 5) -> dict:
     ff = FloodFiller(model, side["ffn"]["deltas"])
     cfg = FFNConfig(**side["ffn"])
     x = np.random.default_rng(0).standard_normal((batch, *cfg.fov_size, 2)).astype(np.float32)
-    ff(x)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        ff(x)
-        best = min(best, time.perf_counter() - t)
+    best = timeit(lambda: ff(x), repeats=repeats)
     flops = ffn_flops_per_fov(cfg) * batch
     return {"seconds": best, "gflops": flops / best / 1e9,
             "voxels_per_s": batch * np.prod(cfg.fov_size) / best, "fov_per_s": batch / best}

@@ -36,40 +36,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DEEPSCI_PROGRESS", "0")
 
 
-def model_flops(model) -> float:
-    """Multiply-add FLOPs (x2) of Conv2D and Dense layers for one image."""
-    import keras
-
-    total = 0.0
-
-    def walk(m):
-        nonlocal total
-        for layer in m.layers:
-            if isinstance(layer, keras.Model):
-                walk(layer)
-            elif isinstance(layer, keras.layers.Conv2D):
-                out = layer.output.shape
-                kh, kw = layer.kernel_size
-                cin = layer.input.shape[-1]
-                total += 2.0 * out[1] * out[2] * out[3] * kh * kw * cin
-            elif isinstance(layer, keras.layers.Dense):
-                total += 2.0 * layer.input.shape[-1] * layer.units
-
-    walk(model)
-    return total
-
-
 def inference_speed(model, size: int, batch: int, repeats: int = 3) -> dict:
     import tensorflow as tf
 
+    from deepsci.core.bench import model_flops, timeit
+
     x = tf.random.uniform((batch, size, size, 3), -1, 1)
     fn = tf.function(lambda t: model(t, training=False))
-    fn(x)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        best = min(best, time.perf_counter() - t)
+    best = timeit(lambda: fn(x), repeats=repeats)
     flops = model_flops(model) * batch
     return {"images_per_s": batch / best, "gflops": flops / best / 1e9,
             "gflop_per_image": flops / batch / 1e9}
