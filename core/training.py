@@ -28,7 +28,7 @@ from .errors import ConfigError
 from .io import config_to_dict, write_json
 from .progress import progress
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_loss"]
+__all__ = ["TrainConfig", "TrainResult", "train"]
 
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("constant", "cosine", "exponential", "step")
@@ -300,8 +300,10 @@ def _unpack(batch):
 class _Loop:
     """The compiled steps and the state that checkpoints hold."""
 
-    def __init__(self, model, optimizer, loss_fn, forward, strategy, cfg):
+    def __init__(self, model, optimizer, loss_fn, forward, strategy, cfg, *, want_outputs: bool):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        # Gather labels and predictions across replicas only when metrics need them.
+        self.want_outputs = want_outputs
         self.forward = forward or (lambda m, x, training: m(x, training=training))
         self.strategy, self.cfg = strategy, cfg
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -367,7 +369,7 @@ class _Loop:
         """
         pair, y, y_pred, w = outputs
         total, count = self._sum(pair)
-        if not self._want_outputs:
+        if not self.want_outputs:
             return total, count, None, None, None
         y, y_pred = tf.nest.map_structure(self._gather, y), tf.nest.map_structure(self._gather, y_pred)
         return total, count, y, y_pred, None if w is None else self._gather(w)
@@ -378,7 +380,6 @@ class _Loop:
     def _gather_fn(self, value):
         return self.strategy.gather(value, axis=0)
 
-    _want_outputs = False
 
 
 class _Once:
@@ -431,7 +432,7 @@ def _metric_values(metrics: dict, prefix: str) -> dict:
     return out
 
 
-def evaluate_loss(loop: _Loop, strategy, data, metrics: dict, global_batch: int) -> dict:
+def _evaluate(loop: _Loop, strategy, data, metrics: dict) -> dict:
     """Mean validation loss and metrics over one pass of ``data``."""
     total = count = 0.0
     for batch in _epoch_data(strategy, data, 0, 0, None):
@@ -522,10 +523,9 @@ def train(
         optimizer.build(model.trainable_variables)
     # Bookkeeping and metrics live on the host, outside the strategy: they are
     # updated eagerly from reduced values, and strings cannot be mirrored.
-    loop = _Loop(model, optimizer, loss_fn, forward, strategy, cfg)
+    loop = _Loop(model, optimizer, loss_fn, forward, strategy, cfg, want_outputs=bool(metrics))
     train_metrics = {k: f() for k, f in (metrics or {}).items()}
     val_metrics = {k: f() for k, f in (metrics or {}).items()}
-    loop._want_outputs = bool(metrics)
     if cfg.jit_compile:
         loop.train_step = tf.function(loop._train_step, jit_compile=True, reduce_retracing=True)
 
@@ -592,7 +592,7 @@ def train(
             record.update(_metric_values(train_metrics, ""))
             _sync_replica_state(model, strategy)
             if val_data is not None:
-                record.update(evaluate_loss(loop, strategy, val_data, val_metrics, cfg.batch_size))
+                record.update(_evaluate(loop, strategy, val_data, val_metrics))
             lr = optimizer.learning_rate
             record["lr"] = float(np.asarray(lr))
             record["seconds"] = round(time.perf_counter() - t0, 3)
