@@ -32,6 +32,7 @@ __all__ = [
     "load_config",
     "config_to_dict",
     "write_run_info",
+    "save_figure",
 ]
 
 
@@ -203,3 +204,19 @@ def write_run_info(out_dir: str | os.PathLike, *, command: str, config=None, ext
     if extra:
         info.update(extra)
     return write_json(Path(out_dir) / "run_info.json", info)
+
+
+def save_figure(fig, path: str | os.PathLike, *, dpi: int | None = None) -> Path:
+    """Save a matplotlib figure as PNG atomically, close it, and return the path.
+
+    ``dpi=None`` keeps the figure's own resolution.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi if dpi is not None else "figure", format="png")
+    finally:
+        plt.close(fig)
+    return path

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsci.core.io import atomic_path
+from deepsci.core.io import save_figure
 
 __all__ = ["orthogonal_slices"]
 
@@ -57,7 +57,4 @@ def orthogonal_slices(image: np.ndarray, segmentations: dict[str, np.ndarray], p
             ax.set_axis_off()
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

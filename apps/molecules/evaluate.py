@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import InputError
-from deepsci.core.io import atomic_path, save_config, write_json, write_run_info, write_text
+from deepsci.core.io import (
+    save_config,
+    save_figure,
+    write_json,
+    write_run_info,
+    write_text,
+)
 
 from .graphs import GraphTable, iterate_batches
 from .targets import TARGETS
@@ -170,10 +176,7 @@ def parity_plot(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], units:
         axes[j // cols][j % cols].axis("off")
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def evaluate_run(cfg: EvaluateConfig) -> dict:

@@ -302,7 +302,7 @@ def _plot_froc(total_fps, sens, froc, path: os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deepsci.core.io import atomic_path
+    from deepsci.core.io import save_figure
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(total_fps, sens, "-", color="k")
@@ -315,9 +315,7 @@ def _plot_froc(total_fps, sens, froc, path: os.PathLike) -> None:
     ax.set_ylabel("metastasis detection sensitivity")
     ax.set_title(f"FROC (score {froc:.3f})")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def _plot_roc(labels, scores, auc, path: os.PathLike) -> None:
@@ -327,7 +325,7 @@ def _plot_roc(labels, scores, auc, path: os.PathLike) -> None:
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    from deepsci.core.io import atomic_path
+    from deepsci.core.io import save_figure
 
     fpr, tpr, _ = roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -337,6 +335,4 @@ def _plot_roc(labels, scores, auc, path: os.PathLike) -> None:
     ax.set_ylabel("true positive rate")
     ax.set_title(f"slide ROC (AUC {auc:.3f})")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

@@ -215,7 +215,7 @@ def plot_roc(y_ref: np.ndarray, p_ref: np.ndarray, points: dict[str, OperatingPo
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from deepsci.core.io import atomic_path
+    from deepsci.core.io import save_figure
 
     fpr, tpr, _ = roc_curve(y_ref, p_ref)
     auc = roc_auc_score(y_ref, p_ref)
@@ -232,7 +232,4 @@ def plot_roc(y_ref: np.ndarray, p_ref: np.ndarray, points: dict[str, OperatingPo
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -124,3 +124,24 @@ def test_error_text():
             read_json(bad)
         finally:
             os.unlink(bad)
+
+
+def test_save_figure_is_atomic_and_closes(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepsci.core.io import save_figure
+
+    fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+    ax.plot([0, 1], [1, 0])
+    path = save_figure(fig, tmp_path / "a.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    from PIL import Image
+
+    assert Image.open(path).size == (100, 50)  # the figure's own dpi
+    fig2, _ = plt.subplots(figsize=(2, 1))
+    assert Image.open(save_figure(fig2, tmp_path / "b.png", dpi=20)).size == (40, 20)
