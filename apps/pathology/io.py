@@ -1,8 +1,9 @@
 """Whole-slide images, annotations and result files of the pathology app.
 
 Slides are read with OpenSlide (generic tiled TIFF as Camelyon16 ships it, SVS,
-MRXS, NDPI, ...). Levels are chosen by magnification through the slide's
-microns-per-pixel, never by a hard-coded level index. Annotations are ASAP XML
+MRXS, NDPI, ...), or with tiffslide when OpenSlide cannot open a file. Levels
+are chosen by magnification through the slide's microns-per-pixel, never by a
+hard-coded level index. Annotations are ASAP XML
 (Camelyon16/17) or GeoJSON (QuPath), rasterised to tumour masks at any
 downsample. Heatmaps and synthetic slides are written as tiled pyramidal TIFFs
 (every level a top-level page flagged reduced-resolution, which is what
@@ -80,7 +81,7 @@ class LevelChoice:
 
 
 class Slide:
-    """An OpenSlide whole-slide image with its microns per pixel.
+    """A whole-slide image (OpenSlide, or tiffslide as fallback) with its microns per pixel.
 
     Parameters
     ----------
@@ -89,57 +90,54 @@ class Slide:
     mpp : float, optional
         Microns per pixel at level 0; required when the file does not record it.
 
+    backend : {"auto", "openslide", "tiffslide"}, optional
+        Which library reads the file (default: ``$DEEPSCI_SLIDE_BACKEND`` or
+        ``auto``: OpenSlide, falling back to tiffslide; see :mod:`.backends`).
+
     Raises
     ------
     InputError
-        When OpenSlide cannot read the file or no microns-per-pixel is known.
+        When neither library can read the file or no microns-per-pixel is known.
     """
 
-    def __init__(self, path: str | os.PathLike, *, mpp: float | None = None):
-        import openslide
+    def __init__(self, path: str | os.PathLike, *, mpp: float | None = None, backend: str | None = None):
+        from .backends import open_reader
 
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError("expected a slide file, found no file", self.path)
-        try:
-            self._osr = openslide.OpenSlide(str(self.path))
-        except openslide.OpenSlideUnsupportedFormatError:
-            raise InputError(
-                "expected a tiled, pyramidal whole-slide image OpenSlide can read, found an "
-                "unsupported or non-tiled file", self.path) from None
-        except openslide.OpenSlideError as e:
-            raise InputError(f"expected a readable slide, found a corrupt file ({e})", self.path) from None
-        props = self._osr.properties
+        self._reader = open_reader(self.path, backend)
         if mpp is None:
-            raw = props.get("openslide.mpp-x")
-            try:
-                mpp = float(raw) if raw is not None else None
-            except ValueError:
-                mpp = None
+            mpp = self._reader.mpp
         if mpp is None or not math.isfinite(mpp) or mpp <= 0:
-            self._osr.close()
+            self._reader.close()
             raise InputError(
                 "expected microns-per-pixel in the slide's metadata, found none; pass --mpp",
                 self.path)
         self.mpp = float(mpp)
 
+    @property
+    def backend(self) -> str:
+        """``"openslide"`` or ``"tiffslide"``: which library reads this slide."""
+        return self._reader.name
+
     # -- geometry -----------------------------------------------------------
     @property
     def dimensions(self) -> tuple[int, int]:
         """Level-0 ``(width, height)``."""
-        return self._osr.dimensions
+        return tuple(self._reader.dimensions)
 
     @property
     def level_count(self) -> int:
-        return self._osr.level_count
+        return len(self._reader.level_dimensions)
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return self._osr.level_dimensions
+        return self._reader.level_dimensions
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
-        return self._osr.level_downsamples
+        return self._reader.level_downsamples
 
     def level_mpp(self, level: int) -> float:
         """Microns per pixel at ``level``."""
@@ -192,9 +190,7 @@ class Slide:
         ``location`` is the top-left corner in level-0 pixels, ``size`` is
         ``(w, h)`` in pixels of ``level``.
         """
-        rgba = np.asarray(self._osr.read_region((int(location[0]), int(location[1])), level,
-                                                (int(size[0]), int(size[1]))))
-        return _rgba_on_white(rgba)
+        return self._reader.read_rgb(location, level, size)
 
     def read_patch(self, center: tuple[float, float], size: int, magnification: float,
                    choice: LevelChoice | None = None) -> np.ndarray:
@@ -204,16 +200,28 @@ class Slide:
         ``size * mpp(magnification)`` microns whatever level it is read from.
         """
         choice = choice or self.select_level(magnification)
-        n = max(1, round(size * choice.scale))
-        down = float(self.level_downsamples[choice.level])
-        x0 = round(center[0] - n * down / 2.0)
-        y0 = round(center[1] - n * down / 2.0)
+        n, (x0, y0) = self.patch_origin(center, size, choice)
         region = self.read_region((x0, y0), choice.level, (n, n))
         if n != size:
             from PIL import Image
 
             region = np.asarray(Image.fromarray(region).resize((size, size), Image.BILINEAR))
         return region
+
+    def patch_origin(self, center: tuple[float, float], size: int,
+                     choice: LevelChoice) -> tuple[int, tuple[int, int]]:
+        """Pixels read per side and the level-0 top-left of a patch centred on ``center``.
+
+        The corner lies on the level's pixel grid, so a patch is exactly those
+        level pixels (a corner between them would make OpenSlide interpolate)
+        and can equally be cut from a larger region of that level; its centre
+        is within half a level pixel of ``center``.
+        """
+        n = max(1, round(size * choice.scale))
+        down = float(self.level_downsamples[choice.level])
+        lx = round(center[0] / down - n / 2.0)
+        ly = round(center[1] / down - n / 2.0)
+        return n, (round(lx * down), round(ly * down))
 
     def read_level(self, level: int) -> np.ndarray:
         """The whole of ``level`` as ``(H, W, 3)`` uint8 (meant for low-resolution levels)."""
@@ -240,7 +248,7 @@ class Slide:
         return img, down
 
     def close(self) -> None:
-        self._osr.close()
+        self._reader.close()
 
     def __enter__(self) -> Slide:
         return self
@@ -256,15 +264,6 @@ class Slide:
 def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> Slide:
     """Open a whole-slide image; see :class:`Slide`."""
     return Slide(path, mpp=mpp)
-
-
-def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
-    # OpenSlide returns premultiplied RGBA with alpha 0 outside the scanned
-    # area; compositing on white makes that look like glass, not tissue.
-    rgb = rgba[..., :3].astype(np.uint16)
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    out = rgb + (255 - alpha)
-    return np.minimum(out, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- annotations
