@@ -112,7 +112,9 @@ def _run_dask(func, todo, results, bar, scheduler, workers, threads_per_worker):
     if scheduler in (None, "local"):
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1,
                                threads_per_worker=threads_per_worker, processes=True,
-                               dashboard_address=None, silence_logs=40)
+                               # ":0" (a free port): None still binds 8787 and warns
+                               # when a second cluster runs on the machine.
+                               dashboard_address=":0", silence_logs=40)
         client = Client(cluster)
     elif scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
         cluster, client = None, Client(scheduler)
