@@ -94,10 +94,16 @@ def segment(
     image: Vol, out: Out,
     block_size: Annotated[Triple | None, typer.Option(help="Block (z, y, x); default: whole volume.")] = None,
     overlap: Annotated[Triple | None, typer.Option(help="Block overlap (z, y, x); default: the FOV.")] = None,
-    seed_policy: Annotated[str, typer.Option(help="peaks|grid")] = "peaks",
+    seed_policy: Annotated[str, typer.Option(help="peaks|membrane|grid")] = "peaks",
+    peak_min_distance: Annotated[int, typer.Option(help="Minimum distance between two seeds (voxels).")] = 3,
     move_threshold: float = 0.9,
     segment_threshold: float = 0.6,
     min_segment_size: int = 100,
+    boundary_threshold: Annotated[float | None, typer.Option(
+        help="Boundary-map level (0-1) objects never cross; default: no limit.")] = None,
+    boundary_sigma: Annotated[float, typer.Option(help="Smoothing of the boundary map (voxels).")] = 1.0,
+    fill_unclaimed: Annotated[bool, typer.Option(
+        help="Give unclaimed voxels to objects by a watershed of the boundary map.")] = False,
     batch_size: Annotated[int, typer.Option(help="FOVs per FFN call.")] = 8,
     consensus: Annotated[bool, typer.Option(help="Forward + reversed seed order, split consensus.")] = True,
     scheduler: Annotated[str, typer.Option(help="local|inline|tcp://host:port (Dask).")] = "local",
@@ -109,8 +115,10 @@ def segment(
     from .segment import SegmentConfig, segment_volume
 
     cfg = SegmentConfig(
-        inference=InferenceConfig(seed_policy=seed_policy, move_threshold=move_threshold,
-                                  segment_threshold=segment_threshold, min_segment_size=min_segment_size,
+        inference=InferenceConfig(seed_policy=seed_policy, peak_min_distance=peak_min_distance,
+                                  move_threshold=move_threshold, segment_threshold=segment_threshold,
+                                  min_segment_size=min_segment_size, boundary_threshold=boundary_threshold,
+                                  boundary_sigma=boundary_sigma, fill_unclaimed=fill_unclaimed,
                                   batch_size=batch_size, consensus=consensus),
         block_size=_opt3(block_size), overlap=_opt3(overlap), scheduler=scheduler, workers=workers)
     result = segment_volume(model, image, out, cfg, voxel_size=voxel_size)

@@ -31,6 +31,7 @@ __all__ = [
     "InferenceConfig",
     "FloodFiller",
     "peak_seeds",
+    "membrane_seeds",
     "grid_seeds",
     "split_consensus",
     "segment_block",
@@ -43,8 +44,10 @@ class InferenceConfig:
 
     Attributes
     ----------
-    seed_policy : {"peaks", "grid"}
+    seed_policy : {"peaks", "membrane", "grid"}
         ``peaks``: maxima of the distance transform of a Sobel edge map;
+        ``membrane``: maxima of the distance transform of the cell interior of
+        the boundary map (below ``boundary_threshold``, or Otsu's level);
         ``grid``: a regular grid with step ``grid_step``.
     move_threshold : float
         Face probability needed to move the FOV there.
@@ -60,6 +63,16 @@ class InferenceConfig:
         Run twice (seeds forward and reversed) and split where the runs disagree.
     max_fovs_per_object : int
         Safety bound on the FOV evaluations of one object.
+    boundary_threshold : float, optional
+        Boundary-map level (0-1, see :func:`~deepsci.apps.connectomics.baseline.boundary_map`)
+        at or above which a voxel never joins an object and no FOV is centred,
+        so an FFN that leaks across a membrane is stopped there; ``None``: no limit.
+    boundary_sigma : float
+        Gaussian smoothing (voxels) of the boundary map.
+    fill_unclaimed : bool
+        Give every voxel no object claimed to an object by a watershed of the
+        boundary map seeded with the objects (VI counts unclaimed voxels as
+        one segment, which merges everything they touch).
     """
 
     seed_policy: str = "peaks"
@@ -73,10 +86,17 @@ class InferenceConfig:
     batch_size: int = 8
     consensus: bool = True
     max_fovs_per_object: int = 20000
+    boundary_threshold: float | None = None
+    boundary_sigma: float = 1.0
+    fill_unclaimed: bool = False
 
     def validate(self) -> InferenceConfig:
         checks = [
-            (self.seed_policy in ("peaks", "grid"), "seed_policy 'peaks' or 'grid'", self.seed_policy),
+            (self.seed_policy in ("peaks", "membrane", "grid"), "seed_policy 'peaks', 'membrane' or 'grid'",
+             self.seed_policy),
+            (self.boundary_threshold is None or 0 < self.boundary_threshold < 1, "0 < boundary_threshold < 1",
+             self.boundary_threshold),
+            (self.boundary_sigma >= 0, "boundary_sigma >= 0", self.boundary_sigma),
             (0 < self.move_threshold < 1, "0 < move_threshold < 1", self.move_threshold),
             (0 < self.segment_threshold < 1, "0 < segment_threshold < 1", self.segment_threshold),
             (self.min_segment_size >= 1, "min_segment_size >= 1", self.min_segment_size),
@@ -128,6 +148,32 @@ def peak_seeds(image: np.ndarray, *, min_distance: int = 3, edge_sigma: float = 
     return peaks[order]
 
 
+def membrane_seeds(bmap: np.ndarray, *, threshold: float | None = None, min_distance: int = 3,
+                   voxel_size=(1.0, 1.0, 1.0), seed: int = 0) -> np.ndarray:
+    """Seeds at maxima of the distance to the nearest membrane voxel of a boundary map.
+
+    Parameters
+    ----------
+    bmap : ndarray of float, shape (Z, Y, X)
+        Boundary map in [0, 1] (membranes high).
+    threshold : float, optional
+        Level separating interior (below) from membrane; ``None``: Otsu's.
+
+    Returns
+    -------
+    ndarray of int, shape (K, 3)
+        (z, y, x) seeds, deepest inside a cell first.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.filters import threshold_otsu
+
+    thr = threshold if threshold is not None else float(threshold_otsu(bmap))
+    dt = ndi.distance_transform_edt(bmap < thr, sampling=voxel_size).astype(np.float32)
+    dt += np.random.default_rng(seed).uniform(0, 1e-3, dt.shape).astype(np.float32)
+    peaks = peak_local_max(dt, min_distance=min_distance, threshold_abs=0.5, exclude_border=False)
+    return peaks[np.argsort(-dt[tuple(peaks.T)], kind="stable")]
+
+
 def grid_seeds(shape, step, margin=(0, 0, 0)) -> np.ndarray:
     """Seeds on a regular (z, y, x) grid of ``step``, ``margin`` away from the faces."""
     axes = [np.arange(m, max(s - m, m + 1), st) for s, st, m in zip(shape, step, margin, strict=True)]
@@ -164,7 +210,7 @@ class FloodFiller:
         return self._predict(batch).numpy()[..., 0]
 
 
-def _fill_object(image, logits, seed_pos, ff: FloodFiller, cfg: InferenceConfig):
+def _fill_object(image, logits, seed_pos, ff: FloodFiller, cfg: InferenceConfig, allowed=None):
     """Grow one object's logits from ``seed_pos``; return its bounding box (lo, hi)."""
     fov = np.asarray(ff.fov)
     half = fov // 2
@@ -197,12 +243,15 @@ def _fill_object(image, logits, seed_pos, ff: FloodFiller, cfg: InferenceConfig)
             box_lo, box_hi = np.minimum(box_lo, pos - half), np.maximum(box_hi, pos + half + 1)
             for score, off in face_moves(o, d, t_move):
                 new = np.clip(pos + np.asarray(off), lo_c, hi_c)
+                if allowed is not None and not allowed[tuple(new)]:
+                    continue  # never centre a FOV on a membrane
                 if tuple(np.round((new - start) / d).astype(int)) not in seen:
                     heapq.heappush(heap, (-score, tuple(int(v) for v in new)))
     return box_lo, box_hi
 
 
-def flood_fill(image: np.ndarray, seeds: np.ndarray, ff: FloodFiller, cfg: InferenceConfig) -> tuple[np.ndarray, np.ndarray]:
+def flood_fill(image: np.ndarray, seeds: np.ndarray, ff: FloodFiller, cfg: InferenceConfig,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Segment objects seed by seed on one normalised image block.
 
     Parameters
@@ -211,6 +260,8 @@ def flood_fill(image: np.ndarray, seeds: np.ndarray, ff: FloodFiller, cfg: Infer
         Normalised with the training mean and standard deviation.
     seeds : ndarray of int, shape (K, 3)
         Tried in this order.
+    allowed : ndarray of bool, shape (Z, Y, X), optional
+        Voxels that may join an object and carry a FOV centre (``None``: all).
 
     Returns
     -------
@@ -228,12 +279,14 @@ def flood_fill(image: np.ndarray, seeds: np.ndarray, ff: FloodFiller, cfg: Infer
     next_id = 1
     for s in np.asarray(seeds, int):
         near = tuple(slice(max(v - rr, 0), v + rr + 1) for v, rr in zip(s, r, strict=True))
-        if seg[tuple(s)] or seg[near].any():
-            continue  # do not reseed inside or next to an existing object
-        lo, hi = _fill_object(image, logits, s, ff, cfg)
+        if seg[tuple(s)] or seg[near].any() or (allowed is not None and not allowed[tuple(s)]):
+            continue  # do not reseed inside or next to an existing object, nor on a membrane
+        lo, hi = _fill_object(image, logits, s, ff, cfg, allowed)
         box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         local = logits[box]
         mask = (local >= t_seg) & (seg[box] == 0)
+        if allowed is not None:
+            mask &= allowed[box]
         comp, _ = ndi.label(mask)
         seed_comp = comp[tuple(s - lo)]
         if seed_comp:
@@ -306,20 +359,34 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
     t0 = time.perf_counter()
     img = normalise(image, mean, std)
     half = np.asarray(ff.fov) // 2
+    bmap = allowed = None
+    if cfg.boundary_threshold is not None or cfg.seed_policy == "membrane" or cfg.fill_unclaimed:
+        from .baseline import boundary_map  # the baseline imports this module
+
+        bmap = boundary_map(image, sigma=cfg.boundary_sigma)
+        if cfg.boundary_threshold is not None:
+            allowed = bmap < cfg.boundary_threshold
     if seeds is None:
         # Seeds may lie anywhere: the first FOV is clipped into the block and still holds its seed,
         # so objects that only touch a face of the volume are segmented too.
         if cfg.seed_policy == "peaks":
             seeds = peak_seeds(image, min_distance=cfg.peak_min_distance, edge_sigma=cfg.edge_sigma,
                                voxel_size=voxel_size)
+        elif cfg.seed_policy == "membrane":
+            seeds = membrane_seeds(bmap, threshold=cfg.boundary_threshold, min_distance=cfg.peak_min_distance,
+                                   voxel_size=voxel_size)
         else:
             step = cfg.grid_step or tuple(int(v) for v in half)
             seeds = grid_seeds(image.shape, step, tuple(s // 2 for s in step))
     evals0 = ff.fov_evals
-    seg, prob = flood_fill(img, seeds, ff, cfg)
+    seg, prob = flood_fill(img, seeds, ff, cfg, allowed)
     if cfg.consensus and len(seeds) > 1:
-        seg2, prob2 = flood_fill(img, seeds[::-1], ff, cfg)
+        seg2, prob2 = flood_fill(img, seeds[::-1], ff, cfg, allowed)
         seg = split_consensus(seg, seg2, min_size=cfg.min_segment_size)
         prob = np.where(seg > 0, np.maximum(prob, prob2), 0).astype(np.uint8)
+    if cfg.fill_unclaimed and seg.any():
+        from skimage.segmentation import watershed
+
+        seg = watershed(bmap, seg.astype(np.int64)).astype(np.uint32)
     return {"labels": seg, "prob": prob, "seeds": np.asarray(seeds), "fov_evals": ff.fov_evals - evals0,
             "seconds": time.perf_counter() - t0}

@@ -100,6 +100,21 @@ def test_inference_recovers_separable_tubes(work):
     assert matched >= 0.5 * total, (matched, total)
 
 
+def test_segment_membrane_seeds_and_boundary_limit(work):
+    """The merge-cutting options from the CLI: seeds inside cells, growth stopped at membranes, gaps filled."""
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation
+    from deepsci.apps.connectomics.io import open_volume
+
+    labels = _segment(work, work / "seg_membrane", "--seed-policy", "membrane", "--peak-min-distance", "4",
+                      "--boundary-threshold", "0.7", "--fill-unclaimed").read()
+    gt = _pieces(open_volume(f"{work}/test.zarr:labels", kind="labels").read())
+    assert labels.min() > 0  # every voxel belongs to an object
+    s = evaluate_segmentation(gt, labels, voxel_size=(8, 8, 8), min_overlap=50)
+    assert s.vi_total < VI_BOUND and s.merges == 0, s
+    cfg = json.loads((work / "seg_membrane" / "config.json").read_text())
+    assert cfg["inference"]["boundary_threshold"] == 0.7 and cfg["inference"]["fill_unclaimed"] is True
+
+
 def test_block_stitching_matches_one_block(work):
     from deepsci.apps.connectomics.evaluate import contingency, count_merges_splits
 
@@ -191,6 +206,7 @@ def test_cli_bad_inputs(work, tmp_path, capsys):
         (["segment", "--model", model, "--image", f"{h5}:empty"], "non-empty"),
         (["segment", "--model", model, "--image", f"{h5}:img", "--block-size", "8", "8", "8"], "FOV"),
         (["segment", "--model", str(tmp_path / "none.keras"), "--image", f"{h5}:img"], "trained model"),
+        (["segment", "--model", model, "--image", f"{h5}:img", "--boundary-threshold", "1.5"], "boundary_threshold"),
         (["evaluate", "--labels", f"{h5}:lab_small", "--seg", f"{h5}:img"], "same shape"),
     ]
     for args, match in cases:

@@ -299,6 +299,59 @@ def test_split_consensus_cuts_merges():
     assert np.all(split_consensus(a, a) == 1)
 
 
+class _LeakyFFN:
+    """Stands in for a FloodFiller whose FFN floods everything (an under-trained one)."""
+
+    def __init__(self, fov=(5, 5, 5), deltas=(2, 2, 2)):
+        self.fov, self.deltas, self.fov_evals = fov, deltas, 0
+
+    def __call__(self, batch):
+        self.fov_evals += len(batch)
+        return np.full(batch.shape[:-1], 4.0, np.float32)
+
+
+def _two_cells(wall_value=20.0):
+    """Two bright cells side by side in x, parted by a dark one-voxel membrane."""
+    img = np.full((9, 12, 21), 200.0, np.float32)
+    img[:, :, 10] = wall_value
+    lab = np.ones(img.shape, np.uint32)
+    lab[:, :, 11:] = 2
+    return img, lab
+
+
+def test_membrane_seeds_lie_inside_cells():
+    from deepsci.apps.connectomics.baseline import boundary_map
+    from deepsci.apps.connectomics.inference import membrane_seeds
+
+    img, lab = _two_cells()
+    seeds = membrane_seeds(boundary_map(img, sigma=0.0), threshold=0.5, min_distance=3)
+    assert len(seeds) >= 2 and not np.any(seeds[:, 2] == 10)
+    assert set(lab[tuple(seeds.T)].tolist()) == {1, 2}
+
+
+def test_boundary_threshold_stops_a_leaky_ffn():
+    from deepsci.apps.connectomics.evaluate import count_merges_splits
+    from deepsci.apps.connectomics.inference import InferenceConfig, segment_block
+
+    img, lab = _two_cells()
+    seeds = np.array([[4, 6, 3], [4, 6, 17]])
+    base = dict(min_segment_size=10, consensus=False, min_boundary_dist=(0, 0, 0))
+    leaky = segment_block(img, _LeakyFFN(), InferenceConfig(**base), mean=128.0, std=64.0, seeds=seeds)
+    assert leaky["labels"].max() == 1  # one object across the membrane: a merge
+    held = segment_block(img, _LeakyFFN(), InferenceConfig(**base, boundary_threshold=0.5, boundary_sigma=0.0),
+                         mean=128.0, std=64.0, seeds=seeds)["labels"]
+    assert held.max() == 2 and np.all(held[:, :, 10] == 0)
+    assert count_merges_splits(lab, held, min_overlap=10) == {"merges": 0, "splits": 0}
+    # Filling the unclaimed membrane by a watershed of the boundary map leaves no voxel unlabelled.
+    filled = segment_block(img, _LeakyFFN(), InferenceConfig(**base, boundary_threshold=0.5, boundary_sigma=0.0,
+                                                             fill_unclaimed=True),
+                           mean=128.0, std=64.0, seeds=seeds)["labels"]
+    assert filled.min() > 0 and np.array_equal(filled[held > 0], held[held > 0])
+    assert np.all(filled[:, :, :10] == filled[4, 6, 3]) and np.all(filled[:, :, 11:] == filled[4, 6, 17])
+    with pytest.raises(ConfigError):
+        InferenceConfig(boundary_threshold=1.5).validate()
+
+
 def test_stitching_recovers_objects_cut_by_blocks(tmp_path):
     """Blocks holding pieces of known objects under unrelated local ids stitch back exactly."""
     from deepsci.apps.connectomics.evaluate import count_merges_splits, variation_of_information
