@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _CMATCH, _CINS, _CDEL, _CREFSKIP, _CSOFT, _CEQUAL, _CDIFF = 0, 1, 2, 3, 4, 7, 8
+_NO_POS = np.zeros(0, np.int64)
 
 
 @dataclass
@@ -130,6 +131,10 @@ def parse_read(read, ref: bytes, ref_arr: np.ndarray, off: int, min_bq: int
     mismatch_pos : (M,) int64
         Reference positions where the read is not the reference (any quality, incl. gaps).
     """
+    if read.has_tag("NM") and read.get_tag("NM") == 0:
+        # The aligner's edit distance: no mismatch and no gap, nothing to parse. Most reads
+        # are like this, and parsing them was most of make-examples' time.
+        return set(), _NO_POS
     seq = np.frombuffer(read.query_sequence.encode(), np.uint8)
     qual = np.asarray(read.query_qualities, dtype=np.uint8)
     rpos, qpos = read.reference_start, 0
@@ -165,7 +170,7 @@ def parse_read(read, ref: bytes, ref_arr: np.ndarray, off: int, min_bq: int
             qpos += n
         elif op == _CREFSKIP:
             rpos += n
-    return events, (np.concatenate(mism) if mism else np.zeros(0, np.int64))
+    return events, (np.concatenate(mism) if mism else _NO_POS)
 
 
 def event_alleles(events: list[tuple], ref: bytes, off: int) -> tuple[int, str, list[str]]:
@@ -205,7 +210,9 @@ def find_candidates(reads: list[ReadInfo], contig: str, start: int, end: int, re
             if start <= ev[1] < end:
                 counts[ev] += 1
     by_pos: dict[int, list[tuple[tuple, int]]] = defaultdict(list)
+    alt_reads: Counter = Counter()          # all alt-supporting reads at a position
     for ev, c in counts.items():
+        alt_reads[ev[1]] += c
         dp = int(depth[ev[1] - off])
         if dp == 0:
             continue
@@ -221,9 +228,8 @@ def find_candidates(reads: list[ReadInfo], contig: str, start: int, end: int, re
         p, r, alts = event_alleles([e for e, _ in evs], ref, off)
         dp = int(depth[pos - off])
         alt_n = [c for _, c in evs]
-        n_alt_reads = sum(counts[e] for e in counts if e[1] == pos)
         out.append(Candidate(contig, p, r, alts, [e for e, _ in evs], dp,
-                             [max(0, dp - n_alt_reads)] + alt_n))
+                             [max(0, dp - alt_reads[pos])] + alt_n))
     return out
 
 

@@ -31,6 +31,7 @@ from .candidates import (
 from .gvcf import reference_blocks
 from .labels import Truth, label_image
 from .pileup import CHANNELS, HEIGHT, WIDTH, alt_sets, encode_pileup
+from .tfrecord import TFRecordWriter, encode_example
 
 __all__ = ["MakeExamplesConfig", "make_examples", "examples_in_region", "shard_regions",
            "example_files", "parse_example"]
@@ -123,12 +124,15 @@ def examples_in_region(af, fa, region: vio.Region, cfg: CandidateConfig, *, seed
             blocks += reference_blocks(region.contig, cs, depth[cs - lo:ce - lo],
                                        nonref[cs - lo:ce - lo])
         starts = np.array([ri.start for ri in reads])
+        longest = max((ri.end - ri.start for ri in reads), default=0)
         for cand in cands:
             if truth is not None and not truth.confident(cand):
                 continue
-            # Reads are sorted by start: only those starting before the candidate's end.
+            # Reads are sorted by start: only those starting within one read length before
+            # the candidate and before its end can overlap it.
+            lo_i = int(np.searchsorted(starts, cand.pos - longest, side="left"))
             hi_i = int(np.searchsorted(starts, cand.end, side="left"))
-            near = [ri for ri in reads[:hi_i] if ri.end > cand.pos]
+            near = [ri for ri in reads[lo_i:hi_i] if ri.end > cand.pos]
             for alt_idx in alt_sets(len(cand.alts)):
                 img = encode_pileup(cand, alt_idx, near, ref_arr, lo, seed=seed)
                 label = -1 if truth is None else label_image(truth, cand, alt_idx)
@@ -137,34 +141,21 @@ def examples_in_region(af, fa, region: vio.Region, cfg: CandidateConfig, *, seed
         yield "gvcf", blocks
 
 
-def _bytes(v):
-    import tensorflow as tf
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=v))
-
-
-def _ints(v):
-    import tensorflow as tf
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
-
-
 def serialize_example(cand: Candidate, alt_idx: tuple[int, ...], img: np.ndarray,
                       label: int) -> bytes:
     """One ``tf.train.Example``: raw uint8 image, label and the candidate's alleles/support."""
-    import tensorflow as tf
-
-    feats = {
-        "image/encoded": _bytes([img.tobytes()]),
-        "image/shape": _ints(list(img.shape)),
-        "label": _ints([int(label)]),
-        "variant/contig": _bytes([cand.contig.encode()]),
-        "variant/pos": _ints([cand.pos]),
-        "variant/ref": _bytes([cand.ref.encode()]),
-        "variant/alts": _bytes([a.encode() for a in cand.alts]),
-        "variant/alt_idx": _ints(list(alt_idx)),
-        "variant/dp": _ints([cand.dp]),
-        "variant/ad": _ints(list(cand.ad)),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    return encode_example({
+        "image/encoded": [img.tobytes()],
+        "image/shape": list(img.shape),
+        "label": [int(label)],
+        "variant/contig": [cand.contig.encode()],
+        "variant/pos": [cand.pos],
+        "variant/ref": [cand.ref.encode()],
+        "variant/alts": [a.encode() for a in cand.alts],
+        "variant/alt_idx": list(alt_idx),
+        "variant/dp": [cand.dp],
+        "variant/ad": list(cand.ad),
+    })
 
 
 def parse_example(raw: bytes) -> dict:
@@ -193,8 +184,6 @@ def _shard_name(kind: str, i: int, n: int, ext: str) -> str:
 
 def _run_shard(task: dict) -> dict:
     """Worker: one shard's examples and gVCF blocks, each file written atomically."""
-    import tensorflow as tf
-
     cfg = CandidateConfig(**task["candidates"])
     regions = [vio.Region(*r) for r in task["regions"]]
     af = vio.open_alignments(task["reads"], task["ref"], check_contigs=False)
@@ -210,7 +199,7 @@ def _run_shard(task: dict) -> dict:
     blocks = []
     last = None
     with atomic_path(out) as tmp:
-        with tf.io.TFRecordWriter(str(tmp), options="GZIP") as w:
+        with TFRecordWriter(tmp) as w:
             for region in regions:
                 for item in examples_in_region(af, fa, region, cfg, seed=task["seed"],
                                                truth=truth, with_gvcf=task["gvcf"]):
