@@ -20,7 +20,7 @@ from deepsci.core.progress import progress
 from .make_examples import example_files
 from .model import HEAD, INPUT_SHAPE, load_genotype_model
 
-__all__ = ["CallConfig", "call_variants", "read_calls", "COLUMNS"]
+__all__ = ["CallConfig", "call_variants", "load_classifier", "read_calls", "COLUMNS"]
 
 COLUMNS = ("contig", "pos", "ref", "alts", "alt_idx", "dp", "ad", "p_homref", "p_het",
            "p_homalt")
@@ -75,15 +75,39 @@ def _dataset(files, batch_size: int):
     return ds.map(parse, num_parallel_calls=2, deterministic=True).batch(batch_size).prefetch(2)
 
 
-def call_variants(config: CallConfig) -> dict:
-    """Classify every example; returns the number of examples and examples per second."""
+def load_classifier(model_path: str | Path, batch_size: int) -> tuple:
+    """Load a model and trace its inference graph for ``(batch_size, 100, 221, 7)`` inputs.
+
+    Tracing is done here, on a zero batch, so that :func:`run_pipeline` can do it while
+    make-examples is still running in another process.
+
+    Returns
+    -------
+    model : keras.Model
+    sidecar : dict
+    infer : callable
+        ``(batch_size, 100, 221, 7) float32 -> (batch_size, 3)`` genotype probabilities.
+    """
+    import tensorflow as tf
+
+    model, sidecar = load_genotype_model(model_path)
+    infer = tf.function(lambda x: tf.nn.softmax(model(x, training=False)[HEAD], axis=-1),
+                        reduce_retracing=True)
+    infer(tf.zeros((batch_size, *INPUT_SHAPE), tf.float32))
+    return model, sidecar, infer
+
+
+def call_variants(config: CallConfig, *, loaded: tuple | None = None) -> dict:
+    """Classify every example; returns the number of examples and examples per second.
+
+    ``loaded`` is the result of :func:`load_classifier` for ``config.model`` and
+    ``config.batch_size``, when the caller has already loaded it.
+    """
     import tensorflow as tf
 
     config.validate()
     files = example_files(config.examples)
-    model, sidecar = load_genotype_model(config.model)
-    infer = tf.function(lambda x: tf.nn.softmax(model(x, training=False)[HEAD], axis=-1),
-                        reduce_retracing=True)
+    _, sidecar, infer = loaded or load_classifier(config.model, config.batch_size)
     out = Path(config.out)
     n, t0 = 0, time.time()
     with atomic_path(out) as tmp:

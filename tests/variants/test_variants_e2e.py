@@ -117,6 +117,19 @@ def test_cli_errors_are_one_line(tiny_sim, tmp_path, capsys):
     assert not (tmp_path / "o" / "calls.vcf.gz").exists()
 
 
+def test_run_reports_make_examples_errors(trained, tiny_sim, tmp_path, capsys):
+    # make-examples runs in a child process during `run`; its user errors must still come
+    # out as one `error:` line naming the file, and nothing is written.
+    capsys.readouterr()
+    rc = main(["variants", "run", "--reads", tiny_sim["bam"], "--ref", tiny_sim["ref"],
+               "--model", str(trained / "model" / "model.keras"), "--out", str(tmp_path / "o"),
+               "--regions", "chr1:1-999999", "--scheduler", "inline"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "ref.fa" in err[0]
+    assert not (tmp_path / "o" / "calls.vcf.gz").exists()
+
+
 def test_model_round_trip(trained):
     import numpy as np
 
