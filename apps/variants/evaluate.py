@@ -9,11 +9,15 @@ multi-allelic records), restricted to the confident regions, and matched allele 
   and FP for the query, counted separately as ``FP.gt`` (as hap.py does);
 * the rest are FN (truth) and FP (query).
 
+Alleles still unmatched are then compared as haplotypes, as vcfeval does: nearby leftovers
+of both sets (within ``HAP_WINDOW`` bp) form a cluster, and when some phasing of each side
+spells the same pair of haplotype sequences, all of the cluster's alleles are true
+positives. This reconciles complex variants written as different combinations of records
+(an MNP as two SNPs, a SNP next to an indel as one complex allele).
+
 Precision = QUERY.TP / (QUERY.TP + QUERY.FP), recall = TRUTH.TP / TRUTH.TOTAL, F1 their
 harmonic mean; reported for SNPs and indels, for all non-reference calls (``ALL``) and for
-calls with FILTER PASS (``PASS``). Normalisation resolves indel representation differences;
-unlike hap.py's haplotype comparison it does not reconcile complex variants written as
-different combinations of records.
+calls with FILTER PASS (``PASS``).
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from . import io as vio
 __all__ = ["EvaluateConfig", "evaluate_calls", "normalise", "load_alleles", "compare",
            "format_table", "SUMMARY_COLUMNS"]
 
+HAP_WINDOW = 10        # bp between leftover alleles that are compared as one haplotype cluster
 SUMMARY_COLUMNS = ["Type", "Filter", "TRUTH.TOTAL", "TRUTH.TP", "TRUTH.FN", "QUERY.TOTAL",
                    "QUERY.TP", "QUERY.FP", "FP.gt", "METRIC.Recall", "METRIC.Precision",
                    "METRIC.F1_Score"]
@@ -110,26 +115,97 @@ def load_alleles(vcf: str | os.PathLike, *, confident=None, pass_only: bool = Fa
     return out
 
 
-def compare(truth: dict, query: dict) -> dict[str, dict[str, int]]:
-    """Count TP/FN/FP/FP.gt per variant type from two allele dicts (:func:`load_alleles`)."""
+def compare(truth: dict, query: dict, *, fasta=None,
+            window: int = HAP_WINDOW) -> dict[str, dict[str, int]]:
+    """Count TP/FN/FP/FP.gt per variant type from two allele dicts (:func:`load_alleles`).
+
+    Alleles match when their normalised keys and zygosity agree. With ``fasta`` (a
+    ``pysam.FastaFile``), alleles left over are then matched as haplotypes, as vcfeval
+    does: leftovers of both sets within ``window`` bp of each other form a cluster, and if
+    some phasing of the truth alleles and some phasing of the query alleles spell the same
+    two haplotype sequences, every allele of the cluster is a true positive (e.g. an MNP
+    called as two SNPs, or an indel and a SNP written as one complex allele).
+    """
+    t_ok = {k for k, (_, hom) in truth.items() if k in query and query[k][1] == hom}
+    q_ok = set(t_ok)
+    if fasta is not None:
+        rescued_t, rescued_q = _haplotype_matches(truth, query, t_ok, fasta, window)
+        t_ok |= rescued_t
+        q_ok |= rescued_q
     c = {t: defaultdict(int) for t in ("SNP", "INDEL")}
-    for key, (kind, hom) in truth.items():
+    for key, (kind, _) in truth.items():
         c[kind]["TRUTH.TOTAL"] += 1
-        q = query.get(key)
-        if q is not None and q[1] == hom:
-            c[kind]["TRUTH.TP"] += 1
-        else:
-            c[kind]["TRUTH.FN"] += 1
-    for key, (kind, hom) in query.items():
+        c[kind]["TRUTH.TP" if key in t_ok else "TRUTH.FN"] += 1
+    for key, (kind, _) in query.items():
         c[kind]["QUERY.TOTAL"] += 1
-        t = truth.get(key)
-        if t is not None and t[1] == hom:
+        if key in q_ok:
             c[kind]["QUERY.TP"] += 1
         else:
             c[kind]["QUERY.FP"] += 1
-            if t is not None:
+            if key in truth:
                 c[kind]["FP.gt"] += 1
     return {k: dict(v) for k, v in c.items()}
+
+
+def _haplotype_matches(truth: dict, query: dict, matched: set, fasta, window: int
+                       ) -> tuple[set, set]:
+    """Keys of unmatched truth and query alleles that agree as haplotypes (see compare)."""
+    left = sorted([(k, 0, truth[k][1]) for k in truth if k not in matched]
+                  + [(k, 1, query[k][1]) for k in query if k not in matched],
+                  key=lambda t: (t[0][0], t[0][1]))
+    rescued: tuple[set, set] = (set(), set())
+    cluster: list = []
+    for item in left + [None]:
+        if cluster and (item is None or item[0][0] != cluster[-1][0][0]
+                        or item[0][1] > max(k[1] + len(k[2]) for k, _, _ in cluster) + window):
+            sides = [[(k, hom) for k, side, hom in cluster if side == s] for s in (0, 1)]
+            if all(sides) and _same_haplotypes(sides[0], sides[1], fasta):
+                for s in (0, 1):
+                    rescued[s].update(k for k, _ in sides[s])
+            cluster = []
+        if item is not None:
+            cluster.append(item)
+    return rescued
+
+
+def _same_haplotypes(truth: list, query: list, fasta) -> bool:
+    keys = [k for k, _ in truth + query]
+    contig = keys[0][0]
+    lo = max(0, min(k[1] for k in keys) - 1)
+    hi = max(k[1] + len(k[2]) for k in keys) + 1
+    ref = fasta.fetch(contig, lo, hi).upper()
+    hap_t, hap_q = _haplotype_pairs(truth, ref, lo), _haplotype_pairs(query, ref, lo)
+    return bool(hap_t & hap_q)
+
+
+def _haplotype_pairs(alleles: list, ref: str, off: int, max_het: int = 10) -> set:
+    """Every unordered pair of haplotype sequences the (unphased) alleles can make."""
+    hom = [k for k, h in alleles if h]
+    het = [k for k, h in alleles if not h]
+    if len(het) > max_het:
+        return set()
+    out = set()
+    # The first het allele goes to haplotype 0: the swapped phasing gives the same pair.
+    for mask in range(2 ** max(len(het) - 1, 0)):
+        haps: list[list] = [list(hom), list(hom)]
+        for i, k in enumerate(het):
+            haps[(mask >> (i - 1)) & 1 if i else 0].append(k)
+        seqs = [_apply(ref, off, h) for h in haps]
+        if None not in seqs:
+            out.add(tuple(sorted(seqs)))
+    return out
+
+
+def _apply(ref: str, off: int, alleles: list) -> str | None:
+    """``ref`` (starting at 0-based ``off``) with the alleles applied; None if they overlap."""
+    parts, at = [], off
+    for _, pos, r, a in sorted(alleles, key=lambda k: k[1]):
+        if pos < at:
+            return None
+        parts += [ref[at - off:pos - off], a]
+        at = pos + len(r)
+    parts.append(ref[at - off:])
+    return "".join(parts)
 
 
 def _metrics(d: dict) -> dict:
@@ -171,7 +247,7 @@ def evaluate_calls(config: EvaluateConfig) -> list[dict]:
         truth = load_alleles(nt, confident=confident)
         for filt, pass_only in (("ALL", False), ("PASS", True)):
             query = load_alleles(nq, confident=confident, pass_only=pass_only)
-            counts = compare(truth, query)
+            counts = compare(truth, query, fasta=fa)
             for kind in ("INDEL", "SNP"):
                 d = {c: counts[kind].get(c, 0) for c in SUMMARY_COLUMNS[2:9]}
                 rows.append({"Type": kind, "Filter": filt, **d, **_metrics(counts[kind])})

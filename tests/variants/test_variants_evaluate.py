@@ -88,3 +88,42 @@ def test_multiallelic_split_and_confident_bed(tmp_path, ref):
     snp = _row(rows, "SNP")
     # 1/2 splits into two het alleles; the SNP at 150 is outside the confident region.
     assert snp["TRUTH.TOTAL"] == 2 and snp["TRUTH.TP"] == 2 and snp["QUERY.FP"] == 0
+
+
+def _other(b):
+    return "A" if b != "A" else "C"
+
+
+def test_haplotype_matching_reconciles_an_mnp(tmp_path, ref):
+    mnp = _other(SEQ[100]) + _other(SEQ[101])
+    truth = _vcf(tmp_path / "t.vcf.gz", [(100, SEQ[100:102], [mnp], (1, 1))])   # hom MNP
+    calls = _vcf(tmp_path / "c.vcf.gz", [(100, SEQ[100], [mnp[0]], (1, 1)),
+                                         (101, SEQ[101], [mnp[1]], (1, 1))])
+    snp = _row(evaluate_calls(EvaluateConfig(calls=str(calls), truth=str(truth), ref=str(ref),
+                                             out=str(tmp_path / "s.csv"))), "SNP")
+    # One truth allele, two query alleles: all match as haplotypes.
+    assert (snp["TRUTH.TP"], snp["TRUTH.FN"], snp["QUERY.TP"], snp["QUERY.FP"]) == (1, 0, 2, 0)
+
+
+def test_haplotype_matching_needs_the_same_genotype(tmp_path, ref):
+    mnp = _other(SEQ[100]) + _other(SEQ[101])
+    truth = _vcf(tmp_path / "t.vcf.gz", [(100, SEQ[100:102], [mnp], (1, 1))])
+    # Two het SNPs may sit on different copies: not the hom MNP's haplotypes.
+    calls = _vcf(tmp_path / "c.vcf.gz", [(100, SEQ[100], [mnp[0]], (0, 1)),
+                                         (101, SEQ[101], [mnp[1]], (0, 1))])
+    snp = _row(evaluate_calls(EvaluateConfig(calls=str(calls), truth=str(truth), ref=str(ref),
+                                             out=str(tmp_path / "s.csv"))), "SNP")
+    assert (snp["TRUTH.TP"], snp["QUERY.TP"], snp["QUERY.FP"]) == (0, 0, 2)
+
+
+def test_haplotype_matching_of_a_complex_allele(tmp_path, ref):
+    # Truth: SNP at 120 and a 2-bp deletion right after it on the same copy, as two records.
+    snp = _other(SEQ[120])
+    truth = _vcf(tmp_path / "t.vcf.gz", [(120, SEQ[120], [snp], (0, 1)),
+                                         (121, SEQ[121:124], [SEQ[121]], (0, 1))])
+    # Calls: one complex allele spelling the same haplotype.
+    calls = _vcf(tmp_path / "c.vcf.gz", [(120, SEQ[120:124], [snp + SEQ[121]], (0, 1))])
+    rows = evaluate_calls(EvaluateConfig(calls=str(calls), truth=str(truth), ref=str(ref),
+                                         out=str(tmp_path / "s.csv")))
+    s, i = _row(rows, "SNP"), _row(rows, "INDEL")
+    assert s["TRUTH.TP"] + i["TRUTH.TP"] == 2 and s["QUERY.FP"] + i["QUERY.FP"] == 0
