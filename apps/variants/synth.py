@@ -26,6 +26,7 @@ __all__ = [
     "plant_variants",
     "apply_haplotype",
     "simulate_pairs",
+    "homopolymers",
     "align_pairs",
     "simulate",
 ]
@@ -55,12 +56,17 @@ class SimulateConfig:
     fragment_mean: float = 400.0
     fragment_sd: float = 50.0
     indel_error_rate: float = 2e-4      # per base: small indel sequencing errors
+    # Polymerase slippage: a read crossing a homopolymer of length L >= 4 gains or loses one
+    # of its bases with probability homopolymer_slip * 1.9 ** (L - 4) (at most 0.2), so
+    # ~0.3 % at L = 8 and ~3 % at L = 12, the range reported for Illumina reads.
+    homopolymer_slip: float = 2e-4
     sample: str = "SIM"
     threads: int = 2
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("snp_rate", "indel_rate", "het_fraction", "indel_error_rate"):
+        for name in ("snp_rate", "indel_rate", "het_fraction", "indel_error_rate",
+                     "homopolymer_slip"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"expected {name} in [0, 1], found {v}")
@@ -216,10 +222,52 @@ def _indel_error(rng: np.random.Generator, frag: bytes, start: int, length: int)
     return frag[:at] + _BASES[rng.integers(0, 4, size=k)].tobytes() + frag[at:]
 
 
+HP_MIN, HP_GROWTH, HP_MAX_P = 4, 1.9, 0.2
+
+
+def homopolymers(seq: bytes, min_len: int = HP_MIN) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of one base at least ``min_len`` long in ``seq``."""
+    a = np.frombuffer(seq, np.uint8)
+    if a.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cut = np.flatnonzero(a[1:] != a[:-1]) + 1
+    starts = np.concatenate([[0], cut])
+    lens = np.diff(np.concatenate([starts, [a.size]]))
+    keep = lens >= min_len
+    return starts[keep], lens[keep]
+
+
+def _slip(rng: np.random.Generator, seg: bytes, seg_start: int, hp: tuple, p4: float) -> bytes:
+    """Apply homopolymer slippage to ``seg`` (haplotype bases from ``seg_start``).
+
+    Each run lying wholly inside ``seg`` loses (60 %) or gains (40 %) one base with
+    probability ``p4 * HP_GROWTH ** (L - 4)``.
+    """
+    starts, lens = hp
+    lo = int(np.searchsorted(starts, seg_start))
+    hi = int(np.searchsorted(starts, seg_start + len(seg)))
+    if hi <= lo or p4 <= 0:
+        return seg
+    st, ln = starts[lo:hi] - seg_start, lens[lo:hi]
+    inside = st + ln <= len(seg)
+    p = np.minimum(HP_MAX_P, p4 * HP_GROWTH ** (ln - HP_MIN))
+    hit = np.flatnonzero(inside & (rng.random(st.size) < p))
+    for k in hit[::-1]:                     # right to left: earlier offsets stay valid
+        a = int(st[k])
+        seg = seg[:a] + seg[a + 1:] if rng.random() < 0.6 else seg[:a] + seg[a:a + 1] + seg[a:]
+    return seg
+
+
 def simulate_pairs(haplotypes: list[str], *, coverage: float, read_length: int,
                    fragment_mean: float, fragment_sd: float, indel_error_rate: float,
-                   seed: int = 0, name_prefix: str = "r") -> list[tuple[str, str, str, str, str]]:
+                   homopolymer_slip: float = 0.0, seed: int = 0,
+                   name_prefix: str = "r") -> list[tuple[str, str, str, str, str]]:
     """Paired-end reads from a list of haplotype sequences (equal coverage each).
+
+    Sequencing errors: substitutions at the rate the simulated base qualities promise, one
+    1-2 bp indel in a share ``indel_error_rate * read_length`` of read-1s, and, with
+    ``homopolymer_slip`` > 0, independent slippage in each read's homopolymers
+    (:func:`_slip`).
 
     Returns
     -------
@@ -232,6 +280,8 @@ def simulate_pairs(haplotypes: list[str], *, coverage: float, read_length: int,
     for h, hap in enumerate(haplotypes):
         hb = hap.encode()
         n = len(hb)
+        hp = homopolymers(hb)
+        margin = 8                           # spare bases for reads that lose some
         n_pairs = int(round(coverage * n / (2 * read_length) / len(haplotypes)))
         frag = np.clip(rng.normal(fragment_mean, fragment_sd, n_pairs), read_length + 20,
                        n - 1).astype(int)
@@ -244,10 +294,20 @@ def simulate_pairs(haplotypes: list[str], *, coverage: float, read_length: int,
         for i in range(n_pairs):
             s, f = int(starts[i]), int(frag[i])
             piece = hb[s:s + f]
-            if rng.random() < p_indel:
-                piece = _indel_error(rng, piece, 0, read_length)
-            a = piece[:read_length]
-            b = piece[-read_length:].translate(_COMP)[::-1]
+            if homopolymer_slip > 0:
+                # Each mate slips on its own (separate sequencing reactions), on haplotype
+                # coordinates; then read 1 may get the position-independent indel error.
+                head, tail = piece[:read_length + margin], piece[-(read_length + margin):]
+                head = _slip(rng, head, s, hp, homopolymer_slip)
+                tail = _slip(rng, tail, s + len(piece) - len(tail), hp, homopolymer_slip)
+                if rng.random() < p_indel:
+                    head = _indel_error(rng, head, 0, read_length)
+                a, b = head[:read_length], tail[-read_length:]
+            else:
+                if rng.random() < p_indel:
+                    piece = _indel_error(rng, piece, 0, read_length)
+                a, b = piece[:read_length], piece[-read_length:]
+            b = b.translate(_COMP)[::-1]
             r1[i] = np.frombuffer(a.ljust(read_length, b"A"), np.uint8)
             r2[i] = np.frombuffer(b.ljust(read_length, b"A"), np.uint8)
         r1 = _add_errors(rng, r1, q1)
@@ -366,6 +426,7 @@ def simulate(config: SimulateConfig) -> dict:
                                 fragment_mean=config.fragment_mean,
                                 fragment_sd=config.fragment_sd,
                                 indel_error_rate=config.indel_error_rate,
+                                homopolymer_slip=config.homopolymer_slip,
                                 seed=config.seed + 1000 + k, name_prefix=f"{contig}_")
     write_fastq_pairs(pairs, out / "reads_1.fq.gz", out / "reads_2.fq.gz")
     bam = align_pairs(pairs, ref, out / "reads.bam", sample=config.sample,
