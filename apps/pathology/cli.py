@@ -131,13 +131,14 @@ def heatmap(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     stride: Annotated[int | None, typer.Option(
         help="Window step in pixels at the finest scale (default: the centre region).")] = None,
-    batch_size: int = 64,
+    batch_size: Annotated[int, typer.Option(help="Tiles per inference batch.")] = 128,
     tta: Annotated[bool, typer.Option(help="Average the 8 orientations.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="tiff, zarr or both.")] = "tiff",
     scheduler: Annotated[str, typer.Option(
         help="local (Dask on this machine), inline, or tcp://host:port.")] = "local",
     workers: Annotated[int | None, typer.Option(help="Dask workers.")] = None,
-    threads: Annotated[int, typer.Option(help="TensorFlow threads per worker.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="TensorFlow threads per worker (default: cores / local workers).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute slides finished before.")] = False,
     mpp: Mpp = None,
 ):

@@ -14,6 +14,9 @@ finished slides.
 """
 from __future__ import annotations
 
+import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,20 +55,22 @@ class HeatmapConfig:
         ``"inline"``, ``"local"`` (Dask LocalCluster) or ``tcp://host:port``.
     workers : int, optional
         Dask workers (default: min(slides, CPUs)).
-    threads : int
-        TensorFlow threads per worker.
+    threads : int, optional
+        TensorFlow threads per worker (default: the cores divided among the
+        local workers; all cores inline; TensorFlow's own default on a remote
+        cluster).
     """
 
     model: str
     slides: str
     out_dir: str
     stride: int | None = None
-    batch_size: int = 64
+    batch_size: int = 128
     tta: bool = False
     format: str = "tiff"
     scheduler: str | None = "local"
     workers: int | None = None
-    threads: int = 1
+    threads: int | None = None
     mpp: float | None = None
     overwrite: bool = False
     tissue: TissueConfig = field(default_factory=TissueConfig)
@@ -73,6 +78,8 @@ class HeatmapConfig:
     def validate(self) -> HeatmapConfig:
         if self.format not in ("tiff", "zarr", "both"):
             raise ConfigError(f"expected format tiff, zarr or both, found {self.format!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"expected threads >= 1, found {self.threads}")
         if self.batch_size < 1:
             raise ConfigError(f"expected batch_size >= 1, found {self.batch_size}")
         if self.stride is not None and self.stride < 1:
@@ -84,31 +91,64 @@ class HeatmapConfig:
         return self
 
 
+def _limit_threads(threads: int | None) -> int:
+    """Pin this process's TensorFlow to ``threads`` threads; returns the intra-op count in force.
+
+    Must run before TensorFlow creates its thread pools (first op). Several
+    Dask workers on one machine each default to one thread per core, which
+    oversubscribes the cores ``workers``-fold.
+    """
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1 if threads == 1 else 2)
+        except RuntimeError:
+            pass  # TensorFlow already running in this process: keep its pools
+        else:  # and for native libraries that size their own pools from the environment
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+    return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
+
+
 def _load(model_path: str, threads: int | None):
     # Keyed by modification time too: a model retrained in place is reloaded.
     key = f"{model_path}@{Path(model_path).stat().st_mtime_ns}"
     if key not in _MODELS:
+        used = _limit_threads(threads)
         import tensorflow as tf
 
-        if threads:
-            try:  # only possible before TensorFlow starts; a no-op in a busy process
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:
-                pass
         from deepsci.core.models.serialization import load_model
+
+        from .patches import preprocess
 
         model, meta = load_model(model_path)
         if meta.get("app") != "pathology":
             raise InputError(f"expected a pathology model, found one from app {meta.get('app')!r}", model_path)
 
         @tf.function(reduce_retracing=True)
-        def predict(x):
-            return tf.sigmoid(model(x, training=False)["tumor"])[:, 0]
+        def predict(xs, tta: bool):
+            # uint8 in, probabilities out: scaling and the 8 orientations run in
+            # the graph, so the Python side only hands over the raw batch.
+            xs = [preprocess(x) for x in xs]
+            views = _orientations_tf(xs) if tta else [xs]
+            probs = [tf.sigmoid(model(v[0] if len(v) == 1 else tuple(v), training=False)["tumor"])[:, 0]
+                     for v in views]
+            return tf.add_n(probs) / float(len(probs))
 
         _MODELS.clear()
-        _MODELS[key] = (model, meta, predict)
+        _MODELS[key] = (model, meta, predict, {"threads": used, "warm": set()})
     return _MODELS[key]
+
+
+def _orientations_tf(xs):
+    import tensorflow as tf
+
+    views = []
+    for k in range(4):
+        r = [tf.image.rot90(x, k) for x in xs]
+        views += [r, [tf.image.flip_left_right(x) for x in r]]
+    return views
 
 
 def heatmap_grid(slide: Slide, stride_px: float, tissue_cfg: TissueConfig) -> np.ndarray:
@@ -124,11 +164,67 @@ def heatmap_grid(slide: Slide, stride_px: float, tissue_cfg: TissueConfig) -> np
     return ndi.binary_dilation(grid) if grid.any() else grid
 
 
-def _orientations(x: np.ndarray):
-    for k in range(4):
-        r = np.rot90(x, k, axes=(1, 2))
-        yield r
-        yield r[:, :, ::-1]
+def _tile_batches(slide: Slide, rows: np.ndarray, cols: np.ndarray, stride_px: float, pc, choices,
+                  batch_size: int):
+    """``(rows, cols, [uint8 (batch_size, P, P, 3) per scale])``; the last batch is padded."""
+    from .patches import read_examples
+
+    for start in range(0, len(rows), batch_size):
+        r, c = rows[start:start + batch_size], cols[start:start + batch_size]
+        centers = np.stack([(c + 0.5) * stride_px, (r + 0.5) * stride_px], axis=1)
+        scales = read_examples(slide, centers, pc, choices)
+        pad = batch_size - len(r)  # a fixed batch shape avoids retracing on the last batch
+        if pad:
+            scales = [np.concatenate([s, np.repeat(s[-1:], pad, 0)]) for s in scales]
+        yield r, c, scales
+
+
+_END = object()
+
+
+def _prefetch(items, depth: int = 3):
+    """Iterate ``items`` in a background thread, ``depth`` ahead of the consumer.
+
+    Slide decoding (OpenSlide / tifffile C code) releases the GIL, so reading
+    the next batches overlaps with inference on the current one. An error in
+    the reader is raised in the consumer; a consumer that stops early stops
+    the reader.
+    """
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put(("error", e))
+            return
+        put(_END)
+
+    thread = threading.Thread(target=work, daemon=True, name="heatmap-reader")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, tuple) and len(item) == 2 and item[0] == "error":
+                raise item[1]
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -> tuple[np.ndarray, dict]:
@@ -137,12 +233,17 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
 
     from deepsci.core.progress import progress
 
-    from .patches import PatchConfig, preprocess, read_example
+    from .patches import PatchConfig
 
-    model, meta, predict = _load(model_path, cfg.threads)
+    model, meta, predict, state = _load(model_path, cfg.threads)
     spec = meta["input_spec"]
     pc = PatchConfig(patch_size=int(spec["patch_size"]), magnifications=tuple(spec["magnifications"]),
                      center_size=int(spec["center_size"]))
+    bs, nscale = cfg.batch_size, len(pc.magnifications)
+    if (bs, cfg.tta) not in state["warm"]:  # trace once, outside the timed loop
+        zeros = tf.zeros((bs, pc.patch_size, pc.patch_size, 3), tf.uint8)
+        predict([zeros] * nscale, bool(cfg.tta)).numpy()
+        state["warm"].add((bs, cfg.tta))
     t0 = time.perf_counter()
     with Slide(slide_path, mpp=cfg.mpp) as slide:
         choices = [slide.select_level(m) for m in pc.magnifications]
@@ -151,32 +252,21 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
         grid = heatmap_grid(slide, stride_px, cfg.tissue)
         rows, cols = np.nonzero(grid)
         heat = np.zeros(grid.shape, np.float32)
-        n, bs = len(rows), cfg.batch_size
-        bar = progress(total=n, desc=f"heatmap {Path(slide_path).stem}", unit="tile")
-        for start in range(0, n, bs):
-            r, c = rows[start:start + bs], cols[start:start + bs]
-            ex = [read_example(slide, (cc + 0.5) * stride_px, (rr + 0.5) * stride_px, pc, choices)
-                  for rr, cc in zip(r, c, strict=True)]
-            scales = [np.stack([e[i] for e in ex]) for i in range(len(pc.magnifications))]
-            pad = bs - len(ex)  # a fixed batch shape avoids retracing on the last batch
-            if pad:
-                scales = [np.concatenate([s, np.repeat(s[-1:], pad, 0)]) for s in scales]
-            views = zip(*[_orientations(s) for s in scales], strict=True) if cfg.tta else [scales]
-            probs = np.zeros(bs, np.float32)
-            count = 0
-            for view in views:
-                x = [preprocess(tf.constant(np.ascontiguousarray(v))) for v in view]
-                probs += predict(x[0] if len(x) == 1 else tuple(x)).numpy()
-                count += 1
-            heat[r, c] = (probs / count)[: len(ex)]
-            bar.update(len(ex))
+        bar = progress(total=len(rows), desc=f"heatmap {Path(slide_path).stem}", unit="tile")
+        batches = _tile_batches(slide, rows, cols, stride_px, pc, choices, bs)
+        for r, c, scales in _prefetch(batches):
+            probs = predict([tf.constant(s) for s in scales], bool(cfg.tta)).numpy()
+            heat[r, c] = probs[: len(r)]
+            bar.update(len(r))
         bar.close()
         seconds = time.perf_counter() - t0
+        n = len(rows)
         info = {
             "slide_name": Path(slide_path).stem, "slide": str(slide_path), "stride": float(stride_px),
-            "mpp": slide.mpp, "dimensions": list(slide.dimensions),
+            "mpp": slide.mpp, "dimensions": list(slide.dimensions), "backend": slide.backend,
             "magnifications": list(pc.magnifications), "patch_size": pc.patch_size,
             "tta": bool(cfg.tta), "model": str(model_path), "tiles": int(n), "seconds": round(seconds, 3),
+            "batch_size": bs, "tf_threads": int(state["threads"]),
             "level0_megapixels": float(n * stride_px * stride_px / 1e6),
         }
         return heat, info
@@ -257,9 +347,14 @@ def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
             for m in meta["input_spec"]["magnifications"]:
                 slide.select_level(m)
     save_config(cfg, out / "heatmap_config.json")
-    workers = cfg.workers or max(1, min(len(tasks), os.cpu_count() or 1))
+    cores = os.cpu_count() or 1
+    workers = cfg.workers or max(1, min(len(tasks), cores))
     # One slide gains nothing from a cluster but would pay its start-up.
     scheduler = "inline" if (len(tasks) == 1 and cfg.scheduler in (None, "local")) else cfg.scheduler
+    if cfg.threads is None and scheduler in ("inline", None, "local"):
+        threads = cores if scheduler == "inline" else max(1, cores // workers)
+        for t in tasks:
+            t["config"] = {**t["config"], "threads": threads}
     results = run_shards(heatmap_task, tasks, key=lambda t: Path(t["slide"]).stem, state_dir=state,
                          scheduler=scheduler, workers=workers, desc="slides")
     write_run_info(out, command="pathology heatmap", config=cfg,

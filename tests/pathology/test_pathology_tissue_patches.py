@@ -94,6 +94,27 @@ def test_multiscale_patches_share_centre(tmp_path):
     assert masses[1] / masses[2] == pytest.approx(4, rel=0.2)
 
 
+def test_batched_multiscale_reading_matches_per_patch_reading(tmp_path, monkeypatch):
+    rgb, _, _, _ = synth.render_slide(synth.SynthConfig(width=512, height=512, mpp=0.25), seed=2)
+    io.write_pyramid_tiff(tmp_path / "s.tif", rgb, mpp=0.25, tile=64, min_size=32)
+    cfg = patches.PatchConfig(patch_size=24, magnifications=(40.0, 20.0, 10.0))
+    # a heatmap-like grid (stride 16 px, two rows) plus odd centres, one off the slide's edge
+    grid = [(8 + 16 * c + 0.5, 8 + 16 * r + 0.5) for r in (3, 4) for c in range(6)]
+    centres = np.array(grid + [(101.3, 333.7), (507.0, 3.0), (250.0, 250.0)])
+    with io.Slide(tmp_path / "s.tif") as s:
+        calls = []
+        read = s.read_region
+        monkeypatch.setattr(s, "read_region", lambda *a: calls.append(a) or read(*a))
+        batched = patches.read_examples(s, centres, cfg)
+        n_batched = len(calls)
+        single = [patches.read_example(s, x, y, cfg) for x, y in centres]
+    assert [b.shape for b in batched] == [(len(centres), 24, 24, 3)] * 3
+    for k in range(3):
+        np.testing.assert_array_equal(batched[k], np.stack([v[k] for v in single]))
+    # every scale reads each grid row once (2 rows) plus the 3 loose centres
+    assert n_batched <= 3 * (2 + 3) < len(calls) - n_batched
+
+
 def test_augmentation_same_for_all_scales():
     tf = pytest.importorskip("tensorflow")
     x = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
