@@ -29,35 +29,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pathology" / "cmu_small_region.svs"
 
 
-def model_flops(model) -> float:
-    """Forward multiply-add FLOPs (x2) of one example through conv and dense layers."""
-    import keras
-
-    total = 0.0
-    for layer in _layers(model):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, ho, wo, co = layer.output.shape
-            kh, kw = layer.kernel_size
-            ci = layer.input.shape[-1]
-            total += 2.0 * ho * wo * co * kh * kw * ci / layer.groups
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2.0 * layer.input.shape[-1] * layer.units
-    return total
-
-
-def _layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _layers(layer)
-        else:
-            yield layer
-
-
 def _save_untrained(path: Path, variant: str, patch: int, width: int, mags=(20.0,)) -> tuple[Path, float]:
     # Throughput does not depend on the weights: an untrained model of the
     # same architecture is timed, so the benchmark needs no training run.
     from deepsci.apps.pathology.patches import PatchConfig
     from deepsci.apps.pathology.train import PathologyTrainConfig, build_model
+    from deepsci.core.bench import model_flops
     from deepsci.core.models.serialization import save_model
 
     cfg = PathologyTrainConfig(slides=".", out_dir=".", variant=variant, width=width,
@@ -68,47 +45,73 @@ def _save_untrained(path: Path, variant: str, patch: int, width: int, mags=(20.0
     return path, model_flops(model)
 
 
-def bench_heatmap(work: Path, args, peak: float) -> list[dict]:
+def _heatmap_run(model: Path, slides: Path, out: Path, *, stride: int, batch: int, scheduler: str,
+                 workers: int | None) -> dict:
     from deepsci.apps.pathology.heatmap import HeatmapConfig, run_heatmaps
+
+    t0 = time.perf_counter()
+    res = run_heatmaps(HeatmapConfig(model=str(model), slides=str(slides), out_dir=str(out), stride=stride,
+                                     batch_size=batch, scheduler=scheduler, workers=workers,
+                                     overwrite=True))
+    wall = time.perf_counter() - t0
+    tiles = sum(r["tiles"] for r in res.values())
+    busy = sum(r["seconds"] for r in res.values())
+    n_workers = workers or 1
+    return {"tiles": tiles, "mpx": sum(r["level0_megapixels"] for r in res.values()), "wall": wall,
+            # inline: the time inside the slides is the run; Dask: the busy time
+            # of the slides spread over the workers (start-up and model load excluded)
+            "in_slide": tiles / (busy / n_workers),
+            "end_to_end": tiles / (busy if scheduler == "inline" else wall),
+            "tf_threads": sorted({r.get("tf_threads") for r in res.values()})}
+
+
+def bench_heatmap(work: Path, args) -> list[dict]:
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
     from deepsci.core.bench import matmul_peak_gflops
 
-    slides = work / "hm_slides"
-    make_slides(slides, n_tumour=args.hm_slides // 2, n_normal=args.hm_slides - args.hm_slides // 2,
+    all_slides = work / "hm_slides"
+    make_slides(all_slides, n_tumour=args.hm_slides // 2, n_normal=args.hm_slides - args.hm_slides // 2,
                 seed=99, config=SynthConfig(width=args.hm_size, height=args.hm_size, mpp=0.5))
     rows = []
-    variants = [("small", args.small_patch, 16)]
+    variants = [("small", args.small_patch, 16, args.batch_small, all_slides)]
     if not args.skip_v3:
-        variants.append(("v3", 299, 0))
-    for variant, patch, width in variants:
+        # v3 costs ~100x more per tile: half the slides keep its rows within minutes
+        v3_slides = work / "hm_slides_v3"
+        v3_slides.mkdir()
+        for p in sorted(all_slides.glob("*.tif"))[::2]:
+            if not p.name.endswith("_Mask.tif"):
+                (v3_slides / p.name).symlink_to(p)
+        variants.append(("v3", 299, 0, args.batch_v3, v3_slides))
+    for variant, patch, width, batch, slides in variants:
         model, flops = _save_untrained(work / f"{variant}.keras", variant, patch, width)
         # stride: one window per patch-centre region of 32 px, or 128 px for 299-px v3 patches (Liu et al.)
         stride = 32 if variant == "small" else 128
-        for mode, scheduler, workers, threads in (("1 process, 2 threads", "inline", None, 2),
-                                                  ("2 Dask workers x 1 thread", "local", 2, 1)):
-            out = work / f"hm_{variant}_{scheduler}"
-            # The cores are shared, so the peak is re-measured next to each row
-            # and the row is compared with the peak of its own moment.
-            peak = matmul_peak_gflops(repeats=3)
-            t0 = time.perf_counter()
-            res = run_heatmaps(HeatmapConfig(model=str(model), slides=str(slides), out_dir=str(out),
-                                             stride=stride, batch_size=args.batch, scheduler=scheduler,
-                                             workers=workers, threads=threads))
-            wall = time.perf_counter() - t0
-            tiles = sum(r["tiles"] for r in res.values())
-            mpx = sum(r["level0_megapixels"] for r in res.values())
-            compute = sum(r["seconds"] for r in res.values())
-            # inline: time inside the slides; Dask: wall time incl. worker start and model load
-            secs = compute if scheduler == "inline" else wall
-            rate = tiles / secs
-            gflops = rate * flops / 1e9
-            in_slide = tiles / (compute / (workers or 1))
-            rows.append({"model": f"{variant} Inception ({patch}px)", "mode": mode, "tiles": tiles,
-                         "tiles/s": rate, "tiles/s in-slide": in_slide, "level-0 MP/s": mpx / secs, "GFLOP/tile": flops / 1e9,
-                         "GFLOP/s": gflops, "matmul peak GFLOP/s": peak,
-                         "% of matmul peak": 100 * gflops / peak,
-                         "seconds": secs})
-            print(f"  heatmap {variant} {mode}: {rate:.1f} tiles/s", flush=True)
+        for mode, scheduler, workers in (("1 process", "inline", None), ("2 Dask workers", "local", 2)):
+            best, peaks = None, []
+            for _ in range(args.hm_repeats):
+                # The cores are shared: the peak is measured just before and just
+                # after each repetition and the rate is compared with the higher
+                # of the two (the conservative choice).
+                before = matmul_peak_gflops(repeats=3)
+                r = _heatmap_run(model, slides, work / f"hm_{variant}_{scheduler}", stride=stride,
+                                 batch=batch, scheduler=scheduler, workers=workers)
+                r["peak"] = peak = max(before, matmul_peak_gflops(repeats=3))
+                peaks.append(peak)
+                if best is None or r["in_slide"] / peak > best["in_slide"] / best["peak"]:
+                    best = r
+            gf = flops / 1e9
+            rows.append({
+                "model": f"{variant} Inception ({patch}px)", "mode": mode,
+                "TF threads/worker": ",".join(str(t) for t in best["tf_threads"]), "batch": batch,
+                "tiles": best["tiles"], "GFLOP/tile": gf,
+                "tiles/s in-slide": best["in_slide"], "tiles/s end to end": best["end_to_end"],
+                "level-0 MP/s in-slide": best["mpx"] * best["in_slide"] / best["tiles"],
+                "matmul peak GFLOP/s": best["peak"],
+                "% peak in-slide": 100 * best["in_slide"] * gf / best["peak"],
+                "% peak end to end": 100 * best["end_to_end"] * gf / best["peak"],
+                "wall s": best["wall"], "peaks seen": "/".join(f"{p:.0f}" for p in peaks)})
+            print(f"  heatmap {variant} {mode}: {best['in_slide']:.1f} tiles/s in-slide, "
+                  f"{rows[-1]['% peak in-slide']:.1f} % of peak", flush=True)
     return rows
 
 
@@ -155,22 +158,30 @@ def bench_reading(path: Path, patch: int = 256, n: int = 400) -> list[dict]:
 
 def bench_accuracy(work: Path, args) -> tuple[list[dict], dict]:
     from deepsci.apps.pathology.demo import DemoSettings, run_pipeline
+    from deepsci.core.io import read_json
 
     s = DemoSettings(quick=False)
     s.size = args.size
     s.n_train = (args.train_tumour, args.train_normal)
     s.n_test = (args.test_tumour, args.test_normal)
+    s.n_test_small = args.test_small
     s.epochs, s.patches, s.width, s.patch = args.epochs, args.patches, args.width, args.patch
     s.stride = args.stride
     t = time.perf_counter()
     r = run_pipeline(work / "accuracy", s, train_seed=0, test_seed=1)
     m = r["metrics"]
-    row = {"held-out slides": m["slides"], "lesions": m["lesions"], "FROC": m["froc"],
+    row = {"held-out slides": m["slides"], "tumour slides": m["tumour_slides"],
+           "lesions (non-ITC)": m["lesions"], "FROC": m["froc"],
            **{f"sens@{k}": v for k, v in m["sensitivity_at"].items()},
+           "ITC (excluded)": sum(r["itc"] for r in read_json(work / "accuracy" / "eval" / "per_slide.json")),
            "slide AUC": m.get("slide_auc"), "patch val AUC": (r["history"][-1] or {}).get("val_auc"),
            "minutes": (time.perf_counter() - t) / 60}
-    settings = (f"train seed 0: {s.n_train[0]} tumour + {s.n_train[1]} normal slides, test seed 1: "
-                f"{s.n_test[0]} + {s.n_test[1]}; {s.size}x{s.size} px at 0.5 um/px; small Inception "
+    settings = (f"train seed 0: {s.n_train[0]} tumour + {s.n_train[1]} normal slides (metastasis radius "
+                f"{s.radius_um[0]:g}-{s.radius_um[1]:g} um); held-out seed 1: {s.n_test[0]} tumour + "
+                f"{s.n_test[1]} normal slides, seed 2: {s.n_test_small} tumour slides with "
+                f"{s.small_lesions} small metastases each (radius {s.small_radius_um[0]:g}-"
+                f"{s.small_radius_um[1]:g} um, some below the 275-um ITC size); {s.size}x{s.size} px at "
+                f"0.5 um/px; small Inception "
                 f"width {s.width}, {s.patch}px 20x patches, {s.epochs} epochs x {s.patches} patches; "
                 f"heatmap stride {s.stride}px; NMS threshold 0.1, radius 100 um; evaluation level 5")
     return [row], {"settings": settings}
@@ -182,15 +193,20 @@ def main() -> None:
     p.add_argument("--skip-v3", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-heatmap", action="store_true")
+    p.add_argument("--skip-reading", action="store_true")
     p.add_argument("--hm-slides", type=int, default=4)
     p.add_argument("--hm-size", type=int, default=2048)
     p.add_argument("--small-patch", type=int, default=96)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch-small", type=int, default=128)
+    p.add_argument("--batch-v3", type=int, default=64)
+    p.add_argument("--hm-repeats", type=int, default=2, help="repetitions per heatmap row (best kept)")
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--train-tumour", type=int, default=6)
     p.add_argument("--train-normal", type=int, default=4)
     p.add_argument("--test-tumour", type=int, default=5)
     p.add_argument("--test-normal", type=int, default=5)
+    p.add_argument("--test-small", type=int, default=3,
+                   help="held-out tumour slides with 2 small (90-120 um radius) metastases each")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--patches", type=int, default=1536)
     p.add_argument("--width", type=int, default=16)
@@ -201,6 +217,7 @@ def main() -> None:
     if args.quick:
         args.hm_slides, args.hm_size = 2, 1024
         args.train_tumour, args.train_normal, args.test_tumour, args.test_normal = 3, 2, 3, 3
+        args.test_small, args.hm_repeats = 1, 1
         args.epochs, args.patches, args.size = 3, 768, 1536
 
     os.environ.setdefault("DEEPSCI_PROGRESS", "0")
@@ -230,20 +247,23 @@ def main() -> None:
         rows, extra = bench_accuracy(work, args)
         emit(["### FROC and slide AUC on held-out synthetic slides", "", extra["settings"], "",
               table(rows, list(rows[0])), ""])
-    if REAL_SVS.exists():
+    if args.skip_reading:
+        pass
+    elif REAL_SVS.exists():
         emit([f"### reading the real SVS ({REAL_SVS.name})", "",
               table(bench_reading(REAL_SVS), ["reader", "items/s", "MP/s"]), ""])
     else:
         emit(["(real SVS not found: reading benchmark skipped)", ""])
     if not args.skip_heatmap:
-        hm = bench_heatmap(work, args, peak)
+        hm = bench_heatmap(work, args)
         emit([f"### heatmap throughput ({args.hm_slides} synthetic {args.hm_size}x{args.hm_size} slides "
-              f"at 0.5 um/px, tissue tiles only, batch {args.batch}; untrained weights)", "",
-              "`tiles/s` is end to end (for Dask: wall time including worker start-up and model "
-              "loading); `tiles/s in-slide` counts only the time inside the slides.", "",
-              table(hm, ["model", "mode", "tiles", "tiles/s", "tiles/s in-slide", "level-0 MP/s",
-                         "GFLOP/tile", "GFLOP/s", "matmul peak GFLOP/s", "% of matmul peak",
-                         "seconds"]), ""])
+              f"at 0.5 um/px for the small model, every other one for v3; tissue tiles only; untrained "
+              f"weights; best of {args.hm_repeats} repetitions by % of the peak measured just before)", "",
+              "`in-slide` counts the time inside the slides (reading, tissue detection, inference; "
+              "for Dask the summed slide time divided by the workers); `end to end` is the whole "
+              "`run_heatmaps` call for Dask (cluster start, TensorFlow import, model load and tracing, "
+              "writing TIFF and overlay).", "",
+              table(hm, list(hm[0])), ""])
 
 
 if __name__ == "__main__":

@@ -25,13 +25,18 @@ class DemoSettings:
             self.patch, self.center, self.width = 64, 16, 16
             self.epochs, self.batch, self.patches = 6, 32, 1536
             self.stride, self.scheduler = 32, "local"
+        # Held-out tumour slides with small metastases (seed test_seed + 1, also
+        # never used in training): some are near the ITC size, which makes the
+        # slide AUC and FROC harder than on the big training-like lesions.
+        self.n_test_small, self.small_lesions, self.small_radius_um = 0, 2, (90.0, 120.0)
 
 
 def run_pipeline(out_dir: Path, s: DemoSettings, *, train_seed: int = 0, test_seed: int = 1) -> dict:
     """Every stage of the app on synthetic slides; returns metrics and output paths.
 
     Training slides come from ``train_seed`` and held-out slides from
-    ``test_seed`` (different seeds share no slide).
+    ``test_seed`` (plus ``test_seed + 1`` for the small-lesion slides);
+    different seeds share no slide.
     """
     from deepsci.core.training import TrainConfig
 
@@ -48,6 +53,11 @@ def run_pipeline(out_dir: Path, s: DemoSettings, *, train_seed: int = 0, test_se
                 config=syn)
     make_slides(out_dir / "test_slides", n_tumour=s.n_test[0], n_normal=s.n_test[1], seed=test_seed,
                 config=syn, prefix="test_")
+    if s.n_test_small:
+        small = SynthConfig(width=s.size, height=s.size, mpp=0.5, tumour_radius_um=s.small_radius_um,
+                            n_tumours=s.small_lesions)
+        make_slides(out_dir / "test_slides", n_tumour=s.n_test_small, n_normal=0, seed=test_seed + 1,
+                    config=small, prefix="test_small_")
     cfg = PathologyTrainConfig(
         slides=str(out_dir / "train_slides"), out_dir=str(out_dir / "model"),
         patch=PatchConfig(patch_size=s.patch, magnifications=(20.0,), center_size=s.center),
