@@ -9,15 +9,24 @@ float32 matmul peak (raw FFN on batches of FOVs, and the whole flood fill).
 Usage::
 
     python bench/connectomics.py [--epochs 6] [--steps 200] [--preset cpu] [--crop 250]
-        [--block-size Z Y X] [--workers 1] [--work DIR]
+        [--model model.keras] [--seed-policy membrane --boundary-threshold 0.5 --fill-unclaimed ...]
+        [--scaling-workers 1 2] [--work DIR]
+
+The FFN trains on z < ``train_slices - val_slices``; the next ``val_slices`` slices are the
+validation slab on which the watershed baseline's parameters are tuned here (and the FFN's
+inference options were tuned offline; they are passed as options and reported), and the
+last slices are the test slab. Both methods are scored on both slabs. A blockwise run on a
+local Dask cluster with 1 and 2 workers measures the parallel speed-up of ``segment``.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -67,9 +76,50 @@ def throughput(model_path, batch: int, repeats: int = 5) -> dict:
             "voxels_per_s": batch * np.prod(cfg.fov_size) / best, "fov_per_s": batch / best}
 
 
-def main(argv=None) -> None:
+def dask_scaling(model_path, image, work: Path, *, block_size, workers: list[int], inference) -> list[dict]:
+    """Wall time of blockwise ``segment_volume`` on a local Dask cluster of 1, 2, ... workers.
+
+    Every run segments the same blocks from scratch; the labels of each run are
+    compared with the first run's (where a block runs must not change its result).
+    """
+    from deepsci.apps.connectomics.io import open_volume, write_volume
+    from deepsci.apps.connectomics.segment import SegmentConfig, segment_volume
+
+    write_volume(work / "scaling.zarr", {"image": image}, voxel_size=(10.0, 10.0, 10.0))
+    rows, ref = [], None
+    for w in workers:
+        out = work / f"scaling-{w}"
+        shutil.rmtree(out, ignore_errors=True)
+        cfg = SegmentConfig(inference=inference, block_size=tuple(block_size), scheduler="local", workers=w)
+        t0 = time.perf_counter()
+        res = segment_volume(model_path, str(work / "scaling.zarr:image"), out, cfg, progress=False)
+        wall = time.perf_counter() - t0
+        labels = open_volume(out / "segmentation.zarr:labels", kind="labels").read()
+        ref = labels if ref is None else ref
+        rows.append({"workers": w, "blocks": res["blocks"], "wall s": wall, "block s (sum)": res["block_seconds"],
+                     "voxels/s": res["voxels"] / wall, "speed-up": rows[0]["wall s"] / wall if rows else 1.0,
+                     "same labels": bool(np.array_equal(labels, ref))})
+    return rows
+
+
+def tune_baseline(img, lab, vs) -> tuple:
+    """Watershed parameters with the lowest total VI on (img, lab): (BaselineConfig, vi_total)."""
+    from deepsci.apps.connectomics.baseline import BaselineConfig, watershed_baseline
+    from deepsci.apps.connectomics.evaluate import variation_of_information
+
+    best = None
+    for thr, md, sigma in itertools.product((None, 0.4, 0.5, 0.6, 0.7), (4, 8, 12, 16), (1.0, 2.0)):
+        b = BaselineConfig(threshold=thr, min_distance=md, sigma=sigma)
+        vi = sum(variation_of_information(lab, watershed_baseline(img, b, voxel_size=vs), ignore_labels=(0,)))
+        if best is None or vi < best[1]:
+            best = (b, vi)
+    return best
+
+
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/deepsci-bench-connectomics")
+    p.add_argument("--model", default=None, help="score this trained model.keras instead of training one")
     p.add_argument("--preset", default="cpu")
     p.add_argument("--fov-size", type=int, nargs=3, default=None)
     p.add_argument("--deltas", type=int, nargs=3, default=None)
@@ -79,78 +129,117 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=200, help="steps per epoch")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--moves", type=int, default=2)
     p.add_argument("--crop", type=int, default=0, help="use only y, x < CROP (faster)")
-    p.add_argument("--train-slices", type=int, default=100)
+    p.add_argument("--train-slices", type=int, default=100, help="test slab: z >= this")
+    p.add_argument("--val-slices", type=int, default=25, help="validation slab: the last of the training slices")
     p.add_argument("--block-size", type=int, nargs=3, default=None)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--infer-batch", type=int, default=16)
     p.add_argument("--no-consensus", action="store_true")
-    p.add_argument("--moves", type=int, default=3)
+    p.add_argument("--seed-policy", default="peaks")
+    p.add_argument("--peak-min-distance", type=int, default=3)
+    p.add_argument("--move-threshold", type=float, default=0.9)
+    p.add_argument("--segment-threshold", type=float, default=0.6)
+    p.add_argument("--min-segment-size", type=int, default=100)
+    p.add_argument("--boundary-threshold", type=float, default=None)
+    p.add_argument("--boundary-sigma", type=float, default=1.0)
+    p.add_argument("--fill-unclaimed", action="store_true")
     p.add_argument("--synthetic", action="store_true", help="ignore the real volume")
+    p.add_argument("--scaling-workers", type=int, nargs="*", default=[1, 2],
+                   help="Dask worker counts of the blockwise scaling run (none: skip it)")
+    p.add_argument("--scaling-crop", type=int, default=128, help="test slab y, x < this for the scaling run")
+    p.add_argument("--scaling-block", type=int, nargs=3, default=(25, 72, 72))
     p.add_argument("--keep", action="store_true", help="reuse a trained model in --work")
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.connectomics.md")))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    from deepsci.apps.connectomics.baseline import BaselineConfig, watershed_baseline
-    from deepsci.apps.connectomics.evaluate import evaluate_segmentation, skeleton_graph
-    from deepsci.apps.connectomics.inference import InferenceConfig
+
+def train_model(args, img, lab, vs, work: Path) -> tuple[Path, str]:
+    """Train on z < train_slices - val_slices (or use ``--model``); (model path, description)."""
     from deepsci.apps.connectomics.io import open_volume, write_volume
-    from deepsci.apps.connectomics.segment import SegmentConfig, segment_volume
     from deepsci.apps.connectomics.train import FFNTrainConfig, train_ffn
-    from deepsci.core.bench import machine_info, matmul_peak_gflops, table
-    from deepsci.core.models.ffn import FFNConfig, ffn_flops_per_fov
     from deepsci.core.training import TrainConfig
 
-    work = Path(args.work)
-    if work.exists() and not args.keep:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    img, lab, vs, origin = load_data(args)
-    k = args.train_slices
+    if args.model:
+        side = json.loads(Path(args.model).with_suffix(".json").read_text())
+        hist = Path(args.model).with_name("history.json")
+        steps = json.loads(hist.read_text())[-1]["step"] if hist.exists() else "?"
+        return Path(args.model), (f"given model {args.model} ({steps} steps, final loss "
+                                  f"{side.get('metrics', {}).get('loss', float('nan')):.4f})")
+    k = args.train_slices - args.val_slices
     write_volume(work / "train.zarr", {"image": img[:k], "labels": lab[:k]}, voxel_size=vs)
-    write_volume(work / "test.zarr", {"image": img[k:], "labels": lab[k:]}, voxel_size=vs)
-    tlab = lab[k:]
-
     cfg = FFNTrainConfig(
-        preset=args.preset, moves=args.moves, fov_size=args.fov_size, deltas=args.deltas, depth=args.depth, features=args.features,
+        preset=args.preset, moves=args.moves, fov_size=args.fov_size, deltas=args.deltas, depth=args.depth,
+        features=args.features,
         train=TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                           learning_rate=args.lr, monitor="loss", tensorboard=False),
     ).validate()
     t0 = time.perf_counter()
     trained = train_ffn(open_volume(work / "train.zarr:image"), open_volume(work / "train.zarr:labels", kind="labels"),
                         cfg, work / "model")
-    train_s = time.perf_counter() - t0
-    model_path = work / "model" / "model.keras"
+    return work / "model" / "model.keras", (f"trained {trained['steps']} steps x batch {args.batch_size} on z < {k} "
+                                            f"({(time.perf_counter() - t0) / 60:.1f} min, final loss "
+                                            f"{trained['loss']:.4f})")
 
-    seg_cfg = SegmentConfig(inference=InferenceConfig(batch_size=args.infer_batch, consensus=not args.no_consensus),
-                            block_size=tuple(args.block_size) if args.block_size else None,
-                            scheduler="inline" if args.workers <= 1 else "local", workers=args.workers)
-    shutil.rmtree(work / "segment", ignore_errors=True)
-    seg = segment_volume(model_path, str(work / "test.zarr:image"), work / "segment", seg_cfg)
-    ffn_labels = open_volume(work / "segment" / "segmentation.zarr:labels", kind="labels").read()
 
-    # Baseline: threshold and seed distance tuned on the last 25 training slices (fair to the baseline).
-    tune = slice(max(k - 25, 0), k)
-    graph_train = skeleton_graph(lab[tune], voxel_size=vs)
-    best = None
-    for thr in (None, 0.3, 0.4, 0.5, 0.6):
-        for md in (4, 8):
-            b = BaselineConfig(threshold=thr, min_distance=md)
-            s = evaluate_segmentation(lab[tune], watershed_baseline(img[tune], b, voxel_size=vs), voxel_size=vs,
-                                      graph=graph_train)
-            if best is None or s.vi_total < best[1]:
-                best = (b, s.vi_total)
-    t1 = time.perf_counter()
-    ws_labels = watershed_baseline(img[k:], best[0], voxel_size=vs)
-    ws_s = time.perf_counter() - t1
+def inference_config(args):
+    from deepsci.apps.connectomics.inference import InferenceConfig
 
-    graph = skeleton_graph(tlab, voxel_size=vs)
-    rows = []
-    for name, s_lab in (("FFN (deepsci)", ffn_labels), (f"watershed baseline ({best[0].threshold or 'otsu'}, "
-                                                        f"min_distance {best[0].min_distance})", ws_labels)):
-        sc = evaluate_segmentation(tlab, s_lab, voxel_size=vs, graph=graph).as_dict()
-        rows.append({"method": name, **sc})
-    mc = FFNConfig(**json.loads((work / "model" / "model.json").read_text())["ffn"])
+    return InferenceConfig(
+        batch_size=args.infer_batch, consensus=not args.no_consensus, seed_policy=args.seed_policy,
+        peak_min_distance=args.peak_min_distance, move_threshold=args.move_threshold,
+        segment_threshold=args.segment_threshold, min_segment_size=args.min_segment_size,
+        boundary_threshold=args.boundary_threshold, boundary_sigma=args.boundary_sigma,
+        fill_unclaimed=args.fill_unclaimed).validate()
+
+
+def run_ffn(args, model_path, image, vs, work: Path, name: str) -> tuple[np.ndarray, dict]:
+    """Segment one slab with the FFN through ``segment_volume``; (labels, summary)."""
+    from deepsci.apps.connectomics.io import open_volume, write_volume
+    from deepsci.apps.connectomics.segment import SegmentConfig, segment_volume
+
+    write_volume(work / f"{name}.zarr", {"image": image}, voxel_size=vs)
+    cfg = SegmentConfig(inference=inference_config(args),
+                        block_size=tuple(args.block_size) if args.block_size else None,
+                        scheduler="inline" if args.workers <= 1 else "local", workers=args.workers)
+    out = work / f"segment-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    seg = segment_volume(model_path, str(work / f"{name}.zarr:image"), out, cfg)
+    return open_volume(out / "segmentation.zarr:labels", kind="labels").read(), seg
+
+
+def quality(args, model_path, img, lab, vs, work: Path) -> tuple[list[dict], dict, object]:
+    """FFN and tuned watershed on the validation and test slabs: (rows, test FFN summary, baseline config)."""
+    from deepsci.apps.connectomics.baseline import watershed_baseline
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation, skeleton_graph
+
+    k, v = args.train_slices, args.val_slices
+    slabs = {"validation": slice(k - v, k), "test": slice(k, None)}
+    ws_cfg, _ = tune_baseline(img[slabs["validation"]], lab[slabs["validation"]], vs)
+    ws_name = (f"watershed baseline ({ws_cfg.threshold or 'otsu'}, min_distance {ws_cfg.min_distance}, "
+               f"sigma {ws_cfg.sigma})")
+    rows, test_seg = [], None
+    for slab, z in slabs.items():
+        graph = skeleton_graph(lab[z], voxel_size=vs)
+        ffn_labels, seg = run_ffn(args, model_path, img[z], vs, work, slab)
+        t1 = time.perf_counter()
+        ws_labels = watershed_baseline(img[z], ws_cfg, voxel_size=vs)
+        ws_s = time.perf_counter() - t1
+        for name, s_lab in (("FFN (deepsci)", ffn_labels), (ws_name, ws_labels)):
+            sc = evaluate_segmentation(lab[z], s_lab, voxel_size=vs, graph=graph).as_dict()
+            rows.append({"slab": slab, "method": name, **sc})
+        if slab == "test":
+            test_seg = {**seg, "ws_seconds": ws_s, "voxels": int(lab[z].size)}
+    return rows, test_seg, ws_cfg
+
+
+def speed(args, model_path, seg: dict) -> list[dict]:
+    """Matmul peak, raw FFN forward and end-to-end flood fill (GFLOP/s, voxels/s)."""
+    from deepsci.core.bench import matmul_peak_gflops
+    from deepsci.core.models.ffn import FFNConfig, ffn_flops_per_fov
+
+    mc = FFNConfig(**json.loads(Path(model_path).with_suffix(".json").read_text())["ffn"])
     # Other jobs may share the cores: interleave the peak and the FFN measurements and keep the
     # best of each, so both see the same (least) contention.
     peak, raw, raw1 = 0.0, {"gflops": 0.0}, {"gflops": 0.0}
@@ -159,35 +248,70 @@ def main(argv=None) -> None:
         raw = max(raw, throughput(model_path, args.infer_batch), key=lambda r: r["gflops"])
         raw1 = max(raw1, throughput(model_path, 1), key=lambda r: r["gflops"])
     e2e_gflops = seg["fov_evals"] * ffn_flops_per_fov(mc) / seg["block_seconds"] / 1e9
-    perf = [
+    return [
         {"measurement": "float32 matmul peak (2048^2)", "GFLOP/s": peak, "% of peak": 100.0, "voxels/s": None},
         {"measurement": f"FFN forward, batch {args.infer_batch} FOVs", "GFLOP/s": raw["gflops"],
          "% of peak": 100 * raw["gflops"] / peak, "voxels/s": raw["voxels_per_s"]},
         {"measurement": "FFN forward, batch 1 FOV", "GFLOP/s": raw1["gflops"],
          "% of peak": 100 * raw1["gflops"] / peak, "voxels/s": raw1["voxels_per_s"]},
-        {"measurement": "flood fill end to end (test slab, incl. consensus)" if not args.no_consensus
-         else "flood fill end to end (test slab)", "GFLOP/s": e2e_gflops, "% of peak": 100 * e2e_gflops / peak,
+        {"measurement": "flood fill end to end (test slab" + ("" if args.no_consensus else ", incl. consensus") + ")",
+         "GFLOP/s": e2e_gflops, "% of peak": 100 * e2e_gflops / peak,
          "voxels/s": seg["voxels"] / seg["block_seconds"]},
         {"measurement": "watershed baseline end to end", "GFLOP/s": None, "% of peak": None,
-         "voxels/s": tlab.size / ws_s},
+         "voxels/s": seg["voxels"] / seg["ws_seconds"]},
     ]
-    cols = ["method", "vi_split", "vi_merge", "vi_total", "adapted_rand_error", "erl", "max_erl", "merges",
+
+
+def main(argv=None) -> None:
+    from deepsci.core.bench import machine_info, table
+    from deepsci.core.models.ffn import FFNConfig
+
+    args = parse_args(argv)
+    work = Path(args.work)
+    if work.exists() and not args.keep:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    img, lab, vs, origin = load_data(args)
+    load_before = os.getloadavg()
+    model_path, trained = train_model(args, img, lab, vs, work)
+    rows, seg, ws_cfg = quality(args, model_path, img, lab, vs, work)
+    perf = speed(args, model_path, seg)
+    k = args.train_slices
+    scaling = (dask_scaling(model_path, img[k:, :args.scaling_crop, :args.scaling_crop], work,
+                            block_size=args.scaling_block, workers=args.scaling_workers,
+                            inference=inference_config(args))
+               if args.scaling_workers else [])
+    load_after = os.getloadavg()
+    mc = FFNConfig(**json.loads(Path(model_path).with_suffix(".json").read_text())["ffn"])
+    cols = ["slab", "method", "vi_split", "vi_merge", "vi_total", "adapted_rand_error", "erl", "max_erl", "merges",
             "splits", "n_segments"]
     info = machine_info()
-    ffn_vi, ws_vi = rows[0]["vi_total"], rows[1]["vi_total"]
+    icfg = inference_config(args)
     header = (f"## connectomics\n\n{dt.date.today().isoformat()}, {info['cores']} cores ({info['cpu']}), "
-              f"TensorFlow {info.get('tensorflow')}. Data: {origin}; train z < {k}, test z >= {k} "
-              f"({tlab.shape}).\n\nFFN {mc.fov_size} FOV, deltas {mc.deltas}, depth {mc.depth}, "
-              f"{mc.features} features; trained {trained['steps']} steps x batch {args.batch_size} "
-              f"({train_s / 60:.1f} min, final loss {trained['loss']:.4f}); inference batch {args.infer_batch}, "
-              f"{'no consensus' if args.no_consensus else 'consensus of two seed orders'}, "
-              f"{seg['blocks']} block(s), {seg['fov_evals']} FOV evaluations. Command: "
-              f"`python bench/connectomics.py {' '.join(argv or __import__('sys').argv[1:])}`\n")
-    verdict = (f"\nFFN total VI {ffn_vi:.3f} vs baseline {ws_vi:.3f} "
+              f"TensorFlow {info.get('tensorflow')}, load average {load_before[0]:.1f} at the start and "
+              f"{load_after[0]:.1f} at the end (cores shared with other jobs). Data: {origin}; validation slab "
+              f"z {k - args.val_slices}-{k - 1}, test slab z >= {k} ({lab[k:].shape}).\n\n"
+              f"FFN {mc.fov_size} FOV, deltas {mc.deltas}, depth {mc.depth}, {mc.features} features; {trained}. "
+              f"Inference: seeds {icfg.seed_policy} (min distance {icfg.peak_min_distance}), move threshold "
+              f"{icfg.move_threshold}, segment threshold {icfg.segment_threshold}, min segment "
+              f"{icfg.min_segment_size}, boundary threshold {icfg.boundary_threshold} (sigma {icfg.boundary_sigma}), "
+              f"fill unclaimed {icfg.fill_unclaimed}, batch {icfg.batch_size}, "
+              f"{'consensus of two seed orders' if icfg.consensus else 'no consensus'}; {seg['blocks']} block(s), "
+              f"{seg['fov_evals']} FOV evaluations on the test slab. Watershed parameters tuned on the validation "
+              f"slab: {ws_cfg}. Command: `python bench/connectomics.py {' '.join(argv or sys.argv[1:])}`\n")
+    test = [r for r in rows if r["slab"] == "test"]
+    ffn_vi, ws_vi = test[0]["vi_total"], test[1]["vi_total"]
+    verdict = (f"\nTest slab: FFN total VI {ffn_vi:.3f} vs baseline {ws_vi:.3f} "
                f"({100 * (ws_vi - ffn_vi) / ws_vi:+.1f} % lower; goal >= 20 % lower). "
-               f"FFN forward at {100 * raw['gflops'] / peak:.0f} % of the matmul peak (goal >= 40 %).\n")
+               f"FFN forward at {perf[1]['% of peak']:.0f} % of the matmul peak (goal >= 40 %).\n")
     out = (header + "\n### Segmentation quality (VI in bits; ERL in nm)\n\n" + table(rows, cols)
-           + "\n\n### Throughput\n\n" + table(perf, ["measurement", "GFLOP/s", "% of peak", "voxels/s"]) + "\n" + verdict)
+           + "\n\n### Throughput\n\n" + table(perf, ["measurement", "GFLOP/s", "% of peak", "voxels/s"]) + "\n")
+    if scaling:
+        out += (f"\n### Blockwise segment on a local Dask cluster (test slab, y, x < {args.scaling_crop}, "
+                f"blocks {tuple(args.scaling_block)})\n\n"
+                + table(scaling, ["workers", "blocks", "wall s", "block s (sum)", "voxels/s", "speed-up",
+                                  "same labels"]) + "\n")
+    out += verdict
     print(out)
     Path(args.results).write_text(out)
 

@@ -62,7 +62,10 @@ def train(
     steps_per_epoch: int = 100,
     batch_size: int = 8,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate (Adam).")] = 1e-3,
+    lr_schedule: Annotated[str, typer.Option(help="constant|cosine|exponential|step")] = "constant",
     seed: int = 0,
+    init_model: Annotated[Path | None, typer.Option(
+        help="Start from this model.keras's weights (same shape), e.g. to fine-tune with a new schedule.")] = None,
     tensorboard: bool = True,
     voxel_size: VoxelSize = None,
     strategy: Annotated[str, typer.Option(
@@ -77,9 +80,10 @@ def train(
 
     cfg = FFNTrainConfig(
         preset=preset, fov_size=_opt3(fov_size), deltas=_opt3(deltas), depth=depth, features=features,
-        moves=moves, move_policy=move_policy, stride=stride,
+        moves=moves, move_policy=move_policy, stride=stride, init_model=str(init_model) if init_model else None,
         train=TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-                          learning_rate=lr, seed=seed, monitor="loss", tensorboard=tensorboard),
+                          learning_rate=lr, lr_schedule=lr_schedule, seed=seed, monitor="loss",
+                          tensorboard=tensorboard),
     ).validate()
     img = open_volume(image, voxel_size=voxel_size)
     lab = open_volume(labels, voxel_size=voxel_size, kind="labels")

@@ -81,6 +81,10 @@ class FFNTrainConfig:
         Probability a face must reach for the face-max policy to move there.
     augment : bool
         Random reflections of z, y, x and permutations of equally sized axes.
+    init_model : str, optional
+        ``model.keras`` of the same shape whose weights start the run (fine-tuning,
+        or a new learning-rate schedule after a finished run); ignored when
+        ``out_dir`` already holds a checkpoint, which takes precedence.
     """
 
     preset: str = "cpu"
@@ -97,6 +101,7 @@ class FFNTrainConfig:
     move_policy: str = "face_max"
     move_threshold: float = 0.9
     augment: bool = True
+    init_model: str | None = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=4, steps_per_epoch=100, batch_size=8, learning_rate=1e-3, monitor="loss"))
 
@@ -402,6 +407,23 @@ def make_forward(cfg: FFNTrainConfig):
 # ------------------------------------------------------------------ stage
 
 
+def _initial_model(mc: FFNConfig, init_model: str | None):
+    """A fresh FFN, or one holding the weights of ``init_model`` (same FOV, depth, features)."""
+    from deepsci.core.models.ffn import ffn_model
+    from deepsci.core.models.serialization import load_model
+
+    model = ffn_model(mc)
+    if init_model:
+        if not Path(init_model).exists():
+            raise InputError("expected a trained model file (model.keras) to start from, found nothing", init_model)
+        source, side = load_model(init_model)
+        if FFNConfig(**side["ffn"]) != mc:
+            raise InputError(f"expected a model of shape {mc.to_dict()} to start from, found {side['ffn']}",
+                             init_model)
+        model.set_weights(source.get_weights())
+    return model
+
+
 def _save(model, path: Path, sidecar: dict) -> None:
     from deepsci.core.models.serialization import save_model
 
@@ -426,7 +448,6 @@ def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strate
     dict
         ``model`` path, final ``loss``, ``steps``, ``coordinates`` and ``seconds``.
     """
-    from deepsci.core.models.ffn import ffn_model
     from deepsci.core.training import train
 
     t0 = time.perf_counter()
@@ -452,12 +473,14 @@ def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strate
     mean, std = image_stats(img)
     forward, loss_fn = make_forward(cfg)
     ds = _dataset(img, lab, coords, cfg, mean, std)
-    result = train(lambda: ffn_model(mc), ds, loss_fn, cfg.train, out_dir, forward=forward, strategy=strategy)
+    result = train(lambda: _initial_model(mc, cfg.init_model), ds, loss_fn, cfg.train, out_dir, forward=forward,
+                   strategy=strategy)
     sidecar = {
         "input_spec": {"fov_size": list(mc.fov_size), "channels": ["image", "logits"], "axes": "zyx"},
         "ffn": mc.to_dict(),
         "preprocessing": {"image_mean": mean, "image_stddev": std},
-        "train_config": {"moves": cfg.moves, "move_policy": cfg.move_policy, "coordinates": int(len(coords))},
+        "train_config": {"moves": cfg.moves, "move_policy": cfg.move_policy, "coordinates": int(len(coords)),
+                         "init_model": cfg.init_model},
         "metrics": {"loss": result.history[-1]["loss"] if result.history else None},
         "voxel_size": list(getattr(image, "voxel_size", (1.0, 1.0, 1.0))),
     }

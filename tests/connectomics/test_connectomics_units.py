@@ -299,6 +299,24 @@ def test_split_consensus_cuts_merges():
     assert np.all(split_consensus(a, a) == 1)
 
 
+def test_training_can_start_from_a_model(tmp_path):
+    """init_model: the run starts from those weights; a model of another shape is refused."""
+    from deepsci.apps.connectomics.train import _initial_model
+    from deepsci.core.models.ffn import PRESETS, FFNConfig, ffn_model
+    from deepsci.core.models.serialization import save_model
+
+    source = ffn_model(PRESETS["tiny"])
+    save_model(source, tmp_path / "m.keras", sidecar={"app": "connectomics", "ffn": PRESETS["tiny"].to_dict()})
+    start = _initial_model(PRESETS["tiny"], str(tmp_path / "m.keras"))
+    for a, b in zip(start.get_weights(), source.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    fresh = _initial_model(PRESETS["tiny"], None)
+    assert not all(np.array_equal(a, b) for a, b in zip(fresh.get_weights(), source.get_weights(), strict=True))
+    with pytest.raises(InputError, match="shape"):
+        _initial_model(FFNConfig(fov_size=(9, 9, 9), deltas=(2, 2, 2), depth=2, features=4), str(tmp_path / "m.keras"))
+    with pytest.raises(InputError, match="start from"):
+        _initial_model(PRESETS["tiny"], str(tmp_path / "none.keras"))
+
 class _LeakyFFN:
     """Stands in for a FloodFiller whose FFN floods everything (an under-trained one)."""
 
