@@ -69,6 +69,23 @@ def _feature_factory():
     return ChemicalFeatures.BuildFeatureFactory(os.path.join(RDConfig.RDDataDir, "BaseFeatures.fdef"))
 
 
+@lru_cache(maxsize=1)
+def _donor_acceptor_patterns():
+    """Compiled SMARTS of the Donor and Acceptor families of RDKit's BaseFeatures.fdef.
+
+    Matching only these two families gives the same atoms as the feature
+    factory, which also matches the other families (3/4 of featurisation time).
+    """
+    from rdkit import Chem
+
+    pats = {"Donor": [], "Acceptor": []}
+    for name, smarts in _feature_factory().GetFeatureDefs().items():
+        family = name.split(".")[0]
+        if family in pats:
+            pats[family].append(Chem.MolFromSmarts(smarts))
+    return pats
+
+
 def check_elements(mol) -> None:
     """Raise ``ValueError`` naming the first element outside H, C, N, O, F."""
     if mol.GetNumAtoms() == 0:
@@ -124,12 +141,11 @@ def featurize(mol, *, graph: str = "complete") -> Graph:
     hyb = Chem.HybridizationType
     acceptor = np.zeros(n, np.float32)
     donor = np.zeros(n, np.float32)
-    for feat in _feature_factory().GetFeaturesForMol(mol):
-        fam = feat.GetFamily()
-        if fam == "Acceptor":
-            acceptor[list(feat.GetAtomIds())] = 1.0
-        elif fam == "Donor":
-            donor[list(feat.GetAtomIds())] = 1.0
+    pats = _donor_acceptor_patterns()
+    for family, out in (("Acceptor", acceptor), ("Donor", donor)):
+        for patt in pats[family]:
+            for match in mol.GetSubstructMatches(patt, uniquify=True, maxMatches=10_000):
+                out[list(match)] = 1.0
     atoms = np.zeros((n, N_ATOM_FEATURES), np.float32)
     for a in mol.GetAtoms():
         i = a.GetIdx()
@@ -169,6 +185,15 @@ def featurize(mol, *, graph: str = "complete") -> Graph:
     edges = np.concatenate([onehot, dist[:, None]], axis=1)
     pairs = np.stack([recv, send], axis=1).astype(np.int32).reshape(-1, 2)
     return Graph(atoms=atoms, pairs=pairs, edges=edges.reshape(-1, N_EDGE_FEATURES))
+
+
+def featurize_chunk(task: tuple[list, str]) -> list[Graph]:
+    """``[featurize(m, graph=graph) for m in mols]`` for ``task = (mols, graph)``.
+
+    Top-level (picklable) so a process pool can run it.
+    """
+    mols, graph = task
+    return [featurize(m, graph=graph) for m in mols]
 
 
 def embed_smiles(smiles: str, *, seed: int = 0, optimize: bool = True):

@@ -29,7 +29,7 @@ import pandas as pd
 from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path
 
-from .featurize import check_elements, embed_smiles
+from .featurize import ELEMENTS, check_elements, embed_smiles
 from .targets import GILMER_TARGETS, HARTREE_EV, KCAL_MOL_EV, column_name, convert, parse_column
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "geometry_string",
     "write_csv",
     "bundled_subset",
+    "map_chunks",
 ]
 
 # Target columns in QM9's own files: 17-field comment line, qm9pack CSVs, MoleculeNet CSV.
@@ -85,6 +86,8 @@ class MoleculeSet:
         Where the molecules came from.
     n_skipped : int
         Invalid rows skipped under ``skip_invalid``.
+    skip_reasons : dict
+        Reason → number of rows skipped for it.
     """
 
     ids: list[str]
@@ -94,6 +97,7 @@ class MoleculeSet:
     units: dict[str, str] = field(default_factory=dict)
     source: str = ""
     n_skipped: int = 0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.mols)
@@ -106,6 +110,7 @@ class MoleculeSet:
             mols=[self.mols[i] for i in index],
             targets=self.targets.iloc[index].reset_index(drop=True),
             units=dict(self.units), source=self.source, n_skipped=self.n_skipped,
+            skip_reasons=dict(self.skip_reasons),
         )
 
 
@@ -116,6 +121,7 @@ class _Collector:
         self.path, self.skip_invalid = str(path), skip_invalid
         self.ids, self.smiles, self.mols, self.rows = [], [], [], []
         self.n_skipped = 0
+        self.reasons: dict[str, int] = {}
 
     def add(self, ident: str, mol, values: dict[str, float]) -> None:
         from rdkit import Chem
@@ -129,6 +135,9 @@ class _Collector:
         if not self.skip_invalid:
             raise InputError(f"{where}: {reason}", self.path)
         self.n_skipped += 1
+        # Group by the reason's kind, not its molecule-specific details.
+        kind = reason.split(":")[0]
+        self.reasons[kind] = self.reasons.get(kind, 0) + 1
 
     def result(self, units: dict[str, str], columns: list[str] | None = None) -> MoleculeSet:
         table = pd.DataFrame(self.rows, columns=columns, dtype=np.float64)
@@ -138,7 +147,8 @@ class _Collector:
             raise InputError("expected at least one valid molecule, found none", self.path)
         return MoleculeSet(self.ids, self.smiles, self.mols, table.reset_index(drop=True),
                            units={k: units[k] for k in table.columns if k in units},
-                           source=self.path, n_skipped=self.n_skipped)
+                           source=self.path, n_skipped=self.n_skipped,
+                           skip_reasons=dict(self.reasons))
 
 
 def _float(text: str) -> float:
@@ -146,10 +156,14 @@ def _float(text: str) -> float:
     return float(text.replace("*^", "e"))
 
 
-def mol_from_xyz(symbols, coords, *, charge: int = 0):
+def mol_from_xyz(symbols, coords, *, charge: int = 0, smiles: str | None = None):
     """An RDKit molecule from elements and Cartesian coordinates (Å).
 
-    Bonds and bond orders are perceived with RDKit's ``DetermineBonds`` (xyz2mol).
+    With ``smiles`` (QM9 ships one per molecule), connectivity comes from the
+    geometry and bond orders and charges from the SMILES, used as a template;
+    when the two graphs differ (connectivity changed on relaxation) or no
+    SMILES is given, bonds and bond orders are perceived with RDKit's
+    ``DetermineBonds`` (xyz2mol).
 
     Raises
     ------
@@ -172,7 +186,12 @@ def mol_from_xyz(symbols, coords, *, charge: int = 0):
     mol = Chem.MolFromXYZBlock(block)
     if mol is None:
         raise ValueError("expected element symbols, found an unreadable atom list")
-    check_elements(mol)
+    if not set(symbols) <= set(ELEMENTS):
+        check_elements(mol)  # names the offending element
+    if smiles:
+        templated = _bonds_from_template(mol, smiles)
+        if templated is not None:
+            return templated
     # Strained rings (bicyclobutanes) put non-bonded atoms within 1.3x covalent
     # radii; tighter factors recover some, and extended-Hückel connectivity
     # recovers the rest of QM9 (checked against QM9's own SMILES).
@@ -189,6 +208,63 @@ def mol_from_xyz(symbols, coords, *, charge: int = 0):
         except Exception as exc:  # RDKit raises bare ValueError/RuntimeError
             err = exc
     raise ValueError(f"expected perceivable bonds, found {type(err).__name__}: {err}")
+
+
+def _bonds_from_template(mol, smiles: str):
+    """``mol`` (atoms + conformer) with bond orders and charges of ``smiles``, or None.
+
+    The geometry's connectivity (covalent radii) must be isomorphic to the
+    SMILES graph with explicit H; a different graph returns None so the caller
+    falls back to perceiving bonds from the geometry alone.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    tmpl = Chem.MolFromSmiles(smiles)
+    if tmpl is None:
+        return None
+    tmpl = Chem.AddHs(tmpl)
+    n, nb = tmpl.GetNumAtoms(), tmpl.GetNumBonds()
+    if n != mol.GetNumAtoms():
+        return None
+    Chem.Kekulize(tmpl, clearAromaticFlags=True)
+    for cov in (1.3, 1.2):
+        conn = Chem.RWMol(mol)
+        try:
+            rdDetermineBonds.DetermineConnectivity(conn, covFactor=cov)
+        except Exception:  # noqa: BLE001 - RDKit raises bare RuntimeError
+            return None
+        if conn.GetNumBonds() == nb:
+            break
+    else:
+        return None
+    # Match graphs only: every bond single, no charges or aromatic flags.
+    skel = Chem.RWMol(tmpl)
+    for i in range(n):
+        skel.GetAtomWithIdx(i).SetFormalCharge(0)
+    for i in range(nb):
+        skel.GetBondWithIdx(i).SetBondType(Chem.BondType.SINGLE)
+    match = conn.GetSubstructMatch(skel)
+    if not match:
+        return None
+    for i in range(n):
+        a = conn.GetAtomWithIdx(match[i])
+        a.SetFormalCharge(tmpl.GetAtomWithIdx(i).GetFormalCharge())
+        # Every H is an explicit atom, so no implicit H may be added.
+        a.SetNoImplicit(True)
+        a.SetNumExplicitHs(0)
+    for i in range(nb):
+        b = tmpl.GetBondWithIdx(i)
+        conn.GetBondBetweenAtoms(match[b.GetBeginAtomIdx()],
+                                 match[b.GetEndAtomIdx()]).SetBondType(b.GetBondType())
+    out = conn.GetMol()
+    try:
+        Chem.SanitizeMol(out)
+    except Exception:  # noqa: BLE001 - RDKit raises several sanitisation errors
+        return None
+    # As DetermineBonds does, so SMILES written for other tools keep stereo.
+    Chem.AssignStereochemistryFrom3D(out)
+    return out
 
 
 @contextmanager
@@ -515,7 +591,7 @@ def qm9pack_dir() -> Path:
 
 
 def read_qm9pack(*, limit: int | None = None, seed: int = 0, skip_invalid: bool = True,
-                 rows: np.ndarray | None = None) -> MoleculeSet:
+                 rows: np.ndarray | None = None, workers: int | None = None) -> MoleculeSet:
     """Read QM9 (130,831 molecules) from the installed qm9pack CSVs.
 
     Parameters
@@ -528,9 +604,15 @@ def read_qm9pack(*, limit: int | None = None, seed: int = 0, skip_invalid: bool 
         Skip the few geometries whose bond orders RDKit cannot perceive.
     rows : array of int, optional
         Explicit row positions (after concatenating the three parts) to keep.
+    workers : int, optional
+        Processes that build the molecules (default: every available CPU).
+
+    Bonds: connectivity from each geometry, bond orders and charges from
+    QM9's SMILES as a template; where relaxation changed the graph, full
+    perception from the geometry (see :func:`mol_from_xyz`).
     """
     folder = qm9pack_dir()
-    usecols = ["XYZ_file", "Elements", "XYZ_Ang", *_QM9PACK_COLUMNS]
+    usecols = ["XYZ_file", "SMILES", "Elements", "XYZ_Ang", *_QM9PACK_COLUMNS]
     parts = []
     for k in (1, 2, 3):
         f = folder / f"qm9_part{k}.csv"
@@ -543,30 +625,72 @@ def read_qm9pack(*, limit: int | None = None, seed: int = 0, skip_invalid: bool 
     elif limit is not None and limit < len(df):
         pick = np.sort(np.random.default_rng(seed).choice(len(df), size=limit, replace=False))
         df = df.iloc[pick]
-    return _from_qm9pack_frame(df.reset_index(drop=True), folder, skip_invalid)
+    return _from_qm9pack_frame(df.reset_index(drop=True), folder, skip_invalid, workers)
 
 
-def _from_qm9pack_frame(df: pd.DataFrame, folder: Path, skip_invalid: bool) -> MoleculeSet:
-    import ast
+def _from_qm9pack_frame(df: pd.DataFrame, folder: Path, skip_invalid: bool,
+                        workers: int | None = None) -> MoleculeSet:
+    from deepsci.core.progress import progress
 
     col = _Collector(folder, skip_invalid)
     values = {}
     for src, name in _QM9PACK_COLUMNS.items():
         v = df[src].to_numpy(np.float64)
         values[name] = v * HARTREE_EV if name in _XYZ_UNITS else v
-    num = re.compile(r"[-+0-9.eE]+")
-    for i in range(len(df)):
-        name = str(df["XYZ_file"].iloc[i]).replace(".xyz", "")
-        try:
-            symbols = ast.literal_eval(df["Elements"].iloc[i])
-            coords = np.array([float(x) for x in num.findall(df["XYZ_Ang"].iloc[i])])
-            mol = mol_from_xyz(symbols, coords)
-        except (ValueError, SyntaxError) as exc:
-            col.bad(name, str(exc))
-            continue
-        col.add(name, mol, {n: values[n][i] for n in GILMER_TARGETS})
+    records = list(zip(df["XYZ_file"], df["Elements"], df["XYZ_Ang"], df["SMILES"], strict=True))
+    chunks = [records[s:s + _CHUNK] for s in range(0, len(records), _CHUNK)]
+    bar = progress(total=len(records), desc="read QM9", unit="mol")
+    i = 0
+    for chunk in map_chunks(_qm9pack_rows, chunks, workers=workers):
+        for name, mol, reason in chunk:
+            if mol is None:
+                col.bad(name, reason)
+            else:
+                col.add(name, mol, {n: values[n][i] for n in GILMER_TARGETS})
+            i += 1
+        bar.update(len(chunk))
+    bar.close()
     return col.result({c: _canonical_unit(c, None) for c in GILMER_TARGETS},
                       columns=list(GILMER_TARGETS))
+
+
+_CHUNK = 1000
+
+
+def _qm9pack_rows(records) -> list[tuple]:
+    """Molecules of qm9pack rows → ``[(name, mol or None, reason)]`` (runs in a worker)."""
+    num = re.compile(r"[-+0-9.eE]+")
+    sym = re.compile(r"[A-Za-z]+")  # "['C','H']" → C, H (faster than ast.literal_eval)
+    out = []
+    for file, elements, xyz, smiles in records:
+        name = str(file).replace(".xyz", "")
+        try:
+            symbols = sym.findall(elements)
+            coords = np.array([float(x) for x in num.findall(xyz)])
+            out.append((name, mol_from_xyz(symbols, coords, smiles=smiles), ""))
+        except (ValueError, SyntaxError) as exc:
+            out.append((name, None, str(exc)))
+    return out
+
+
+def map_chunks(func, chunks: list, *, workers: int | None = None):
+    """``func`` over ``chunks`` in order, in a pool of ``workers`` processes.
+
+    ``workers=None`` uses every CPU this process may run on; one worker or a
+    single chunk runs in this process. Workers are spawned, not forked, so a
+    TensorFlow already initialised in the parent is never copied mid-state.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(int(workers or 1), len(chunks)))
+    if workers == 1:
+        yield from map(func, chunks)
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        yield from pool.map(func, chunks)
 
 
 # --------------------------------------------------------------------- SMILES list

@@ -22,9 +22,9 @@ from deepsci.core.errors import ConfigError
 from deepsci.core.io import save_config, write_json, write_run_info
 from deepsci.core.training import TrainConfig
 
-from .featurize import ATOM_FEATURES, EDGE_FEATURES, GRAPH_KINDS, featurize
+from .featurize import ATOM_FEATURES, EDGE_FEATURES, GRAPH_KINDS, featurize_chunk
 from .graphs import GraphTable, make_source
-from .io import MoleculeSet, bundled_subset, read_molecules, read_qm9pack, write_csv
+from .io import MoleculeSet, bundled_subset, map_chunks, read_molecules, read_qm9pack, write_csv
 from .targets import TARGETS, resolve_targets
 
 __all__ = ["ModelConfig", "MoleculeTrainConfig", "load_dataset", "split_indices",
@@ -187,12 +187,24 @@ def split_indices(ms: MoleculeSet, *, kind: str, val: float, test: float, seed: 
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
 
-def featurize_set(ms: MoleculeSet, graph: str, *, desc: str = "featurise") -> GraphTable:
-    """Featurise every molecule of ``ms`` (with a progress bar)."""
+def featurize_set(ms: MoleculeSet, graph: str, *, desc: str = "featurise",
+                  workers: int | None = None) -> GraphTable:
+    """Featurise every molecule of ``ms`` (with a progress bar).
+
+    Chunks of 1,000 molecules run in ``workers`` processes (default: every
+    available CPU); fewer molecules run in this process.
+    """
     from deepsci.core.progress import progress
 
-    return GraphTable.from_graphs([featurize(m, graph=graph)
-                                   for m in progress(ms.mols, desc=desc, unit="mol")])
+    step = 1000
+    chunks = [(ms.mols[s:s + step], graph) for s in range(0, len(ms.mols), step)]
+    graphs = []
+    bar = progress(total=len(ms.mols), desc=desc, unit="mol")
+    for part in map_chunks(featurize_chunk, chunks, workers=workers):
+        graphs += part
+        bar.update(len(part))
+    bar.close()
+    return GraphTable.from_graphs(graphs)
 
 
 def fit_scaling(table: GraphTable, y: np.ndarray) -> dict:
@@ -251,13 +263,14 @@ def _build(n_targets: int, mc: ModelConfig, scaling: dict):
 
 
 def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None,
-                    dataset: MoleculeSet | None = None) -> dict:
+                    dataset: MoleculeSet | None = None, table: GraphTable | None = None) -> dict:
     """Run the whole training stage; returns the summary written to ``summary.json``.
 
     Resumable: a killed run restarted with the same config continues from the
     last checkpoint of the unfinished member; finished members are kept.
     ``dataset`` skips reading ``cfg.data`` when the caller already holds the
-    molecules (it must be what ``load_dataset`` returns for ``cfg``).
+    molecules (it must be what ``load_dataset`` returns for ``cfg``), and
+    ``table`` skips featurising them (``featurize_set(dataset, cfg.model.graph)``).
     """
     import dataclasses
 
@@ -284,7 +297,8 @@ def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None,
         test = ms.subset(te)
         write_csv(out / "test_set.csv.gz", ids=test.ids, smiles=test.smiles, mols=test.mols,
                   columns={n: test.targets[n].to_numpy() for n in names}, units=units)
-    table = featurize_set(ms, cfg.model.graph)
+    if table is None or len(table) != len(ms):
+        table = featurize_set(ms, cfg.model.graph)
     y = ms.targets.to_numpy(np.float32)
     sub = lambda idx: GraphTable.from_graphs(  # noqa: E731
         [_graph_at(table, i) for i in idx])
