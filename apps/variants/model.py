@@ -83,9 +83,9 @@ def example_dataset(files: list[str | os.PathLike], *, batch_size: int, training
     if training:
         ds = ds.cache()
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    # Training drops the last partial batch: the multi-replica loop splits global batches
-    # evenly (an uneven split failed under MirroredStrategy).
-    ds = ds.batch(batch_size, drop_remainder=training)
+    # The last batch may be partial: train() takes this as a per-replica source, and the
+    # core loop pads a ragged epoch with zero-weight batches so every replica gets one.
+    ds = ds.batch(batch_size)
     return ds.prefetch(2)
 
 

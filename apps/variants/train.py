@@ -109,8 +109,12 @@ def train_variants(config: TrainVariantsConfig) -> dict:
                        warmup_steps=config.warmup_steps, seed=config.seed,
                        monitor="val_loss" if val_files else "loss", clip_norm=5.0,
                        checkpoint_every=200)
-    train_ds = example_dataset(files, batch_size=config.batch_size, training=True,
-                               seed=config.seed)
+    def train_ds(ctx):
+        # Per-replica batches: an uneven split of a ragged *global* batch across replicas
+        # fails in BatchNormalization under MirroredStrategy; whole per-replica batches
+        # (the last one padded by the core loop) do not.
+        return example_dataset(files, batch_size=ctx.get_per_replica_batch_size(
+            config.batch_size), training=True, seed=config.seed)
     val_ds = (example_dataset(val_files, batch_size=config.batch_size, training=False,
                               labelled_only=True) if val_files else None)
     t0 = time.time()
