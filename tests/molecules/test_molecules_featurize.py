@@ -78,3 +78,19 @@ def test_units_and_columns():
         T.convert(np.array([1.0]), "D", "gap")
     assert T.resolve_targets("all") == list(T.GILMER_TARGETS) and len(T.GILMER_TARGETS) == 12
     assert T.TARGETS["zpve"].chemical_accuracy == 0.0012
+
+
+@pytest.mark.parametrize("smiles", ["CCO", "c1ccncc1", "Nc1ccccc1", "CC(=O)O", "OC(F)F", "[nH]1cccc1"])
+def test_donor_acceptor_match_rdkit_feature_factory(smiles):
+    from deepsci.apps.molecules.featurize import _feature_factory
+
+    mol = embed_smiles(smiles, seed=0)
+    g = featurize(mol, graph="bond")
+    acc, don = np.zeros(mol.GetNumAtoms()), np.zeros(mol.GetNumAtoms())
+    for f in _feature_factory().GetFeaturesForMol(mol):
+        if f.GetFamily() == "Acceptor":
+            acc[list(f.GetAtomIds())] = 1
+        elif f.GetFamily() == "Donor":
+            don[list(f.GetAtomIds())] = 1
+    np.testing.assert_array_equal(g.atoms[:, 6], acc)
+    np.testing.assert_array_equal(g.atoms[:, 7], don)

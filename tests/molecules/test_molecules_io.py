@@ -161,3 +161,42 @@ def test_qm9pack_reader():
     # Water (QM9 #3): μ = 1.8511 D, HOMO = -0.2928 Ha.
     assert ms.targets["mu"].iloc[2] == pytest.approx(1.8511)
     assert ms.targets["homo"].iloc[2] == pytest.approx(-0.2928 * HARTREE_EV)
+
+
+def _geometry(smiles):
+    from deepsci.apps.molecules.featurize import embed_smiles
+
+    m = embed_smiles(smiles, seed=1)
+    return [a.GetSymbol() for a in m.GetAtoms()], m.GetConformer().GetPositions()
+
+
+@pytest.mark.parametrize("smiles", ["[NH3+]CC(=O)[O-]", "c1ccncc1", "CC#N", "O=C1CC1"])
+def test_bonds_from_smiles_template(smiles):
+    from rdkit import Chem
+
+    symbols, coords = _geometry(smiles)
+    # Shuffle atom order so the template must be matched, not copied.
+    order = np.random.default_rng(0).permutation(len(symbols))
+    mol = io.mol_from_xyz([symbols[i] for i in order], coords[order], smiles=smiles)
+    assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
+    assert mol.GetNumAtoms() == len(symbols)
+    assert all(a.GetNumImplicitHs() == 0 for a in mol.GetAtoms())
+    np.testing.assert_allclose(mol.GetConformer().GetPositions(), coords[order])
+
+
+def test_template_with_other_graph_falls_back_to_perception():
+    from rdkit import Chem
+
+    symbols, coords = _geometry("CCO")
+    # Dimethyl ether has the same atoms but another graph: the geometry wins.
+    mol = io.mol_from_xyz(symbols, coords, smiles="COC")
+    assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == "CCO"
+
+
+def test_qm9pack_rows_report_skip_reasons(monkeypatch):
+    rows = [("dsgdb9nsd_1.xyz", "['O','H','H']",
+             "[[0,0,0.1173],[0,0.7572,-0.4692],[0,-0.7572,-0.4692]]", "O"),
+            ("dsgdb9nsd_2.xyz", "['O','H']", "[[0,0,0]]", "O")]
+    out = io._qm9pack_rows(rows)
+    assert out[0][1] is not None and out[0][1].GetNumAtoms() == 3
+    assert out[1][1] is None and "coordinates" in out[1][2]
