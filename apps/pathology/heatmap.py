@@ -244,7 +244,7 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
         zeros = tf.zeros((bs, pc.patch_size, pc.patch_size, 3), tf.uint8)
         predict([zeros] * nscale, bool(cfg.tta)).numpy()
         state["warm"].add((bs, cfg.tta))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     with Slide(slide_path, mpp=cfg.mpp) as slide:
         choices = [slide.select_level(m) for m in pc.magnifications]
         finest_mpp = 10.0 / pc.magnifications[0]
@@ -260,12 +260,16 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
             bar.update(len(r))
         bar.close()
         seconds = time.perf_counter() - t0
+        # CPU seconds of this process (all its threads): on a shared machine this,
+        # unlike wall time, does not grow with other people's load.
+        cpu_seconds = time.process_time() - cpu0
         n = len(rows)
         info = {
             "slide_name": Path(slide_path).stem, "slide": str(slide_path), "stride": float(stride_px),
             "mpp": slide.mpp, "dimensions": list(slide.dimensions), "backend": slide.backend,
             "magnifications": list(pc.magnifications), "patch_size": pc.patch_size,
             "tta": bool(cfg.tta), "model": str(model_path), "tiles": int(n), "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 3),
             "batch_size": bs, "tf_threads": int(state["threads"]),
             "level0_megapixels": float(n * stride_px * stride_px / 1e6),
         }
