@@ -34,7 +34,7 @@ def test_slip_changes_only_homopolymers_by_one():
 def test_slip_rate_grows_with_run_length():
     rng = np.random.default_rng(1)
     short, long_ = b"CG" + b"A" * 5 + b"CG", b"CG" + b"A" * 11 + b"CG"
-    n = 20_000
+    n = 5_000
     rate = [np.mean([_slip(rng, s, 0, homopolymers(s), 1e-3) != s for _ in range(n)])
             for s in (short, long_)]
     assert rate[0] < 0.004 and 0.075 < rate[1] < 0.105      # 1.9e-3 and 8.9e-2 expected
