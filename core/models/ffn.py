@@ -150,6 +150,10 @@ class FFNConvStack(keras.layers.Layer):
         self.conv0_a = _conv(features, 3, "conv0_a", activation="relu")
         self.conv0_b = _conv(features, 3, "conv0_b")
         self.residuals = [FFNResidualModule(features, name=f"residual{i}") for i in range(1, depth)]
+        # Also as attributes: TensorFlow's object graph (tf.train.Checkpoint(model=...), used for
+        # the best weights of a run) does not look inside a Keras 3 layer's list attributes.
+        for i, module in enumerate(self.residuals, start=1):
+            setattr(self, f"residual{i}", module)
         self.conv_out = _conv(1, 1, "conv_lom")
 
     def build(self, input_shape):

@@ -47,6 +47,21 @@ def test_ffn_round_trip(tmp_path):
     assert FFNResidualModule.from_config(res.get_config()).features == 4
 
 
+
+def test_ffn_checkpoint_holds_every_weight(tmp_path):
+    """tf.train.Checkpoint(model=...) (the training loop's best weights) saves and restores all of them."""
+    import tensorflow as tf
+
+    from deepsci.core.models.ffn import FFNConfig, ffn_model
+
+    cfg = FFNConfig(fov_size=(7, 7, 7), deltas=(2, 2, 2), depth=3, features=4)
+    a, b = ffn_model(cfg), ffn_model(cfg)
+    path = tf.train.Checkpoint(model=a).write(str(tmp_path / "w"))
+    tf.train.Checkpoint(model=b).read(path).assert_existing_objects_matched()
+    assert len(b.weights) == 4 + 2 * 2 * 2 + 2  # conv0 pair, two residual modules, 1x1x1 output
+    for x, y in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"depth": 0}, "Expected `depth`"),
     ({"features": 2.5}, "Expected `features`"),
