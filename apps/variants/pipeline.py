@@ -76,7 +76,7 @@ def run_pipeline(config: RunConfig, *, command: str | None = None) -> dict:
     finally:
         child.join()
     t["make_examples (child process)"] = me["wall_seconds"]
-    t["make_examples | load model (wall)"] = time.time() - t0
+    t["make_examples and load model, overlapped (wall)"] = time.time() - t0
     t0 = time.time()
     cv = call_variants(CallConfig(examples=str(out / "examples"), model=config.model,
                                   out=str(out / "calls.tsv.gz"), batch_size=config.batch_size),
