@@ -534,13 +534,18 @@ def train(
     # draws different masks.
     weight_ids = {id(w) for w in model.weights}
     rng_state = [v.value for v in model.variables if id(v) not in weight_ids]
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, rng_state=rng_state,
+    # The weights are listed besides the model because TensorFlow's object graph
+    # misses Keras 3 sub-layers held in Python lists (their non-trainable state
+    # would otherwise be lost on resume).
+    weights = [v.value for v in model.weights]
+    ckpt = tf.train.Checkpoint(model=model, weights=weights, optimizer=optimizer,
+                               rng_state=rng_state,
                                step=loop.step, epoch=loop.epoch,
                                step_in_epoch=loop.step_in_epoch, state=loop.state,
                                epoch_sum=loop.epoch_sum, epoch_n=loop.epoch_n)
     read_dir, write_dir, chief = _checkpoint_dirs(out_dir, strategy)
     manager = tf.train.CheckpointManager(ckpt, str(write_dir), max_to_keep=cfg.keep_checkpoints)
-    best_ckpt = tf.train.Checkpoint(model=model)
+    best_ckpt = tf.train.Checkpoint(weights=weights)
     latest = tf.train.latest_checkpoint(str(read_dir))
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()

@@ -185,3 +185,34 @@ def test_ragged_last_step_on_two_replicas_with_batchnorm(tmp_path):
     assert result.steps == 3
     expected_mae = float(np.mean(np.abs(result.model(x, training=False).numpy() - y)))
     assert result.history[0]["val_mae"] == pytest.approx(expected_mae, rel=1e-4)
+
+
+class _ListHeld(keras.layers.Layer):
+    """Sub-layers kept in a Python list, which TensorFlow's object graph misses."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.blocks = [keras.layers.Dense(4), keras.layers.BatchNormalization()]
+
+    def call(self, x, training=None):
+        return self.blocks[1](self.blocks[0](x), training=training)
+
+
+def test_best_weights_restored_from_disk_cover_list_held_layers(tmp_path):
+    # "loss" in mode max makes epoch 0 the best; a second call finds the run
+    # finished and must restore that epoch's weights, moving statistics included.
+    x, y = _regression()
+
+    def build():
+        keras.utils.set_random_seed(3)
+        i = keras.Input((5,))
+        return keras.Model(i, keras.layers.Dense(1)(_ListHeld()(i)))
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    cfg = TrainConfig(epochs=3, batch_size=16, progress=False, tensorboard=False,
+                      monitor="loss", mode="max", restore_best=True)
+    first = train(build, data, _mse, cfg, tmp_path, strategy=resolve_strategy("cpu"))
+    again = train(build, data, _mse, cfg, tmp_path, strategy=resolve_strategy("cpu"))
+    assert len(first.model.weights) == len(again.model.weights) == 8
+    for a, b in zip(first.model.weights, again.model.weights, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6)
