@@ -101,3 +101,18 @@ def test_make_source_splits_whole_molecules_over_replicas(graphs):
     again = [yy.numpy().tolist() for _, yy, _ in fn(ctx, epoch=0)]
     other = [yy.numpy().tolist() for _, yy, _ in fn(ctx, epoch=1)]
     assert again != other  # reshuffled per epoch, reproducibly
+
+
+@pytest.mark.parametrize("jit_compile,streams", [(False, 1), (True, 2)])
+def test_packed_inference_equals_eager(graphs, jit_compile, streams):
+    from deepsci.apps.molecules.evaluate import inference_plan, predict_table
+
+    m = _model(mean=[1.0, 2.0, 3.0], std=[0.5, 1.0, 2.0], atomref=[[0.1, 0, 0]] * 5)
+    gs = [graphs[i % len(graphs)] for i in range(23)]
+    table = GraphTable.from_graphs(gs)
+    eager = np.asarray(m(collate(table, np.arange(len(gs)))))
+    batches, atoms, edges = inference_plan(table, 5)
+    assert np.array_equal(np.concatenate(batches), np.arange(23)) and atoms % 256 == 0
+    mean, std = predict_table([m], table, batch_size=5, streams=streams, jit_compile=jit_compile)
+    np.testing.assert_allclose(mean, eager, rtol=1e-5, atol=1e-5)
+    assert not std.any()
