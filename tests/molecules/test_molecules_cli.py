@@ -119,3 +119,30 @@ def test_cli_invalid_smiles_row_and_skip(data_csv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "row 5" in err and "C1CC" in err
     assert not (tmp_path / "r" / "member_0").exists()
+
+
+def test_train_scaffold_split_with_time_budget(data_csv, tmp_path, capsys):
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    run = tmp_path / "run"
+    rc = main(["molecules", "train", "--data", str(data_csv), "--out", str(run), "--epochs", "50",
+               "--targets", "gap", "--split", "scaffold", "--val", "0.2", "--test", "0.2",
+               "--time-budget", "0.02", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["split"] == "scaffold" and cfg["time_budget"] == 0.02
+    # A 1.2-second budget ends long before 50 epochs (the first one always runs).
+    history = json.loads((run / "member_0/history.json").read_text())
+    assert 1 <= len(history) < 50
+    split = json.loads((run / "split.json").read_text())
+    smiles = dict(zip(pd.read_csv(data_csv)["id"], pd.read_csv(data_csv)["smiles"], strict=True))
+    scaffold = {k: MurckoScaffold.MurckoScaffoldSmiles(smiles=smiles[k]) for k in smiles}
+    sets = {name: {scaffold[i] for i in split[name]} for name in ("train", "val", "test")}
+    assert split["test"] and split["val"]
+    assert not sets["test"] & sets["train"] and not sets["val"] & sets["train"]
+
+    # The budget needs a schedule that does not depend on the epoch count.
+    rc = main(["molecules", "train", "--data", str(data_csv), "--out", str(tmp_path / "r2"),
+               "--time-budget", "1", "--lr-schedule", "cosine", *TINY[:-2]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and "cosine" in err[0]
