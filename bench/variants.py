@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -54,10 +55,17 @@ def _deepsci_cli(bam, ref, model, out, region, shards, scheduler) -> tuple[float
            "--shards", str(shards)] + (["--scheduler", scheduler] if scheduler else [])
     shutil.rmtree(out, ignore_errors=True)          # never reuse finished shards
     env = {**os.environ, "DEEPSCI_PROGRESS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    t0 = time.time()
+    t0, c0 = time.time(), _cpu(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.time() - t0
-    return wall, json.loads((Path(out) / "run_summary.json").read_text())
+    summary = json.loads((Path(out) / "run_summary.json").read_text())
+    summary["cpu_seconds"] = _cpu(resource.RUSAGE_CHILDREN) - c0   # incl. its make-examples child
+    return wall, summary
+
+
+def _cpu(who) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
 
 
 def _load() -> str:
@@ -182,20 +190,24 @@ def main(argv=None) -> None:
 
     # Callers alternate within each repeat so that load changes hit all of them alike.
     walls: dict[str, list[float]] = {"deepsci": [], "bcftools": [], "freebayes": []}
+    cpus: dict[str, list[float]] = {k: [] for k in walls}
     loads, run, fb = [], None, None
     for _ in range(args.repeats):
         loads.append(_load())
         w, run = _deepsci_cli(bam, ref, tr["model"], work / "deepsci", test_reg, args.shards,
                               args.scheduler)
         walls["deepsci"].append(w)
-        t0 = time.time()
+        cpus["deepsci"].append(run["cpu_seconds"])
+        t0, c0 = time.time(), _cpu(resource.RUSAGE_SELF)     # pysam runs bcftools in-process
         bcf = bcftools_call(bam, ref, work / "bcftools.vcf.gz", regions=test_reg,
                             threads=args.threads)
         walls["bcftools"].append(time.time() - t0)
-        t0 = time.time()
+        cpus["bcftools"].append(_cpu(resource.RUSAGE_SELF) - c0)
+        t0, c0 = time.time(), _cpu(resource.RUSAGE_CHILDREN)
         fb = freebayes_call(bam, ref, work / "freebayes.vcf.gz", regions=str(test_bed))
         if fb is not None:
             walls["freebayes"].append(time.time() - t0)
+            cpus["freebayes"].append(_cpu(resource.RUSAGE_CHILDREN) - c0)
     loads.append(_load())
 
     rows = []
@@ -208,12 +220,14 @@ def main(argv=None) -> None:
         d = _score(vcf, truth, ref, test_bed, work / f"{key}.summary.csv")
         rows.append({"caller": name, **d, "best wall s": min(walls[key]),
                      "all wall s": ", ".join(f"{w:.1f}" for w in walls[key]),
-                     "best wall / best bcftools": min(walls[key]) / best_bcf})
+                     "best wall / best bcftools": min(walls[key]) / best_bcf,
+                     "best CPU s": min(cpus[key]),
+                     "best CPU / best bcftools": min(cpus[key]) / min(cpus["bcftools"])})
     ratios = [a / b for a, b in zip(walls["deepsci"], walls["bcftools"], strict=True)]
     mi = machine_info()
     cols = ["caller", "SNP F1", "SNP P", "SNP R", "SNP TP/FP/FN", "INDEL F1", "INDEL P",
             "INDEL R", "INDEL TP/FP/FN", "best wall s", "all wall s",
-            "best wall / best bcftools"]
+            "best wall / best bcftools", "best CPU s", "best CPU / best bcftools"]
     print(f"## variants — {dt.date.today().isoformat()}, {mi.get('cores')} cores "
           f"({mi.get('cpu_model', mi.get('cpu', ''))}), TF {mi.get('tensorflow', '')}\n")
     trained = (f"model {args.model} (not trained in this run)" if args.model else
