@@ -78,6 +78,9 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=0, help="use only the first BP of the contig")
     p.add_argument("--length", type=int, default=1_000_000, help="random genome length")
     p.add_argument("--coverage", type=float, default=30.0)
+    p.add_argument("--homopolymer-slip", type=float, default=2e-4,
+                   help="read simulation: slippage error chance at a 4-bp homopolymer "
+                        "(0: the simpler error model of earlier runs)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shards", type=int, default=2)
@@ -131,12 +134,14 @@ def main(argv=None) -> None:
     t0 = time.time()
     sim_cfg = SimulateConfig(out_dir=str(work / "sim"), fasta=str(src), snp_rate=1e-3,
                              indel_rate=1e-4, coverage=args.coverage, read_length=150,
+                             homopolymer_slip=args.homopolymer_slip,
                              threads=args.threads, seed=args.seed)
     if args.reuse and (work / "sim" / "sim.json").exists():
         sim = json.loads((work / "sim" / "sim.json").read_text())
         t["simulate + BWA-MEM"] = old_stages.get("simulate + BWA-MEM")
     else:
         sim = simulate(sim_cfg)
+        sim["homopolymer_slip"] = args.homopolymer_slip
         (work / "sim" / "sim.json").write_text(json.dumps(sim))
         t["simulate + BWA-MEM"] = time.time() - t0
     ref, bam, truth = sim["ref"], sim["bam"], sim["truth"]
@@ -233,7 +238,9 @@ def main(argv=None) -> None:
     trained = (f"model {args.model} (not trained in this run)" if args.model else
                f"train on {train_reg}")
     print(f"Genome: {origin}; {sim['n_snps']} SNPs + {sim['n_indels']} indels planted; "
-          f"{args.coverage:g}x 2x150 bp, BWA-MEM (pybwa). {trained}"
+          f"{args.coverage:g}x 2x150 bp, homopolymer slippage "
+          f"{sim.get('homopolymer_slip', 'not recorded (0 before it existed)')}, "
+          f"BWA-MEM (pybwa). {trained}"
           + ("" if args.model else
              f" ({labels} hom-ref/het/hom-alt examples at read fractions {args.downsample}, "
              f"small Inception width {args.width}, {args.epochs} epochs)")

@@ -37,6 +37,9 @@ def simulate(
     snp_rate: float = typer.Option(1e-3, help="SNPs per base."),
     indel_rate: float = typer.Option(1e-4, help="Indels per base (1-20 bp)."),
     het_fraction: float = typer.Option(0.6, help="Share of heterozygous variants."),
+    homopolymer_slip: float = typer.Option(
+        2e-4, help="Slippage error chance at a 4-bp homopolymer (x1.9 per extra base, "
+                   "at most 0.2); 0 turns homopolymer errors off."),
     sample: str = typer.Option("SIM", help="Sample name (read group SM)."),
     threads: int = typer.Option(2, help="BWA-MEM threads."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -48,7 +51,8 @@ def simulate(
     cfg = SimulateConfig(out_dir=str(out), fasta=str(fasta) if fasta else None,
                          contigs=_split(contigs), genome_length=length, coverage=coverage,
                          read_length=read_length, snp_rate=snp_rate, indel_rate=indel_rate,
-                         het_fraction=het_fraction, sample=sample, threads=threads, seed=seed)
+                         het_fraction=het_fraction, homopolymer_slip=homopolymer_slip,
+                         sample=sample, threads=threads, seed=seed)
     res = run_sim(cfg)
     from deepsci.core.io import save_config, write_run_info
     save_config(cfg, out / "config.json")
