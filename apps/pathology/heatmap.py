@@ -129,12 +129,15 @@ def _load(model_path: str, threads: int | None):
         @tf.function(reduce_retracing=True)
         def predict(xs, tta: bool):
             # uint8 in, probabilities out: scaling and the 8 orientations run in
-            # the graph, so the Python side only hands over the raw batch.
+            # the graph, so the Python side only hands over the raw batch. The
+            # orientations are stacked along the batch (patches are square): one
+            # model call, one graph copy of the model, bigger GEMMs.
             xs = [preprocess(x) for x in xs]
-            views = _orientations_tf(xs) if tta else [xs]
-            probs = [tf.sigmoid(model(v[0] if len(v) == 1 else tuple(v), training=False)["tumor"])[:, 0]
-                     for v in views]
-            return tf.add_n(probs) / float(len(probs))
+            if tta:
+                xs = [tf.concat([v[i] for v in _orientations_tf(xs)], axis=0) for i in range(len(xs))]
+            logits = model(xs[0] if len(xs) == 1 else tuple(xs), training=False)["tumor"][:, 0]
+            probs = tf.sigmoid(logits)
+            return tf.reduce_mean(tf.reshape(probs, (8, -1)), axis=0) if tta else probs
 
         _MODELS.clear()
         _MODELS[key] = (model, meta, predict, {"threads": used, "warm": set()})
