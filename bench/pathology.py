@@ -236,6 +236,7 @@ def bench_accuracy(work: Path, args) -> tuple[list[dict], dict]:
     s.n_train = (args.train_tumour, args.train_normal)
     s.n_test = (args.test_tumour, args.test_normal)
     s.n_test_small = args.test_small
+    s.small_radius_um = tuple(float(v) for v in args.small_radius.split(","))
     s.epochs, s.patches, s.width, s.patch = args.epochs, args.patches, args.width, args.patch
     s.stride = args.stride
     t = time.perf_counter()
@@ -278,7 +279,8 @@ def main() -> None:
     p.add_argument("--test-tumour", type=int, default=5)
     p.add_argument("--test-normal", type=int, default=5)
     p.add_argument("--test-small", type=int, default=3,
-                   help="held-out tumour slides with 2 small (90-120 um radius) metastases each")
+                   help="held-out tumour slides with 2 small metastases each (radius --small-radius)")
+    p.add_argument("--small-radius", default="90,120", help="radius range (um) of those metastases")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--patches", type=int, default=1536)
     p.add_argument("--width", type=int, default=16)
