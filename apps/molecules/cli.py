@@ -113,13 +113,14 @@ def predict(
     smiles_column: str = typer.Option("smiles"),
     skip_invalid: bool = typer.Option(False),
     seed: int = typer.Option(0, help="Conformer seed for SMILES input."),
+    xla: bool = typer.Option(False, help="Compile inference with XLA (faster on many molecules)."),
 ) -> None:
     """Predict the model's targets for new molecules (with ensemble standard deviations)."""
     from .predict import PredictConfig, predict_molecules
 
     res = predict_molecules(PredictConfig(model=str(model), inputs=str(inputs), out=str(out),
                                           batch_size=batch_size, smiles_column=smiles_column,
-                                          skip_invalid=skip_invalid, seed=seed))
+                                          skip_invalid=skip_invalid, seed=seed, xla=xla))
     if res["n_skipped"]:
         typer.echo(f"skipped {res['n_skipped']} invalid molecule(s)")
     typer.echo(f"predicted {len(res['targets'])} target(s) for {res['n']} molecule(s) -> {out}")

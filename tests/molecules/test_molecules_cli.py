@@ -44,6 +44,10 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys):
     rc = main(["molecules", "predict", str(run), str(smi), "--out", str(pred)])
     assert rc == 0, capsys.readouterr().err
     df = pd.read_csv(pred)
+    rc = main(["molecules", "predict", str(run), str(smi), "--out", str(tmp_path / "x.csv"), "--xla"])
+    assert rc == 0, capsys.readouterr().err
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "x.csv")["gap [eV]"], df["gap [eV]"],
+                               rtol=1e-5, atol=1e-5)
     assert list(df["id"][:2]) == ["ethanol", "benzene"] and len(df) == 3
     assert {"gap [eV]", "gap_std [eV]", "u0 [eV]", "mu [D]", "xyz"} <= set(df.columns)
     assert np.all(df["gap_std [eV]"] >= 0) and np.all(np.isfinite(df["u0 [eV]"]))
