@@ -81,7 +81,7 @@ def demo(
     quick: bool = typer.Option(
         True, "--quick/--full",
         help="Small settings, all five apps within 10 minutes on 2 cores (default); "
-             "--full trains longer on more data (about 15 minutes on 2 cores) for stronger metrics."),
+             "--full trains longer on more data (about 10–12 minutes on 2 cores) for stronger metrics."),
 ) -> None:
     """Run each app's demo on built-in data and write one report (Markdown + HTML)."""
     from deepsci.core.report import write_report
