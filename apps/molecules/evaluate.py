@@ -4,7 +4,6 @@ with parity plots.
 """
 from __future__ import annotations
 
-import os
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from deepsci.core.io import (
 )
 
 from .graphs import GraphTable, _packing, collate, pad_batch
+from .io import available_cpus
 from .targets import TARGETS
 
 __all__ = ["EvaluateConfig", "load_members", "inference_plan", "predict_table", "target_metrics",
@@ -102,10 +102,6 @@ def _predict_fn(model, jit_compile: bool):
     return fns[jit_compile]
 
 
-def _available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def inference_plan(table: GraphTable, batch_size: int) -> tuple[list[np.ndarray], int, int]:
     """Molecules of ``table`` in order, packed into batches of one fixed shape.
 
@@ -165,7 +161,7 @@ def predict_table(models, table: GraphTable, *, batch_size: int = 1024, streams:
     if models and not hasattr(models[0], "predict"):
         models, _ = load_members(models)
     batches, n_atoms, n_edges = inference_plan(table, batch_size)
-    streams = max(1, min(int(streams or _available_cpus()), len(batches) or 1))
+    streams = max(1, min(int(streams or available_cpus()), len(batches) or 1))
     graphs = max(1, min(int(batch_size), len(table))) + 1
     outs = []
     for model in models:

@@ -46,6 +46,7 @@ __all__ = [
     "write_csv",
     "bundled_subset",
     "map_chunks",
+    "available_cpus",
 ]
 
 # Target columns in QM9's own files: 17-field comment line, qm9pack CSVs, MoleculeNet CSV.
@@ -673,6 +674,11 @@ def _qm9pack_rows(records) -> list[tuple]:
     return out
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def map_chunks(func, chunks: list, *, workers: int | None = None):
     """``func`` over ``chunks`` in order, in a pool of ``workers`` processes.
 
@@ -684,7 +690,7 @@ def map_chunks(func, chunks: list, *, workers: int | None = None):
     from concurrent.futures import ProcessPoolExecutor
 
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = available_cpus()
     workers = max(1, min(int(workers or 1), len(chunks)))
     if workers == 1:
         yield from map(func, chunks)
