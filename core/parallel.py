@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .io import read_json, write_json
 from .progress import progress
 
-__all__ = ["run_shards", "marker_path"]
+__all__ = ["run_shards", "marker_path", "limit_tf_threads", "threads_per_worker"]
 
 
 def _safe(key: str) -> str:
@@ -27,6 +27,38 @@ def _safe(key: str) -> str:
 def marker_path(state_dir: str | os.PathLike, key: str) -> Path:
     """Where the completion marker of shard ``key`` lives."""
     return Path(state_dir) / f"{_safe(key)}.done.json"
+
+
+def threads_per_worker(scheduler: str | None, workers: int | None) -> int | None:
+    """TensorFlow threads each shard should use so local workers share the cores.
+
+    ``None`` (leave TensorFlow's default: one thread per core) for ``"inline"``
+    and for remote clusters, whose machines this process cannot see.
+    """
+    if scheduler not in (None, "local"):
+        return None
+    cores = os.cpu_count() or 1
+    return max(1, cores // (workers or cores))
+
+
+def limit_tf_threads(threads: int | None) -> int:
+    """Pin this process's TensorFlow pools to ``threads``; return the intra-op count in force.
+
+    Call it in a worker before TensorFlow runs its first op. Several local
+    Dask workers each default to one thread per core, which oversubscribes
+    the cores ``workers``-fold. Once TensorFlow is running its pools are kept.
+    """
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1 if threads == 1 else 2)
+        except RuntimeError:
+            pass
+        else:  # native libraries that size their own pools from the environment
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+    return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
 
 
 def _run_one(func: Callable, task, marker: str):

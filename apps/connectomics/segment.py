@@ -28,6 +28,7 @@ import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_dir, atomic_path, save_config, write_run_info
+from deepsci.core.parallel import limit_tf_threads, run_shards, threads_per_worker
 
 from .inference import InferenceConfig
 from .io import create_output, open_volume
@@ -108,14 +109,7 @@ _MODELS: dict = {}
 def _load(model_path: str, threads: int | None):
     """Load (once per process) the model and its flood filler."""
     if model_path not in _MODELS:
-        import tensorflow as tf
-
-        if threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(1)
-            except RuntimeError:  # TF already initialised in this process
-                pass
+        limit_tf_threads(threads)
         from deepsci.core.models.serialization import load_model
 
         from .inference import FloodFiller
@@ -271,8 +265,6 @@ def segment_volume(model: str | Path, image: str | Path, out_dir: str | Path, cf
     dict
         Objects, blocks, FOV evaluations, seconds and the output path.
     """
-    from deepsci.core.parallel import run_shards
-
     t0 = time.perf_counter()
     cfg.inference.validate()
     model = str(model)
@@ -291,12 +283,12 @@ def segment_volume(model: str | Path, image: str | Path, out_dir: str | Path, cf
     out_dir = Path(out_dir)
     work = out_dir / "blocks" / _fingerprint(model, vol.spec, cfg)
     work.mkdir(parents=True, exist_ok=True)
-    workers = cfg.workers or os.cpu_count() or 1
-    threads = max((os.cpu_count() or 1) // workers, 1) if cfg.scheduler != "inline" else None
+    workers = min(cfg.workers or os.cpu_count() or 1, len(blocks))
+    threads = threads_per_worker(cfg.scheduler, workers)
     tasks = [{**b, "model": model, "image": vol.spec, "voxel_size": list(vol.voxel_size),
               "inference": asdict(cfg.inference), "block_dir": str(work), "threads": threads} for b in blocks]
     results = run_shards(run_block, tasks, key=lambda t: t["key"], state_dir=work,
-                         scheduler=cfg.scheduler, workers=min(workers, len(tasks)), progress=progress,
+                         scheduler=cfg.scheduler, workers=workers, progress=progress,
                          desc="blocks")
     mapping = stitch_blocks(blocks, work, min_overlap=cfg.stitch_min_overlap,
                             min_fraction=cfg.stitch_min_fraction)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.parallel import limit_tf_threads, marker_path, run_shards, threads_per_worker
 
 from .io import Slide, write_pyramid_tiff
 from .tissue import TissueConfig, slide_tissue
@@ -91,31 +92,11 @@ class HeatmapConfig:
         return self
 
 
-def _limit_threads(threads: int | None) -> int:
-    """Pin this process's TensorFlow to ``threads`` threads; returns the intra-op count in force.
-
-    Must run before TensorFlow creates its thread pools (first op). Several
-    Dask workers on one machine each default to one thread per core, which
-    oversubscribes the cores ``workers``-fold.
-    """
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1 if threads == 1 else 2)
-        except RuntimeError:
-            pass  # TensorFlow already running in this process: keep its pools
-        else:  # and for native libraries that size their own pools from the environment
-            os.environ["OMP_NUM_THREADS"] = str(threads)
-    return tf.config.threading.get_intra_op_parallelism_threads() or (os.cpu_count() or 1)
-
-
 def _load(model_path: str, threads: int | None):
     # Keyed by modification time too: a model retrained in place is reloaded.
     key = f"{model_path}@{Path(model_path).stat().st_mtime_ns}"
     if key not in _MODELS:
-        used = _limit_threads(threads)
+        used = limit_tf_threads(threads)
         import tensorflow as tf
 
         from deepsci.core.models.serialization import load_model
@@ -327,10 +308,8 @@ def heatmap_task(task: dict) -> dict:
 def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
     """Heatmaps of every slide in ``config.slides``; returns per-slide info."""
     import dataclasses
-    import os
 
     from deepsci.core.io import save_config, write_run_info
-    from deepsci.core.parallel import marker_path, run_shards
 
     from .train import list_slides
 
@@ -354,12 +333,11 @@ def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
             for m in meta["input_spec"]["magnifications"]:
                 slide.select_level(m)
     save_config(cfg, out / "heatmap_config.json")
-    cores = os.cpu_count() or 1
-    workers = cfg.workers or max(1, min(len(tasks), cores))
+    workers = cfg.workers or max(1, min(len(tasks), os.cpu_count() or 1))
     # One slide gains nothing from a cluster but would pay its start-up.
     scheduler = "inline" if (len(tasks) == 1 and cfg.scheduler in (None, "local")) else cfg.scheduler
     if cfg.threads is None and scheduler in ("inline", None, "local"):
-        threads = cores if scheduler == "inline" else max(1, cores // workers)
+        threads = (os.cpu_count() or 1) if scheduler == "inline" else threads_per_worker(scheduler, workers)
         for t in tasks:
             t["config"] = {**t["config"], "threads": threads}
     results = run_shards(heatmap_task, tasks, key=lambda t: Path(t["slide"]).stem, state_dir=state,

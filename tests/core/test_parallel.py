@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import shard_funcs  # noqa: E402
 
 from deepsci.core.errors import ConfigError  # noqa: E402
-from deepsci.core.parallel import marker_path, run_shards  # noqa: E402
+from deepsci.core.parallel import marker_path, run_shards, threads_per_worker  # noqa: E402
 
 
 def _tasks(out, n=5):
@@ -48,3 +49,21 @@ def test_bad_scheduler_and_duplicate_keys(tmp_path):
     with pytest.raises(ConfigError, match="unique"):
         run_shards(shard_funcs.square, _tasks(tmp_path), key=lambda t: "same", state_dir=tmp_path,
                    scheduler="inline", progress=False)
+
+
+@pytest.mark.parametrize(("scheduler", "workers", "expected"),
+                         [("local", 2, 1), (None, 1, 2), ("local", 8, 1), ("inline", 2, None),
+                          ("tcp://10.0.0.1:8786", 2, None)])
+def test_threads_per_worker_shares_the_cores(monkeypatch, scheduler, workers, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert threads_per_worker(scheduler, workers) == expected
+
+
+def test_limit_tf_threads_pins_a_fresh_process():
+    # A fresh interpreter: TensorFlow's pools can only be sized before its first op.
+    code = ("from deepsci.core.parallel import limit_tf_threads; import tensorflow as tf, os;"
+            "n = limit_tf_threads(1); tf.constant(1.0) + 1.0;"
+            "print(n, tf.config.threading.get_inter_op_parallelism_threads(), os.environ['OMP_NUM_THREADS'],"
+            " limit_tf_threads(2))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-4:] == ["1", "1", "1", "1"]
