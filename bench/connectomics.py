@@ -102,14 +102,23 @@ def dask_scaling(model_path, image, work: Path, *, block_size, workers: list[int
     return rows
 
 
-def tune_baseline(img, lab, vs) -> tuple:
-    """Watershed parameters with the lowest total VI on (img, lab): (BaselineConfig, vi_total)."""
+def tune_baseline(img, lab, vs, markers: str = "peaks") -> tuple:
+    """Watershed parameters with the lowest total VI on (img, lab): (BaselineConfig, vi_total).
+
+    ``peaks``: threshold x seed distance x sigma; ``components`` (markers = connected interior
+    regions, no seed distance): threshold x min_size x sigma.
+    """
     from deepsci.apps.connectomics.baseline import BaselineConfig, watershed_baseline
     from deepsci.apps.connectomics.evaluate import variation_of_information
 
+    if markers == "peaks":
+        grid = [BaselineConfig(threshold=t, min_distance=md, sigma=s) for t, md, s in
+                itertools.product((None, 0.4, 0.5, 0.6, 0.7), (4, 8, 12, 16), (1.0, 2.0))]
+    else:
+        grid = [BaselineConfig(threshold=t, min_size=m, sigma=s, markers="components") for t, m, s in
+                itertools.product((None, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6), (100, 300, 1000), (1.0, 2.0))]
     best = None
-    for thr, md, sigma in itertools.product((None, 0.4, 0.5, 0.6, 0.7), (4, 8, 12, 16), (1.0, 2.0)):
-        b = BaselineConfig(threshold=thr, min_distance=md, sigma=sigma)
+    for b in grid:
         vi = sum(variation_of_information(lab, watershed_baseline(img, b, voxel_size=vs), ignore_labels=(0,)))
         if best is None or vi < best[1]:
             best = (b, vi)
@@ -145,6 +154,13 @@ def parse_args(argv):
     p.add_argument("--boundary-threshold", type=float, default=None)
     p.add_argument("--boundary-sigma", type=float, default=1.0)
     p.add_argument("--fill-unclaimed", action="store_true")
+    p.add_argument("--reseed-unclaimed", type=int, default=0)
+    p.add_argument("--agglomerate", action="store_true", help="FFN agglomeration of touching segments")
+    p.add_argument("--agglo-threshold", type=float, default=0.8)
+    p.add_argument("--agglo-min-contact", type=int, default=100)
+    p.add_argument("--agglo-radius", type=int, default=12)
+    p.add_argument("--agglo-boundary-threshold", type=float, default=None)
+    p.add_argument("--no-speed", action="store_true", help="skip the throughput rows (quality only)")
     p.add_argument("--synthetic", action="store_true", help="ignore the real volume")
     p.add_argument("--scaling-workers", type=int, nargs="*", default=[1, 2],
                    help="Dask worker counts of the blockwise scaling run (none: skip it)")
@@ -191,7 +207,9 @@ def inference_config(args):
         peak_min_distance=args.peak_min_distance, move_threshold=args.move_threshold,
         segment_threshold=args.segment_threshold, min_segment_size=args.min_segment_size,
         boundary_threshold=args.boundary_threshold, boundary_sigma=args.boundary_sigma,
-        fill_unclaimed=args.fill_unclaimed).validate()
+        fill_unclaimed=args.fill_unclaimed, reseed_unclaimed=args.reseed_unclaimed, agglomerate=args.agglomerate,
+        agglo_threshold=args.agglo_threshold, agglo_min_contact=args.agglo_min_contact,
+        agglo_radius=args.agglo_radius, agglo_boundary_threshold=args.agglo_boundary_threshold).validate()
 
 
 def run_ffn(args, model_path, image, vs, work: Path, name: str) -> tuple[np.ndarray, dict]:
@@ -219,6 +237,9 @@ def quality(args, model_path, img, lab, vs, work: Path) -> tuple[list[dict], dic
     ws_cfg, _ = tune_baseline(img[slabs["validation"]], lab[slabs["validation"]], vs)
     ws_name = (f"watershed baseline ({ws_cfg.threshold or 'otsu'}, min_distance {ws_cfg.min_distance}, "
                f"sigma {ws_cfg.sigma})")
+    cc_cfg, _ = tune_baseline(img[slabs["validation"]], lab[slabs["validation"]], vs, markers="components")
+    cc_name = (f"watershed, component markers ({cc_cfg.threshold or 'otsu'}, min_size {cc_cfg.min_size}, "
+               f"sigma {cc_cfg.sigma})")
     rows, test_seg = [], None
     for slab, z in slabs.items():
         graph = skeleton_graph(lab[z], voxel_size=vs)
@@ -226,12 +247,13 @@ def quality(args, model_path, img, lab, vs, work: Path) -> tuple[list[dict], dic
         t1 = time.perf_counter()
         ws_labels = watershed_baseline(img[z], ws_cfg, voxel_size=vs)
         ws_s = time.perf_counter() - t1
-        for name, s_lab in (("FFN (deepsci)", ffn_labels), (ws_name, ws_labels)):
+        cc_labels = watershed_baseline(img[z], cc_cfg, voxel_size=vs)
+        for name, s_lab in (("FFN (deepsci)", ffn_labels), (ws_name, ws_labels), (cc_name, cc_labels)):
             sc = evaluate_segmentation(lab[z], s_lab, voxel_size=vs, graph=graph).as_dict()
             rows.append({"slab": slab, "method": name, **sc})
         if slab == "test":
             test_seg = {**seg, "ws_seconds": ws_s, "voxels": int(lab[z].size)}
-    return rows, test_seg, ws_cfg
+    return rows, test_seg, (ws_cfg, cc_cfg)
 
 
 def speed(args, model_path, seg: dict) -> list[dict]:
@@ -274,8 +296,8 @@ def main(argv=None) -> None:
     img, lab, vs, origin = load_data(args)
     load_before = os.getloadavg()
     model_path, trained = train_model(args, img, lab, vs, work)
-    rows, seg, ws_cfg = quality(args, model_path, img, lab, vs, work)
-    perf = speed(args, model_path, seg)
+    rows, seg, (ws_cfg, cc_cfg) = quality(args, model_path, img, lab, vs, work)
+    perf = None if args.no_speed else speed(args, model_path, seg)
     k = args.train_slices
     scaling = (dask_scaling(model_path, img[k:, :args.scaling_crop, :args.scaling_crop], work,
                             block_size=args.scaling_block, workers=args.scaling_workers,
@@ -295,17 +317,24 @@ def main(argv=None) -> None:
               f"Inference: seeds {icfg.seed_policy} (min distance {icfg.peak_min_distance}), move threshold "
               f"{icfg.move_threshold}, segment threshold {icfg.segment_threshold}, min segment "
               f"{icfg.min_segment_size}, boundary threshold {icfg.boundary_threshold} (sigma {icfg.boundary_sigma}), "
-              f"fill unclaimed {icfg.fill_unclaimed}, batch {icfg.batch_size}, "
+              f"fill unclaimed {icfg.fill_unclaimed}, reseed unclaimed {icfg.reseed_unclaimed}, "
+              + (f"FFN agglomeration (threshold {icfg.agglo_threshold}, min contact {icfg.agglo_min_contact}, "
+                 f"radius {icfg.agglo_radius}, boundary threshold {icfg.agglo_boundary_threshold}), "
+                 if icfg.agglomerate else "no agglomeration, ")
+              + f"batch {icfg.batch_size}, "
               f"{'consensus of two seed orders' if icfg.consensus else 'no consensus'}; {seg['blocks']} block(s), "
               f"{seg['fov_evals']} FOV evaluations on the test slab. Watershed parameters tuned on the validation "
-              f"slab: {ws_cfg}. Command: `python bench/connectomics.py {' '.join(argv or sys.argv[1:])}`\n")
+              f"slab: {ws_cfg}; {cc_cfg}. Command: `python bench/connectomics.py {' '.join(argv or sys.argv[1:])}`\n")
     test = [r for r in rows if r["slab"] == "test"]
-    ffn_vi, ws_vi = test[0]["vi_total"], test[1]["vi_total"]
+    ffn_vi, ws_vi, cc_vi = test[0]["vi_total"], test[1]["vi_total"], test[2]["vi_total"]
     verdict = (f"\nTest slab: FFN total VI {ffn_vi:.3f} vs baseline {ws_vi:.3f} "
-               f"({100 * (ws_vi - ffn_vi) / ws_vi:+.1f} % lower; goal >= 20 % lower). "
-               f"FFN forward at {perf[1]['% of peak']:.0f} % of the matmul peak (goal >= 40 %).\n")
-    out = (header + "\n### Segmentation quality (VI in bits; ERL in nm)\n\n" + table(rows, cols)
-           + "\n\n### Throughput\n\n" + table(perf, ["measurement", "GFLOP/s", "% of peak", "voxels/s"]) + "\n")
+               f"({100 * (ws_vi - ffn_vi) / ws_vi:+.1f} % lower; goal >= 20 % lower); vs the component-marker "
+               f"watershed {cc_vi:.3f} ({100 * (cc_vi - ffn_vi) / cc_vi:+.1f} % lower).")
+    verdict += (f" FFN forward at {perf[1]['% of peak']:.0f} % of the matmul peak (goal >= 40 %).\n"
+                if perf else " Throughput not measured in this run (--no-speed).\n")
+    out = header + "\n### Segmentation quality (VI in bits; ERL in nm)\n\n" + table(rows, cols) + "\n"
+    if perf:
+        out += "\n### Throughput\n\n" + table(perf, ["measurement", "GFLOP/s", "% of peak", "voxels/s"]) + "\n"
     if scaling:
         out += (f"\n### Blockwise segment on a local Dask cluster (test slab, y, x < {args.scaling_crop}, "
                 f"blocks {tuple(args.scaling_block)})\n\n"

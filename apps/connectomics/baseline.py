@@ -3,7 +3,10 @@
 The classical pipeline FFNs are compared with: membranes are dark in EM, so
 the smoothed, inverted, rescaled intensity is a boundary map; voxels below a
 threshold (Otsu's by default) are cell interior; maxima of the distance
-transform of the interior seed a watershed of the boundary map.
+transform of the interior seed a watershed of the boundary map
+(``markers="peaks"``), or every connected interior region of at least
+``min_size`` voxels is one marker (``markers="components"``, no distance
+transform: regions a faint membrane joins stay one).
 """
 from __future__ import annotations
 
@@ -36,15 +39,21 @@ class BaselineConfig:
     min_distance : int
         Minimum distance (voxels) between two watershed seeds.
     min_size : int
-        Segments smaller than this become 0.
+        Segments smaller than this become 0 (and, with ``components``, smaller
+        interior regions are no markers).
+    markers : {"peaks", "components"}
+        Watershed markers: distance-transform peaks or connected interior regions.
     """
 
     sigma: float = 1.0
     threshold: float | None = None
     min_distance: int = 4
     min_size: int = 100
+    markers: str = "peaks"
 
     def validate(self) -> BaselineConfig:
+        if self.markers not in ("peaks", "components"):
+            raise ConfigError(f"expected markers 'peaks' or 'components', found {self.markers!r}")
         if self.sigma < 0 or self.min_distance < 1 or self.min_size < 0:
             raise ConfigError(f"expected sigma >= 0, min_distance >= 1, min_size >= 0, found {self.sigma}, "
                               f"{self.min_distance}, {self.min_size}")
@@ -89,11 +98,14 @@ def watershed_baseline(image: np.ndarray, cfg: BaselineConfig | None = None, *,
     bmap = boundary_map(image, sigma=cfg.sigma)
     thr = cfg.threshold if cfg.threshold is not None else float(threshold_otsu(bmap))
     interior = bmap < thr
-    dt = ndi.distance_transform_edt(interior, sampling=voxel_size)
     comp, _ = ndi.label(interior)
-    peaks = peak_local_max(dt, min_distance=cfg.min_distance, labels=comp, exclude_border=False)
-    markers = np.zeros(image.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    if cfg.markers == "components":
+        markers = relabel_sequential(comp, min_size=cfg.min_size).astype(np.int32)
+    else:
+        dt = ndi.distance_transform_edt(interior, sampling=voxel_size)
+        peaks = peak_local_max(dt, min_distance=cfg.min_distance, labels=comp, exclude_border=False)
+        markers = np.zeros(image.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(bmap, markers)
     return relabel_sequential(labels, min_size=cfg.min_size)
 

@@ -108,6 +108,16 @@ def segment(
     boundary_sigma: Annotated[float, typer.Option(help="Smoothing of the boundary map (voxels).")] = 1.0,
     fill_unclaimed: Annotated[bool, typer.Option(
         help="Give unclaimed voxels to objects by a watershed of the boundary map.")] = False,
+    reseed_unclaimed: Annotated[int, typer.Option(
+        help="Unclaimed regions below --boundary-threshold of at least this many voxels become objects (0: off).")] = 0,
+    agglomerate: Annotated[bool, typer.Option(
+        help="FFN agglomeration: join touching segments when FFN runs seeded on both sides agree.")] = False,
+    agglo_threshold: Annotated[float, typer.Option(
+        help="Fraction of each segment the other side's FFN run must recover to join them.")] = 0.8,
+    agglo_min_contact: Annotated[int, typer.Option(help="Smallest contact (voxel faces) of a tested pair.")] = 100,
+    agglo_radius: Annotated[int, typer.Option(help="Half-size of the box around a contact (voxels).")] = 12,
+    agglo_boundary_threshold: Annotated[float | None, typer.Option(
+        help="Boundary-map level the agglomeration runs never enter; default: no limit.")] = None,
     batch_size: Annotated[int, typer.Option(help="FOVs per FFN call.")] = 8,
     consensus: Annotated[bool, typer.Option(help="Forward + reversed seed order, split consensus.")] = True,
     scheduler: Annotated[str, typer.Option(help="local|inline|tcp://host:port (Dask).")] = "local",
@@ -123,6 +133,9 @@ def segment(
                                   move_threshold=move_threshold, segment_threshold=segment_threshold,
                                   min_segment_size=min_segment_size, boundary_threshold=boundary_threshold,
                                   boundary_sigma=boundary_sigma, fill_unclaimed=fill_unclaimed,
+                                  reseed_unclaimed=reseed_unclaimed, agglomerate=agglomerate,
+                                  agglo_threshold=agglo_threshold, agglo_min_contact=agglo_min_contact,
+                                  agglo_radius=agglo_radius, agglo_boundary_threshold=agglo_boundary_threshold,
                                   batch_size=batch_size, consensus=consensus),
         block_size=_opt3(block_size), overlap=_opt3(overlap), scheduler=scheduler, workers=workers)
     result = segment_volume(model, image, out, cfg, voxel_size=voxel_size)
@@ -136,12 +149,14 @@ def baseline(
     threshold: Annotated[float | None, typer.Option(help="Boundary level (0-1); default Otsu.")] = None,
     min_distance: int = 4,
     min_size: int = 100,
+    markers: Annotated[str, typer.Option(help="peaks (distance-transform maxima) | components (interior regions)")] = "peaks",
     voxel_size: VoxelSize = None,
 ):
     """Watershed baseline: boundary map -> seeded watershed."""
     from .baseline import BaselineConfig, run_baseline
 
-    cfg = BaselineConfig(sigma=sigma, threshold=threshold, min_distance=min_distance, min_size=min_size).validate()
+    cfg = BaselineConfig(sigma=sigma, threshold=threshold, min_distance=min_distance, min_size=min_size,
+                         markers=markers).validate()
     typer.echo(json.dumps(run_baseline(image, out, cfg, voxel_size=voxel_size)))
 
 

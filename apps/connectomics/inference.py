@@ -73,6 +73,15 @@ class InferenceConfig:
         Give every voxel no object claimed to an object by a watershed of the
         boundary map seeded with the objects (VI counts unclaimed voxels as
         one segment, which merges everything they touch).
+    reseed_unclaimed : int
+        Before the fill, every connected region of at least this many voxels
+        below ``boundary_threshold`` that no object claimed becomes an object
+        of its own, instead of being shared out among its neighbours by the
+        fill (0: off). Splits it causes are for the agglomeration to repair.
+    agglomerate : bool
+        Join touching segments the FFN, seeded on both sides, finds to be one
+        (:mod:`~deepsci.apps.connectomics.agglomerate`); the ``agglo_*``
+        options are its :class:`~deepsci.apps.connectomics.agglomerate.AgglomerationConfig`.
     """
 
     seed_policy: str = "peaks"
@@ -89,6 +98,20 @@ class InferenceConfig:
     boundary_threshold: float | None = None
     boundary_sigma: float = 1.0
     fill_unclaimed: bool = False
+    reseed_unclaimed: int = 0
+    agglomerate: bool = False
+    agglo_threshold: float = 0.8
+    agglo_min_contact: int = 100
+    agglo_radius: int = 12
+    agglo_boundary_threshold: float | None = None
+
+    def agglomeration(self):
+        """The :class:`~deepsci.apps.connectomics.agglomerate.AgglomerationConfig` of the ``agglo_*`` options."""
+        from .agglomerate import AgglomerationConfig
+
+        return AgglomerationConfig(radius=(self.agglo_radius,) * 3, min_contact=self.agglo_min_contact,
+                                   threshold=self.agglo_threshold,
+                                   boundary_threshold=self.agglo_boundary_threshold).validate()
 
     def validate(self) -> InferenceConfig:
         checks = [
@@ -103,10 +126,15 @@ class InferenceConfig:
             (self.batch_size >= 1, "batch_size >= 1", self.batch_size),
             (self.peak_min_distance >= 1, "peak_min_distance >= 1", self.peak_min_distance),
             (self.max_fovs_per_object >= 1, "max_fovs_per_object >= 1", self.max_fovs_per_object),
+            (self.reseed_unclaimed >= 0, "reseed_unclaimed >= 0", self.reseed_unclaimed),
+            (not self.reseed_unclaimed or self.boundary_threshold is not None,
+             "boundary_threshold with reseed_unclaimed", self.boundary_threshold),
         ]
         for ok, what, found in checks:
             if not ok:
                 raise ConfigError(f"expected {what}, found {found!r}")
+        if self.agglomerate:
+            self.agglomeration()
         return self
 
 
@@ -360,7 +388,8 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
     img = normalise(image, mean, std)
     half = np.asarray(ff.fov) // 2
     bmap = allowed = None
-    if cfg.boundary_threshold is not None or cfg.seed_policy == "membrane" or cfg.fill_unclaimed:
+    if (cfg.boundary_threshold is not None or cfg.seed_policy == "membrane" or cfg.fill_unclaimed
+            or (cfg.agglomerate and cfg.agglo_boundary_threshold is not None)):
         from .baseline import boundary_map  # the baseline imports this module
 
         bmap = boundary_map(image, sigma=cfg.boundary_sigma)
@@ -384,9 +413,25 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
         seg2, prob2 = flood_fill(img, seeds[::-1], ff, cfg, allowed)
         seg = split_consensus(seg, seg2, min_size=cfg.min_segment_size)
         prob = np.where(seg > 0, np.maximum(prob, prob2), 0).astype(np.uint8)
+    if cfg.reseed_unclaimed and seg.any():
+        seg = _reseed_unclaimed(seg, allowed, cfg.reseed_unclaimed)
     if cfg.fill_unclaimed and seg.any():
         from skimage.segmentation import watershed
 
         seg = watershed(bmap, seg.astype(np.int64)).astype(np.uint32)
+    merged = 0
+    if cfg.agglomerate and seg.any():
+        from .agglomerate import agglomerate
+
+        agg = agglomerate(seg, img, ff, cfg, cfg.agglomeration(), bmap)
+        seg, merged = agg["labels"], agg["merged"]
+        prob = np.where(seg > 0, prob, 0).astype(np.uint8)
     return {"labels": seg, "prob": prob, "seeds": np.asarray(seeds), "fov_evals": ff.fov_evals - evals0,
-            "seconds": time.perf_counter() - t0}
+            "merged": merged, "seconds": time.perf_counter() - t0}
+
+
+def _reseed_unclaimed(seg: np.ndarray, allowed: np.ndarray, min_size: int) -> np.ndarray:
+    """Unclaimed regions of ``allowed`` with >= ``min_size`` voxels become objects after the existing ones."""
+    comp, _ = ndi.label(allowed & (seg == 0))
+    comp = relabel_sequential(comp, min_size=min_size)
+    return np.where(comp > 0, comp + seg.max(), seg).astype(np.uint32)
