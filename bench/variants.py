@@ -11,7 +11,14 @@ Prints Markdown tables (accuracy, wall time, make-examples throughput) and the l
 
 Usage::
 
-    python bench/variants.py [--limit BP] [--coverage 30] [--epochs 15] [--work DIR]
+    python bench/variants.py [--limit BP] [--coverage 30] [--epochs 8] [--work DIR]
+
+Training recipe (all of it on the first half): the main BAM's reads of the training part at
+``--downsample`` read fractions, plus ``--train-replicates`` independent simulations of the
+first half only (other variant and read seeds; reads of the second half are never made) at
+``--replicate-downsample`` fractions; the last ``--val-fraction`` of the first half is held
+out as validation (the epoch with the lowest validation loss is kept); ``--class-weight``
+weights the loss per genotype class.
 """
 from __future__ import annotations
 
@@ -72,6 +79,35 @@ def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def _replicates(args, work: Path, genome: dict, contig: str, mid: int) -> list[dict]:
+    """Independent simulations of the first half only (training data; reused if present).
+
+    Each has its own planted variants and reads (seed ``SEED + 100 + r``), so the model sees
+    more homopolymer contexts with and without variants; no read of the second half exists.
+    """
+    from deepsci.apps.variants import io as vio
+    from deepsci.apps.variants.synth import SimulateConfig, simulate
+
+    half = work / "train_half.fa"
+    if args.train_replicates and not half.exists():
+        vio.write_fasta({contig: genome[contig][:mid]}, half)
+    out = []
+    for r in range(args.train_replicates):
+        seed = args.seed + 100 + r
+        d = work / f"rep_{seed}" / "sim"
+        if (d / "sim.json").exists():
+            sim = json.loads((d / "sim.json").read_text())
+        else:
+            sim = simulate(SimulateConfig(
+                out_dir=str(d), fasta=str(half), snp_rate=1e-3, indel_rate=1e-4,
+                coverage=args.coverage, read_length=150,
+                homopolymer_slip=args.homopolymer_slip, threads=args.threads, seed=seed))
+            sim["homopolymer_slip"] = args.homopolymer_slip
+            (d / "sim.json").write_text(json.dumps(sim))
+        out.append({**sim, "seed": seed})
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/deepsci-bench-variants")
@@ -81,7 +117,7 @@ def main(argv=None) -> None:
     p.add_argument("--homopolymer-slip", type=float, default=2e-4,
                    help="read simulation: slippage error chance at a 4-bp homopolymer "
                         "(0: the simpler error model of earlier runs)")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -97,6 +133,15 @@ def main(argv=None) -> None:
                    help="time deepsci/bcftools/freebayes this many times each (best is used)")
     p.add_argument("--downsample", default="1.0,0.7,0.5",
                    help="read fractions of the training examples (augmentation)")
+    p.add_argument("--train-replicates", type=int, default=2,
+                   help="extra read sets of the first half only (own variants and reads, "
+                        "seeds SEED+100+r), as DeepVariant trains on several replicates")
+    p.add_argument("--replicate-downsample", default="1.0,0.6",
+                   help="read fractions of the replicates' training examples")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="hold out the last share of the first half as validation")
+    p.add_argument("--class-weight", default="balanced",
+                   help="training loss weight per genotype class (none|balanced|w0,w1,w2)")
     args = p.parse_args(argv)
 
     from deepsci.apps.variants import io as vio
@@ -161,19 +206,37 @@ def main(argv=None) -> None:
         model_path, reuse_model = Path(args.model), True
         (work / "train_labels.json").write_text(json.dumps([[0, 0, 0], {
             "candidates_per_second": float("nan"), "candidates": 0}]))
-    fractions = [float(f) for f in args.downsample.split(",")]
+    val_start = int(mid * (1 - args.val_fraction)) if args.val_fraction > 0 else mid
+    fit_reg = f"{contig}:1-{val_start}"
+    val_reg = f"{contig}:{val_start + 1}-{mid}"
+    sets = [(bam, ref, truth, sim["bed"], float(f), "train_ex")
+            for f in args.downsample.split(",")]
+    if not reuse_model:
+        t1 = time.time()
+        reps = _replicates(args, work, genome, contig, mid)
+        t["simulate + BWA-MEM first-half replicates"] = time.time() - t1
+        for rep in reps:
+            sets += [(rep["bam"], rep["ref"], rep["truth"], rep["bed"], float(f),
+                      f"rep_{rep['seed']}_ex") for f in args.replicate_downsample.split(",")]
     dirs, labels, me = [], [0, 0, 0], None
-    for k, frac in enumerate([] if reuse_model else fractions):
+    for k, (b, r, tv, bed, frac, name) in enumerate([] if reuse_model else sets):
         # DeepVariant-style augmentation: the same truth at several read depths.
-        d = work / f"train_ex_{frac:g}"
+        d = work / f"{name}_{frac:g}"
         s = make_examples(MakeExamplesConfig(
-            reads=bam, ref=ref, out_dir=str(d), regions=train_reg, truth_vcf=truth,
-            confident_bed=sim["bed"], shards=args.shards, gvcf=False, seed=k,
+            reads=b, ref=r, out_dir=str(d), regions=fit_reg, truth_vcf=tv,
+            confident_bed=bed, shards=args.shards, scheduler=args.scheduler, gvcf=False, seed=k,
             candidates=CandidateConfig(downsample_fraction=frac, downsample_seed=k)),
             progress=False)
         me = me or s
         labels = [a + b for a, b in zip(labels, s["labels"], strict=True)]
         dirs.append(str(d))
+    val_dir = None
+    if args.val_fraction > 0 and not reuse_model:
+        val_dir = work / "val_ex"
+        make_examples(MakeExamplesConfig(
+            reads=bam, ref=ref, out_dir=str(val_dir), regions=val_reg, truth_vcf=truth,
+            confident_bed=sim["bed"], shards=args.shards, scheduler=args.scheduler,
+            gvcf=False), progress=False)
     if reuse_model:
         labels, me = json.loads((work / "train_labels.json").read_text())
         t["make-examples (train half)"] = old_stages.get("make-examples (train half)")
@@ -186,10 +249,11 @@ def main(argv=None) -> None:
         (work / "train_labels.json").write_text(json.dumps([labels, me]))
         t["make-examples (train half)"] = time.time() - t0
         t0 = time.time()
-        tr = train_variants(TrainVariantsConfig(examples=",".join(dirs),
-                                                out_dir=str(work / "model"),
-                                                epochs=args.epochs, batch_size=args.batch_size,
-                                                seed=args.seed, width=args.width))
+        tr = train_variants(TrainVariantsConfig(
+            examples=",".join(dirs), out_dir=str(work / "model"),
+            val_examples=str(val_dir) if val_dir else None, epochs=args.epochs,
+            batch_size=args.batch_size, seed=args.seed, width=args.width,
+            class_weight=args.class_weight))
         t["train"] = time.time() - t0
     stages_file.write_text(json.dumps(t))
 
@@ -242,8 +306,11 @@ def main(argv=None) -> None:
           f"{sim.get('homopolymer_slip', 'not recorded (0 before it existed)')}, "
           f"BWA-MEM (pybwa). {trained}"
           + ("" if args.model else
-             f" ({labels} hom-ref/het/hom-alt examples at read fractions {args.downsample}, "
-             f"small Inception width {args.width}, {args.epochs} epochs)")
+             f" ({labels} hom-ref/het/hom-alt examples of {fit_reg}: main reads at fractions "
+             f"{args.downsample}, {args.train_replicates} first-half replicates at "
+             f"{args.replicate_downsample}; validation {val_reg}; class weight "
+             f"{args.class_weight}; small Inception width {args.width}, up to "
+             f"{args.epochs} epochs, best validation epoch kept)")
           + f", call {test_reg}.\n")
     print(table(rows, cols))
     print(f"\ndeepsci / bcftools wall time per repeat: "

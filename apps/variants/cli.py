@@ -126,7 +126,10 @@ def make_examples_cmd(
 def train(
     examples: str = typer.Option(..., help="Labelled make-examples folder(s), comma-separated."),
     out: Path = typer.Option(..., "--out", help="Output folder (model.keras, checkpoints)."),
-    val_examples: Path | None = typer.Option(None, help="Labelled validation examples."),
+    val_examples: str | None = typer.Option(
+        None, help="Labelled validation examples (folders, comma-separated), e.g. a region "
+                   "held out of the training half; the epoch with the lowest validation loss "
+                   "is kept."),
     model_variant: str = typer.Option("small", help="small (CPU) or v3 (Inception-v3)."),
     warm_start: Path | None = typer.Option(None, help="Start from this model.keras."),
     width: int = typer.Option(16, help="Filters per branch of the small Inception."),
@@ -135,13 +138,17 @@ def train(
     learning_rate: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
     strategy: str = typer.Option("auto", help="auto, cpu, gpu, mirrored, ... (core)."),
+    class_weight: str = typer.Option(
+        "none", help="Loss weight per genotype class: none, balanced (inverse class "
+                     "frequency; hom-ref candidates are a small minority) or "
+                     "'w_homref,w_het,w_homalt'."),
 ):
     """Train the genotype classifier on the core training loop (resumable)."""
     from .train import TrainVariantsConfig, train_variants
 
     cfg = TrainVariantsConfig(examples=str(examples), out_dir=str(out),
-                              val_examples=str(val_examples) if val_examples else None,
-                              variant=model_variant,
+                              val_examples=val_examples or None,
+                              variant=model_variant, class_weight=class_weight,
                               warm_start=str(warm_start) if warm_start else None, epochs=epochs,
                               width=width, strategy=strategy,
                               batch_size=batch_size, learning_rate=learning_rate, seed=seed)

@@ -68,11 +68,13 @@ def _parse(serialized, with_meta: bool):
 
 
 def example_dataset(files: list[str | os.PathLike], *, batch_size: int, training: bool,
-                    seed: int = 0, shuffle_buffer: int = 10_000, labelled_only: bool = False):
+                    seed: int = 0, shuffle_buffer: int = 10_000, labelled_only: bool = False,
+                    class_weights: tuple[float, float, float] | None = None):
     """Batched ``(image float32 (B, 100, 221, 7), label int64 (B,))`` from example shards.
 
     In training mode unlabelled examples (label < 0) are dropped and the order is shuffled
-    with a fixed seed (reshuffled each epoch, deterministically).
+    with a fixed seed (reshuffled each epoch, deterministically). With ``class_weights``
+    (one per label 0, 1, 2) the elements are ``(image, label, weight float32 (B,))``.
     """
     import tensorflow as tf
 
@@ -83,6 +85,9 @@ def example_dataset(files: list[str | os.PathLike], *, batch_size: int, training
     if training:
         ds = ds.cache()
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if class_weights is not None:
+        w = tf.constant(class_weights, tf.float32)
+        ds = ds.map(lambda x, y: (x, y, tf.gather(w, y)))
     # The last batch may be partial: train() takes this as a per-replica source, and the
     # core loop pads a ragged epoch with zero-weight batches so every replica gets one.
     ds = ds.batch(batch_size)

@@ -20,7 +20,9 @@ def trained(tiny_sim, tmp_path_factory):
                "--scheduler", "inline"])
     assert rc == 0
     rc = main(["variants", "train", "--examples", str(out / "train_ex"), "--out",
-               str(out / "model"), "--epochs", "1", "--batch-size", "8", "--width", "8"])
+               str(out / "model"), "--epochs", "1", "--batch-size", "8", "--width", "8",
+               # The plumbing of both options (the same folder as validation is only a test).
+               "--class-weight", "balanced", "--val-examples", str(out / "train_ex")])
     assert rc == 0
     return out
 
@@ -45,6 +47,13 @@ def test_training_examples_are_labelled(trained, tiny_sim):
             assert e["label"] == gt[key]
     assert (trained / "model" / "model.keras").exists()
     assert (trained / "model" / "run_info.json").exists()
+    side = json.loads((trained / "model" / "model.json").read_text())["train_config"]
+    assert side["class_counts"] == info["labels"]
+    w = side["class_weights"]
+    assert sum(n * x for n, x in zip(info["labels"], w, strict=True)) == \
+        pytest.approx(sum(info["labels"]))
+    hist = json.loads((trained / "model" / "train" / "history.json").read_text())
+    assert "val_loss" in hist[-1]
 
 
 def test_run_and_evaluate(trained, tiny_sim, capsys):

@@ -1,0 +1,53 @@
+"""Training options: per-class loss weights and the weighted example stream."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepsci.apps.variants.candidates import Candidate
+from deepsci.apps.variants.make_examples import serialize_example
+from deepsci.apps.variants.tfrecord import TFRecordWriter
+from deepsci.apps.variants.train import TrainVariantsConfig, class_counts, class_weights
+from deepsci.core.errors import ConfigError
+
+
+def _shard(path, labels):
+    cand = Candidate("chr1", 10, "A", ["C"], [("X", 10, "C")], 20, [10, 10])
+    rng = np.random.default_rng(0)
+    with TFRecordWriter(path) as w:
+        for y in labels:
+            img = rng.integers(0, 255, (100, 221, 7), dtype=np.uint8)
+            w.write(serialize_example(cand, (0,), img, y))
+    return path
+
+
+def test_balanced_weights_equalise_classes():
+    w = class_weights("balanced", [10, 60, 30])
+    # Every class carries the same total weight, and the mean weight per example is 1.
+    np.testing.assert_allclose([10 * w[0], 60 * w[1], 30 * w[2]], [100 / 3] * 3)
+    assert class_weights("none", [1, 2, 3]) is None
+    assert class_weights("2,1,1", [1, 2, 3]) == (2.0, 1.0, 1.0)
+    # An absent class gets no weight instead of a division by zero.
+    assert class_weights("balanced", [0, 5, 5]) == (0.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("bad", ["heavy", "1,2", "-1,1,1", "0,0,0"])
+def test_bad_class_weight_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="class-weight"):
+        TrainVariantsConfig(examples="x", class_weight=bad).validate()
+
+
+def test_weighted_dataset_carries_each_labels_weight(tmp_path):
+    from deepsci.apps.variants.model import example_dataset
+
+    labels = [0, 1, 1, 2, -1, 1, 0]
+    f = _shard(tmp_path / "examples-00000-of-00001.tfrecord.gz", labels)
+    assert class_counts([f]) == [2, 3, 1]
+    w = class_weights("balanced", class_counts([f]))
+    seen = []
+    for x, y, sw in example_dataset([f], batch_size=4, training=True, class_weights=w):
+        assert x.shape[1:] == (100, 221, 7)
+        seen += list(zip(y.numpy().tolist(), sw.numpy().tolist(), strict=True))
+    assert sorted(y for y, _ in seen) == [0, 0, 1, 1, 1, 2]      # unlabelled dropped
+    for y, sw in seen:
+        assert sw == pytest.approx(w[y])
