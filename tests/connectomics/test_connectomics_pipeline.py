@@ -215,3 +215,26 @@ def test_cli_bad_inputs(work, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2, (args, err)
         assert len(err) == 1 and err[0].startswith("error:") and match in err[0], (args, err)
+
+
+def test_segment_reseed_and_ffn_agglomeration(work):
+    """Unclaimed cells become objects and the FFN agglomeration joins pieces of one tube, from the CLI."""
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation
+    from deepsci.apps.connectomics.io import open_volume
+
+    opts = ["--seed-policy", "membrane", "--peak-min-distance", "4", "--boundary-threshold", "0.7", "--fill-unclaimed",
+            "--reseed-unclaimed", "50"]
+    gt = _pieces(open_volume(f"{work}/test.zarr:labels", kind="labels").read())
+    split = evaluate_segmentation(gt, _segment(work, work / "seg_reseed", *opts).read(), min_overlap=50)
+    joined_labels = _segment(work, work / "seg_agglo", *opts, "--agglomerate", "--agglo-threshold", "0.8",
+                             "--agglo-min-contact", "20", "--agglo-radius", "8").read()
+    joined = evaluate_segmentation(gt, joined_labels, min_overlap=50)
+    assert joined_labels.min() > 0
+    assert joined.vi_total < VI_BOUND and joined.vi_total <= split.vi_total + 0.05, (split, joined)
+    assert joined.n_segments <= split.n_segments
+    cfg = json.loads((work / "seg_agglo" / "config.json").read_text())["inference"]
+    assert cfg["agglomerate"] is True and cfg["reseed_unclaimed"] == 50 and cfg["agglo_min_contact"] == 20
+    assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out", str(work / "ws_cc"),
+                 "--markers", "components", "--threshold", "0.5"]) == 0
+    assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out", str(work / "ws_bad"),
+                 "--markers", "grid"]) == 2
