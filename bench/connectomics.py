@@ -160,6 +160,7 @@ def parse_args(argv):
     p.add_argument("--agglo-min-contact", type=int, default=100)
     p.add_argument("--agglo-radius", type=int, default=12)
     p.add_argument("--agglo-boundary-threshold", type=float, default=None)
+    p.add_argument("--agglo-rounds", type=int, default=1)
     p.add_argument("--no-speed", action="store_true", help="skip the throughput rows (quality only)")
     p.add_argument("--synthetic", action="store_true", help="ignore the real volume")
     p.add_argument("--scaling-workers", type=int, nargs="*", default=[1, 2],
@@ -209,7 +210,8 @@ def inference_config(args):
         boundary_threshold=args.boundary_threshold, boundary_sigma=args.boundary_sigma,
         fill_unclaimed=args.fill_unclaimed, reseed_unclaimed=args.reseed_unclaimed, agglomerate=args.agglomerate,
         agglo_threshold=args.agglo_threshold, agglo_min_contact=args.agglo_min_contact,
-        agglo_radius=args.agglo_radius, agglo_boundary_threshold=args.agglo_boundary_threshold).validate()
+        agglo_radius=args.agglo_radius, agglo_boundary_threshold=args.agglo_boundary_threshold,
+        agglo_rounds=args.agglo_rounds).validate()
 
 
 def run_ffn(args, model_path, image, vs, work: Path, name: str) -> tuple[np.ndarray, dict]:
@@ -319,7 +321,8 @@ def main(argv=None) -> None:
               f"{icfg.min_segment_size}, boundary threshold {icfg.boundary_threshold} (sigma {icfg.boundary_sigma}), "
               f"fill unclaimed {icfg.fill_unclaimed}, reseed unclaimed {icfg.reseed_unclaimed}, "
               + (f"FFN agglomeration (threshold {icfg.agglo_threshold}, min contact {icfg.agglo_min_contact}, "
-                 f"radius {icfg.agglo_radius}, boundary threshold {icfg.agglo_boundary_threshold}), "
+                 f"radius {icfg.agglo_radius}, boundary threshold {icfg.agglo_boundary_threshold}, "
+                 f"{icfg.agglo_rounds} round(s)), "
                  if icfg.agglomerate else "no agglomeration, ")
               + f"batch {icfg.batch_size}, "
               f"{'consensus of two seed orders' if icfg.consensus else 'no consensus'}; {seg['blocks']} block(s), "

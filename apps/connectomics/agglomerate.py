@@ -49,7 +49,10 @@ class AgglomerationConfig:
         The agglomeration fills never enter voxels at or above this boundary-map
         level; ``None``: no limit (the FFN alone decides).
     max_pairs : int
-        At most this many pairs (largest contacts first) are tested.
+        At most this many pairs (largest contacts first) are tested per round.
+    rounds : int
+        After a round that joined segments, the pairs touching a joined segment
+        are tested again (its shape near each contact changed), up to this many rounds.
     """
 
     radius: tuple[int, int, int] = (12, 12, 12)
@@ -57,9 +60,10 @@ class AgglomerationConfig:
     threshold: float = 0.5
     boundary_threshold: float | None = 0.6
     max_pairs: int = 2000
+    rounds: int = 1
 
     def validate(self) -> AgglomerationConfig:
-        if min(self.radius) < 1 or self.min_contact < 1 or self.max_pairs < 1:
+        if min(self.radius) < 1 or self.min_contact < 1 or self.max_pairs < 1 or self.rounds < 1:
             raise ConfigError(f"expected radius, min_contact, max_pairs >= 1, found {self.radius}, "
                               f"{self.min_contact}, {self.max_pairs}")
         if not 0 < self.threshold <= 1:
@@ -133,18 +137,19 @@ def _deepest(mask: np.ndarray) -> np.ndarray | None:
 
 
 def _fill(image, seed, ff: FloodFiller, icfg: InferenceConfig, allowed) -> np.ndarray:
-    """The seed's connected object of one FFN run on an empty canvas (as the flood fill keeps it)."""
+    """Voxels above the segment threshold after one FFN run on an empty canvas.
+
+    Not only the seed's connected part: a neurite may leave the box and come back,
+    and keeping the seed's component alone scored worse on the validation slab.
+    """
     logits = np.full(image.shape, logit(SEED_OUT), np.float32)
     _fill_object(image, logits, seed, ff, icfg, allowed)
     mask = logits >= logit(icfg.segment_threshold)
-    if allowed is not None:
-        mask &= allowed
-    comp, _ = ndi.label(mask)
-    return comp == comp[tuple(seed)] if comp[tuple(seed)] else np.zeros(mask.shape, bool)
+    return mask if allowed is None else mask & allowed
 
 
 def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: InferenceConfig,
-                cfg: AgglomerationConfig, bmap: np.ndarray | None = None) -> list[dict]:
+                cfg: AgglomerationConfig, bmap: np.ndarray | None = None, only=None) -> list[dict]:
     """The two directed recoveries of every touching pair (see the module docstring).
 
     Parameters
@@ -156,6 +161,8 @@ def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
         Movement and segment thresholds and batch size of the fills.
     bmap : ndarray of float, shape (Z, Y, X), optional
         Boundary map; needed when ``cfg.boundary_threshold`` is set.
+    only : set of int, optional
+        Test only pairs with at least one segment in this set.
 
     Returns
     -------
@@ -166,7 +173,10 @@ def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
     cfg.validate()
     if cfg.boundary_threshold is not None and bmap is None:
         raise ConfigError("expected a boundary map for the agglomeration's boundary_threshold, found none")
-    pairs = contact_pairs(labels, cfg.min_contact)[:cfg.max_pairs]
+    pairs = contact_pairs(labels, cfg.min_contact)
+    if only is not None:
+        pairs = [p for p in pairs if p["a"] in only or p["b"] in only]
+    pairs = pairs[:cfg.max_pairs]
     for p in pairs:
         box = _box(p["centre"], cfg.radius, ff.fov, labels.shape)
         sub = labels[box]
@@ -217,7 +227,17 @@ def agglomerate(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
         ``fov_evals`` and ``seconds``.
     """
     t0, evals0 = time.perf_counter(), ff.fov_evals
-    pairs = pair_scores(labels, image, ff, icfg, cfg, bmap)
-    out = merge_pairs(labels, pairs, cfg.threshold)
-    return {"labels": out, "pairs": pairs, "merged": sum(p["score"] >= cfg.threshold for p in pairs),
+    out, scored, merged, only = labels, [], 0, None
+    for _ in range(cfg.rounds):
+        pairs = pair_scores(out, image, ff, icfg, cfg, bmap, only)
+        joined = [p for p in pairs if p["score"] >= cfg.threshold]
+        scored += pairs
+        if not joined:
+            break
+        merged += len(joined)
+        new = merge_pairs(out, pairs, cfg.threshold)
+        # Ids of the segments that grew this round, in the new numbering.
+        only = {int(new[p["centre"]]) for p in joined}
+        out = new
+    return {"labels": out.astype(np.uint32), "pairs": scored, "merged": merged,
             "fov_evals": ff.fov_evals - evals0, "seconds": time.perf_counter() - t0}

@@ -118,6 +118,7 @@ def segment(
     agglo_radius: Annotated[int, typer.Option(help="Half-size of the box around a contact (voxels).")] = 12,
     agglo_boundary_threshold: Annotated[float | None, typer.Option(
         help="Boundary-map level the agglomeration runs never enter; default: no limit.")] = None,
+    agglo_rounds: Annotated[int, typer.Option(help="Agglomeration rounds (later ones re-test grown segments).")] = 1,
     batch_size: Annotated[int, typer.Option(help="FOVs per FFN call.")] = 8,
     consensus: Annotated[bool, typer.Option(help="Forward + reversed seed order, split consensus.")] = True,
     scheduler: Annotated[str, typer.Option(help="local|inline|tcp://host:port (Dask).")] = "local",
@@ -136,7 +137,7 @@ def segment(
                                   reseed_unclaimed=reseed_unclaimed, agglomerate=agglomerate,
                                   agglo_threshold=agglo_threshold, agglo_min_contact=agglo_min_contact,
                                   agglo_radius=agglo_radius, agglo_boundary_threshold=agglo_boundary_threshold,
-                                  batch_size=batch_size, consensus=consensus),
+                                  agglo_rounds=agglo_rounds, batch_size=batch_size, consensus=consensus),
         block_size=_opt3(block_size), overlap=_opt3(overlap), scheduler=scheduler, workers=workers)
     result = segment_volume(model, image, out, cfg, voxel_size=voxel_size)
     typer.echo(json.dumps(result))

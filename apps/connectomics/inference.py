@@ -104,6 +104,7 @@ class InferenceConfig:
     agglo_min_contact: int = 100
     agglo_radius: int = 12
     agglo_boundary_threshold: float | None = None
+    agglo_rounds: int = 1
 
     def agglomeration(self):
         """The :class:`~deepsci.apps.connectomics.agglomerate.AgglomerationConfig` of the ``agglo_*`` options."""
@@ -111,7 +112,8 @@ class InferenceConfig:
 
         return AgglomerationConfig(radius=(self.agglo_radius,) * 3, min_contact=self.agglo_min_contact,
                                    threshold=self.agglo_threshold,
-                                   boundary_threshold=self.agglo_boundary_threshold).validate()
+                                   boundary_threshold=self.agglo_boundary_threshold,
+                                   rounds=self.agglo_rounds).validate()
 
     def validate(self) -> InferenceConfig:
         checks = [
