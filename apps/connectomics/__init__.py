@@ -6,6 +6,7 @@ Modules (one stage each, plain functions over dataclass configs):
 - :mod:`.synth` — synthetic EM-like volumes with ground truth;
 - :mod:`.train` — partitions, balanced coordinates, FOV movement with feedback, :func:`.train.train_ffn`;
 - :mod:`.inference` — seeds, the flood-fill canvas with the face-max policy, split consensus;
+- :mod:`.agglomerate` — FFN agglomeration: touching segments joined when FFN runs from both sides agree;
 - :mod:`.segment` — blockwise inference on Dask with stitching and resume, :func:`.segment.segment_volume`;
 - :mod:`.baseline` — boundary map -> seeded watershed;
 - :mod:`.evaluate` — VI split/merge, adapted Rand error, ERL, merge/split counts, :func:`.evaluate.run_evaluation`;
