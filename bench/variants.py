@@ -117,7 +117,7 @@ def main(argv=None) -> None:
     p.add_argument("--homopolymer-slip", type=float, default=2e-4,
                    help="read simulation: slippage error chance at a 4-bp homopolymer "
                         "(0: the simpler error model of earlier runs)")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -133,14 +133,14 @@ def main(argv=None) -> None:
                    help="time deepsci/bcftools/freebayes this many times each (best is used)")
     p.add_argument("--downsample", default="1.0,0.7,0.5",
                    help="read fractions of the training examples (augmentation)")
-    p.add_argument("--train-replicates", type=int, default=2,
+    p.add_argument("--train-replicates", type=int, default=3,
                    help="extra read sets of the first half only (own variants and reads, "
                         "seeds SEED+100+r), as DeepVariant trains on several replicates")
     p.add_argument("--replicate-downsample", default="1.0,0.6",
                    help="read fractions of the replicates' training examples")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="hold out the last share of the first half as validation")
-    p.add_argument("--class-weight", default="balanced",
+    p.add_argument("--class-weight", default="none",
                    help="training loss weight per genotype class (none|balanced|w0,w1,w2)")
     args = p.parse_args(argv)
 
@@ -211,6 +211,7 @@ def main(argv=None) -> None:
     val_reg = f"{contig}:{val_start + 1}-{mid}"
     sets = [(bam, ref, truth, sim["bed"], float(f), "train_ex")
             for f in args.downsample.split(",")]
+    reps = []
     if not reuse_model:
         t1 = time.time()
         reps = _replicates(args, work, genome, contig, mid)
@@ -230,15 +231,21 @@ def main(argv=None) -> None:
         me = me or s
         labels = [a + b for a, b in zip(labels, s["labels"], strict=True)]
         dirs.append(str(d))
-    val_dir = None
-    if args.val_fraction > 0 and not reuse_model:
-        val_dir = work / "val_ex"
-        make_examples(MakeExamplesConfig(
-            reads=bam, ref=ref, out_dir=str(val_dir), regions=val_reg, truth_vcf=truth,
-            confident_bed=sim["bed"], shards=args.shards, scheduler=args.scheduler,
+    val_dirs, val_labels = [], [0, 0, 0]
+    val_sets = [(bam, ref, truth, sim["bed"], "val_ex")]
+    val_sets += [(rep["bam"], rep["ref"], rep["truth"], rep["bed"], f"rep_{rep['seed']}_val_ex")
+                 for rep in ([] if reuse_model else reps)]
+    for b, r, tv, bed, name in ([] if reuse_model or args.val_fraction <= 0 else val_sets):
+        # Validation: the held-out last part of the first half, in every read set.
+        v = make_examples(MakeExamplesConfig(
+            reads=b, ref=r, out_dir=str(work / name), regions=val_reg, truth_vcf=tv,
+            confident_bed=bed, shards=args.shards, scheduler=args.scheduler,
             gvcf=False), progress=False)
+        val_labels = [a + b for a, b in zip(val_labels, v["labels"], strict=True)]
+        val_dirs.append(str(work / name))
     if reuse_model:
-        labels, me = json.loads((work / "train_labels.json").read_text())
+        labels, me, *val_labels = json.loads((work / "train_labels.json").read_text())
+        val_labels = val_labels[0] if val_labels else "?"
         t["make-examples (train half)"] = old_stages.get("make-examples (train half)")
         t["train"] = old_stages.get("train")
         if args.model:
@@ -246,12 +253,12 @@ def main(argv=None) -> None:
             t.pop("train")
         tr = {"model": str(model_path)}
     else:
-        (work / "train_labels.json").write_text(json.dumps([labels, me]))
+        (work / "train_labels.json").write_text(json.dumps([labels, me, val_labels]))
         t["make-examples (train half)"] = time.time() - t0
         t0 = time.time()
         tr = train_variants(TrainVariantsConfig(
             examples=",".join(dirs), out_dir=str(work / "model"),
-            val_examples=str(val_dir) if val_dir else None, epochs=args.epochs,
+            val_examples=",".join(val_dirs) or None, epochs=args.epochs,
             batch_size=args.batch_size, seed=args.seed, width=args.width,
             class_weight=args.class_weight))
         t["train"] = time.time() - t0
@@ -308,7 +315,8 @@ def main(argv=None) -> None:
           + ("" if args.model else
              f" ({labels} hom-ref/het/hom-alt examples of {fit_reg}: main reads at fractions "
              f"{args.downsample}, {args.train_replicates} first-half replicates at "
-             f"{args.replicate_downsample}; validation {val_reg}; class weight "
+             f"{args.replicate_downsample}; validation {val_reg} of every read set "
+             f"({val_labels} examples); class weight "
              f"{args.class_weight}; small Inception width {args.width}, up to "
              f"{args.epochs} epochs, best validation epoch kept)")
           + f", call {test_reg}.\n")
