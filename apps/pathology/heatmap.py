@@ -267,25 +267,40 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
         return heat, info
 
 
-def _overlay(slide_path: str | Path, heat: np.ndarray, mpp: float | None, path: Path) -> None:
+def _thumbnail(slide_path: str | Path, mpp: float | None) -> np.ndarray:
+    """The slide's ~1024-px thumbnail ``(h, w, 3)`` uint8 (run beside the inference)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import colormaps  # noqa: F401 - imported here so the overlay does not wait for it
+
+    with Slide(slide_path, mpp=mpp) as slide:
+        w, h = slide.dimensions
+        thumb, _ = slide.thumbnail(max(w, h) * slide.mpp / 1024)
+    return thumb
+
+
+def _overlay(thumb: np.ndarray, heat: np.ndarray, path: Path) -> None:
+    """``heat`` in jet over ``thumb`` where it exceeds 0.05, written as PNG."""
     from matplotlib import colormaps
     from PIL import Image
 
     from deepsci.core.io import atomic_path
 
-    with Slide(slide_path, mpp=mpp) as slide:
-        w, h = slide.dimensions
-        thumb, _ = slide.thumbnail(max(w, h) * slide.mpp / 1024)
     hh, ww = thumb.shape[:2]
-    up = np.asarray(Image.fromarray(heat).resize((ww, hh), Image.NEAREST))
-    rgba = colormaps["jet"](np.clip(up, 0, 1))[..., :3]
-    alpha = np.where(up > 0.05, 0.55, 0.0)[..., None]
-    out = (thumb / 255.0) * (1 - alpha) + rgba * alpha
+    gh, gw = heat.shape
+    # Which heatmap cell each thumbnail pixel shows (PIL's nearest-neighbour rule):
+    # colouring the small heatmap and indexing is the same image as colouring the
+    # upsampled one, at a fraction of the work.
+    cells = np.arange(gh * gw, dtype=np.int32).reshape(gh, gw)
+    idx = np.asarray(Image.fromarray(cells).resize((ww, hh), Image.NEAREST))
+    flat = heat.ravel()
+    rgb = (colormaps["jet"](np.clip(flat, 0, 1))[:, :3] * 255).astype(np.float32)[idx]
+    alpha = np.where(flat > 0.05, 0.55, 0.0).astype(np.float32)[idx][..., None]
+    out = thumb.astype(np.float32) * (1 - alpha) + rgb * alpha
     with atomic_path(path) as tmp:
-        Image.fromarray((out * 255).astype(np.uint8)).save(tmp, format="PNG")
+        # a preview: fast zlib level, ~15 % larger than the default and 3x quicker
+        Image.fromarray(out.astype(np.uint8)).save(tmp, format="PNG", compress_level=1)
 
 
 def heatmap_task(task: dict) -> dict:
@@ -296,8 +311,14 @@ def heatmap_task(task: dict) -> dict:
     cfg = HeatmapConfig(**{**task["config"], "tissue": TissueConfig(**task["config"]["tissue"])})
     out = Path(cfg.out_dir)
     name = Path(task["slide"]).stem
-    heat, info = heatmap_slide(task["slide"], cfg.model, cfg)
-    t_write = time.perf_counter()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        # the overlay's thumbnail is read while the model runs (decoding releases the GIL)
+        thumb = pool.submit(_thumbnail, task["slide"], cfg.mpp)
+        heat, info = heatmap_slide(task["slide"], cfg.model, cfg)
+        t_write = time.perf_counter()
+        thumb = thumb.result()
     if cfg.format in ("tiff", "both"):
         write_pyramid_tiff(out / f"{name}.heatmap.tif", heat, mpp=info["mpp"] * info["stride"], tile=64,
                            compression="zlib", min_size=32, mode="max", description=info)
@@ -310,7 +331,7 @@ def heatmap_task(task: dict) -> dict:
                                     overwrite=True)
             arr[...] = heat
             arr.attrs.update(info)
-    _overlay(task["slide"], heat, cfg.mpp, out / f"{name}.overlay.png")
+    _overlay(thumb, heat, out / f"{name}.overlay.png")
     # wall-clock stamps (seconds since the epoch) let a caller see where a Dask run's time went
     return {**info, "score": float(heat.max()) if heat.size else 0.0,
             "write_seconds": round(time.perf_counter() - t_write, 3), "started": started, "finished": time.time(),
