@@ -66,49 +66,57 @@ def matmul_peak_per_cpu_second(n: int = 2048, repeats: int = 3) -> float:
 
 def _heatmap_run(model: Path, slides: Path, out: Path, *, stride: int, batch: int, scheduler: str,
                  workers: int | None) -> dict:
-    from deepsci.apps.pathology.heatmap import HeatmapConfig, run_heatmaps
+    from deepsci.apps.pathology import heatmap as hm
 
-    t0 = time.perf_counter()
-    res = run_heatmaps(HeatmapConfig(model=str(model), slides=str(slides), out_dir=str(out), stride=stride,
-                                     batch_size=batch, scheduler=scheduler, workers=workers,
-                                     overwrite=True))
+    hm._MODELS.clear()  # every run starts cold, as a user's command does (inline runs in this process)
+    t0, epoch0 = time.perf_counter(), time.time()
+    res = hm.run_heatmaps(hm.HeatmapConfig(model=str(model), slides=str(slides), out_dir=str(out),
+                                           stride=stride, batch_size=batch, scheduler=scheduler,
+                                           workers=workers, overwrite=True))
     wall = time.perf_counter() - t0
-    tiles = sum(r["tiles"] for r in res.values())
-    busy = sum(r["seconds"] for r in res.values())
-    n_workers = workers or 1
-    return {"tiles": tiles, "mpx": sum(r["level0_megapixels"] for r in res.values()), "wall": wall,
-            # inline: the time inside the slides is the run; Dask: the busy time
-            # of the slides spread over the workers (start-up and model load excluded)
+    r = list(res.values())
+    tiles = sum(x["tiles"] for x in r)
+    busy = sum(x["seconds"] for x in r)
+    n_workers = len({x["worker_pid"] for x in r})
+    return {"tiles": tiles, "mpx": sum(x["level0_megapixels"] for x in r), "wall": wall,
+            # the slides' busy time spread over the workers (start-up, model load, writing excluded)
             "in_slide": tiles / (busy / n_workers),
-            "end_to_end": tiles / (busy if scheduler == "inline" else wall),
-            "tf_threads": sorted({r.get("tf_threads") for r in res.values()}),
-            "per_cpu_s": tiles / sum(r["cpu_seconds"] for r in res.values())}
+            # the whole run_heatmaps call, whatever the mode
+            "end_to_end": tiles / wall,
+            "tf_threads": sorted({x.get("tf_threads") for x in r}),
+            "per_cpu_s": tiles / sum(x["cpu_seconds"] for x in r),
+            # where the wall time went, per worker (the workers run side by side)
+            "until first slide": min(x["started"] for x in r) - epoch0,
+            "start-up/worker": sum(x["startup_seconds"] for x in r) / n_workers,
+            "slides/worker": busy / n_workers,
+            "writing/worker": sum(x["write_seconds"] for x in r) / n_workers,
+            "after last slide": epoch0 + wall - max(x["finished"] for x in r),
+            "workers": n_workers, "slides": len(r)}
 
 
-def bench_heatmap(work: Path, args) -> list[dict]:
+def bench_heatmap(work: Path, args) -> tuple[list[dict], list[dict]]:
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
     from deepsci.core.bench import matmul_peak_gflops
 
     all_slides = work / "hm_slides"
     make_slides(all_slides, n_tumour=args.hm_slides // 2, n_normal=args.hm_slides - args.hm_slides // 2,
                 seed=99, config=SynthConfig(width=args.hm_size, height=args.hm_size, mpp=0.5))
-    rows = []
-    variants = [("small", args.small_patch, 16, args.batch_small, all_slides)]
+    rows, split = [], []
+    variants = [("small", args.small_patch, args.small_width, args.batch_small, all_slides, args.hm_repeats)]
     if not args.skip_v3:
-        # v3 costs ~100x more per tile: half the slides keep its rows within minutes
+        # v3 costs ~100x more per tile: half the slides (still 2 per Dask worker) keep its rows within minutes
         v3_slides = work / "hm_slides_v3"
         v3_slides.mkdir()
-        for p in sorted(all_slides.glob("*.tif"))[::2]:
-            if not p.name.endswith("_Mask.tif"):
-                (v3_slides / p.name).symlink_to(p)
-        variants.append(("v3", 299, 0, args.batch_v3, v3_slides))
-    for variant, patch, width, batch, slides in variants:
+        for p in sorted(p for p in all_slides.glob("*.tif") if not p.name.endswith("_Mask.tif"))[::2]:
+            (v3_slides / p.name).symlink_to(p)
+        variants.append(("v3", 299, 0, args.batch_v3, v3_slides, args.v3_repeats))
+    for variant, patch, width, batch, slides, repeats in variants:
         model, flops = _save_untrained(work / f"{variant}.keras", variant, patch, width)
         # stride: one window per patch-centre region of 32 px, or 128 px for 299-px v3 patches (Liu et al.)
         stride = 32 if variant == "small" else 128
         for mode, scheduler, workers in (("1 process", "inline", None), ("2 Dask workers", "local", 2)):
             best, peaks = None, []
-            for _ in range(args.hm_repeats):
+            for _ in range(repeats):
                 # The cores are shared: the peak is measured just before and just
                 # after each repetition and the rate is compared with the higher
                 # of the two (the conservative choice).
@@ -132,8 +140,49 @@ def bench_heatmap(work: Path, args) -> list[dict]:
                 "% peak end to end": 100 * best["end_to_end"] * gf / best["peak"],
                 "wall s": best["wall"], "peaks seen": "/".join(f"{p:.0f}" for p in peaks),
                 "% of CPU-time peak": 100 * best["per_cpu_s"] * gf / best["cpu_peak"]})
+            split.append({"model": rows[-1]["model"], "mode": mode, "slides": best["slides"],
+                          **{k: best[k] for k in ("wall", "until first slide", "start-up/worker",
+                                                  "slides/worker", "writing/worker", "after last slide")}})
             print(f"  heatmap {variant} {mode}: {best['in_slide']:.1f} tiles/s in-slide, "
                   f"{rows[-1]['% peak in-slide']:.1f} % of peak", flush=True)
+    return rows, split
+
+
+def _unfolded_predict(model_path: Path):
+    """The heatmap's uint8 -> probability function on the model as saved (no BatchNorm folding)."""
+    import tensorflow as tf
+
+    from deepsci.apps.pathology.patches import preprocess
+    from deepsci.core.models.serialization import load_model
+
+    m, _ = load_model(model_path)
+    fn = tf.function(lambda x: tf.sigmoid(m(preprocess(x), training=False)["tumor"][:, 0]))
+    return fn
+
+
+def bench_width(work: Path, args) -> list[dict]:
+    """Model-only throughput of the folded small Inception at several widths (one process, all cores)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from deepsci.apps.pathology import heatmap as hm
+    from deepsci.core.bench import matmul_peak_gflops, timeit
+
+    rows = []
+    x = tf.constant(np.random.default_rng(0).integers(0, 256, (args.batch_small, args.small_patch,
+                                                                args.small_patch, 3), dtype=np.uint8))
+    for width in args.width_sweep:
+        model, flops = _save_untrained(work / f"w{width}.keras", "small", args.small_patch, width)
+        hm._MODELS.clear()
+        _, _, predict, _ = hm._load(str(model), None)
+        predict([x], False).numpy()
+        n = max(2, 2048 // args.batch_small)
+        t = timeit(lambda f=predict, n=n: [f([x], False).numpy() for _ in range(n)], repeats=3) / (n * args.batch_small)
+        peak = matmul_peak_gflops(repeats=3)
+        rows.append({"width": width, "GFLOP/tile": flops / 1e9, "tiles/s": 1 / t,
+                     "GFLOP/s": flops / 1e9 / t, "matmul peak GFLOP/s": peak,
+                     "% of matmul peak": 100 * flops / 1e9 / t / peak})
+    hm._MODELS.clear()
     return rows
 
 
@@ -150,7 +199,7 @@ def bench_breakdown(work: Path, args) -> list[dict]:
 
     slide_path = make_slides(work / "bd_slides", n_tumour=1, n_normal=0, seed=98,
                              config=SynthConfig(width=args.hm_size, height=args.hm_size, mpp=0.5))[0].slide
-    model, flops = _save_untrained(work / "bd_small.keras", "small", args.small_patch, 16)
+    model, flops = _save_untrained(work / "bd_small.keras", "small", args.small_patch, args.small_width)
     bs, stride = args.batch_small, 32
     cfg = hm.HeatmapConfig(model=str(model), slides=str(slide_path), out_dir=str(work / "bd"), stride=stride,
                            batch_size=bs, scheduler="inline")
@@ -168,7 +217,16 @@ def bench_breakdown(work: Path, args) -> list[dict]:
         t_tile = timeit(lambda: [read_example(s, x, y, pc, choices) for x, y in centres], repeats=1, warmup=0)
         batches = [tf.constant(b[0]) for b in (read_examples(s, centres[i:i + bs], pc, choices)
                                                for i in range(0, n - bs + 1, bs))]
-    t_model = timeit(lambda: [predict([b], False).numpy() for b in batches], repeats=2) * n / (len(batches) * bs)
+    unfolded = _unfolded_predict(model)
+    per_tile = n / (len(batches) * bs)
+    # the folded and unfolded models alternate, so both see the same load
+    t_model = t_unfolded = float("inf")
+    predict([batches[0]], False).numpy(), unfolded(batches[0]).numpy()  # traced before timing
+    for _ in range(args.model_repeats):
+        t_model = min(t_model, per_tile * timeit(lambda: [predict([b], False).numpy() for b in batches],
+                                                 repeats=1, warmup=0))
+        t_unfolded = min(t_unfolded, per_tile * timeit(lambda: [unfolded(b).numpy() for b in batches],
+                                                       repeats=1, warmup=0))
     t_full = timeit(lambda: hm.heatmap_slide(slide_path, str(model), cfg), repeats=2)
     peak = matmul_peak_gflops(repeats=3)
     gf = flops / 1e9
@@ -176,7 +234,9 @@ def bench_breakdown(work: Path, args) -> list[dict]:
         {"stage": "tissue mask + grid (once per slide)", "seconds": t_grid, "tiles/s": n / t_grid},
         {"stage": f"read tiles, one region per grid row (batch {bs})", "seconds": t_rows, "tiles/s": n / t_rows},
         {"stage": "read tiles one read_region per tile (before)", "seconds": t_tile, "tiles/s": n / t_tile},
-        {"stage": f"model only (uint8 batches of {bs} in, probabilities out)", "seconds": t_model,
+        {"stage": f"model only, as trained: Conv, BatchNorm, ReLU (uint8 batches of {bs} in)",
+         "seconds": t_unfolded, "tiles/s": n / t_unfolded, "% of matmul peak": 100 * n / t_unfolded * gf / peak},
+        {"stage": "model only, BatchNorm folded (what heatmap runs)", "seconds": t_model,
          "tiles/s": n / t_model, "% of matmul peak": 100 * n / t_model * gf / peak},
         {"stage": "heatmap_slide: all of it, reading overlapped with inference", "seconds": t_full,
          "tiles/s": n / t_full, "% of matmul peak": 100 * n / t_full * gf / peak},
@@ -267,12 +327,18 @@ def main() -> None:
     p.add_argument("--skip-heatmap", action="store_true")
     p.add_argument("--skip-reading", action="store_true")
     p.add_argument("--breakdown-only", action="store_true", help="of the heatmap tables, only the time breakdown")
-    p.add_argument("--hm-slides", type=int, default=4)
+    p.add_argument("--hm-slides", type=int, default=8,
+                   help="slides for the small model (4 per Dask worker); v3 gets every other one")
     p.add_argument("--hm-size", type=int, default=2048)
     p.add_argument("--small-patch", type=int, default=96)
     p.add_argument("--batch-small", type=int, default=128)
     p.add_argument("--batch-v3", type=int, default=64)
-    p.add_argument("--hm-repeats", type=int, default=2, help="repetitions per heatmap row (best kept)")
+    p.add_argument("--hm-repeats", type=int, default=2, help="repetitions per small-model heatmap row (best kept)")
+    p.add_argument("--v3-repeats", type=int, default=1, help="repetitions per v3 heatmap row (best kept)")
+    p.add_argument("--small-width", type=int, default=16, help="filters per branch of the small Inception")
+    p.add_argument("--model-repeats", type=int, default=3, help="model-only timings (best kept)")
+    p.add_argument("--width-sweep", type=lambda v: [int(w) for w in v.split(",")] if v else [],
+                   default=[16, 24, 32], help="small-Inception widths timed model-only ('' skips)")
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--train-tumour", type=int, default=6)
     p.add_argument("--train-normal", type=int, default=4)
@@ -291,7 +357,7 @@ def main() -> None:
     if args.quick:
         args.hm_slides, args.hm_size = 2, 1024
         args.train_tumour, args.train_normal, args.test_tumour, args.test_normal = 3, 2, 3, 3
-        args.test_small, args.hm_repeats = 1, 1
+        args.test_small, args.hm_repeats, args.v3_repeats = 1, 1, 1
         args.epochs, args.patches, args.size = 3, 768, 1536
 
     os.environ.setdefault("DEEPSCI_PROGRESS", "0")
@@ -331,20 +397,30 @@ def main() -> None:
     if not args.skip_heatmap:
         bd = bench_breakdown(work, args)
         emit([f"### where the time goes: one {args.hm_size}x{args.hm_size} slide, small Inception, "
-              "one process (best of 2 each)", "", table(bd, ["stage", "tiles", "seconds", "tiles/s",
-                                                              "% of matmul peak"]), ""])
+              f"one process (best of 2 each, model-only rows best of {args.model_repeats})", "",
+              table(bd, ["stage", "tiles", "seconds", "tiles/s", "% of matmul peak"]), ""])
+    if not args.skip_heatmap and args.width_sweep:
+        ws = bench_width(work, args)
+        emit([f"### what the small Inception's width does (model only, BatchNorm folded, batch "
+              f"{args.batch_small}, {args.small_patch}px, one process on all cores, best of 3)", "",
+              table(ws, list(ws[0])), ""])
     if not args.skip_heatmap and not args.breakdown_only:
-        hm = bench_heatmap(work, args)
+        hm, split = bench_heatmap(work, args)
         emit([f"### heatmap throughput ({args.hm_slides} synthetic {args.hm_size}x{args.hm_size} slides "
               f"at 0.5 um/px for the small model, every other one for v3; tissue tiles only; untrained "
-              f"weights; best of {args.hm_repeats} repetitions by % of the peak measured just before)", "",
+              f"weights; best of {args.hm_repeats} (small) / {args.v3_repeats} (v3) repetitions by % of "
+              "the peak measured around each)", "",
               "`in-slide` counts the time inside the slides (reading, tissue detection, inference; "
               "for Dask the summed slide time divided by the workers); `end to end` is the whole "
-              "`run_heatmaps` call for Dask (cluster start, TensorFlow import, model load and tracing, "
-              "writing TIFF and overlay). `% of CPU-time peak` divides GFLOP per CPU-second of "
+              "`run_heatmaps` call, started cold in both modes (cluster start for Dask, TensorFlow "
+              "import in the workers, model load, BatchNorm folding and tracing, writing TIFF and "
+              "overlay). `% of CPU-time peak` divides GFLOP per CPU-second of "
               "the slide work (all threads, all workers) by matmul GFLOP per CPU-second: how well "
               "the cycles the run got were used, whatever the other jobs on the machine did.", "",
-              table(hm, list(hm[0])), ""])
+              table(hm, list(hm[0])), "",
+              "Where the end-to-end wall time went (seconds; per-worker columns are sums over that "
+              "worker's slides averaged over the workers, which run side by side):", "",
+              table(split, list(split[0])), ""])
 
 
 if __name__ == "__main__":
