@@ -98,7 +98,8 @@ def segment(
     image: Vol, out: Out,
     block_size: Annotated[Triple | None, typer.Option(help="Block (z, y, x); default: whole volume.")] = None,
     overlap: Annotated[Triple | None, typer.Option(help="Block overlap (z, y, x); default: the FOV.")] = None,
-    seed_policy: Annotated[str, typer.Option(help="peaks|membrane|grid")] = "peaks",
+    seed_policy: Annotated[str, typer.Option(
+        help="peaks|membrane|grid, or none: no flood fill, segments = --reseed-unclaimed regions.")] = "peaks",
     peak_min_distance: Annotated[int, typer.Option(help="Minimum distance between two seeds (voxels).")] = 3,
     move_threshold: float = 0.9,
     segment_threshold: float = 0.6,

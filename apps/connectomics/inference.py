@@ -44,11 +44,13 @@ class InferenceConfig:
 
     Attributes
     ----------
-    seed_policy : {"peaks", "membrane", "grid"}
+    seed_policy : {"peaks", "membrane", "grid", "none"}
         ``peaks``: maxima of the distance transform of a Sobel edge map;
         ``membrane``: maxima of the distance transform of the cell interior of
         the boundary map (below ``boundary_threshold``, or Otsu's level);
-        ``grid``: a regular grid with step ``grid_step``.
+        ``grid``: a regular grid with step ``grid_step``; ``none``: no flood fill at
+        all, the segments are the interior regions of ``reseed_unclaimed`` (a
+        component-marker watershed) for the FFN agglomeration to join.
     move_threshold : float
         Face probability needed to move the FOV there.
     segment_threshold : float
@@ -117,8 +119,10 @@ class InferenceConfig:
 
     def validate(self) -> InferenceConfig:
         checks = [
-            (self.seed_policy in ("peaks", "membrane", "grid"), "seed_policy 'peaks', 'membrane' or 'grid'",
-             self.seed_policy),
+            (self.seed_policy in ("peaks", "membrane", "grid", "none"),
+             "seed_policy 'peaks', 'membrane', 'grid' or 'none'", self.seed_policy),
+            (self.seed_policy != "none" or self.reseed_unclaimed > 0, "reseed_unclaimed > 0 with seed_policy 'none'",
+             self.reseed_unclaimed),
             (self.boundary_threshold is None or 0 < self.boundary_threshold < 1, "0 < boundary_threshold < 1",
              self.boundary_threshold),
             (self.boundary_sigma >= 0, "boundary_sigma >= 0", self.boundary_sigma),
@@ -406,16 +410,18 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
         elif cfg.seed_policy == "membrane":
             seeds = membrane_seeds(bmap, threshold=cfg.boundary_threshold, min_distance=cfg.peak_min_distance,
                                    voxel_size=voxel_size)
-        else:
+        elif cfg.seed_policy == "grid":
             step = cfg.grid_step or tuple(int(v) for v in half)
             seeds = grid_seeds(image.shape, step, tuple(s // 2 for s in step))
+        else:
+            seeds = np.zeros((0, 3), int)
     evals0 = ff.fov_evals
     seg, prob = flood_fill(img, seeds, ff, cfg, allowed)
     if cfg.consensus and len(seeds) > 1:
         seg2, prob2 = flood_fill(img, seeds[::-1], ff, cfg, allowed)
         seg = split_consensus(seg, seg2, min_size=cfg.min_segment_size)
         prob = np.where(seg > 0, np.maximum(prob, prob2), 0).astype(np.uint8)
-    if cfg.reseed_unclaimed and seg.any():
+    if cfg.reseed_unclaimed and (seg.any() or cfg.seed_policy == "none"):
         seg = _reseed_unclaimed(seg, allowed, cfg.reseed_unclaimed)
     if cfg.fill_unclaimed and seg.any():
         from skimage.segmentation import watershed

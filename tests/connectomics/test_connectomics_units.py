@@ -484,3 +484,17 @@ def test_component_marker_baseline():
     assert out.max() == 2 and count_merges_splits(lab, out, min_overlap=200) == {"merges": 0, "splits": 0}
     with pytest.raises(ConfigError):
         BaselineConfig(markers="grid").validate()
+
+
+def test_seed_policy_none_is_a_component_watershed_for_the_agglomeration():
+    from deepsci.apps.connectomics.baseline import BaselineConfig, watershed_baseline
+    from deepsci.apps.connectomics.inference import InferenceConfig, segment_block
+
+    img, _ = _two_cells()
+    cfg = InferenceConfig(seed_policy="none", reseed_unclaimed=10, boundary_threshold=0.5, boundary_sigma=0.0,
+                          fill_unclaimed=True, consensus=False)
+    res = segment_block(img, _LeakyFFN(), cfg, mean=128.0, std=64.0)
+    ws = watershed_baseline(img, BaselineConfig(sigma=0.0, threshold=0.5, min_size=10, markers="components"))
+    assert res["fov_evals"] == 0 and np.array_equal(res["labels"], ws)
+    with pytest.raises(ConfigError, match="seed_policy 'none'"):
+        InferenceConfig(seed_policy="none", boundary_threshold=0.5).validate()
