@@ -5,6 +5,8 @@ centred on the level-0 cell ``[c*s, (c+1)*s) x [r*s, (r+1)*s)``, ``s`` the
 stride in level-0 pixels (by default the training centre region, so the
 cells tile the slide as the labels did). Only cells on tissue are evaluated;
 the rest are 0. Optional test-time augmentation averages the 8 orientations.
+The model runs as an inference-only copy with BatchNorm folded into the
+convolutions (:mod:`.inference`): same probabilities, fewer passes over memory.
 
 Outputs per slide (atomically): ``<slide>.heatmap.tif`` (float32 tiled
 pyramidal TIFF with the stride and microns per pixel in its description),
