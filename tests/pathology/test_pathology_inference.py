@@ -43,6 +43,7 @@ def test_folded_copy_gives_the_same_probabilities(variant, mags, patch):
     import keras
     import tensorflow as tf
 
+    keras.utils.set_random_seed(0)  # the initial weights too: the check below must not depend on luck
     cfg = PathologyTrainConfig(slides=".", out_dir=".", width=8, variant=variant,
                                patch=patches.PatchConfig(patch_size=patch, magnifications=mags, center_size=16))
     model = build_model(cfg)
@@ -61,7 +62,9 @@ def test_folded_copy_gives_the_same_probabilities(variant, mags, patch):
     inp = x[0] if len(mags) == 1 else x
     logits = model(inp, training=False)["tumor"].numpy()
     folded_logits = folded(inp, training=False)["tumor"].numpy()
-    assert logits.std() > 5e-3  # the patches get different outputs: the comparison has teeth
+    # random BatchNorm statistics move the logits far from where an unfolded or half-folded copy
+    # would put them (a fold that drops the bias fails here); untrained v3 gives nearly equal
+    # logits for every patch, so the check is on values, not on their spread
     # logits too: saturated probabilities alone would hide a wrong fold
     np.testing.assert_allclose(folded_logits, logits, atol=1e-3, rtol=1e-4)
     want = tf.sigmoid(logits).numpy()
