@@ -137,6 +137,21 @@ def _check_training_examples(paths: str) -> list[Path]:
     return files
 
 
+def _label_counts(paths: str) -> list[int]:
+    """Labelled examples per class over one or more (comma-separated) make-examples outputs.
+
+    make-examples counted them as it wrote the shards (``examples_info.json``); only
+    shards given as loose files are read again (:func:`class_counts`).
+    """
+    counts = [0, 0, 0]
+    for path in [p for p in str(paths).split(",") if p]:
+        info = Path(path) / "examples_info.json"
+        labels = read_json(info).get("labels") if info.exists() else None
+        labels = labels or class_counts(example_files(path))
+        counts = [a + b for a, b in zip(counts, labels, strict=True)]
+    return counts
+
+
 def train_variants(config: TrainVariantsConfig) -> dict:
     """Train (or warm-start and continue training) a genotype model; saves ``model.keras``.
 
@@ -152,7 +167,7 @@ def train_variants(config: TrainVariantsConfig) -> dict:
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     strategy = resolve_strategy(config.strategy)
-    counts = class_counts(files)
+    counts = _label_counts(config.examples)
     weights = class_weights(config.class_weight, counts)
 
     def builder():

@@ -51,3 +51,15 @@ def test_weighted_dataset_carries_each_labels_weight(tmp_path):
     assert sorted(y for y, _ in seen) == [0, 0, 1, 1, 1, 2]      # unlabelled dropped
     for y, sw in seen:
         assert sw == pytest.approx(w[y])
+
+
+def test_label_counts_from_make_examples_info_and_loose_shards(tmp_path):
+    from deepsci.apps.variants.train import _label_counts
+
+    folder = tmp_path / "ex"
+    folder.mkdir()
+    _shard(folder / "examples-00000-of-00001.tfrecord.gz", [0, 1, 1, -1])
+    # The folder's count is make-examples' record of what it wrote, not a second read.
+    (folder / "examples_info.json").write_text('{"training": true, "labels": [7, 8, 9]}')
+    loose = _shard(tmp_path / "examples-00000-of-00001.tfrecord.gz", [0, 1, 1, 2, -1])
+    assert _label_counts(f"{folder},{loose}") == [8, 10, 10]
