@@ -142,6 +142,11 @@ def main(argv=None) -> None:
                    help="hold out the last share of the first half as validation")
     p.add_argument("--class-weight", default="none",
                    help="training loss weight per genotype class (none|balanced|w0,w1,w2)")
+    p.add_argument("--af-augment", type=float, default=0.0,
+                   help="train --af-augment: chance per het example and epoch of dropping "
+                        "a random share of its alt reads (0 = off)")
+    p.add_argument("--af-augment-alleles", default="snp",
+                   help="train --af-augment-alleles: snp or all")
     args = p.parse_args(argv)
 
     from deepsci.apps.variants import io as vio
@@ -260,7 +265,8 @@ def main(argv=None) -> None:
             examples=",".join(dirs), out_dir=str(work / "model"),
             val_examples=",".join(val_dirs) or None, epochs=args.epochs,
             batch_size=args.batch_size, seed=args.seed, width=args.width,
-            class_weight=args.class_weight))
+            class_weight=args.class_weight, af_augment=args.af_augment,
+            af_augment_alleles=args.af_augment_alleles))
         t["train"] = time.time() - t0
     stages_file.write_text(json.dumps(t))
 
@@ -317,7 +323,8 @@ def main(argv=None) -> None:
              f"{args.downsample}, {args.train_replicates} first-half replicates at "
              f"{args.replicate_downsample}; validation {val_reg} of every read set "
              f"({val_labels} examples); class weight "
-             f"{args.class_weight}; small Inception width {args.width}, up to "
+             f"{args.class_weight}; allele-fraction augmentation {args.af_augment:g} "
+             f"({args.af_augment_alleles}); small Inception width {args.width}, up to "
              f"{args.epochs} epochs, best validation epoch kept)")
           + f", call {test_reg}.\n")
     print(table(rows, cols))

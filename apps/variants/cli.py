@@ -142,6 +142,14 @@ def train(
         "none", help="Loss weight per genotype class: none, balanced (inverse class "
                      "frequency; hom-ref candidates are a small minority) or "
                      "'w_homref,w_het,w_homalt'."),
+    af_augment: float = typer.Option(
+        0.0, help="Allele-fraction augmentation: chance per het example and epoch that a "
+                  "random share of its alt-supporting reads is dropped (never below 2 alt "
+                  "reads and the candidate VAF threshold), so low-VAF true hets are seen in "
+                  "training. 0 = off."),
+    af_augment_alleles: str = typer.Option(
+        "snp", help="Which het examples --af-augment may thin: snp (single-base "
+                    "substitutions only) or all."),
 ):
     """Train the genotype classifier on the core training loop (resumable)."""
     from .train import TrainVariantsConfig, train_variants
@@ -151,7 +159,8 @@ def train(
                               variant=model_variant, class_weight=class_weight,
                               warm_start=str(warm_start) if warm_start else None, epochs=epochs,
                               width=width, strategy=strategy,
-                              batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+                              batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                              af_augment=af_augment, af_augment_alleles=af_augment_alleles)
     res = train_variants(cfg)
     last = res["history"][-1] if res["history"] else {}
     typer.echo(f"model: {res['model']}  steps: {res['steps']}  "

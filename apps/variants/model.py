@@ -55,36 +55,81 @@ def _all_layers(model):
 
 
 def _parse(serialized, with_meta: bool):
+    """``(image uint8 (100, 221, 7), label)``; with ``with_meta`` also ``is_snp`` (bool):
+    every alt allele the image shows is a single-base substitution."""
     import tensorflow as tf
 
     spec = {
         "image/encoded": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.int64),
     }
+    if with_meta:
+        spec["variant/ref"] = tf.io.FixedLenFeature([], tf.string)
+        spec["variant/alts"] = tf.io.VarLenFeature(tf.string)
+        spec["variant/alt_idx"] = tf.io.VarLenFeature(tf.int64)
     f = tf.io.parse_single_example(serialized, spec)
     img = tf.reshape(tf.io.decode_raw(f["image/encoded"], tf.uint8), INPUT_SHAPE)
-    img = tf.cast(img, tf.float32)
-    return img, f["label"]
+    if not with_meta:
+        return img, f["label"]
+    shown = tf.gather(tf.sparse.to_dense(f["variant/alts"]),
+                      tf.sparse.to_dense(f["variant/alt_idx"]))
+    is_snp = tf.logical_and(tf.equal(tf.strings.length(f["variant/ref"]), 1),
+                            tf.reduce_all(tf.equal(tf.strings.length(shown), 1)))
+    return img, f["label"], is_snp
+
+
+def _augmented(ds, augment, seed: int, epoch: int):
+    """Map :func:`augment_example` over ``(image, label, is_snp)`` elements.
+
+    Each element's generator is seeded by (seed, epoch, position in the epoch), so an epoch
+    is the same whether the run is fresh or resumed.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from .augment import augment_example
+
+    def apply(i, img, label, is_snp):
+        rng = np.random.default_rng([seed, epoch, int(i)])
+        return augment_example(img, int(label), bool(is_snp), augment, rng)
+
+    def fn(i, elem):
+        img, label, is_snp = elem
+        out = tf.numpy_function(apply, [i, img, label, is_snp], tf.uint8, stateful=False)
+        return tf.ensure_shape(out, INPUT_SHAPE), label
+
+    return ds.enumerate().map(fn, num_parallel_calls=2, deterministic=True)
 
 
 def example_dataset(files: list[str | os.PathLike], *, batch_size: int, training: bool,
                     seed: int = 0, shuffle_buffer: int = 10_000, labelled_only: bool = False,
-                    class_weights: tuple[float, float, float] | None = None):
+                    class_weights: tuple[float, float, float] | None = None,
+                    augment=None, epoch: int | None = None):
     """Batched ``(image float32 (B, 100, 221, 7), label int64 (B,))`` from example shards.
 
     In training mode unlabelled examples (label < 0) are dropped and the order is shuffled
     with a fixed seed (reshuffled each epoch, deterministically). With ``class_weights``
     (one per label 0, 1, 2) the elements are ``(image, label, weight float32 (B,))``.
+    With ``augment`` (an :class:`~deepsci.apps.variants.augment.AlleleFractionAugment`
+    with a non-zero probability) and ``epoch``, het training images are thinned of alt
+    reads; the dataset is then one epoch's, shuffled by ``seed + epoch``.
     """
     import tensorflow as tf
 
+    augmenting = training and augment is not None and augment.probability > 0
     ds = tf.data.TFRecordDataset([str(f) for f in files], compression_type="GZIP")
-    ds = ds.map(lambda s: _parse(s, False), num_parallel_calls=2, deterministic=True)
+    ds = ds.map(lambda s: _parse(s, augmenting), num_parallel_calls=2, deterministic=True)
     if training or labelled_only:
-        ds = ds.filter(lambda x, y: y >= 0)
+        ds = ds.filter(lambda x, y, *_: y >= 0)
     if training:
         ds = ds.cache()
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if augmenting:
+            ds = ds.shuffle(shuffle_buffer, seed=seed + (epoch or 0),
+                            reshuffle_each_iteration=False)
+            ds = _augmented(ds, augment, seed, epoch or 0)
+        else:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
     if class_weights is not None:
         w = tf.constant(class_weights, tf.float32)
         ds = ds.map(lambda x, y: (x, y, tf.gather(w, y)))

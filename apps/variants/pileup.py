@@ -25,7 +25,8 @@ import numpy as np
 from .candidates import Candidate, ReadInfo
 
 __all__ = ["HEIGHT", "WIDTH", "CHANNELS", "REF_ROWS", "CHANNEL_NAMES", "encode_pileup",
-           "encode_read", "base_color", "alt_sets"]
+           "encode_read", "base_color", "alt_sets", "STRAND_CHANNEL", "SUPPORT_CHANNEL",
+           "SUPPORTS"]
 
 HEIGHT, WIDTH, CHANNELS, REF_ROWS = 100, 221, 7, 5
 CHANNEL_NAMES = ("read_base", "base_quality", "mapping_quality", "strand",
@@ -35,6 +36,7 @@ BASE_QUALITY_CAP, MAPQ_CAP, INSERT_CAP = 40, 60, 1000
 POS_STRAND, NEG_STRAND = 70, 240
 SUPPORTS, SUPPORTS_OTHER, NOT_SUPPORTS = 254, int(0.3 * MAX_PIXEL), int(0.6 * MAX_PIXEL)
 DIFFERS, MATCHES = 254, int(0.2 * MAX_PIXEL)
+STRAND_CHANNEL, SUPPORT_CHANNEL = 3, 4
 
 _LUT = np.zeros(256, np.uint8)
 for _b, _v in zip(b"AGTC", (250, 180, 100, 30), strict=True):

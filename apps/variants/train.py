@@ -37,6 +37,11 @@ class TrainVariantsConfig:
     # Candidates that are really hom-ref are a small minority of the examples (~7 % on the
     # bench), yet they are where a caller's false positives come from.
     class_weight: str = "none"
+    # Allele-fraction augmentation: the chance, per het example and epoch, that a random
+    # share of its alt-supporting reads is dropped (down to the candidate thresholds), so the
+    # model sees the low-VAF binomial tail of true hets (see augment.py). 0 turns it off.
+    af_augment: float = 0.0
+    af_augment_alleles: str = "snp"       # snp | all: which het images may be thinned
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -48,6 +53,11 @@ class TrainVariantsConfig:
             raise ConfigError(f"expected epochs and batch size >= 1, found {self.epochs} and "
                               f"{self.batch_size}")
         _parse_class_weight(self.class_weight)
+        if not 0.0 <= self.af_augment <= 1.0:
+            raise ConfigError(f"expected --af-augment in [0, 1], found {self.af_augment}")
+        if self.af_augment_alleles not in ("snp", "all"):
+            raise ConfigError(f"expected --af-augment-alleles snp or all, found "
+                              f"{self.af_augment_alleles!r}")
 
 
 def _parse_class_weight(spec: str) -> tuple[float, float, float] | str | None:
@@ -152,6 +162,19 @@ def _label_counts(paths: str) -> list[int]:
     return counts
 
 
+def _augment_config(config: TrainVariantsConfig):
+    """The allele-fraction augmentation, floors from make-examples' candidate defaults."""
+    from .augment import AlleleFractionAugment
+    from .candidates import CandidateConfig
+
+    c = CandidateConfig()
+    return AlleleFractionAugment(probability=config.af_augment,
+                                 alleles=config.af_augment_alleles,
+                                 min_count=min(c.min_count_snps, c.min_count_indels),
+                                 min_vaf=c.min_fraction_snps,
+                                 min_vaf_indels=c.min_fraction_indels)
+
+
 def train_variants(config: TrainVariantsConfig) -> dict:
     """Train (or warm-start and continue training) a genotype model; saves ``model.keras``.
 
@@ -182,19 +205,30 @@ def train_variants(config: TrainVariantsConfig) -> dict:
                        warmup_steps=config.warmup_steps, seed=config.seed,
                        monitor="val_loss" if val_files else "loss", clip_norm=5.0,
                        checkpoint_every=200)
+    augment = _augment_config(config)
+
     def train_ds(ctx):
         # Per-replica batches: an uneven split of a ragged *global* batch across replicas
         # fails in BatchNormalization under MirroredStrategy; whole per-replica batches
         # (the last one padded by the core loop) do not.
         return example_dataset(files, batch_size=ctx.get_per_replica_batch_size(
             config.batch_size), training=True, seed=config.seed, class_weights=weights)
+
+    def train_ds_augmented(ctx, epoch):
+        # Built per epoch (the core loop passes it), so the random thinning differs between
+        # epochs yet is the same on resume.
+        return example_dataset(files, batch_size=ctx.get_per_replica_batch_size(
+            config.batch_size), training=True, seed=config.seed, class_weights=weights,
+            augment=augment, epoch=epoch)
+
     def val_ds(ctx):
         # Per-replica batches too: a short global last batch split across replicas can
         # leave one of them with no example, which BatchNormalization cannot take.
         return example_dataset(val_files, batch_size=ctx.get_per_replica_batch_size(
             config.batch_size), training=False, labelled_only=True)
     t0 = time.time()
-    res = train(builder, train_ds, genotype_loss, tcfg, out / "train",
+    res = train(builder, train_ds_augmented if config.af_augment > 0 else train_ds,
+                genotype_loss, tcfg, out / "train",
                 val_data=val_ds if val_files else None,
                 metrics={"accuracy": _Accuracy}, strategy=strategy)
     sidecar = {
@@ -208,7 +242,9 @@ def train_variants(config: TrainVariantsConfig) -> dict:
         "train_config": {"epochs": config.epochs, "batch_size": config.batch_size,
                          "learning_rate": config.learning_rate,
                          "warm_start": config.warm_start,
-                         "class_counts": counts, "class_weights": weights},
+                         "class_counts": counts, "class_weights": weights,
+                         "af_augment": config.af_augment,
+                         "af_augment_alleles": config.af_augment_alleles},
         "metrics": res.history[-1] if res.history else {},
     }
     model_path = out / "model.keras"

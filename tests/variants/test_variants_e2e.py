@@ -21,8 +21,9 @@ def trained(tiny_sim, tmp_path_factory):
     assert rc == 0
     rc = main(["variants", "train", "--examples", str(out / "train_ex"), "--out",
                str(out / "model"), "--epochs", "1", "--batch-size", "8", "--width", "8",
-               # The plumbing of both options (the same folder as validation is only a test).
-               "--class-weight", "balanced", "--val-examples", str(out / "train_ex")])
+               # The plumbing of these options (the same folder as validation is only a test).
+               "--class-weight", "balanced", "--val-examples", str(out / "train_ex"),
+               "--af-augment", "0.5"])
     assert rc == 0
     return out
 
@@ -49,6 +50,7 @@ def test_training_examples_are_labelled(trained, tiny_sim):
     assert (trained / "model" / "run_info.json").exists()
     side = json.loads((trained / "model" / "model.json").read_text())["train_config"]
     assert side["class_counts"] == info["labels"]
+    assert side["af_augment"] == 0.5 and side["af_augment_alleles"] == "snp"
     w = side["class_weights"]
     assert sum(n * x for n, x in zip(info["labels"], w, strict=True)) == \
         pytest.approx(sum(info["labels"]))
