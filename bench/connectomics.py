@@ -156,11 +156,12 @@ def parse_args(argv):
     p.add_argument("--fill-unclaimed", action="store_true")
     p.add_argument("--reseed-unclaimed", type=int, default=0)
     p.add_argument("--agglomerate", action="store_true", help="FFN agglomeration of touching segments")
-    p.add_argument("--agglo-threshold", type=float, default=0.8)
-    p.add_argument("--agglo-min-contact", type=int, default=100)
-    p.add_argument("--agglo-radius", type=int, default=12)
+    p.add_argument("--agglo-threshold", type=float, default=None)
+    p.add_argument("--agglo-min-contact", type=int, default=None)
+    p.add_argument("--agglo-radius", type=int, default=None)
     p.add_argument("--agglo-boundary-threshold", type=float, default=None)
-    p.add_argument("--agglo-rounds", type=int, default=1)
+    p.add_argument("--agglo-rounds", type=int, default=None)
+    p.add_argument("--agglo-classifier", default=None, help="pair classifier JSON (train-agglo)")
     p.add_argument("--no-speed", action="store_true", help="skip the throughput rows (quality only)")
     p.add_argument("--synthetic", action="store_true", help="ignore the real volume")
     p.add_argument("--scaling-workers", type=int, nargs="*", default=[1, 2],
@@ -201,17 +202,20 @@ def train_model(args, img, lab, vs, work: Path) -> tuple[Path, str]:
 
 
 def inference_config(args):
-    from deepsci.apps.connectomics.inference import InferenceConfig
+    from deepsci.apps.connectomics.inference import AgglomerationConfig, InferenceConfig
 
+    given = {"radius": args.agglo_radius and (args.agglo_radius,) * 3, "min_contact": args.agglo_min_contact,
+             "threshold": args.agglo_threshold, "boundary_threshold": args.agglo_boundary_threshold,
+             "rounds": args.agglo_rounds, "classifier": args.agglo_classifier}
+    # Unset options: AgglomerationConfig's defaults (the CLI's too).
+    agg = AgglomerationConfig(**{k: v for k, v in given.items() if v is not None})
     return InferenceConfig(
         batch_size=args.infer_batch, consensus=not args.no_consensus, seed_policy=args.seed_policy,
         peak_min_distance=args.peak_min_distance, move_threshold=args.move_threshold,
         segment_threshold=args.segment_threshold, min_segment_size=args.min_segment_size,
         boundary_threshold=args.boundary_threshold, boundary_sigma=args.boundary_sigma,
         fill_unclaimed=args.fill_unclaimed, reseed_unclaimed=args.reseed_unclaimed, agglomerate=args.agglomerate,
-        agglo_threshold=args.agglo_threshold, agglo_min_contact=args.agglo_min_contact,
-        agglo_radius=args.agglo_radius, agglo_boundary_threshold=args.agglo_boundary_threshold,
-        agglo_rounds=args.agglo_rounds).validate()
+        agglomeration=agg).validate()
 
 
 def run_ffn(args, model_path, image, vs, work: Path, name: str) -> tuple[np.ndarray, dict]:
@@ -320,9 +324,7 @@ def main(argv=None) -> None:
               f"{icfg.move_threshold}, segment threshold {icfg.segment_threshold}, min segment "
               f"{icfg.min_segment_size}, boundary threshold {icfg.boundary_threshold} (sigma {icfg.boundary_sigma}), "
               f"fill unclaimed {icfg.fill_unclaimed}, reseed unclaimed {icfg.reseed_unclaimed}, "
-              + (f"FFN agglomeration (threshold {icfg.agglo_threshold}, min contact {icfg.agglo_min_contact}, "
-                 f"radius {icfg.agglo_radius}, boundary threshold {icfg.agglo_boundary_threshold}, "
-                 f"{icfg.agglo_rounds} round(s)), "
+              + (f"agglomeration ({icfg.agglomeration}), "
                  if icfg.agglomerate else "no agglomeration, ")
               + f"batch {icfg.batch_size}, "
               f"{'consensus of two seed orders' if icfg.consensus else 'no consensus'}; {seg['blocks']} block(s), "

@@ -19,58 +19,22 @@ thresholded boundary is seen again by the FFN in one field of view.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from deepsci.core.errors import ConfigError
 
-from .inference import FloodFiller, InferenceConfig, _fill_object, relabel_sequential
+from .inference import (
+    AgglomerationConfig,
+    FloodFiller,
+    InferenceConfig,
+    _fill_object,
+    relabel_sequential,
+)
 from .train import SEED_OUT, logit
 
 __all__ = ["AgglomerationConfig", "contact_pairs", "pair_scores", "merge_pairs", "agglomerate"]
-
-
-@dataclass
-class AgglomerationConfig:
-    """Options of the FFN agglomeration.
-
-    Attributes
-    ----------
-    radius : tuple of int
-        Half-size (z, y, x) of the box around each contact (clipped to the volume,
-        never smaller than the FOV).
-    min_contact : int
-        Pairs touching on fewer face-adjacent voxel pairs are not considered.
-    threshold : float
-        Merge when both directed recoveries reach this fraction.
-    boundary_threshold : float, optional
-        The agglomeration fills never enter voxels at or above this boundary-map
-        level; ``None``: no limit (the FFN alone decides).
-    max_pairs : int
-        At most this many pairs (largest contacts first) are tested per round.
-    rounds : int
-        After a round that joined segments, the pairs touching a joined segment
-        are tested again (its shape near each contact changed), up to this many rounds.
-    """
-
-    radius: tuple[int, int, int] = (12, 12, 12)
-    min_contact: int = 50
-    threshold: float = 0.5
-    boundary_threshold: float | None = 0.6
-    max_pairs: int = 2000
-    rounds: int = 1
-
-    def validate(self) -> AgglomerationConfig:
-        if min(self.radius) < 1 or self.min_contact < 1 or self.max_pairs < 1 or self.rounds < 1:
-            raise ConfigError(f"expected radius, min_contact, max_pairs >= 1, found {self.radius}, "
-                              f"{self.min_contact}, {self.max_pairs}")
-        if not 0 < self.threshold <= 1:
-            raise ConfigError(f"expected 0 < threshold <= 1, found {self.threshold}")
-        if self.boundary_threshold is not None and not 0 < self.boundary_threshold < 1:
-            raise ConfigError(f"expected 0 < boundary_threshold < 1, found {self.boundary_threshold}")
-        return self
 
 
 def contact_pairs(labels: np.ndarray, min_contact: int = 1) -> list[dict]:
@@ -220,13 +184,18 @@ def agglomerate(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
                 cfg: AgglomerationConfig, bmap: np.ndarray | None = None) -> dict:
     """Score all touching pairs with the FFN and merge those that reach ``cfg.threshold``.
 
+    With ``cfg.classifier`` the scores are features of the learned greedy agglomeration
+    (:func:`~deepsci.apps.connectomics.rag.rag_agglomerate`) instead.
+
     Returns
     -------
     dict
-        ``labels`` (uint32, shape of ``labels``), ``pairs`` (scored), ``merged`` (pairs joined),
+        ``labels`` (uint32, shape of ``labels``), ``pairs`` (scored), ``merged`` (joins made),
         ``fov_evals`` and ``seconds``.
     """
     t0, evals0 = time.perf_counter(), ff.fov_evals
+    if cfg.classifier is not None:
+        return _agglomerate_rag(labels, image, ff, icfg, cfg, bmap, t0, evals0)
     out, scored, merged, only = labels, [], 0, None
     for _ in range(cfg.rounds):
         pairs = pair_scores(out, image, ff, icfg, cfg, bmap, only)
@@ -241,3 +210,16 @@ def agglomerate(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
         out = new
     return {"labels": out.astype(np.uint32), "pairs": scored, "merged": merged,
             "fov_evals": ff.fov_evals - evals0, "seconds": time.perf_counter() - t0}
+
+
+def _agglomerate_rag(labels, image, ff, icfg, cfg, bmap, t0, evals0) -> dict:
+    """FFN recoveries of the initial pairs as features of the learned greedy agglomeration."""
+    from .rag import PairClassifier, rag_agglomerate, rag_stats
+
+    if bmap is None:
+        raise ConfigError("expected a boundary map for the agglomeration classifier, found none")
+    clf = PairClassifier.load(cfg.classifier)
+    pairs = pair_scores(labels, image, ff, icfg, cfg, bmap)
+    out, merged = rag_agglomerate(labels, rag_stats(labels, bmap, ffn_pairs=pairs), clf, cfg.threshold)
+    return {"labels": out, "pairs": pairs, "merged": merged, "fov_evals": ff.fov_evals - evals0,
+            "seconds": time.perf_counter() - t0}

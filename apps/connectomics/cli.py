@@ -113,13 +113,17 @@ def segment(
         help="Unclaimed regions below --boundary-threshold of at least this many voxels become objects (0: off).")] = 0,
     agglomerate: Annotated[bool, typer.Option(
         help="FFN agglomeration: join touching segments when FFN runs seeded on both sides agree.")] = False,
-    agglo_threshold: Annotated[float, typer.Option(
-        help="Fraction of each segment the other side's FFN run must recover to join them.")] = 0.8,
-    agglo_min_contact: Annotated[int, typer.Option(help="Smallest contact (voxel faces) of a tested pair.")] = 100,
-    agglo_radius: Annotated[int, typer.Option(help="Half-size of the box around a contact (voxels).")] = 12,
+    agglo_threshold: Annotated[float | None, typer.Option(
+        help="Fraction of each segment the other side's FFN run must recover to join them "
+             "(a probability with --agglo-classifier). Unset --agglo-* options: AgglomerationConfig's defaults.")] = None,
+    agglo_min_contact: Annotated[int | None, typer.Option(help="Smallest contact (voxel faces) of a tested pair.")] = None,
+    agglo_radius: Annotated[int | None, typer.Option(help="Half-size of the box around a contact (voxels).")] = None,
     agglo_boundary_threshold: Annotated[float | None, typer.Option(
         help="Boundary-map level the agglomeration runs never enter; default: no limit.")] = None,
-    agglo_rounds: Annotated[int, typer.Option(help="Agglomeration rounds (later ones re-test grown segments).")] = 1,
+    agglo_rounds: Annotated[int | None, typer.Option(
+        help="Agglomeration rounds (later ones re-test grown segments).")] = None,
+    agglo_classifier: Annotated[Path | None, typer.Option(
+        help="Pair classifier from `train-agglo`: greedy agglomeration on its join probability.")] = None,
     batch_size: Annotated[int, typer.Option(help="FOVs per FFN call.")] = 8,
     consensus: Annotated[bool, typer.Option(help="Forward + reversed seed order, split consensus.")] = True,
     scheduler: Annotated[str, typer.Option(help="local|inline|tcp://host:port (Dask).")] = "local",
@@ -127,21 +131,45 @@ def segment(
     voxel_size: VoxelSize = None,
 ):
     """Segment a volume block by block and stitch (rerun to resume)."""
-    from .inference import InferenceConfig
+    from .inference import AgglomerationConfig, InferenceConfig
     from .segment import SegmentConfig, segment_volume
 
+    given = {"radius": None if agglo_radius is None else (agglo_radius,) * 3, "min_contact": agglo_min_contact,
+             "threshold": agglo_threshold, "boundary_threshold": agglo_boundary_threshold, "rounds": agglo_rounds,
+             "classifier": None if agglo_classifier is None else str(agglo_classifier)}
+    agg = AgglomerationConfig(**{k: v for k, v in given.items() if v is not None})
     cfg = SegmentConfig(
         inference=InferenceConfig(seed_policy=seed_policy, peak_min_distance=peak_min_distance,
                                   move_threshold=move_threshold, segment_threshold=segment_threshold,
                                   min_segment_size=min_segment_size, boundary_threshold=boundary_threshold,
                                   boundary_sigma=boundary_sigma, fill_unclaimed=fill_unclaimed,
                                   reseed_unclaimed=reseed_unclaimed, agglomerate=agglomerate,
-                                  agglo_threshold=agglo_threshold, agglo_min_contact=agglo_min_contact,
-                                  agglo_radius=agglo_radius, agglo_boundary_threshold=agglo_boundary_threshold,
-                                  agglo_rounds=agglo_rounds, batch_size=batch_size, consensus=consensus),
+                                  agglomeration=agg, batch_size=batch_size, consensus=consensus),
         block_size=_opt3(block_size), overlap=_opt3(overlap), scheduler=scheduler, workers=workers)
     result = segment_volume(model, image, out, cfg, voxel_size=voxel_size)
     typer.echo(json.dumps(result))
+
+
+@app.command("train-agglo")
+def train_agglo(
+    image: Vol, labels: Vol,
+    seg: Annotated[str, typer.Option(help="Un-agglomerated segmentation of IMAGE (`segment` without --agglomerate).")],
+    out: Out,
+    model: Annotated[Path | None, typer.Option(
+        help="FFN model.keras: its pair recoveries become features; default: boundary and size features only.")] = None,
+    agglo_min_contact: Annotated[int | None, typer.Option(help="Smallest contact given FFN runs (as in segment).")] = None,
+    agglo_radius: Annotated[int | None, typer.Option(help="Half-size of the FFN box (as in segment).")] = None,
+    boundary_sigma: Annotated[float, typer.Option(help="Smoothing of the boundary map (as in segment).")] = 1.0,
+    voxel_size: VoxelSize = None,
+):
+    """Fit the agglomeration pair classifier (for segment --agglo-classifier) on a labelled volume."""
+    from .inference import AgglomerationConfig
+    from .rag import run_train_agglo
+
+    given = {"radius": None if agglo_radius is None else (agglo_radius,) * 3, "min_contact": agglo_min_contact}
+    agg = AgglomerationConfig(**{k: v for k, v in given.items() if v is not None})
+    typer.echo(json.dumps(run_train_agglo(model, image, labels, seg, out, agg=agg, boundary_sigma=boundary_sigma,
+                                          voxel_size=voxel_size)))
 
 
 @app.command()

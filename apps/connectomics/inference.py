@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -28,6 +28,7 @@ from deepsci.core.errors import ConfigError, InputError
 from .train import SEED_IN, SEED_OUT, face_moves, logit
 
 __all__ = [
+    "AgglomerationConfig",
     "InferenceConfig",
     "FloodFiller",
     "peak_seeds",
@@ -36,6 +37,54 @@ __all__ = [
     "split_consensus",
     "segment_block",
 ]
+
+
+@dataclass
+class AgglomerationConfig:
+    """Options of the agglomeration of touching segments (one source of defaults: the CLI's ``--agglo-*``).
+
+    Attributes
+    ----------
+    radius : tuple of int
+        Half-size (z, y, x) of the box around each contact for the FFN pair runs
+        (clipped to the volume, never smaller than the FOV).
+    min_contact : int
+        Pairs touching on fewer face-adjacent voxel pairs get no FFN runs (and are
+        never joined by the threshold rule; the classifier still scores them).
+    threshold : float
+        Threshold rule: join when both directed FFN recoveries reach this fraction.
+        With a ``classifier``: join while the best pair's probability reaches it.
+    boundary_threshold : float, optional
+        The agglomeration fills never enter voxels at or above this boundary-map
+        level; ``None``: no limit (the FFN alone decides).
+    max_pairs : int
+        At most this many pairs (largest contacts first) get FFN runs per round.
+    rounds : int
+        Threshold rule: after a round that joined segments, the pairs touching a joined
+        segment are tested again (its shape near each contact changed), up to this many rounds.
+    classifier : str, optional
+        Pair-classifier JSON (``deepsci connectomics train-agglo``): greedy agglomeration
+        on the region adjacency graph, the FFN recoveries being two of its features
+        (:mod:`~deepsci.apps.connectomics.rag`); ``None``: the threshold rule.
+    """
+
+    radius: tuple[int, int, int] = (12, 12, 12)
+    min_contact: int = 100
+    threshold: float = 0.8
+    boundary_threshold: float | None = None
+    max_pairs: int = 2000
+    rounds: int = 1
+    classifier: str | None = None
+
+    def validate(self) -> AgglomerationConfig:
+        if min(self.radius) < 1 or self.min_contact < 1 or self.max_pairs < 1 or self.rounds < 1:
+            raise ConfigError(f"expected radius, min_contact, max_pairs, rounds >= 1, found {self.radius}, "
+                              f"{self.min_contact}, {self.max_pairs}, {self.rounds}")
+        if not 0 < self.threshold <= 1:
+            raise ConfigError(f"expected 0 < threshold <= 1, found {self.threshold}")
+        if self.boundary_threshold is not None and not 0 < self.boundary_threshold < 1:
+            raise ConfigError(f"expected 0 < boundary_threshold < 1, found {self.boundary_threshold}")
+        return self
 
 
 @dataclass
@@ -82,8 +131,9 @@ class InferenceConfig:
         fill (0: off). Splits it causes are for the agglomeration to repair.
     agglomerate : bool
         Join touching segments the FFN, seeded on both sides, finds to be one
-        (:mod:`~deepsci.apps.connectomics.agglomerate`); the ``agglo_*``
-        options are its :class:`~deepsci.apps.connectomics.agglomerate.AgglomerationConfig`.
+        (:mod:`~deepsci.apps.connectomics.agglomerate`).
+    agglomeration : AgglomerationConfig
+        Its options.
     """
 
     seed_policy: str = "peaks"
@@ -102,20 +152,19 @@ class InferenceConfig:
     fill_unclaimed: bool = False
     reseed_unclaimed: int = 0
     agglomerate: bool = False
-    agglo_threshold: float = 0.8
-    agglo_min_contact: int = 100
-    agglo_radius: int = 12
-    agglo_boundary_threshold: float | None = None
-    agglo_rounds: int = 1
+    agglomeration: AgglomerationConfig = field(default_factory=AgglomerationConfig)
 
-    def agglomeration(self):
-        """The :class:`~deepsci.apps.connectomics.agglomerate.AgglomerationConfig` of the ``agglo_*`` options."""
-        from .agglomerate import AgglomerationConfig
-
-        return AgglomerationConfig(radius=(self.agglo_radius,) * 3, min_contact=self.agglo_min_contact,
-                                   threshold=self.agglo_threshold,
-                                   boundary_threshold=self.agglo_boundary_threshold,
-                                   rounds=self.agglo_rounds).validate()
+    @classmethod
+    def from_dict(cls, d: dict) -> InferenceConfig:
+        """Rebuild from :func:`dataclasses.asdict` output (JSON lists back to tuples)."""
+        d = dict(d)
+        agg = dict(d.pop("agglomeration", None) or {})
+        if "radius" in agg:
+            agg["radius"] = tuple(agg["radius"])
+        for key in ("min_boundary_dist", "grid_step"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d, agglomeration=AgglomerationConfig(**agg))
 
     def validate(self) -> InferenceConfig:
         checks = [
@@ -140,7 +189,7 @@ class InferenceConfig:
             if not ok:
                 raise ConfigError(f"expected {what}, found {found!r}")
         if self.agglomerate:
-            self.agglomeration()
+            self.agglomeration.validate()
         return self
 
 
@@ -395,7 +444,7 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
     half = np.asarray(ff.fov) // 2
     bmap = allowed = None
     if (cfg.boundary_threshold is not None or cfg.seed_policy == "membrane" or cfg.fill_unclaimed
-            or (cfg.agglomerate and cfg.agglo_boundary_threshold is not None)):
+            or cfg.agglomerate):
         from .baseline import boundary_map  # the baseline imports this module
 
         bmap = boundary_map(image, sigma=cfg.boundary_sigma)
@@ -431,7 +480,7 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
     if cfg.agglomerate and seg.any():
         from .agglomerate import agglomerate
 
-        agg = agglomerate(seg, img, ff, cfg, cfg.agglomeration(), bmap)
+        agg = agglomerate(seg, img, ff, cfg, cfg.agglomeration, bmap)
         seg, merged = agg["labels"], agg["merged"]
         prob = np.where(seg > 0, prob, 0).astype(np.uint8)
     return {"labels": seg, "prob": prob, "seeds": np.asarray(seeds), "fov_evals": ff.fov_evals - evals0,

@@ -127,7 +127,7 @@ def run_block(task: dict) -> dict:
     vol = open_volume(task["image"], voxel_size=task["voxel_size"])
     box = tuple(slice(a, b) for a, b in zip(task["lo"], task["hi"], strict=True))
     image = vol[box]
-    icfg = InferenceConfig(**{**task["inference"], "min_boundary_dist": tuple(task["inference"]["min_boundary_dist"])})
+    icfg = InferenceConfig.from_dict(task["inference"])
     pre = side["preprocessing"]
     res = segment_block(image, ff, icfg, mean=pre["image_mean"], std=pre["image_stddev"],
                         voxel_size=vol.voxel_size)

@@ -233,7 +233,8 @@ def test_segment_reseed_and_ffn_agglomeration(work):
     assert joined.vi_total < VI_BOUND and joined.vi_total <= split.vi_total + 0.05, (split, joined)
     assert joined.n_segments <= split.n_segments
     cfg = json.loads((work / "seg_agglo" / "config.json").read_text())["inference"]
-    assert cfg["agglomerate"] is True and cfg["reseed_unclaimed"] == 50 and cfg["agglo_min_contact"] == 20
+    assert cfg["agglomerate"] is True and cfg["reseed_unclaimed"] == 50 and cfg["agglomeration"]["min_contact"] == 20
+    assert cfg["agglomeration"]["threshold"] == 0.8 and cfg["agglomeration"]["radius"] == [8, 8, 8]
     assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out", str(work / "ws_cc"),
                  "--markers", "components", "--threshold", "0.5"]) == 0
     assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out", str(work / "ws_bad"),
