@@ -1,0 +1,350 @@
+"""Learned agglomeration on a region adjacency graph (RAG) of over-segmented pieces.
+
+After Nunez-Iglesias et al. (2013, GALA) and Parag et al. (2015, NeuroProof):
+every pair of touching segments is an edge carrying additive statistics of
+its contact (voxel faces, boundary-map sum, sum of squares, faces above 0.5)
+and the sizes of both sides; optionally the two directed FFN recoveries of
+:func:`~deepsci.apps.connectomics.agglomerate.pair_scores` on the initial
+pieces. A logistic regression trained on pairs of a labelled volume turns
+the features into a join probability, and the pair with the highest one is
+merged first; the merged node's edges are recomputed from the summed
+statistics (FFN recoveries of merged edges: contact-weighted means), until
+no pair reaches the threshold.
+
+Training examples come from the initial pieces *and* from an oracle-guided
+agglomeration of the training volume (only joins the ground truth agrees
+with), so the classifier also sees the larger segments it meets later.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import atomic_path
+
+from .inference import relabel_sequential
+
+__all__ = ["FEATURES", "RagStats", "rag_stats", "PairClassifier", "fit_pair_classifier", "rag_agglomerate",
+           "training_examples"]
+
+#: Feature names, in the order of the classifier's weights.
+FEATURES = ("log_contact", "bmap_mean", "bmap_std", "bmap_high_frac", "log_size_min", "log_size_max",
+            "ffn_min", "ffn_max")
+_HIGH = 0.5  # boundary-map level counted as "membrane" on a contact face
+
+
+@dataclass
+class RagStats:
+    """Additive node and edge statistics of a segmentation.
+
+    Attributes
+    ----------
+    size : ndarray of float, shape (N + 1,)
+        Voxels per segment id (index 0 unused).
+    edges : dict
+        ``(a, b)`` with ``a < b`` → float array ``[faces, bsum, bsq, bhigh, ffn_ab*faces, ffn_ba*faces, ffn_faces]``.
+    gt : ndarray of float, shape (N + 1, G), optional
+        Voxel overlap of every segment with every ground-truth object (training only).
+    """
+
+    size: np.ndarray
+    edges: dict = field(default_factory=dict)
+    gt: np.ndarray | None = None
+
+
+def _faces(labels: np.ndarray, bmap: np.ndarray):
+    """Face-adjacent voxel pairs of different segments: keys ``a << 32 | b`` and mean boundary value."""
+    lab = labels.astype(np.int64)
+    keys, vals = [], []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        u, v = lab[tuple(lo)], lab[tuple(hi)]
+        m = (u != v) & (u > 0) & (v > 0)
+        keys.append(np.minimum(u[m], v[m]) << np.int64(32) | np.maximum(u[m], v[m]))
+        vals.append(0.5 * (bmap[tuple(lo)][m] + bmap[tuple(hi)][m]))
+    return np.concatenate(keys), np.concatenate(vals).astype(np.float64)
+
+
+def rag_stats(labels: np.ndarray, bmap: np.ndarray, *, ffn_pairs: list[dict] | None = None,
+              gt: np.ndarray | None = None) -> RagStats:
+    """Statistics of every touching pair of ``labels``.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Z, Y, X)
+        Segments 1..N; 0 touches nothing.
+    bmap : ndarray of float, shape (Z, Y, X)
+        Boundary map in [0, 1].
+    ffn_pairs : list of dict, optional
+        :func:`~deepsci.apps.connectomics.agglomerate.pair_scores` of the same labels.
+    gt : ndarray of int, shape (Z, Y, X), optional
+        Ground truth (0 ignored), for training examples.
+    """
+    if labels.shape != bmap.shape:
+        raise InputError(f"expected labels and boundary map of one shape, found {labels.shape} and {bmap.shape}")
+    n = int(labels.max())
+    size = np.bincount(labels.ravel().astype(np.int64), minlength=n + 1).astype(np.float64)
+    keys, vals = _faces(labels, bmap)
+    uniq, inv = np.unique(keys, return_inverse=True)
+    cols = [np.bincount(inv, w, len(uniq)) for w in (None, vals, vals ** 2, (vals >= _HIGH).astype(float))]
+    stats = np.stack(cols + [np.zeros(len(uniq))] * 3, 1)
+    edges = {(int(k >> 32), int(k & 0xFFFFFFFF)): stats[i] for i, k in enumerate(uniq)}
+    for p in ffn_pairs or ():
+        e = edges.get((p["a"], p["b"]))
+        if e is not None:
+            e[4:7] = (p["a_to_b"] * e[0], p["b_to_a"] * e[0], e[0])
+    over = None
+    if gt is not None:
+        keep = gt.ravel() != 0
+        _, gi = np.unique(gt.ravel()[keep], return_inverse=True)
+        ng = int(gi.max()) + 1 if gi.size else 1
+        flat = labels.ravel()[keep].astype(np.int64) * ng + gi
+        over = np.bincount(flat, minlength=(n + 1) * ng).reshape(n + 1, ng).astype(np.float64)
+    return RagStats(size=size, edges=edges, gt=over)
+
+
+def edge_features(e: np.ndarray, size_a: float, size_b: float) -> np.ndarray:
+    """The :data:`FEATURES` of one edge's statistics (FFN columns 0.5 when it was not scored)."""
+    faces = max(e[0], 1.0)
+    mean = e[1] / faces
+    std = np.sqrt(max(e[2] / faces - mean ** 2, 0.0))
+    if e[6] > 0:
+        ab, ba = e[4] / e[6], e[5] / e[6]
+    else:
+        ab = ba = 0.5
+    return np.array([np.log1p(e[0]), mean, std, e[3] / faces, np.log1p(min(size_a, size_b)),
+                     np.log1p(max(size_a, size_b)), min(ab, ba), max(ab, ba)])
+
+
+@dataclass
+class PairClassifier:
+    """Logistic regression on standardised :data:`FEATURES` (stored as JSON, no pickle).
+
+    Attributes
+    ----------
+    features : list of str
+        Names of the features used (a subset of :data:`FEATURES`).
+    mean, scale, weights : list of float
+        Standardisation and weights, one per used feature.
+    bias : float
+    """
+
+    features: list
+    mean: list
+    scale: list
+    weights: list
+    bias: float
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Join probability, shape (M,), of full feature rows ``x`` of shape (M, len(FEATURES))."""
+        idx = [FEATURES.index(f) for f in self.features]
+        z = (np.atleast_2d(x)[:, idx] - np.asarray(self.mean)) / np.asarray(self.scale)
+        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.__dict__, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PairClassifier:
+        try:
+            d = json.loads(Path(path).read_text())
+            clf = cls(**{k: d[k] for k in ("features", "mean", "scale", "weights", "bias")})
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(f"expected a pair-classifier JSON file, found {type(err).__name__}: {err}", path) from err
+        if not set(clf.features) <= set(FEATURES) or not (
+                len(clf.features) == len(clf.mean) == len(clf.scale) == len(clf.weights)):
+            raise InputError(f"expected features among {FEATURES} with one weight each, found {clf.features}", path)
+        return clf
+
+
+def fit_pair_classifier(x: np.ndarray, y: np.ndarray, features=FEATURES, *, c: float = 1.0) -> PairClassifier:
+    """Fit a balanced, L2-regularised logistic regression.
+
+    Parameters
+    ----------
+    x : ndarray, shape (M, len(FEATURES))
+    y : ndarray of bool, shape (M,)
+        True: both sides belong to one object.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y, bool)
+    if y.all() or not y.any():
+        raise ConfigError(f"expected join and no-join examples, found {int(y.sum())} of {len(y)} joins")
+    idx = [FEATURES.index(f) for f in features]
+    xs = x[:, idx]
+    mean, scale = xs.mean(0), xs.std(0) + 1e-6
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit((xs - mean) / scale, y)
+    return PairClassifier(list(features), mean.tolist(), scale.tolist(), lr.coef_[0].tolist(), float(lr.intercept_[0]))
+
+
+def _merge_edges(st: RagStats, adj: dict, u: int, v: int) -> None:
+    """Merge node ``v`` into ``u`` in place: sizes, overlaps and edge statistics add."""
+    st.size[u] += st.size[v]
+    if st.gt is not None:
+        st.gt[u] += st.gt[v]
+    for w in adj.pop(v):
+        e = st.edges.pop((min(v, w), max(v, w)))
+        adj[w].discard(v)
+        if w == u:
+            continue
+        # FFN recoveries are directional; keep them with respect to (min, max) order.
+        if (v < w) != (u < w):
+            e = e.copy()
+            e[4], e[5] = e[5], e[4]
+        key = (min(u, w), max(u, w))
+        st.edges[key] = st.edges[key] + e if key in st.edges else e
+        adj[u].add(w)
+        adj[w].add(u)
+    adj[u].discard(v)
+
+
+def _same(st: RagStats, a: int, b: int) -> bool:
+    return bool(st.gt is not None and st.gt[a].any() and st.gt[b].any()
+                and np.argmax(st.gt[a]) == np.argmax(st.gt[b]))
+
+
+def rag_agglomerate(labels: np.ndarray, st: RagStats, clf: PairClassifier | None, threshold: float, *,
+                    oracle: bool = False, record: list | None = None) -> tuple[np.ndarray, int]:
+    """Greedy agglomeration: merge the most probable pair while its probability reaches ``threshold``.
+
+    Parameters
+    ----------
+    st : RagStats
+        Of ``labels``; modified in place.
+    clf : PairClassifier or None
+        ``None`` scores every edge by ``1 - mean boundary`` (the mean-boundary agglomeration).
+    oracle : bool
+        Only merge pairs the ground truth (``st.gt``) agrees with (training trajectories).
+    record : list, optional
+        Receives ``(features, same_object)`` of every edge scored (training examples).
+
+    Returns
+    -------
+    labels : ndarray of uint32, shape of ``labels``
+        Relabelled 1..n.
+    merged : int
+    """
+    adj: dict[int, set] = {i: set() for i in range(1, len(st.size))}
+    for a, b in st.edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    version = np.zeros(len(st.size), int)
+    heap: list = []
+
+    def push(a, b):
+        x = edge_features(st.edges[(a, b)], st.size[a], st.size[b])
+        p = float(clf.proba(x)[0]) if clf is not None else 1.0 - x[1]
+        if record is not None:
+            record.append((x, _same(st, a, b)))
+        heapq.heappush(heap, (-p, a, b, version[a], version[b]))
+
+    for a, b in list(st.edges):
+        push(a, b)
+    parent = np.arange(len(st.size))
+    merged = 0
+    while heap:
+        p, a, b, va, vb = heapq.heappop(heap)
+        if -p < threshold:
+            break
+        if va != version[a] or vb != version[b] or (a, b) not in st.edges:
+            continue
+        if oracle and not _same(st, a, b):
+            continue
+        _merge_edges(st, adj, a, b)
+        parent[b] = a
+        merged += 1
+        version[a] += 1
+        version[b] += 1
+        for w in adj[a]:
+            push(min(a, w), max(a, w))
+    for i in range(len(parent)):
+        r = i
+        while parent[r] != r:
+            r = parent[r]
+        parent[i] = r
+    return relabel_sequential(parent[labels]).astype(np.uint32), merged
+
+
+def training_examples(labels: np.ndarray, bmap: np.ndarray, gt: np.ndarray, *,
+                      ffn_pairs: list[dict] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Features and same-object flags of the initial edges and of an oracle mean-boundary agglomeration.
+
+    Returns
+    -------
+    x : ndarray, shape (M, len(FEATURES))
+    y : ndarray of bool, shape (M,)
+    """
+    record: list = []
+    st = rag_stats(labels, bmap, ffn_pairs=ffn_pairs, gt=gt)
+    rag_agglomerate(labels, st, None, 0.0, oracle=True, record=record)
+    if not record:
+        raise InputError("expected touching segments to learn from, found none")
+    x = np.stack([r[0] for r in record])
+    y = np.array([r[1] for r in record])
+    return x, y
+
+
+def run_train_agglo(model: str | Path | None, image: str, labels: str, seg: str, out: str | Path, *,
+                    agg=None, icfg=None, boundary_sigma: float = 1.0, c: float = 1.0, voxel_size=None) -> dict:
+    """``deepsci connectomics train-agglo``: fit the pair classifier on a labelled volume.
+
+    Parameters
+    ----------
+    model : path, optional
+        FFN ``model.keras`` for the two recovery features; ``None``: boundary and size features only.
+    image, labels, seg : str
+        ``PATH[:INNER]`` of the EM image, its ground truth and an un-agglomerated
+        segmentation of it (``segment`` without ``--agglomerate``), all of one shape.
+    agg : AgglomerationConfig, optional
+        Box radius and minimum contact of the FFN pair runs (use the same at inference).
+    icfg : InferenceConfig, optional
+        Movement / segment thresholds and batch size of the FFN pair runs.
+
+    Returns
+    -------
+    dict
+        ``classifier`` (path), ``examples``, ``joins``, ``pairs_scored``, ``seconds``.
+    """
+    import time
+
+    from .baseline import boundary_map
+    from .inference import AgglomerationConfig, InferenceConfig
+    from .io import check_same_shape, open_volume
+
+    t0 = time.perf_counter()
+    agg = (agg or AgglomerationConfig()).validate()
+    icfg = icfg or InferenceConfig(segment_threshold=0.5, batch_size=16, consensus=False)
+    vols = [open_volume(image, voxel_size=voxel_size), open_volume(labels, kind="labels"),
+            open_volume(seg, kind="labels")]
+    check_same_shape(vols[0], vols[1])
+    check_same_shape(vols[0], vols[2])
+    img, gt, lab = (v.read() for v in vols)
+    bmap = boundary_map(img, sigma=boundary_sigma)
+    pairs, features = None, [f for f in FEATURES if not f.startswith("ffn")]
+    if model is not None:
+        from deepsci.core.models.serialization import load_model
+
+        from .agglomerate import pair_scores
+        from .inference import FloodFiller, normalise
+
+        net, side = load_model(str(model))
+        pre = side["preprocessing"]
+        pairs = pair_scores(lab, normalise(img, pre["image_mean"], pre["image_stddev"]),
+                            FloodFiller(net, side["ffn"]["deltas"]), icfg, agg, bmap)
+        features = list(FEATURES)
+    x, y = training_examples(lab, bmap, gt, ffn_pairs=pairs)
+    clf = fit_pair_classifier(x, y, features, c=c)
+    path = Path(out) / "pair_classifier.json"
+    Path(out).mkdir(parents=True, exist_ok=True)
+    clf.save(path)
+    return {"classifier": str(path), "examples": int(len(y)), "joins": int(y.sum()),
+            "pairs_scored": len(pairs or ()), "seconds": round(time.perf_counter() - t0, 2)}
