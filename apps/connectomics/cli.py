@@ -99,7 +99,8 @@ def segment(
     block_size: Annotated[Triple | None, typer.Option(help="Block (z, y, x); default: whole volume.")] = None,
     overlap: Annotated[Triple | None, typer.Option(help="Block overlap (z, y, x); default: the FOV.")] = None,
     seed_policy: Annotated[str, typer.Option(
-        help="peaks|membrane|grid, or none: no flood fill, segments = --reseed-unclaimed regions.")] = "peaks",
+        help="peaks|membrane|grid; none: no flood fill, segments = --reseed-unclaimed regions; watershed: "
+             "watershed supervoxels (--boundary-threshold, --peak-min-distance) for --agglo-classifier.")] = "peaks",
     peak_min_distance: Annotated[int, typer.Option(help="Minimum distance between two seeds (voxels).")] = 3,
     move_threshold: float = 0.9,
     segment_threshold: float = 0.6,

@@ -93,13 +93,16 @@ class InferenceConfig:
 
     Attributes
     ----------
-    seed_policy : {"peaks", "membrane", "grid", "none"}
+    seed_policy : {"peaks", "membrane", "grid", "none", "watershed"}
         ``peaks``: maxima of the distance transform of a Sobel edge map;
         ``membrane``: maxima of the distance transform of the cell interior of
         the boundary map (below ``boundary_threshold``, or Otsu's level);
         ``grid``: a regular grid with step ``grid_step``; ``none``: no flood fill at
         all, the segments are the interior regions of ``reseed_unclaimed`` (a
-        component-marker watershed) for the FFN agglomeration to join.
+        component-marker watershed) for the FFN agglomeration to join; ``watershed``:
+        no flood fill, the segments are the supervoxels of a peak-marker watershed of
+        the boundary map (interior below ``boundary_threshold`` or Otsu's level, peaks
+        ``peak_min_distance`` apart, every voxel kept) for the learned agglomeration.
     move_threshold : float
         Face probability needed to move the FOV there.
     segment_threshold : float
@@ -168,8 +171,8 @@ class InferenceConfig:
 
     def validate(self) -> InferenceConfig:
         checks = [
-            (self.seed_policy in ("peaks", "membrane", "grid", "none"),
-             "seed_policy 'peaks', 'membrane', 'grid' or 'none'", self.seed_policy),
+            (self.seed_policy in ("peaks", "membrane", "grid", "none", "watershed"),
+             "seed_policy 'peaks', 'membrane', 'grid', 'none' or 'watershed'", self.seed_policy),
             (self.seed_policy != "none" or self.reseed_unclaimed > 0, "reseed_unclaimed > 0 with seed_policy 'none'",
              self.reseed_unclaimed),
             (self.boundary_threshold is None or 0 < self.boundary_threshold < 1, "0 < boundary_threshold < 1",
@@ -443,7 +446,7 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
     img = normalise(image, mean, std)
     half = np.asarray(ff.fov) // 2
     bmap = allowed = None
-    if (cfg.boundary_threshold is not None or cfg.seed_policy == "membrane" or cfg.fill_unclaimed
+    if (cfg.boundary_threshold is not None or cfg.seed_policy in ("membrane", "watershed") or cfg.fill_unclaimed
             or cfg.agglomerate):
         from .baseline import boundary_map  # the baseline imports this module
 
@@ -465,7 +468,10 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
         else:
             seeds = np.zeros((0, 3), int)
     evals0 = ff.fov_evals
-    seg, prob = flood_fill(img, seeds, ff, cfg, allowed)
+    if cfg.seed_policy == "watershed":
+        seg, prob = _supervoxels(image, cfg, voxel_size), np.zeros(image.shape, np.uint8)
+    else:
+        seg, prob = flood_fill(img, seeds, ff, cfg, allowed)
     if cfg.consensus and len(seeds) > 1:
         seg2, prob2 = flood_fill(img, seeds[::-1], ff, cfg, allowed)
         seg = split_consensus(seg, seg2, min_size=cfg.min_segment_size)
@@ -492,3 +498,12 @@ def _reseed_unclaimed(seg: np.ndarray, allowed: np.ndarray, min_size: int) -> np
     comp, _ = ndi.label(allowed & (seg == 0))
     comp = relabel_sequential(comp, min_size=min_size)
     return np.where(comp > 0, comp + seg.max(), seg).astype(np.uint32)
+
+
+def _supervoxels(image: np.ndarray, cfg: InferenceConfig, voxel_size) -> np.ndarray:
+    """Peak-marker watershed of the boundary map, no size filter (a removed piece would be background)."""
+    from .baseline import BaselineConfig, watershed_baseline
+
+    ws = BaselineConfig(sigma=cfg.boundary_sigma, threshold=cfg.boundary_threshold,
+                        min_distance=cfg.peak_min_distance, min_size=0, markers="peaks")
+    return watershed_baseline(image, ws, voxel_size=voxel_size).astype(np.uint32)

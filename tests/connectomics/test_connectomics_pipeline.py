@@ -239,3 +239,31 @@ def test_segment_reseed_and_ffn_agglomeration(work):
                  "--markers", "components", "--threshold", "0.5"]) == 0
     assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out", str(work / "ws_bad"),
                  "--markers", "grid"]) == 2
+
+
+def test_train_agglo_and_learned_agglomeration(work, capsys):
+    """Watershed supervoxels -> train-agglo on the training volume -> segment --agglo-classifier on the test one."""
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation
+    from deepsci.apps.connectomics.io import open_volume
+
+    model = str(work / "model" / "model.keras")
+    sv = ["--seed-policy", "watershed", "--boundary-threshold", "0.5", "--peak-min-distance", "2", "--no-consensus"]
+    assert main(["connectomics", "segment", "--model", model, "--image", f"{work}/train.zarr:image",
+                 "--out", str(work / "sv_train"), "--scheduler", "inline", *sv]) == 0
+    capsys.readouterr()
+    assert main(["connectomics", "train-agglo", "--image", f"{work}/train.zarr:image",
+                 "--labels", f"{work}/train.zarr:labels", "--seg", f"{work}/sv_train/segmentation.zarr:labels",
+                 "--model", model, "--agglo-min-contact", "20", "--agglo-radius", "8", "--out", str(work / "agg")]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["pairs_scored"] > 0 and 0 < info["joins"] < info["examples"]
+    gt = _pieces(open_volume(f"{work}/test.zarr:labels", kind="labels").read())
+    pieces = evaluate_segmentation(gt, _segment(work, work / "sv_test", *sv).read(), min_overlap=50)
+    joined = evaluate_segmentation(gt, _segment(work, work / "sv_agglo", *sv, "--agglomerate", "--agglo-classifier",
+                                                str(work / "agg" / "pair_classifier.json"), "--agglo-threshold", "0.5",
+                                                "--agglo-min-contact", "20", "--agglo-radius", "8").read(),
+                                   min_overlap=50)
+    assert joined.n_segments < pieces.n_segments and joined.vi_total < pieces.vi_total - 0.3, (pieces, joined)
+    assert joined.vi_total < VI_BOUND, joined
+    assert main(["connectomics", "train-agglo", "--image", f"{work}/train.zarr:image",
+                 "--labels", f"{work}/test.zarr:labels", "--seg", f"{work}/sv_train/segmentation.zarr:labels",
+                 "--out", str(work / "agg_bad")]) == 2
