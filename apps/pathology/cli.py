@@ -135,10 +135,12 @@ def heatmap(
     tta: Annotated[bool, typer.Option(help="Average the 8 orientations.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="tiff, zarr or both.")] = "tiff",
     scheduler: Annotated[str, typer.Option(
-        help="local (Dask on this machine), inline, or tcp://host:port.")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Dask workers.")] = None,
+        help="local (a Dask cluster started for this run), inline, or tcp://host:port: a running "
+             "cluster (`dask scheduler`; `dask worker ADDRESS --nworkers N --nthreads 1`), whose "
+             "workers keep the loaded model, so runs after the first start at once.")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Local Dask workers (default: min(slides, cores)).")] = None,
     threads: Annotated[int | None, typer.Option(
-        help="TensorFlow threads per worker (default: cores / local workers).")] = None,
+        help="TensorFlow threads per worker (default: each machine's cores split among its Dask threads).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Recompute slides finished before.")] = False,
     mpp: Mpp = None,
 ):

@@ -16,10 +16,12 @@ finished slides.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,13 +30,13 @@ import numpy as np
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.parallel import limit_tf_threads, marker_path, run_shards, threads_per_worker
 
-from .io import Slide, write_pyramid_tiff
+from .cluster import REMOTE_SCHEMES, exit_fast_at_shutdown, open_cluster, warm_up
+from .inference import predict_function
+from .io import Slide, list_slides, write_pyramid_tiff
 from .tissue import TissueConfig, slide_tissue
 
-__all__ = ["HeatmapConfig", "heatmap_grid", "heatmap_slide", "heatmap_task", "run_heatmaps"]
-
-_MODELS: dict[str, tuple] = {}  # per-process model cache (Dask workers reuse it)
-
+__all__ = ["HeatmapConfig", "Engine", "engine", "drop_cached_models", "heatmap_grid", "heatmap_slide",
+           "heatmap_task", "run_heatmaps", "warm_worker"]
 
 @dataclass
 class HeatmapConfig:
@@ -83,6 +85,8 @@ class HeatmapConfig:
             raise ConfigError(f"expected format tiff, zarr or both, found {self.format!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        if self.scheduler not in (None, "local", "inline") and not str(self.scheduler).startswith(REMOTE_SCHEMES):
+            raise ConfigError(f"expected a scheduler 'local', 'inline' or tcp://host:port, found {self.scheduler!r}")
         if self.batch_size < 1:
             raise ConfigError(f"expected batch_size >= 1, found {self.batch_size}")
         if self.stride is not None and self.stride < 1:
@@ -94,51 +98,99 @@ class HeatmapConfig:
         return self
 
 
-def _load(model_path: str, threads: int | None):
-    # Keyed by modification time too: a model retrained in place is reloaded.
-    key = f"{model_path}@{Path(model_path).stat().st_mtime_ns}"
-    if key not in _MODELS:
-        used = limit_tf_threads(threads)
-        import tensorflow as tf
+@dataclass
+class Engine:
+    """A worker process's ready model: loaded, BatchNorm-folded, traced and run once.
 
-        from deepsci.core.models.serialization import load_model
+    Attributes
+    ----------
+    meta : dict
+        The model's sidecar.
+    predict : callable
+        ``predict(*xs)``: one uint8 tensor ``(batch_size, P, P, 3)`` per scale
+        -> tumour probabilities ``(batch_size,)``.
+    threads : int
+        TensorFlow intra-op threads in force in this process.
+    built_at : float
+        When building started (seconds since the epoch).
+    build_seconds : float
+        What building cost (TensorFlow import included on a process's first).
+    """
 
-        from .inference import fold_batchnorm
-        from .patches import preprocess
-
-        model, meta = load_model(model_path)
-        if meta.get("app") != "pathology":
-            raise InputError(f"expected a pathology model, found one from app {meta.get('app')!r}", model_path)
-        # Inference-only copy, same probabilities: Conv+BN+ReLU become one fused
-        # kernel, ~1.4x the tiles/s of the narrow small Inception.
-        model = fold_batchnorm(model)
-
-        @tf.function(reduce_retracing=True)
-        def predict(xs, tta: bool):
-            # uint8 in, probabilities out: scaling and the 8 orientations run in
-            # the graph, so the Python side only hands over the raw batch. The
-            # orientations are stacked along the batch (patches are square): one
-            # model call, one graph copy of the model, bigger GEMMs.
-            xs = [preprocess(x) for x in xs]
-            if tta:
-                xs = [tf.concat([v[i] for v in _orientations_tf(xs)], axis=0) for i in range(len(xs))]
-            logits = model(xs[0] if len(xs) == 1 else tuple(xs), training=False)["tumor"][:, 0]
-            probs = tf.sigmoid(logits)
-            return tf.reduce_mean(tf.reshape(probs, (8, -1)), axis=0) if tta else probs
-
-        _MODELS.clear()
-        _MODELS[key] = (model, meta, predict, {"threads": used, "warm": set()})
-    return _MODELS[key]
+    meta: dict
+    predict: Callable
+    threads: int
+    built_at: float
+    build_seconds: float
 
 
-def _orientations_tf(xs):
+# Per process. A Dask worker outlives a run, so the next run on the same
+# cluster finds its model here and starts at once.
+_MODEL: dict[tuple, tuple] = {}     # (path, mtime_ns, size) -> (folded model, sidecar)
+_ENGINES: dict[tuple, Engine] = {}  # that key + (batch size, tta, TF threads) -> Engine
+
+
+def _model_key(model_path: str) -> tuple[str, int, int]:
+    st = Path(model_path).stat()  # a model retrained or replaced in place gets a new key
+    return (str(Path(model_path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+def engine(model_path: str, batch_size: int, tta: bool, threads: int | None) -> tuple[Engine, bool]:
+    """This process's engine for the model file and settings, and whether it was cached.
+
+    Cached by (model path, modification time, size, batch size, TTA, TF
+    threads): a second call with the same file and settings returns at once;
+    a changed file is loaded again (and the old one dropped). ``threads`` is
+    applied only if TensorFlow has not started in this process yet; the key
+    holds the count in force.
+    """
+    t0, started = time.perf_counter(), time.time()
+    used = limit_tf_threads(threads)
+    mkey = _model_key(model_path)
+    key = (*mkey, int(batch_size), bool(tta), used)
+    if key in _ENGINES:
+        return _ENGINES[key], True
+    if mkey not in _MODEL:
+        _MODEL.clear()
+        _ENGINES.clear()
+        _MODEL[mkey] = _load_folded(model_path)
+    model, meta = _MODEL[mkey]
+    spec = meta["input_spec"]
+    size, scales = int(spec["patch_size"]), len(spec["magnifications"])
+    predict = predict_function(model, patch_size=size, scales=scales, batch_size=batch_size, tta=tta)
     import tensorflow as tf
 
-    views = []
-    for k in range(4):
-        r = [tf.image.rot90(x, k) for x in xs]
-        views += [r, [tf.image.flip_left_right(x) for x in r]]
-    return views
+    # The first call also builds the oneDNN kernels: done here, not on a slide's clock.
+    predict(*[tf.zeros((batch_size, size, size, 3), tf.uint8)] * scales).numpy()
+    _ENGINES[key] = Engine(meta, predict, used, started, time.perf_counter() - t0)
+    return _ENGINES[key], False
+
+
+def drop_cached_models() -> None:
+    """Forget this process's models (the next run starts cold)."""
+    _MODEL.clear()
+    _ENGINES.clear()
+
+
+def _load_folded(model_path: str) -> tuple:
+    from deepsci.core.models.serialization import load_model
+
+    from .inference import fold_batchnorm
+
+    model, meta = load_model(model_path)
+    if meta.get("app") != "pathology":
+        raise InputError(f"expected a pathology model, found one from app {meta.get('app')!r}", model_path)
+    # Inference-only copy, same probabilities: Conv+BN+ReLU become one fused
+    # kernel, ~1.3x the tiles/s of the narrow small Inception.
+    return fold_batchnorm(model), meta
+
+
+def warm_worker(model_path: str, batch_size: int, tta: bool, threads: int | None, started_here: bool) -> dict:
+    """Build this worker's engine ahead of its first slide (a Dask task run at cluster start)."""
+    if started_here:
+        exit_fast_at_shutdown()
+    eng, cached = engine(model_path, batch_size, tta, threads)
+    return {"worker_pid": os.getpid(), "cached": cached, "build_seconds": eng.build_seconds}
 
 
 def heatmap_grid(slide: Slide, stride_px: float, tissue_cfg: TissueConfig) -> np.ndarray:
@@ -226,17 +278,13 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
 
     from .patches import PatchConfig
 
-    model, meta, predict, state = _load(model_path, cfg.threads)
-    spec = meta["input_spec"]
+    eng, cached = engine(model_path, cfg.batch_size, cfg.tta, cfg.threads)
+    spec = eng.meta["input_spec"]
     pc = PatchConfig(patch_size=int(spec["patch_size"]), magnifications=tuple(spec["magnifications"]),
                      center_size=int(spec["center_size"]))
-    bs, nscale = cfg.batch_size, len(pc.magnifications)
-    if (bs, cfg.tta) not in state["warm"]:  # trace once, outside the timed loop
-        zeros = tf.zeros((bs, pc.patch_size, pc.patch_size, 3), tf.uint8)
-        predict([zeros] * nscale, bool(cfg.tta)).numpy()
-        state["warm"].add((bs, cfg.tta))
+    bs = cfg.batch_size
     t0, cpu0 = time.perf_counter(), time.process_time()
-    # once per process (TensorFlow import, model load and folding, tracing): a worker's first slide pays it
+    # 0 on a warm worker; otherwise TensorFlow import, model load and folding, tracing
     startup = t0 - t_start
     with Slide(slide_path, mpp=cfg.mpp) as slide:
         choices = [slide.select_level(m) for m in pc.magnifications]
@@ -248,7 +296,7 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
         bar = progress(total=len(rows), desc=f"heatmap {Path(slide_path).stem}", unit="tile")
         batches = _tile_batches(slide, rows, cols, stride_px, pc, choices, bs)
         for r, c, scales in _prefetch(batches):
-            probs = predict([tf.constant(s) for s in scales], bool(cfg.tta)).numpy()
+            probs = eng.predict(*[tf.constant(s) for s in scales]).numpy()
             heat[r, c] = probs[: len(r)]
             bar.update(len(r))
         bar.close()
@@ -263,7 +311,8 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
             "magnifications": list(pc.magnifications), "patch_size": pc.patch_size,
             "tta": bool(cfg.tta), "model": str(model_path), "tiles": int(n), "seconds": round(seconds, 3),
             "cpu_seconds": round(cpu_seconds, 3), "startup_seconds": round(startup, 3),
-            "batch_size": bs, "tf_threads": int(state["threads"]),
+            "batch_size": bs, "tf_threads": int(eng.threads), "model_cached": cached,
+            "model_built_at": eng.built_at, "model_build_seconds": round(eng.build_seconds, 3),
             "level0_megapixels": float(n * stride_px * stride_px / 1e6),
         }
         return heat, info
@@ -311,6 +360,8 @@ def heatmap_task(task: dict) -> dict:
 
     started = time.time()
     cfg = HeatmapConfig(**{**task["config"], "tissue": TissueConfig(**task["config"]["tissue"])})
+    if cfg.threads is None and task.get("worker_threads"):
+        cfg.threads = _this_worker(task["worker_threads"])
     out = Path(cfg.out_dir)
     name = Path(task["slide"]).stem
     from concurrent.futures import ThreadPoolExecutor
@@ -340,13 +391,33 @@ def heatmap_task(task: dict) -> dict:
             "worker_pid": os.getpid()}
 
 
+def _this_worker(mapping: dict[str, int | None]) -> int | None:
+    """This Dask worker's entry of ``worker address -> value`` (``None`` outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        return mapping.get(get_worker().address)
+    except (ImportError, ValueError):
+        return None
+
+
+def _check_slides(slides: list[Path], meta: dict, mpp: float | None) -> None:
+    # Every slide opened up front: a bad file is a one-line error, not a worker traceback.
+    for s in slides:
+        with Slide(s, mpp=mpp) as slide:
+            for m in meta["input_spec"]["magnifications"]:
+                slide.select_level(m)
+
+
 def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
-    """Heatmaps of every slide in ``config.slides``; returns per-slide info."""
-    import dataclasses
+    """Heatmaps of every slide in ``config.slides``; returns per-slide info.
 
+    With ``scheduler="local"`` a Dask cluster is started for the run; with
+    ``tcp://host:port`` a running one is used, and its workers keep their
+    loaded model for the next run (see :mod:`.cluster`). Either way every
+    worker starts loading the model as soon as the cluster is up.
+    """
     from deepsci.core.io import save_config, write_run_info
-
-    from .train import list_slides
 
     cfg = config.validate()
     out = Path(cfg.out_dir)
@@ -358,37 +429,46 @@ def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
     state = out / ".state"
     if cfg.overwrite:
         for t in tasks:
-            marker_path(state, Path(t["slide"]).stem).unlink(missing_ok=True)
-    # Validate every slide up front: a bad file is a one-line error, not a worker traceback.
-    from deepsci.core.models.serialization import load_model  # noqa: F401 - fail fast on import
-
+            marker_path(state, _key(t)).unlink(missing_ok=True)
     meta = _sidecar(cfg.model)
-    for s in slides:
-        with Slide(s, mpp=cfg.mpp) as slide:
-            for m in meta["input_spec"]["magnifications"]:
-                slide.select_level(m)
     save_config(cfg, out / "heatmap_config.json")
-    workers = cfg.workers or max(1, min(len(tasks), os.cpu_count() or 1))
+    todo = sum(not marker_path(state, _key(t)).exists() for t in tasks)
+    workers = cfg.workers or max(1, min(todo, os.cpu_count() or 1))
     # One slide gains nothing from a cluster but would pay its start-up.
-    scheduler = "inline" if (len(tasks) == 1 and cfg.scheduler in (None, "local")) else cfg.scheduler
-    if cfg.threads is None and scheduler in ("inline", None, "local"):
-        threads = (os.cpu_count() or 1) if scheduler == "inline" else threads_per_worker(scheduler, workers)
-        for t in tasks:
-            t["config"] = {**t["config"], "threads": threads}
-    results = run_shards(heatmap_task, tasks, key=lambda t: Path(t["slide"]).stem, state_dir=state,
-                         scheduler=scheduler, workers=workers, desc="slides")
+    scheduler = "inline" if (todo <= 1 and cfg.scheduler in (None, "local")) else cfg.scheduler
+    if scheduler == "inline":
+        _check_slides(slides, meta, cfg.mpp)
+        threads = cfg.threads or threads_per_worker(scheduler, workers)
+        tasks = [{**t, "config": {**t["config"], "threads": threads}} for t in tasks]
+        results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, scheduler="inline", desc="slides")
+    else:
+        with open_cluster(scheduler, workers, cfg.threads) as (client, cluster):
+            warm = warm_up(client, cluster, warm_worker, cfg_dict["model"], cfg.batch_size, cfg.tta, todo=todo)
+            _check_slides(slides, meta, cfg.mpp)  # while the workers load the model
+            tasks = [{**t, "worker_threads": cluster.tf_threads} for t in tasks]
+            results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, scheduler=cluster.address,
+                                 desc="slides")
+            del warm  # held until the slides are done: a released future is cancelled
     write_run_info(out, command="pathology heatmap", config=cfg,
                    extra={"slides": {k: {kk: v[kk] for kk in ("tiles", "seconds", "score")}
                                      for k, v in results.items()}})
     return results
 
 
+def _key(task: dict) -> str:
+    return Path(task["slide"]).stem
+
+
 def _sidecar(model_path: str) -> dict:
     from deepsci.core.io import read_json
-    from deepsci.core.models.serialization import sidecar_path
 
-    meta = read_json(sidecar_path(model_path))
+    # model.keras -> model.json, as the core's save_model writes it. Not through
+    # core.models.serialization: importing it imports TensorFlow (~3 s), which a
+    # run on Dask workers does not need in this process.
+    path = Path(model_path).with_suffix(".json")
+    if not path.is_file():
+        raise InputError("expected the model's sidecar (model.json beside model.keras), found none", path)
+    meta = read_json(path)
     if meta.get("app") != "pathology" or "input_spec" not in meta:
-        raise InputError("expected a pathology model sidecar with input_spec, found another kind",
-                         sidecar_path(model_path))
+        raise InputError("expected a pathology model sidecar with input_spec, found another kind", path)
     return meta

@@ -9,12 +9,16 @@ remapper then runs it as one fused Conv2D+BiasAdd+Relu kernel, so the
 narrow (16-64 channel) layers of the small Inception no longer pass over
 their activations three times. The copy computes the same probabilities
 (to float32 rounding) and is never saved or trained.
+
+:func:`predict_function` turns a model (folded or as trained) into what the
+heatmap runs: uint8 tiles in, tumour probabilities out, traced once for one
+fixed batch shape.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fold_batchnorm", "foldable_pairs"]
+__all__ = ["fold_batchnorm", "foldable_pairs", "predict_function"]
 
 
 def _sole_consumer(layer):
@@ -112,3 +116,52 @@ def fold_batchnorm(model):
         else:
             layer.set_weights(src.get_weights())
     return copy
+
+
+def _orientations(xs):
+    """The 8 orientations (4 rotations, each also mirrored) of every scale's batch."""
+    import tensorflow as tf
+
+    views = []
+    for k in range(4):
+        r = [tf.image.rot90(x, k) for x in xs]
+        views += [r, [tf.image.flip_left_right(x) for x in r]]
+    return views
+
+
+def predict_function(model, *, patch_size: int, scales: int, batch_size: int, tta: bool = False):
+    """The heatmap's inference step, traced once for a fixed batch shape.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Pathology classifier (folded or not): ``(N, P, P, 3)`` per scale -> ``{"tumor": (N, 1)}`` logits.
+    patch_size, scales : int
+        ``P`` and the number of magnifications (model inputs).
+    batch_size : int
+        The only batch size it accepts; the caller pads the last batch, so
+        a slide never triggers a second trace.
+    tta : bool
+        Average the 8 orientations, stacked along the batch (patches are
+        square): one model call with 8x the rows, bigger GEMMs.
+
+    Returns
+    -------
+    callable
+        ``f(*xs)`` with one uint8 tensor ``(batch_size, P, P, 3)`` per scale ->
+        float32 probabilities ``(batch_size,)``. Scaling to [-1, 1] runs in the graph.
+    """
+    import tensorflow as tf
+
+    from .patches import preprocess
+
+    def predict(*xs):
+        xs = [preprocess(x) for x in xs]
+        if tta:
+            xs = [tf.concat([v[i] for v in _orientations(xs)], axis=0) for i in range(scales)]
+        logits = model(xs[0] if scales == 1 else tuple(xs), training=False)["tumor"][:, 0]
+        probs = tf.sigmoid(logits)
+        return tf.reduce_mean(tf.reshape(probs, (8, -1)), axis=0) if tta else probs
+
+    spec = [tf.TensorSpec((batch_size, patch_size, patch_size, 3), tf.uint8)] * scales
+    return tf.function(predict, input_signature=spec).get_concrete_function()

@@ -42,6 +42,7 @@ __all__ = [
     "write_detections_csv",
     "read_detections_csv",
     "SLIDE_SUFFIXES",
+    "list_slides",
 ]
 
 #: File endings OpenSlide opens (the ones a folder scan picks up).
@@ -60,6 +61,19 @@ _MAG_TOLERANCE = 1.25
 
 TUMOUR_GROUPS = ("_0", "_1", "tumor", "tumour", "metastases", "metastasis")
 EXCLUDE_GROUPS = ("_2", "exclusion", "exclude", "normal")
+
+
+def list_slides(folder: str | Path) -> list[Path]:
+    """Slide files in ``folder`` (masks ``*_Mask.tif`` and ``*.heatmap.tif`` excluded)."""
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    out = [p for p in sorted(folder.iterdir())
+           if p.suffix.lower() in SLIDE_SUFFIXES and not p.stem.endswith("_Mask")
+           and ".heatmap" not in p.name and not p.name.startswith(".")]
+    if not out:
+        raise InputError(f"expected slide files ({', '.join(SLIDE_SUFFIXES[:4])} ...), found none", folder)
+    return out
 
 
 def mpp_for_magnification(magnification: float) -> float:

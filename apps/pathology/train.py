@@ -14,7 +14,7 @@ from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.models.batchnorm import precise_batchnorm  # noqa: F401 - re-exported for the app's API
 from deepsci.core.training import TrainConfig
 
-from .io import SLIDE_SUFFIXES
+from .io import list_slides
 from .patches import PatchConfig
 
 __all__ = ["PathologyTrainConfig", "list_slides", "find_annotation", "build_model", "train"]
@@ -83,19 +83,6 @@ class PathologyTrainConfig:
             raise InputError("expected a folder of slides, found none", self.slides)
         self.train.validate()
         return self
-
-
-def list_slides(folder: str | Path) -> list[Path]:
-    """Slide files in ``folder`` (masks ``*_Mask.tif`` and ``*.heatmap.tif`` excluded)."""
-    folder = Path(folder)
-    if folder.is_file():
-        return [folder]
-    out = [p for p in sorted(folder.iterdir())
-           if p.suffix.lower() in SLIDE_SUFFIXES and not p.stem.endswith("_Mask")
-           and ".heatmap" not in p.name and not p.name.startswith(".")]
-    if not out:
-        raise InputError(f"expected slide files ({', '.join(SLIDE_SUFFIXES[:4])} ...), found none", folder)
-    return out
 
 
 def find_annotation(slide: Path, folder: str | Path | None) -> Path | None:

@@ -1,0 +1,152 @@
+"""Dask clusters for ``heatmap``: one started for a run, or a running one reused across runs.
+
+A pathology team keeps a cluster up and submits slides all day
+(``dask scheduler`` and ``dask worker tcp://host:8786 --nworkers 2 --nthreads 1``,
+then ``deepsci pathology heatmap --scheduler tcp://host:8786 ...``). Each worker
+process keeps its loaded model between runs (:func:`.heatmap.engine`), so
+only the first run on a cluster pays TensorFlow's import, model loading and
+tracing. When no cluster is given, a local one is started for the run.
+
+Either way the model is loaded in every worker as soon as the cluster is up
+(:func:`warm_up`), while this process is still checking the slides, and a
+local cluster started here is closed without waiting for each worker's
+interpreter teardown (every output is written before its task returns).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from deepsci.core.errors import ConfigError
+from deepsci.core.parallel import threads_per_worker
+
+__all__ = ["REMOTE_SCHEMES", "ClusterInfo", "open_cluster", "worker_threads", "warm_up", "exit_fast_at_shutdown"]
+
+#: Scheduler addresses of a running cluster.
+REMOTE_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
+
+
+@dataclass
+class ClusterInfo:
+    """The cluster a run uses.
+
+    Attributes
+    ----------
+    address : str
+        Scheduler address (give it to :func:`deepsci.core.parallel.run_shards`).
+    started_here : bool
+        A local cluster this run started (and closes), not a running one.
+    tf_threads : dict
+        Worker address -> TensorFlow threads its tasks should use (``None``:
+        TensorFlow's default).
+    """
+
+    address: str
+    started_here: bool
+    tf_threads: dict[str, int | None] = field(default_factory=dict)
+
+
+@contextmanager
+def open_cluster(scheduler: str | None, workers: int, threads: int | None = None):
+    """Start a local cluster of ``workers`` processes, or connect to ``tcp://host:port``.
+
+    Parameters
+    ----------
+    scheduler : str or None
+        ``None``/``"local"`` or a scheduler address.
+    workers : int
+        Local worker processes (ignored for a running cluster).
+    threads : int, optional
+        TensorFlow threads per worker; default: the cores split among the
+        Dask threads of each machine (:func:`worker_threads`).
+
+    Yields
+    ------
+    (distributed.Client, ClusterInfo)
+    """
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler in (None, "local"):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               # ":0" (a free port): None still binds 8787 and warns
+                               # when a second cluster runs on the machine.
+                               dashboard_address=":0", silence_logs=40)
+        client = Client(cluster)
+        per_worker = threads or threads_per_worker("local", workers)
+        info = ClusterInfo(cluster.scheduler_address, True,
+                           {w: per_worker for w in client.scheduler_info(n_workers=-1)["workers"]})
+    elif isinstance(scheduler, str) and scheduler.startswith(REMOTE_SCHEMES):
+        cluster, client = None, Client(scheduler)
+        tf_threads = worker_threads(client)
+        info = ClusterInfo(scheduler, False, {w: threads for w in tf_threads} if threads else tf_threads)
+    else:
+        raise ConfigError(f"expected a scheduler 'local', 'inline' or tcp://host:port, found {scheduler!r}")
+    try:
+        yield client, info
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def worker_threads(client) -> dict[str, int]:
+    """TensorFlow threads per worker so the workers of one machine share its cores.
+
+    Each worker gets ``cores * its Dask threads / all Dask threads on its
+    host`` (at least 1): two 1-thread workers on 2 cores get 1 each, instead
+    of TensorFlow's default of one thread per core in every process.
+    """
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    cores = client.run(os.cpu_count)
+    per_host = Counter()
+    for w in info.values():
+        per_host[w["host"]] += w["nthreads"]
+    return {addr: max(1, (cores.get(addr) or 1) * w["nthreads"] // max(1, per_host[w["host"]]))
+            for addr, w in info.items()}
+
+
+def warm_up(client, info: ClusterInfo, func: Callable, *args, todo: int) -> list:
+    """Run ``func(*args, threads, started_here)`` once on every worker, now; return the futures.
+
+    Skipped (``[]``) when there are fewer slides to do (``todo``) than
+    workers: a worker that gets no slide would load the model for nothing,
+    on cores the others are using. Keep the futures until the run ends
+    (dropping them cancels the work).
+    """
+    import uuid
+
+    if todo < len(info.tf_threads):
+        return []
+    run = uuid.uuid4().hex[:8]
+    return [client.submit(func, *args, threads, info.started_here, workers=[addr], allow_other_workers=False,
+                          pure=False, key=f"warm-up-{run}-{addr}")
+            for addr, threads in info.tf_threads.items()]
+
+
+def exit_fast_at_shutdown() -> None:
+    """Let this worker process end without the interpreter's teardown.
+
+    Tearing down a Python process that has TensorFlow loaded takes ~2 s,
+    which closing a local cluster waited for. Only for
+    workers of a cluster this run started: each task wrote its outputs
+    atomically before returning, so nothing is left to flush but stdio.
+    """
+    global _FAST_EXIT
+    if not _FAST_EXIT:
+        atexit.register(_exit_now)  # atexit runs last-registered first: before the slow teardown
+        _FAST_EXIT = True
+
+
+_FAST_EXIT = False
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
