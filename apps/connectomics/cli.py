@@ -161,6 +161,7 @@ def train_agglo(
     agglo_min_contact: Annotated[int | None, typer.Option(help="Smallest contact given FFN runs (as in segment).")] = None,
     agglo_radius: Annotated[int | None, typer.Option(help="Half-size of the FFN box (as in segment).")] = None,
     boundary_sigma: Annotated[float, typer.Option(help="Smoothing of the boundary map (as in segment).")] = 1.0,
+    kind: Annotated[str, typer.Option(help="forest (random forest) | logistic (logistic regression).")] = "forest",
     voxel_size: VoxelSize = None,
 ):
     """Fit the agglomeration pair classifier (for segment --agglo-classifier) on a labelled volume."""
@@ -170,7 +171,7 @@ def train_agglo(
     given = {"radius": None if agglo_radius is None else (agglo_radius,) * 3, "min_contact": agglo_min_contact}
     agg = AgglomerationConfig(**{k: v for k, v in given.items() if v is not None})
     typer.echo(json.dumps(run_train_agglo(model, image, labels, seg, out, agg=agg, boundary_sigma=boundary_sigma,
-                                          voxel_size=voxel_size)))
+                                          kind=kind, voxel_size=voxel_size)))
 
 
 @app.command()

@@ -5,7 +5,7 @@ every pair of touching segments is an edge carrying additive statistics of
 its contact (voxel faces, boundary-map sum, sum of squares, faces above 0.5)
 and the sizes of both sides; optionally the two directed FFN recoveries of
 :func:`~deepsci.apps.connectomics.agglomerate.pair_scores` on the initial
-pieces. A logistic regression trained on pairs of a labelled volume turns
+pieces. A random forest (GALA's choice; or a logistic regression) trained on pairs of a labelled volume turns
 the features into a join probability, and the pair with the highest one is
 merged first; the merged node's edges are recomputed from the summed
 statistics (FFN recoveries of merged edges: contact-weighted means), until
@@ -32,10 +32,11 @@ from .inference import relabel_sequential
 __all__ = ["FEATURES", "RagStats", "rag_stats", "PairClassifier", "fit_pair_classifier", "rag_agglomerate",
            "training_examples"]
 
+#: Boundary-map levels whose share of contact faces at or above them are features (an additive histogram).
+LEVELS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 #: Feature names, in the order of the classifier's weights.
-FEATURES = ("log_contact", "bmap_mean", "bmap_std", "bmap_high_frac", "log_size_min", "log_size_max",
-            "ffn_min", "ffn_max")
-_HIGH = 0.5  # boundary-map level counted as "membrane" on a contact face
+FEATURES = ("log_contact", "bmap_mean", "bmap_std", *(f"bmap_ge_{t}" for t in LEVELS), "log_size_min",
+            "log_size_max", "ffn_min", "ffn_max")
 
 
 @dataclass
@@ -47,7 +48,8 @@ class RagStats:
     size : ndarray of float, shape (N + 1,)
         Voxels per segment id (index 0 unused).
     edges : dict
-        ``(a, b)`` with ``a < b`` → float array ``[faces, bsum, bsq, bhigh, ffn_ab*faces, ffn_ba*faces, ffn_faces]``.
+        ``(a, b)`` with ``a < b`` → float array ``[faces, bsum, bsq, ffn_ab*faces, ffn_ba*faces, ffn_faces,
+        faces >= each of LEVELS]``.
     gt : ndarray of float, shape (N + 1, G), optional
         Voxel overlap of every segment with every ground-truth object (training only).
     """
@@ -93,13 +95,14 @@ def rag_stats(labels: np.ndarray, bmap: np.ndarray, *, ffn_pairs: list[dict] | N
     size = np.bincount(labels.ravel().astype(np.int64), minlength=n + 1).astype(np.float64)
     keys, vals = _faces(labels, bmap)
     uniq, inv = np.unique(keys, return_inverse=True)
-    cols = [np.bincount(inv, w, len(uniq)) for w in (None, vals, vals ** 2, (vals >= _HIGH).astype(float))]
-    stats = np.stack(cols + [np.zeros(len(uniq))] * 3, 1)
+    cols = [np.bincount(inv, w, len(uniq)) for w in (None, vals, vals ** 2)] + [np.zeros(len(uniq))] * 3
+    cols += [np.bincount(inv, (vals >= t).astype(float), len(uniq)) for t in LEVELS]
+    stats = np.stack(cols, 1)
     edges = {(int(k >> 32), int(k & 0xFFFFFFFF)): stats[i] for i, k in enumerate(uniq)}
     for p in ffn_pairs or ():
         e = edges.get((p["a"], p["b"]))
         if e is not None:
-            e[4:7] = (p["a_to_b"] * e[0], p["b_to_a"] * e[0], e[0])
+            e[3:6] = (p["a_to_b"] * e[0], p["b_to_a"] * e[0], e[0])
     over = None
     if gt is not None:
         keep = gt.ravel() != 0
@@ -115,58 +118,81 @@ def edge_features(e: np.ndarray, size_a: float, size_b: float) -> np.ndarray:
     faces = max(e[0], 1.0)
     mean = e[1] / faces
     std = np.sqrt(max(e[2] / faces - mean ** 2, 0.0))
-    if e[6] > 0:
-        ab, ba = e[4] / e[6], e[5] / e[6]
+    if e[5] > 0:
+        ab, ba = e[3] / e[5], e[4] / e[5]
     else:
         ab = ba = 0.5
-    return np.array([np.log1p(e[0]), mean, std, e[3] / faces, np.log1p(min(size_a, size_b)),
+    return np.array([np.log1p(e[0]), mean, std, *(e[6:] / faces), np.log1p(min(size_a, size_b)),
                      np.log1p(max(size_a, size_b)), min(ab, ba), max(ab, ba)])
 
 
 @dataclass
 class PairClassifier:
-    """Logistic regression on standardised :data:`FEATURES` (stored as JSON, no pickle).
+    """Join probability of a pair from its :data:`FEATURES` (stored as JSON, no pickle).
 
     Attributes
     ----------
     features : list of str
         Names of the features used (a subset of :data:`FEATURES`).
-    mean, scale, weights : list of float
-        Standardisation and weights, one per used feature.
-    bias : float
+    kind : {"forest", "logistic"}
+        ``forest``: random forest, ``trees`` hold each tree's arrays (``left``,
+        ``right``, ``feature``, ``threshold``, ``p`` = share of joins at the node);
+        ``logistic``: ``mean``, ``scale``, ``weights`` and ``bias`` on standardised features.
+    params : dict
+        The model's arrays, see ``kind``.
     """
 
     features: list
-    mean: list
-    scale: list
-    weights: list
-    bias: float
+    kind: str
+    params: dict
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """Join probability, shape (M,), of full feature rows ``x`` of shape (M, len(FEATURES))."""
-        idx = [FEATURES.index(f) for f in self.features]
-        z = (np.atleast_2d(x)[:, idx] - np.asarray(self.mean)) / np.asarray(self.scale)
-        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.weights) + self.bias)))
+        x = np.atleast_2d(x)[:, [FEATURES.index(f) for f in self.features]]
+        if self.kind == "logistic":
+            z = (x - np.asarray(self.params["mean"])) / np.asarray(self.params["scale"])
+            return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.params["weights"]) + self.params["bias"])))
+        rows = np.arange(len(x))
+        out = np.zeros(len(x))
+        for t in self._trees():
+            node = np.zeros(len(x), np.int64)
+            while True:
+                inner = t["left"][node] >= 0
+                if not inner.any():
+                    break
+                go_left = x[rows, t["feature"][node]] <= t["threshold"][node]
+                node = np.where(inner, np.where(go_left, t["left"][node], t["right"][node]), node)
+            out += t["p"][node]
+        return out / len(self.params["trees"])
+
+    def _trees(self) -> list[dict]:
+        if not hasattr(self, "_arrays"):
+            types = {"left": np.int64, "right": np.int64, "feature": np.int64, "threshold": float, "p": float}
+            self._arrays = [{k: np.asarray(t[k], dt) for k, dt in types.items()} for t in self.params["trees"]]
+        return self._arrays
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(self.__dict__, indent=1))
+            Path(tmp).write_text(json.dumps({"features": self.features, "kind": self.kind, "params": self.params}))
 
     @classmethod
     def load(cls, path: str | Path) -> PairClassifier:
         try:
             d = json.loads(Path(path).read_text())
-            clf = cls(**{k: d[k] for k in ("features", "mean", "scale", "weights", "bias")})
+            clf = cls(d["features"], d["kind"], d["params"])
+            keys = {"forest": ("trees",), "logistic": ("mean", "scale", "weights", "bias")}[clf.kind]
+            missing = [k for k in keys if k not in clf.params]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise InputError(f"expected a pair-classifier JSON file, found {type(err).__name__}: {err}", path) from err
-        if not set(clf.features) <= set(FEATURES) or not (
-                len(clf.features) == len(clf.mean) == len(clf.scale) == len(clf.weights)):
-            raise InputError(f"expected features among {FEATURES} with one weight each, found {clf.features}", path)
+        if missing or not set(clf.features) <= set(FEATURES):
+            raise InputError(f"expected features among {FEATURES} and params {keys}, found {clf.features}, "
+                             f"missing {missing}", path)
         return clf
 
 
-def fit_pair_classifier(x: np.ndarray, y: np.ndarray, features=FEATURES, *, c: float = 1.0) -> PairClassifier:
-    """Fit a balanced, L2-regularised logistic regression.
+def fit_pair_classifier(x: np.ndarray, y: np.ndarray, features=FEATURES, *, kind: str = "forest",
+                        trees: int = 100, min_leaf: int = 5, seed: int = 0) -> PairClassifier:
+    """Fit a class-balanced random forest (default) or logistic regression.
 
     Parameters
     ----------
@@ -174,16 +200,32 @@ def fit_pair_classifier(x: np.ndarray, y: np.ndarray, features=FEATURES, *, c: f
     y : ndarray of bool, shape (M,)
         True: both sides belong to one object.
     """
-    from sklearn.linear_model import LogisticRegression
-
     y = np.asarray(y, bool)
     if y.all() or not y.any():
         raise ConfigError(f"expected join and no-join examples, found {int(y.sum())} of {len(y)} joins")
-    idx = [FEATURES.index(f) for f in features]
-    xs = x[:, idx]
-    mean, scale = xs.mean(0), xs.std(0) + 1e-6
-    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit((xs - mean) / scale, y)
-    return PairClassifier(list(features), mean.tolist(), scale.tolist(), lr.coef_[0].tolist(), float(lr.intercept_[0]))
+    if kind not in ("forest", "logistic"):
+        raise ConfigError(f"expected kind 'forest' or 'logistic', found {kind!r}")
+    xs = x[:, [FEATURES.index(f) for f in features]]
+    if kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        mean, scale = xs.mean(0), xs.std(0) + 1e-6
+        lr = LogisticRegression(class_weight="balanced", max_iter=2000).fit((xs - mean) / scale, y)
+        return PairClassifier(list(features), kind, {"mean": mean.tolist(), "scale": scale.tolist(),
+                                                     "weights": lr.coef_[0].tolist(),
+                                                     "bias": float(lr.intercept_[0])})
+    from sklearn.ensemble import RandomForestClassifier
+
+    rf = RandomForestClassifier(n_estimators=trees, min_samples_leaf=min_leaf, class_weight="balanced",
+                                random_state=seed, n_jobs=1).fit(xs, y)
+    out = []
+    for est in rf.estimators_:
+        t = est.tree_
+        v = t.value[:, 0, :]
+        p = v[:, list(rf.classes_).index(True)] / np.maximum(v.sum(1), 1e-12)
+        out.append({"left": t.children_left.tolist(), "right": t.children_right.tolist(),
+                    "feature": t.feature.tolist(), "threshold": t.threshold.tolist(), "p": p.tolist()})
+    return PairClassifier(list(features), kind, {"trees": out})
 
 
 def _merge_edges(st: RagStats, adj: dict, u: int, v: int) -> None:
@@ -199,7 +241,7 @@ def _merge_edges(st: RagStats, adj: dict, u: int, v: int) -> None:
         # FFN recoveries are directional; keep them with respect to (min, max) order.
         if (v < w) != (u < w):
             e = e.copy()
-            e[4], e[5] = e[5], e[4]
+            e[3], e[4] = e[4], e[3]
         key = (min(u, w), max(u, w))
         st.edges[key] = st.edges[key] + e if key in st.edges else e
         adj[u].add(w)
@@ -240,15 +282,18 @@ def rag_agglomerate(labels: np.ndarray, st: RagStats, clf: PairClassifier | None
     version = np.zeros(len(st.size), int)
     heap: list = []
 
-    def push(a, b):
-        x = edge_features(st.edges[(a, b)], st.size[a], st.size[b])
-        p = float(clf.proba(x)[0]) if clf is not None else 1.0 - x[1]
-        if record is not None:
-            record.append((x, _same(st, a, b)))
-        heapq.heappush(heap, (-p, a, b, version[a], version[b]))
+    def push(keys):
+        # One classifier call per merge (all edges of the grown node), not one per edge.
+        if not keys:
+            return
+        x = np.stack([edge_features(st.edges[k], st.size[k[0]], st.size[k[1]]) for k in keys])
+        p = clf.proba(x) if clf is not None else 1.0 - x[:, 1]
+        for (a, b), pk, xk in zip(keys, p, x, strict=True):
+            if record is not None:
+                record.append((xk, _same(st, a, b)))
+            heapq.heappush(heap, (-float(pk), a, b, version[a], version[b]))
 
-    for a, b in list(st.edges):
-        push(a, b)
+    push(list(st.edges))
     parent = np.arange(len(st.size))
     merged = 0
     while heap:
@@ -264,8 +309,7 @@ def rag_agglomerate(labels: np.ndarray, st: RagStats, clf: PairClassifier | None
         merged += 1
         version[a] += 1
         version[b] += 1
-        for w in adj[a]:
-            push(min(a, w), max(a, w))
+        push([(min(a, w), max(a, w)) for w in adj[a]])
     for i in range(len(parent)):
         r = i
         while parent[r] != r:
@@ -294,7 +338,7 @@ def training_examples(labels: np.ndarray, bmap: np.ndarray, gt: np.ndarray, *,
 
 
 def run_train_agglo(model: str | Path | None, image: str, labels: str, seg: str, out: str | Path, *,
-                    agg=None, icfg=None, boundary_sigma: float = 1.0, c: float = 1.0, voxel_size=None) -> dict:
+                    agg=None, icfg=None, boundary_sigma: float = 1.0, kind: str = "forest", voxel_size=None) -> dict:
     """``deepsci connectomics train-agglo``: fit the pair classifier on a labelled volume.
 
     Parameters
@@ -308,6 +352,8 @@ def run_train_agglo(model: str | Path | None, image: str, labels: str, seg: str,
         Box radius and minimum contact of the FFN pair runs (use the same at inference).
     icfg : InferenceConfig, optional
         Movement / segment thresholds and batch size of the FFN pair runs.
+    kind : {"forest", "logistic"}
+        Classifier type (:func:`fit_pair_classifier`).
 
     Returns
     -------
@@ -342,7 +388,7 @@ def run_train_agglo(model: str | Path | None, image: str, labels: str, seg: str,
                             FloodFiller(net, side["ffn"]["deltas"]), icfg, agg, bmap)
         features = list(FEATURES)
     x, y = training_examples(lab, bmap, gt, ffn_pairs=pairs)
-    clf = fit_pair_classifier(x, y, features, c=c)
+    clf = fit_pair_classifier(x, y, features, kind=kind)
     path = Path(out) / "pair_classifier.json"
     Path(out).mkdir(parents=True, exist_ok=True)
     clf.save(path)

@@ -531,7 +531,8 @@ def test_rag_stats_add_up_when_nodes_merge():
     bmap[..., 3] = 0.8  # the 2|3 contact runs through a membrane
     st = rag_stats(lab, bmap, gt=np.where(lab == 3, 2, 1).astype(np.uint32))
     assert sorted(st.edges) == [(1, 2), (2, 3)] and st.edges[(1, 2)][0] == 6 and st.size.tolist() == [0, 12, 12, 12]
-    assert np.isclose(st.edges[(2, 3)][1] / 6, 0.4) and st.edges[(2, 3)][3] == 0  # face means (0.8 + 0) / 2
+    assert np.isclose(st.edges[(2, 3)][1] / 6, 0.4)  # face means (0.8 + 0) / 2
+    assert st.edges[(2, 3)][6:].tolist() == [6, 6, 6, 0, 0, 0, 0]  # faces at or above each of rag.LEVELS
     out, merged = rag_agglomerate(lab, st, None, 0.0, oracle=True)  # oracle: joins only what gt joins
     assert merged == 1 and out[0, 0, 0] == out[0, 0, 2] != out[0, 0, 4]
     assert st.size[1] == 24 and list(st.edges) == [(1, 3)] and st.gt[1].tolist() == [24, 0]
@@ -552,15 +553,24 @@ def test_pair_classifier_learns_cuts_from_membranes_and_round_trips(tmp_path):
     img, gt, seg = _striped_cells(seed=0)
     x, y = training_examples(seg, boundary_map(img, sigma=0.0), gt)
     assert x.shape[1] == len(FEATURES) and 0 < y.sum() < len(y)
-    clf = fit_pair_classifier(x, y, [f for f in FEATURES if not f.startswith("ffn")])
-    clf.save(tmp_path / "clf.json")
-    again = PairClassifier.load(tmp_path / "clf.json")
-    assert np.allclose(again.proba(x), clf.proba(x))
+    feats = [f for f in FEATURES if not f.startswith("ffn")]
+    for kind in ("logistic", "forest"):
+        clf = fit_pair_classifier(x, y, feats, kind=kind, trees=10)
+        clf.save(tmp_path / f"{kind}.json")
+        again = PairClassifier.load(tmp_path / f"{kind}.json")
+        assert np.allclose(again.proba(x), clf.proba(x)) and again.kind == kind
+    # The JSON forest predicts what scikit-learn's forest does.
+    from sklearn.ensemble import RandomForestClassifier
+
+    idx = [FEATURES.index(f) for f in feats]
+    rf = RandomForestClassifier(n_estimators=10, min_samples_leaf=5, class_weight="balanced", random_state=0,
+                                n_jobs=1).fit(x[:, idx], y)
+    assert np.allclose(again.proba(x), rf.predict_proba(x[:, idx])[:, 1])
     # A new volume (other widths and cuts): the cuts are joined, the membranes kept.
     img2, gt2, seg2 = _striped_cells(seed=1)
     bm2 = boundary_map(img2, sigma=0.0)
     out, merged = rag_agglomerate(seg2, rag_stats(seg2, bm2), again, 0.5)
     assert merged == 6 and sum(variation_of_information(gt2, out)) < 1e-6
-    (tmp_path / "bad.json").write_text('{"features": ["nope"], "mean": [0], "scale": [1], "weights": [1], "bias": 0}')
+    (tmp_path / "bad.json").write_text('{"features": ["nope"], "kind": "forest", "params": {"trees": []}}')
     with pytest.raises(InputError):
         PairClassifier.load(tmp_path / "bad.json")
