@@ -147,6 +147,8 @@ def main(argv=None) -> None:
                         "a random share of its alt reads (0 = off)")
     p.add_argument("--af-augment-alleles", default="snp",
                    help="train --af-augment-alleles: snp or all")
+    p.add_argument("--af-augment-min-vaf", type=float, default=0.0,
+                   help="train --af-augment-min-vaf: lowest VAF a thinned het may reach")
     args = p.parse_args(argv)
 
     from deepsci.apps.variants import io as vio
@@ -266,7 +268,8 @@ def main(argv=None) -> None:
             val_examples=",".join(val_dirs) or None, epochs=args.epochs,
             batch_size=args.batch_size, seed=args.seed, width=args.width,
             class_weight=args.class_weight, af_augment=args.af_augment,
-            af_augment_alleles=args.af_augment_alleles))
+            af_augment_alleles=args.af_augment_alleles,
+            af_augment_min_vaf=args.af_augment_min_vaf))
         t["train"] = time.time() - t0
     stages_file.write_text(json.dumps(t))
 
@@ -324,7 +327,7 @@ def main(argv=None) -> None:
              f"{args.replicate_downsample}; validation {val_reg} of every read set "
              f"({val_labels} examples); class weight "
              f"{args.class_weight}; allele-fraction augmentation {args.af_augment:g} "
-             f"({args.af_augment_alleles}); small Inception width {args.width}, up to "
+             f"({args.af_augment_alleles}, VAF floor {args.af_augment_min_vaf:g}); small Inception width {args.width}, up to "
              f"{args.epochs} epochs, best validation epoch kept)")
           + f", call {test_reg}.\n")
     print(table(rows, cols))

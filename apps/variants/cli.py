@@ -150,6 +150,9 @@ def train(
     af_augment_alleles: str = typer.Option(
         "snp", help="Which het examples --af-augment may thin: snp (single-base "
                     "substitutions only) or all."),
+    af_augment_min_vaf: float = typer.Option(
+        0.0, help="Lowest allele fraction --af-augment thins a het to (the candidate "
+                  "thresholds apply when lower)."),
 ):
     """Train the genotype classifier on the core training loop (resumable)."""
     from .train import TrainVariantsConfig, train_variants
@@ -160,7 +163,8 @@ def train(
                               warm_start=str(warm_start) if warm_start else None, epochs=epochs,
                               width=width, strategy=strategy,
                               batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                              af_augment=af_augment, af_augment_alleles=af_augment_alleles)
+                              af_augment=af_augment, af_augment_alleles=af_augment_alleles,
+                              af_augment_min_vaf=af_augment_min_vaf)
     res = train_variants(cfg)
     last = res["history"][-1] if res["history"] else {}
     typer.echo(f"model: {res['model']}  steps: {res['steps']}  "

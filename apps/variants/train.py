@@ -42,6 +42,10 @@ class TrainVariantsConfig:
     # model sees the low-VAF binomial tail of true hets (see augment.py). 0 turns it off.
     af_augment: float = 0.0
     af_augment_alleles: str = "snp"       # snp | all: which het images may be thinned
+    # Lowest VAF a thinned het may reach; the candidate thresholds (0.12 SNPs, 0.06 indels)
+    # apply when this is lower. True hets at 30x fall below VAF 0.2 less than 0.1 % of the
+    # time, while hom-ref candidates (errors) sit mostly below it.
+    af_augment_min_vaf: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -55,6 +59,9 @@ class TrainVariantsConfig:
         _parse_class_weight(self.class_weight)
         if not 0.0 <= self.af_augment <= 1.0:
             raise ConfigError(f"expected --af-augment in [0, 1], found {self.af_augment}")
+        if not 0.0 <= self.af_augment_min_vaf < 0.5:
+            raise ConfigError(f"expected --af-augment-min-vaf in [0, 0.5), found "
+                              f"{self.af_augment_min_vaf}")
         if self.af_augment_alleles not in ("snp", "all"):
             raise ConfigError(f"expected --af-augment-alleles snp or all, found "
                               f"{self.af_augment_alleles!r}")
@@ -171,8 +178,9 @@ def _augment_config(config: TrainVariantsConfig):
     return AlleleFractionAugment(probability=config.af_augment,
                                  alleles=config.af_augment_alleles,
                                  min_count=min(c.min_count_snps, c.min_count_indels),
-                                 min_vaf=c.min_fraction_snps,
-                                 min_vaf_indels=c.min_fraction_indels)
+                                 min_vaf=max(c.min_fraction_snps, config.af_augment_min_vaf),
+                                 min_vaf_indels=max(c.min_fraction_indels,
+                                                    config.af_augment_min_vaf))
 
 
 def train_variants(config: TrainVariantsConfig) -> dict:
@@ -244,7 +252,8 @@ def train_variants(config: TrainVariantsConfig) -> dict:
                          "warm_start": config.warm_start,
                          "class_counts": counts, "class_weights": weights,
                          "af_augment": config.af_augment,
-                         "af_augment_alleles": config.af_augment_alleles},
+                         "af_augment_alleles": config.af_augment_alleles,
+                         "af_augment_min_vaf": config.af_augment_min_vaf},
         "metrics": res.history[-1] if res.history else {},
     }
     model_path = out / "model.keras"

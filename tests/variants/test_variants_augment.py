@@ -141,3 +141,20 @@ def test_bad_af_augment_is_a_config_error():
         TrainVariantsConfig(examples="x", af_augment=1.5).validate()
     with pytest.raises(ConfigError, match="af-augment-alleles"):
         TrainVariantsConfig(examples="x", af_augment_alleles="indels").validate()
+    with pytest.raises(ConfigError, match="af-augment-min-vaf"):
+        TrainVariantsConfig(examples="x", af_augment_min_vaf=0.5).validate()
+
+
+def test_min_vaf_option_raises_the_floor_above_the_candidate_thresholds():
+    from deepsci.apps.variants.train import TrainVariantsConfig, _augment_config
+
+    low = _augment_config(TrainVariantsConfig(examples="x", af_augment=0.3))
+    assert (low.min_vaf, low.min_vaf_indels, low.min_count) == (0.12, 0.06, 2)
+    high = _augment_config(TrainVariantsConfig(examples="x", af_augment=0.3,
+                                               af_augment_min_vaf=0.2))
+    assert (high.min_vaf, high.min_vaf_indels, high.probability) == (0.2, 0.2, 0.3)
+    # 30 other reads: a VAF of 0.2 needs 8 alt reads (7 / 37 < 0.2).
+    img = _pileup([SUPPORTS] * 15 + [NOT_SUPPORTS] * 30)
+    kept = {int(read_rows(drop_alt_reads(img, np.random.default_rng(s), min_vaf=0.2))[1].sum())
+            for s in range(100)}
+    assert min(kept) == 8
