@@ -162,6 +162,10 @@ def parse_args(argv):
     p.add_argument("--agglo-boundary-threshold", type=float, default=None)
     p.add_argument("--agglo-rounds", type=int, default=None)
     p.add_argument("--agglo-classifier", default=None, help="pair classifier JSON (train-agglo)")
+    p.add_argument("--train-agglo", action="store_true",
+                   help="fit the pair classifier on the training slab first (supervoxels by the same inference "
+                        "options without agglomeration) and use it")
+    p.add_argument("--agglo-kind", default="forest", help="classifier of --train-agglo: forest|logistic")
     p.add_argument("--no-speed", action="store_true", help="skip the throughput rows (quality only)")
     p.add_argument("--synthetic", action="store_true", help="ignore the real volume")
     p.add_argument("--scaling-workers", type=int, nargs="*", default=[1, 2],
@@ -216,6 +220,27 @@ def inference_config(args):
         boundary_threshold=args.boundary_threshold, boundary_sigma=args.boundary_sigma,
         fill_unclaimed=args.fill_unclaimed, reseed_unclaimed=args.reseed_unclaimed, agglomerate=args.agglomerate,
         agglomeration=agg).validate()
+
+
+def train_agglo(args, model_path, img, lab, vs, work: Path) -> str:
+    """``train-agglo`` on z < train_slices - val_slices; the classifier's path."""
+    from dataclasses import replace
+
+    from deepsci.apps.connectomics.io import write_volume
+    from deepsci.apps.connectomics.rag import run_train_agglo
+    from deepsci.apps.connectomics.segment import SegmentConfig, segment_volume
+
+    k = args.train_slices - args.val_slices
+    write_volume(work / "agglo_train.zarr", {"image": img[:k], "labels": lab[:k]}, voxel_size=vs)
+    icfg = replace(inference_config(args), agglomerate=False)
+    t0 = time.perf_counter()
+    segment_volume(model_path, str(work / "agglo_train.zarr:image"), work / "agglo_train_seg",
+                   SegmentConfig(inference=icfg, scheduler="inline"))
+    res = run_train_agglo(model_path, str(work / "agglo_train.zarr:image"), str(work / "agglo_train.zarr:labels"),
+                          str(work / "agglo_train_seg" / "segmentation.zarr:labels"), work / "agglo",
+                          agg=icfg.agglomeration, icfg=icfg, boundary_sigma=icfg.boundary_sigma, kind=args.agglo_kind)
+    print(f"train-agglo on z < {k}: {res} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return res["classifier"]
 
 
 def run_ffn(args, model_path, image, vs, work: Path, name: str) -> tuple[np.ndarray, dict]:
@@ -302,6 +327,8 @@ def main(argv=None) -> None:
     img, lab, vs, origin = load_data(args)
     load_before = os.getloadavg()
     model_path, trained = train_model(args, img, lab, vs, work)
+    if args.train_agglo:
+        args.agglo_classifier = train_agglo(args, model_path, img, lab, vs, work)
     rows, seg, (ws_cfg, cc_cfg) = quality(args, model_path, img, lab, vs, work)
     perf = None if args.no_speed else speed(args, model_path, seg)
     k = args.train_slices

@@ -72,7 +72,7 @@ class AgglomerationConfig:
     min_contact: int = 100
     threshold: float = 0.8
     boundary_threshold: float | None = None
-    max_pairs: int = 2000
+    max_pairs: int = 10000
     rounds: int = 1
     classifier: str | None = None
 
