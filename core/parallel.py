@@ -7,17 +7,25 @@ its result; a re-run skips those and returns what they recorded.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError
 from .io import read_json, write_json
 from .progress import progress
 
-__all__ = ["run_shards", "marker_path", "limit_tf_threads", "threads_per_worker"]
+__all__ = ["run_shards", "marker_path", "limit_tf_threads", "threads_per_worker", "open_cluster",
+           "worker_tf_threads", "exit_fast_at_shutdown", "REMOTE_SCHEMES"]
+
+#: Scheduler address prefixes of a running cluster.
+REMOTE_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
 
 
 def _safe(key: str) -> str:
@@ -79,6 +87,7 @@ def run_shards(
     threads_per_worker: int = 1,
     progress: bool = True,  # noqa: A002 - public keyword
     desc: str = "shards",
+    client=None,
 ) -> dict[str, object]:
     """Run ``func(task)`` for every task not already finished; return all results.
 
@@ -101,6 +110,10 @@ def run_shards(
         Local worker processes (default: the CPU count).
     threads_per_worker : int
         Threads per local worker.
+    client : distributed.Client, optional
+        Run on this client's cluster (from :func:`open_cluster`, e.g. after
+        warming its workers up) instead of opening one; ``scheduler`` and
+        ``workers`` are then ignored and the client is left open.
 
     Returns
     -------
@@ -122,7 +135,9 @@ def run_shards(
             todo.append((k, t, str(marker)))
     bar = _bar(len(keys), len(results), desc, progress)
     try:
-        if scheduler == "inline":
+        if client is not None:
+            _submit_all(client, func, todo, results, bar)
+        elif scheduler == "inline":
             for k, t, marker in todo:
                 results[k] = _run_one(func, t, marker)
                 bar.update(1)
@@ -139,26 +154,102 @@ def _bar(total: int, done: int, desc: str, show: bool):
 
 
 def _run_dask(func, todo, results, bar, scheduler, workers, threads_per_worker):
-    from dask.distributed import Client, LocalCluster, as_completed
+    with open_cluster(scheduler, workers, threads_per_worker=threads_per_worker) as (client, _):
+        _submit_all(client, func, todo, results, bar)
+
+
+def _submit_all(client, func, todo, results, bar):
+    from dask.distributed import as_completed
+
+    futures = {client.submit(_run_one, func, t, marker, key=f"shard-{k}", pure=False): k
+               for k, t, marker in todo}
+    for future in as_completed(futures):
+        results[futures[future]] = future.result()
+        bar.update(1)
+
+
+@contextmanager
+def open_cluster(scheduler: str | None = None, workers: int | None = None, *,
+                 threads_per_worker: int = 1) -> Iterator[tuple[object, bool]]:
+    """Start a local Dask cluster for one run, or connect to a running one.
+
+    A local cluster's workers skip the interpreter teardown when it closes
+    (:func:`exit_fast_at_shutdown`): with TensorFlow loaded that teardown takes
+    seconds per worker, and every task here has written its outputs
+    atomically before returning.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        ``None``/``"local"``: a ``LocalCluster`` of ``workers`` processes;
+        ``"tcp://host:port"`` (or tls/ucx/inproc): that cluster, left running.
+    workers : int, optional
+        Local worker processes (default: the CPU count).
+    threads_per_worker : int
+        Dask threads per local worker.
+
+    Yields
+    ------
+    (distributed.Client, bool)
+        The client, and whether the cluster was started here.
+    """
+    from dask.distributed import Client, LocalCluster
 
     if scheduler in (None, "local"):
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1,
-                               threads_per_worker=threads_per_worker, processes=True,
+        n = workers or os.cpu_count() or 1
+        cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
                                # ":0" (a free port): None still binds 8787 and warns
                                # when a second cluster runs on the machine.
                                dashboard_address=":0", silence_logs=40)
         client = Client(cluster)
-    elif scheduler.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+        client.wait_for_workers(n)
+        client.run(exit_fast_at_shutdown)
+    elif isinstance(scheduler, str) and scheduler.startswith(REMOTE_SCHEMES):
         cluster, client = None, Client(scheduler)
     else:
         raise ConfigError(f"expected a scheduler 'local', 'inline' or tcp://host:port, found {scheduler!r}")
     try:
-        futures = {client.submit(_run_one, func, t, marker, key=f"shard-{k}", pure=False): k
-                   for k, t, marker in todo}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update(1)
+        yield client, cluster is not None
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def worker_tf_threads(client) -> dict[str, int]:
+    """TensorFlow threads per worker address so the workers of each machine share its cores.
+
+    Each worker gets ``cores * its Dask threads / all Dask threads on its
+    host`` (at least 1): ``dask worker --nworkers 2 --nthreads 1`` on a
+    2-core machine gives 1 each, instead of TensorFlow's default of one
+    thread per core in every process. Works for local and running clusters.
+    """
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    cores = client.run(os.cpu_count)
+    per_host: Counter = Counter()
+    for w in info.values():
+        per_host[w["host"]] += w["nthreads"]
+    return {addr: max(1, (cores.get(addr) or 1) * w["nthreads"] // max(1, per_host[w["host"]]))
+            for addr, w in info.items()}
+
+
+_FAST_EXIT = False
+
+
+def exit_fast_at_shutdown() -> None:
+    """Let this (worker) process end without the interpreter's teardown.
+
+    Only for workers of a cluster the run started itself and whose tasks
+    write their outputs atomically before returning: stdio is flushed, then
+    the process exits at once.
+    """
+    global _FAST_EXIT
+    if not _FAST_EXIT:
+        atexit.register(_exit_now)  # last registered runs first: before the slow teardown
+        _FAST_EXIT = True
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -15,20 +15,16 @@ from pathlib import Path
 import keras
 
 from ..errors import InputError
-from ..io import atomic_path, read_json, write_json
+from ..io import atomic_path, write_json
+from .sidecar import read_sidecar, sidecar_path
 
-__all__ = ["register", "save_model", "load_model", "sidecar_path"]
+__all__ = ["register", "save_model", "load_model", "sidecar_path", "read_sidecar"]
 
 register = keras.saving.register_keras_serializable(package="deepsci")
 
 # Core modules that define custom layers; imported before loading so that
 # their classes are registered whatever the caller imported.
 _LAYER_MODULES = ("deepsci.core.models.mpnn", "deepsci.core.models.ffn")
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """``model.keras`` -> ``model.json``."""
-    return Path(path).with_suffix(".json")
 
 
 def save_model(model: keras.Model, path: str | os.PathLike, *, sidecar: dict) -> Path:
@@ -68,11 +64,7 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict]:
         The model and its sidecar.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError("expected a trained model (.keras), found no file", path)
-    meta_path = sidecar_path(path)
-    if not meta_path.exists():
-        raise InputError(f"expected the model's sidecar {meta_path.name} beside it, found none", path)
+    meta = read_sidecar(path)
     for name in _LAYER_MODULES:
         try:
             importlib.import_module(name)
@@ -84,4 +76,4 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict]:
     except (ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"expected a Keras model file, found one that does not load: {first}", path) from None
-    return model, read_json(meta_path)
+    return model, meta

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import shard_funcs  # noqa: E402
 
 from deepsci.core.errors import ConfigError  # noqa: E402
-from deepsci.core.parallel import marker_path, run_shards, threads_per_worker  # noqa: E402
+from deepsci.core.parallel import (  # noqa: E402
+    marker_path,
+    open_cluster,
+    run_shards,
+    threads_per_worker,
+    worker_tf_threads,
+)
 
 
 def _tasks(out, n=5):
@@ -67,3 +74,42 @@ def test_limit_tf_threads_pins_a_fresh_process():
             " limit_tf_threads(2))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-4:] == ["1", "1", "1", "1"]
+
+
+def test_open_cluster_shares_cores_and_serves_run_shards(tmp_path):
+    with open_cluster("local", 2) as (client, started_here):
+        assert started_here
+        threads = worker_tf_threads(client)
+        assert len(threads) == 2
+        assert set(threads.values()) == {max(1, (os.cpu_count() or 1) // 2)}
+        results = run_shards(shard_funcs.square, _tasks(tmp_path, 3), key=_key, state_dir=tmp_path / "s",
+                             client=client, progress=False)
+        assert [r["square"] for r in results.values()] == [0, 1, 4]
+        assert client.status == "running"  # a given client is left open for the next run
+    assert client.status == "closed"
+    with pytest.raises(ConfigError, match="scheduler"), open_cluster("ftp://x"):
+        pass
+
+
+def test_exit_fast_at_shutdown_skips_teardown_but_flushes(tmp_path):
+    flag = tmp_path / "teardown-ran"
+    code = ("import atexit, pathlib; from deepsci.core.parallel import exit_fast_at_shutdown;"
+            f"atexit.register(lambda: pathlib.Path({str(flag)!r}).write_text('x'));"
+            "exit_fast_at_shutdown(); exit_fast_at_shutdown(); print('flushed', end='')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "flushed")
+    assert not flag.exists()  # handlers registered before it (the slow teardown) are skipped
+
+
+def test_sidecar_reads_without_tensorflow(tmp_path):
+    (tmp_path / "m.keras").write_bytes(b"")
+    (tmp_path / "m.json").write_text('{"app": "x"}')
+    code = ("import sys; from deepsci.core.models.sidecar import read_sidecar;"
+            f"print(read_sidecar({str(tmp_path / 'm.keras')!r})['app'], 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["x", "False"]
+    from deepsci.core.errors import InputError
+    from deepsci.core.models.sidecar import read_sidecar
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(InputError, match="sidecar m.json"):
+        read_sidecar(tmp_path / "m.keras")
