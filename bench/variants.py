@@ -18,7 +18,8 @@ Training recipe (all of it on the first half): the main BAM's reads of the train
 first half only (other variant and read seeds; reads of the second half are never made) at
 ``--replicate-downsample`` fractions; the last ``--val-fraction`` of the first half is held
 out as validation (the epoch with the lowest validation loss is kept); ``--class-weight``
-weights the loss per genotype class.
+weights the loss per genotype class; ``--af-augment`` (with ``--af-augment-min-vaf`` and
+``--af-augment-alleles``) thins het training pileups of alt reads (``variants train``).
 """
 from __future__ import annotations
 
