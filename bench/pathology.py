@@ -100,6 +100,23 @@ def _heatmap_run(model: Path, slides: Path, out: Path, *, stride: int, batch: in
             "workers": n_workers, "slides": len(r)}
 
 
+HEATMAP_NOTE = (
+    "`in-slide` counts the time inside the slides (reading, tissue detection, inference; "
+    "for Dask the summed slide time divided by the workers); `end to end` is the whole "
+    "`run_heatmaps` call. `cold`: a new command (1 process: the model loaded, folded and "
+    "traced; Dask: a local cluster started and closed, TensorFlow imported in each worker "
+    "too). `warm`: the model already loaded in that process (1 process: a second call in "
+    "the same Python session; Dask: a cluster kept running between runs, as `--scheduler "
+    "tcp://...`; its first run is not timed). End to end includes writing the TIFF and "
+    "overlay. `% of CPU-time peak` divides GFLOP per CPU-second of the slide work (all threads, "
+    "all workers) by matmul GFLOP per CPU-second: how well the cycles the run got were used, "
+    "whatever the other jobs on the machine did.")
+SPLIT_NOTE = (
+    "Where the end-to-end wall time went (seconds; per-worker columns are sums over that "
+    "worker's slides averaged over the workers, which run side by side; `until first work`: "
+    "until a worker began loading the model or a slide, i.e. cluster start; `model "
+    "start-up`: TensorFlow import, model load, folding, tracing, paid in this run):")
+
 #: name -> (row label, scheduler, workers, start cold). "running" is a Dask cluster
 #: the bench keeps up across runs, as a team submitting slides all day would.
 HEATMAP_MODES = {"1p-cold": ("1 process, cold", "inline", None, True),
@@ -116,7 +133,8 @@ def _running_cluster(workers: int):
                         silence_logs=40)
 
 
-def bench_heatmap(work: Path, args) -> tuple[list[dict], list[dict]]:
+def bench_heatmap(work: Path, args, on_row=None) -> tuple[list[dict], list[dict]]:
+    """Heatmap throughput rows and wall-time split; ``on_row(rows, split)`` after each row."""
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
 
     all_slides = work / "hm_slides"
@@ -124,6 +142,8 @@ def bench_heatmap(work: Path, args) -> tuple[list[dict], list[dict]]:
                 seed=99, config=SynthConfig(width=args.hm_size, height=args.hm_size, mpp=0.5))
     rows, split = [], []
     variants = [("small", args.small_patch, args.small_width, args.batch_small, all_slides, args.hm_repeats)]
+    if args.skip_small:
+        variants = []
     if not args.skip_v3:
         # v3 costs ~100x more per tile: half the slides (still 2 per Dask worker) keep its rows within minutes
         v3_slides = work / "hm_slides_v3"
@@ -153,6 +173,8 @@ def bench_heatmap(work: Path, args) -> tuple[list[dict], list[dict]]:
                 split.append({"model": rows[-1]["model"], "mode": mode, "slides": best["slides"],
                               **{k: best[k] for k in ("wall", "until first work", "model start-up/worker",
                                                       "slides/worker", "writing/worker", "after last slide")}})
+                if on_row:
+                    on_row(rows, split)
                 print(f"  heatmap {variant} {mode}: {best['end_to_end']:.1f} tiles/s end to end, "
                       f"{rows[-1]['% peak end to end']:.1f} % of peak", flush=True)
     return rows, split
@@ -355,6 +377,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="reduced settings")
     p.add_argument("--skip-v3", action="store_true")
+    p.add_argument("--skip-small", action="store_true", help="heatmap rows of v3 only")
+    p.add_argument("--skip-breakdown", action="store_true", help="no one-slide time breakdown")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-heatmap", action="store_true")
     p.add_argument("--skip-reading", action="store_true")
@@ -428,7 +452,7 @@ def main() -> None:
               table(bench_reading(REAL_SVS), ["reader", "items/s", "MP/s"]), ""])
     else:
         emit(["(real SVS not found: reading benchmark skipped)", ""])
-    if not args.skip_heatmap:
+    if not args.skip_heatmap and not args.skip_small and not args.skip_breakdown:
         bd = bench_breakdown(work, args)
         emit([f"### where the time goes: one {args.hm_size}x{args.hm_size} slide, small Inception, "
               f"one process (best of 2 each, model-only rows best of {args.model_repeats})", "",
@@ -439,27 +463,19 @@ def main() -> None:
               f"{args.batch_small}, {args.small_patch}px, one process on all cores, best of 3)", "",
               table(ws, list(ws[0])), ""])
     if not args.skip_heatmap and not args.breakdown_only:
-        hm, split = bench_heatmap(work, args)
-        emit([f"### heatmap throughput ({args.hm_slides} synthetic {args.hm_size}x{args.hm_size} slides "
-              f"at 0.5 um/px for the small model, every other one for v3; tissue tiles only; untrained "
-              f"weights; best of {args.hm_repeats} (small) / {args.v3_repeats} (v3) repetitions by end-to-end "
-              "% of the peak measured around each)", "",
-              "`in-slide` counts the time inside the slides (reading, tissue detection, inference; "
-              "for Dask the summed slide time divided by the workers); `end to end` is the whole "
-              "`run_heatmaps` call. `cold`: a new command (1 process: the model loaded, folded and "
-              "traced; Dask: a local cluster started and closed, TensorFlow imported in each worker "
-              "too). `warm`: the model already loaded in that process (1 process: a second call in "
-              "the same Python session; Dask: a cluster kept running between runs, as `--scheduler "
-              "tcp://...`; its first run is not timed). End to end includes writing the TIFF and "
-              "overlay. `% of CPU-time peak` divides GFLOP per CPU-second of "
-              "the slide work (all threads, all workers) by matmul GFLOP per CPU-second: how well "
-              "the cycles the run got were used, whatever the other jobs on the machine did.", "",
-              table(hm, list(hm[0])), "",
-              "Where the end-to-end wall time went (seconds; per-worker columns are sums over that "
-              "worker's slides averaged over the workers, which run side by side; `until first work`: "
-              "until a worker began loading the model or a slide, i.e. cluster start; `model "
-              "start-up`: TensorFlow import, model load, folding, tracing, paid in this run):", "",
-              table(split, list(split[0])), ""])
+        def section(hm, split):
+            return [f"### heatmap throughput ({args.hm_slides} synthetic {args.hm_size}x{args.hm_size} slides "
+                    f"at 0.5 um/px for the small model, every other one for v3; tissue tiles only; untrained "
+                    f"weights; best of {args.hm_repeats} (small) / {args.v3_repeats} (v3) repetitions by "
+                    "end-to-end % of the peak measured around each)", "", HEATMAP_NOTE, "",
+                    table(hm, list(hm[0])), "", SPLIT_NOTE, "", table(split, list(split[0])), ""]
+
+        def partial(hm, split):  # a stopped run keeps the rows it finished
+            if args.results:
+                args.results.write_text("\n".join(out + section(hm, split)) + "\n")
+
+        hm, split = bench_heatmap(work, args, on_row=partial)
+        emit(section(hm, split))
 
 
 if __name__ == "__main__":
