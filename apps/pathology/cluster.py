@@ -77,6 +77,7 @@ def open_cluster(scheduler: str | None, workers: int, threads: int | None = None
                                # when a second cluster runs on the machine.
                                dashboard_address=":0", silence_logs=40)
         client = Client(cluster)
+        client.wait_for_workers(workers)  # every worker in the thread map below
         per_worker = threads or threads_per_worker("local", workers)
         info = ClusterInfo(cluster.scheduler_address, True,
                            {w: per_worker for w in client.scheduler_info(n_workers=-1)["workers"]})
