@@ -9,6 +9,7 @@ Stages, each a plain function over a config dataclass (and a ``deepsci pathology
 * :mod:`.patches` - balanced patch sampling, multi-scale patches, augmentation, tf.data;
 * :mod:`.train` - the core Inception (single scale or multi-tower) on the core loop (``train``);
 * :mod:`.heatmap` - sliding-window heatmaps over tissue, slides in parallel (``heatmap``);
+* :mod:`.cluster` - the Dask cluster of a heatmap run, or a running one reused across runs;
 * :mod:`.inference` - an inference-only copy of the model with BatchNorm folded into the convolutions;
 * :mod:`.detect` - slide scores and lesion NMS (``detect``);
 * :mod:`.evaluate` - the official Camelyon16 FROC and slide AUC (``evaluate``);

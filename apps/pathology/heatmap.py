@@ -12,7 +12,8 @@ Outputs per slide (atomically): ``<slide>.heatmap.tif`` (float32 tiled
 pyramidal TIFF with the stride and microns per pixel in its description),
 optionally ``<slide>.heatmap.zarr``, and ``<slide>.overlay.png``. Slides run
 in parallel through :func:`deepsci.core.parallel.run_shards`; a re-run skips
-finished slides.
+finished slides. On a running Dask cluster (``--scheduler tcp://...``) each
+worker keeps its ready model (:func:`engine`) between runs (:mod:`.cluster`).
 """
 from __future__ import annotations
 
