@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from deepsci.core.errors import ConfigError
 from deepsci.core.parallel import threads_per_worker
 
-__all__ = ["REMOTE_SCHEMES", "ClusterInfo", "open_cluster", "worker_threads", "warm_up", "exit_fast_at_shutdown"]
+__all__ = ["REMOTE_SCHEMES", "ClusterInfo", "open_cluster", "worker_threads", "worker_tf_threads", "warm_up",
+           "exit_fast_at_shutdown"]
 
 #: Scheduler addresses of a running cluster.
 REMOTE_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
@@ -109,6 +110,24 @@ def worker_threads(client) -> dict[str, int]:
         per_host[w["host"]] += w["nthreads"]
     return {addr: max(1, (cores.get(addr) or 1) * w["nthreads"] // max(1, per_host[w["host"]]))
             for addr, w in info.items()}
+
+
+def worker_tf_threads() -> int | None:
+    """In a Dask worker: the :func:`worker_threads` rule from the scheduler's current view.
+
+    For a worker that joined a running cluster after the run mapped the
+    threads (``None`` outside a worker).
+    """
+    from distributed import get_client, get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None
+    info = get_client().scheduler_info(n_workers=-1)["workers"]
+    host = info.get(worker.address, {}).get("host")
+    total = sum(w["nthreads"] for w in info.values() if w["host"] == host) or worker.state.nthreads
+    return max(1, (os.cpu_count() or 1) * worker.state.nthreads // total)
 
 
 def warm_up(client, info: ClusterInfo, func: Callable, *args, todo: int) -> list:

@@ -31,7 +31,7 @@ import numpy as np
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.parallel import limit_tf_threads, marker_path, run_shards, threads_per_worker
 
-from .cluster import REMOTE_SCHEMES, exit_fast_at_shutdown, open_cluster, warm_up
+from .cluster import REMOTE_SCHEMES, exit_fast_at_shutdown, open_cluster, warm_up, worker_tf_threads
 from .inference import predict_function
 from .io import Slide, list_slides, write_pyramid_tiff
 from .tissue import TissueConfig, slide_tissue
@@ -361,7 +361,7 @@ def heatmap_task(task: dict) -> dict:
 
     started = time.time()
     cfg = HeatmapConfig(**{**task["config"], "tissue": TissueConfig(**task["config"]["tissue"])})
-    if cfg.threads is None and task.get("worker_threads"):
+    if cfg.threads is None and task.get("worker_threads") is not None:
         cfg.threads = _this_worker(task["worker_threads"])
     out = Path(cfg.out_dir)
     name = Path(task["slide"]).stem
@@ -393,13 +393,15 @@ def heatmap_task(task: dict) -> dict:
 
 
 def _this_worker(mapping: dict[str, int | None]) -> int | None:
-    """This Dask worker's entry of ``worker address -> value`` (``None`` outside a worker)."""
-    try:
-        from distributed import get_worker
+    """This Dask worker's TF threads from ``worker address -> threads`` (``None`` outside a worker)."""
+    from distributed import get_worker
 
-        return mapping.get(get_worker().address)
-    except (ImportError, ValueError):
+    try:
+        address = get_worker().address
+    except ValueError:
         return None
+    # a worker that joined after the run started (or before any had): the same rule, asked now
+    return mapping[address] if address in mapping else worker_tf_threads()
 
 
 def _check_slides(slides: list[Path], meta: dict, mpp: float | None) -> None:

@@ -65,6 +65,9 @@ def test_second_run_on_a_running_cluster_does_not_reload(tmp_path):
         addr = cluster.scheduler_address
         # one 1-thread worker on this machine gets all its cores
         assert list(worker_threads(client).values()) == [os.cpu_count() or 1]
+        # a worker missing from the run's map (joined later) asks the scheduler itself
+        assert client.submit(heatmap._this_worker, {}, pure=False).result() == (os.cpu_count() or 1)
+        assert heatmap._this_worker({}) is None  # not in a worker
 
         def run(out):
             return heatmap.run_heatmaps(heatmap.HeatmapConfig(out_dir=str(tmp_path / out), scheduler=addr,
