@@ -39,6 +39,7 @@ from .tissue import TissueConfig, slide_tissue
 __all__ = ["HeatmapConfig", "Engine", "engine", "drop_cached_models", "heatmap_grid", "heatmap_slide",
            "heatmap_task", "run_heatmaps", "warm_worker"]
 
+
 @dataclass
 class HeatmapConfig:
     """Settings of ``deepsci pathology heatmap``.
