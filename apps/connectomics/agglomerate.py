@@ -219,7 +219,9 @@ def _agglomerate_rag(labels, image, ff, icfg, cfg, bmap, t0, evals0) -> dict:
     if bmap is None:
         raise ConfigError("expected a boundary map for the agglomeration classifier, found none")
     clf = PairClassifier.load(cfg.classifier)
-    pairs = pair_scores(labels, image, ff, icfg, cfg, bmap)
+    # A classifier fitted without a model (boundary and size features only) needs no FFN runs.
+    uses_ffn = any(f.startswith("ffn") for f in clf.features)
+    pairs = pair_scores(labels, image, ff, icfg, cfg, bmap) if uses_ffn else None
     out, merged = rag_agglomerate(labels, rag_stats(labels, bmap, ffn_pairs=pairs), clf, cfg.threshold)
-    return {"labels": out, "pairs": pairs, "merged": merged, "fov_evals": ff.fov_evals - evals0,
+    return {"labels": out, "pairs": pairs or [], "merged": merged, "fov_evals": ff.fov_evals - evals0,
             "seconds": time.perf_counter() - t0}

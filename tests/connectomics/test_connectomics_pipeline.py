@@ -264,6 +264,15 @@ def test_train_agglo_and_learned_agglomeration(work, capsys):
                                    min_overlap=50)
     assert joined.n_segments < pieces.n_segments and joined.vi_total < pieces.vi_total - 0.3, (pieces, joined)
     assert joined.vi_total < VI_BOUND, joined
+    # Without --model the classifier uses boundary and size features only; segment then runs no FFN at all.
+    assert main(["connectomics", "train-agglo", "--image", f"{work}/train.zarr:image",
+                 "--labels", f"{work}/train.zarr:labels", "--seg", f"{work}/sv_train/segmentation.zarr:labels",
+                 "--agglo-min-contact", "20", "--out", str(work / "agg_noffn")]) == 0
+    capsys.readouterr()
+    _segment(work, work / "sv_noffn", *sv, "--agglomerate", "--agglo-classifier",
+             str(work / "agg_noffn" / "pair_classifier.json"), "--agglo-threshold", "0.5", "--agglo-min-contact", "20")
+    run = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run["fov_evals"] == 0 and run["objects"] < pieces.n_segments, run
     assert main(["connectomics", "train-agglo", "--image", f"{work}/train.zarr:image",
                  "--labels", f"{work}/test.zarr:labels", "--seg", f"{work}/sv_train/segmentation.zarr:labels",
                  "--out", str(work / "agg_bad")]) == 2
