@@ -14,22 +14,17 @@ interpreter teardown (every output is written before its task returns).
 """
 from __future__ import annotations
 
-import atexit
 import os
-import sys
-from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from deepsci.core.errors import ConfigError
-from deepsci.core.parallel import threads_per_worker
+from deepsci.core import parallel
+from deepsci.core.parallel import REMOTE_SCHEMES, exit_fast_at_shutdown, threads_per_worker
+from deepsci.core.parallel import worker_tf_threads as worker_threads
 
 __all__ = ["REMOTE_SCHEMES", "ClusterInfo", "open_cluster", "worker_threads", "worker_tf_threads", "warm_up",
            "exit_fast_at_shutdown"]
-
-#: Scheduler addresses of a running cluster.
-REMOTE_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
 
 
 @dataclass
@@ -70,46 +65,15 @@ def open_cluster(scheduler: str | None, workers: int, threads: int | None = None
     ------
     (distributed.Client, ClusterInfo)
     """
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler in (None, "local"):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               # ":0" (a free port): None still binds 8787 and warns
-                               # when a second cluster runs on the machine.
-                               dashboard_address=":0", silence_logs=40)
-        client = Client(cluster)
-        client.wait_for_workers(workers)  # every worker in the thread map below
-        per_worker = threads or threads_per_worker("local", workers)
-        info = ClusterInfo(cluster.scheduler_address, True,
-                           {w: per_worker for w in client.scheduler_info(n_workers=-1)["workers"]})
-    elif isinstance(scheduler, str) and scheduler.startswith(REMOTE_SCHEMES):
-        cluster, client = None, Client(scheduler)
-        tf_threads = worker_threads(client)
-        info = ClusterInfo(scheduler, False, {w: threads for w in tf_threads} if threads else tf_threads)
-    else:
-        raise ConfigError(f"expected a scheduler 'local', 'inline' or tcp://host:port, found {scheduler!r}")
-    try:
+    with parallel.open_cluster(scheduler, workers) as (client, started_here):
+        if started_here:
+            per_worker = threads or threads_per_worker("local", workers)
+            info = ClusterInfo(client.scheduler.address, True,
+                               {w: per_worker for w in client.scheduler_info(n_workers=-1)["workers"]})
+        else:
+            tf_threads = worker_threads(client)
+            info = ClusterInfo(scheduler, False, {w: threads for w in tf_threads} if threads else tf_threads)
         yield client, info
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def worker_threads(client) -> dict[str, int]:
-    """TensorFlow threads per worker so the workers of one machine share its cores.
-
-    Each worker gets ``cores * its Dask threads / all Dask threads on its
-    host`` (at least 1): two 1-thread workers on 2 cores get 1 each, instead
-    of TensorFlow's default of one thread per core in every process.
-    """
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    cores = client.run(os.cpu_count)
-    per_host = Counter()
-    for w in info.values():
-        per_host[w["host"]] += w["nthreads"]
-    return {addr: max(1, (cores.get(addr) or 1) * w["nthreads"] // max(1, per_host[w["host"]]))
-            for addr, w in info.items()}
 
 
 def worker_tf_threads() -> int | None:
@@ -146,27 +110,3 @@ def warm_up(client, info: ClusterInfo, func: Callable, *args, todo: int) -> list
     return [client.submit(func, *args, threads, info.started_here, workers=[addr], allow_other_workers=False,
                           pure=False, key=f"warm-up-{run}-{addr}")
             for addr, threads in info.tf_threads.items()]
-
-
-def exit_fast_at_shutdown() -> None:
-    """Let this worker process end without the interpreter's teardown.
-
-    Tearing down a Python process that has TensorFlow loaded takes ~2 s,
-    which closing a local cluster waited for. Only for
-    workers of a cluster this run started: each task wrote its outputs
-    atomically before returning, so nothing is left to flush but stdio.
-    """
-    global _FAST_EXIT
-    if not _FAST_EXIT:
-        atexit.register(_exit_now)  # atexit runs last-registered first: before the slow teardown
-        _FAST_EXIT = True
-
-
-_FAST_EXIT = False
-
-
-def _exit_now() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-

@@ -450,8 +450,7 @@ def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
             warm = warm_up(client, cluster, warm_worker, cfg_dict["model"], cfg.batch_size, cfg.tta, todo=todo)
             _check_slides(slides, meta, cfg.mpp)  # while the workers load the model
             tasks = [{**t, "worker_threads": cluster.tf_threads} for t in tasks]
-            results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, scheduler=cluster.address,
-                                 desc="slides")
+            results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, client=client, desc="slides")
             del warm  # held until the slides are done: a released future is cancelled
     write_run_info(out, command="pathology heatmap", config=cfg,
                    extra={"slides": {k: {kk: v[kk] for kk in ("tiles", "seconds", "score")}
@@ -464,15 +463,10 @@ def _key(task: dict) -> str:
 
 
 def _sidecar(model_path: str) -> dict:
-    from deepsci.core.io import read_json
+    from deepsci.core.models.sidecar import read_sidecar  # no TensorFlow in this process
 
-    # model.keras -> model.json, as the core's save_model writes it. Not through
-    # core.models.serialization: importing it imports TensorFlow (~3 s), which a
-    # run on Dask workers does not need in this process.
+    meta = read_sidecar(model_path)
     path = Path(model_path).with_suffix(".json")
-    if not path.is_file():
-        raise InputError("expected the model's sidecar (model.json beside model.keras), found none", path)
-    meta = read_json(path)
     if meta.get("app") != "pathology" or "input_spec" not in meta:
         raise InputError("expected a pathology model sidecar with input_spec, found another kind", path)
     return meta
