@@ -52,19 +52,13 @@ def contact_pairs(labels: np.ndarray, min_contact: int = 1) -> list[dict]:
         ``centre`` (z, y, x) — the contact voxel of ``a`` nearest to the mean
         contact position; largest contact first.
     """
-    lab = labels.astype(np.int64)
+    from .rag import face_pairs
+
     keys, pos = [], []
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        u, v = lab[tuple(lo)], lab[tuple(hi)]
-        m = (u != v) & (u > 0) & (v > 0)
-        if not m.any():
-            continue
-        a, b = np.minimum(u[m], v[m]), np.maximum(u[m], v[m])
-        keys.append(a << np.int64(32) | b)
-        pos.append(np.argwhere(m))
+    for _, _, m, key in face_pairs(labels):
+        if m.any():
+            keys.append(key)
+            pos.append(np.argwhere(m))
     if not keys:
         return []
     keys, pos = np.concatenate(keys), np.concatenate(pos)

@@ -59,18 +59,32 @@ class RagStats:
     gt: np.ndarray | None = None
 
 
-def _faces(labels: np.ndarray, bmap: np.ndarray):
-    """Face-adjacent voxel pairs of different segments: keys ``a << 32 | b`` and mean boundary value."""
+def face_pairs(labels: np.ndarray):
+    """Per axis, the face-adjacent voxel pairs of two different non-zero segments.
+
+    Yields
+    ------
+    (lo, hi, m, key)
+        Index tuples of the lower and upper voxel of each pair along the axis, the
+        mask of touching pairs within them, and the pair keys ``a << 32 | b`` (a < b).
+    """
     lab = labels.astype(np.int64)
-    keys, vals = [], []
     for axis in range(3):
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        u, v = lab[tuple(lo)], lab[tuple(hi)]
+        lo, hi = tuple(lo), tuple(hi)
+        u, v = lab[lo], lab[hi]
         m = (u != v) & (u > 0) & (v > 0)
-        keys.append(np.minimum(u[m], v[m]) << np.int64(32) | np.maximum(u[m], v[m]))
-        vals.append(0.5 * (bmap[tuple(lo)][m] + bmap[tuple(hi)][m]))
+        yield lo, hi, m, np.minimum(u[m], v[m]) << np.int64(32) | np.maximum(u[m], v[m])
+
+
+def _faces(labels: np.ndarray, bmap: np.ndarray):
+    """Face-adjacent voxel pairs of different segments: keys ``a << 32 | b`` and mean boundary value."""
+    keys, vals = [], []
+    for lo, hi, m, key in face_pairs(labels):
+        keys.append(key)
+        vals.append(0.5 * (bmap[lo][m] + bmap[hi][m]))
     return np.concatenate(keys), np.concatenate(vals).astype(np.float64)
 
 
