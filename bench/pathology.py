@@ -125,14 +125,6 @@ HEATMAP_MODES = {"1p-cold": ("1 process, cold", "inline", None, True),
                  "dask-warm": ("2 Dask workers, warm (running cluster)", "running", 2, False)}
 
 
-def _running_cluster(workers: int):
-    from dask.distributed import LocalCluster
-
-    # what `dask scheduler` + `dask worker --nworkers 2 --nthreads 1` give
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                        silence_logs=40)
-
-
 def bench_heatmap(work: Path, args, on_row=None) -> tuple[list[dict], list[dict]]:
     """Heatmap throughput rows and wall-time split; ``on_row(rows, split)`` after each row."""
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
@@ -152,14 +144,17 @@ def bench_heatmap(work: Path, args, on_row=None) -> tuple[list[dict], list[dict]
             (v3_slides / p.name).symlink_to(p)
         variants.append(("v3", 299, 0, args.batch_v3, v3_slides, args.v3_repeats))
     modes = [HEATMAP_MODES[m] for m in args.modes]
-    with _running_cluster(2) as running:
+    from deepsci.core.parallel import open_cluster
+
+    # a cluster kept up across runs: what `dask scheduler` + `dask worker --nworkers 2 --nthreads 1` give
+    with open_cluster("local", 2) as (running, _):
         for variant, patch, width, batch, slides, repeats in variants:
             model, flops = _save_untrained(work / f"{variant}.keras", variant, patch, width)
             # stride: one window per patch-centre region of 32 px, or 128 px for 299-px v3 patches (Liu et al.)
             stride = 32 if variant == "small" else 128
             for mode, scheduler, workers, cold in modes:
                 if scheduler == "running":
-                    scheduler = running.scheduler_address
+                    scheduler = running.scheduler.address
                     # the first run on the cluster loads the model in its workers; not timed
                     t = time.perf_counter()
                     _heatmap_run(model, slides, work / f"hm_{variant}_prime", stride=stride, batch=batch,

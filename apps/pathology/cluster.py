@@ -14,37 +14,13 @@ interpreter teardown (every output is written before its task returns).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from deepsci.core import parallel
-from deepsci.core.parallel import REMOTE_SCHEMES, exit_fast_at_shutdown, threads_per_worker
 from deepsci.core.parallel import worker_tf_threads as worker_threads
 
-__all__ = ["REMOTE_SCHEMES", "ClusterInfo", "open_cluster", "worker_threads", "worker_tf_threads", "warm_up",
-           "exit_fast_at_shutdown"]
-
-
-@dataclass
-class ClusterInfo:
-    """The cluster a run uses.
-
-    Attributes
-    ----------
-    address : str
-        Scheduler address (give it to :func:`deepsci.core.parallel.run_shards`).
-    started_here : bool
-        A local cluster this run started (and closes), not a running one.
-    tf_threads : dict
-        Worker address -> TensorFlow threads its tasks should use (``None``:
-        TensorFlow's default).
-    """
-
-    address: str
-    started_here: bool
-    tf_threads: dict[str, int | None] = field(default_factory=dict)
+__all__ = ["open_cluster", "worker_threads", "worker_tf_threads", "warm_up"]
 
 
 @contextmanager
@@ -63,21 +39,19 @@ def open_cluster(scheduler: str | None, workers: int, threads: int | None = None
 
     Yields
     ------
-    (distributed.Client, ClusterInfo)
+    (distributed.Client, dict)
+        The client and ``worker address -> TensorFlow threads`` its tasks should use.
     """
-    with parallel.open_cluster(scheduler, workers) as (client, started_here):
-        if started_here:
-            per_worker = threads or threads_per_worker("local", workers)
-            info = ClusterInfo(client.scheduler.address, True,
-                               {w: per_worker for w in client.scheduler_info(n_workers=-1)["workers"]})
-        else:
-            tf_threads = worker_threads(client)
-            info = ClusterInfo(scheduler, False, {w: threads for w in tf_threads} if threads else tf_threads)
-        yield client, info
+    with parallel.open_cluster(scheduler, workers) as (client, _):
+        # One rule for local and running clusters (on a local one: cores // workers).
+        tf_threads = worker_threads(client)
+        if threads:
+            tf_threads = {w: threads for w in tf_threads}
+        yield client, tf_threads
 
 
 def worker_tf_threads() -> int | None:
-    """In a Dask worker: the :func:`worker_threads` rule from the scheduler's current view.
+    """In a Dask worker: its :func:`worker_threads` count from the scheduler's current view.
 
     For a worker that joined a running cluster after the run mapped the
     threads (``None`` outside a worker).
@@ -88,14 +62,11 @@ def worker_tf_threads() -> int | None:
         worker = get_worker()
     except ValueError:
         return None
-    info = get_client().scheduler_info(n_workers=-1)["workers"]
-    host = info.get(worker.address, {}).get("host")
-    total = sum(w["nthreads"] for w in info.values() if w["host"] == host) or worker.state.nthreads
-    return max(1, (os.cpu_count() or 1) * worker.state.nthreads // total)
+    return worker_threads(get_client()).get(worker.address)
 
 
-def warm_up(client, info: ClusterInfo, func: Callable, *args, todo: int) -> list:
-    """Run ``func(*args, threads, started_here)`` once on every worker, now; return the futures.
+def warm_up(client, tf_threads: dict[str, int | None], func: Callable, *args, todo: int) -> list:
+    """Run ``func(*args, threads)`` once on every worker, now; return the futures.
 
     Skipped (``[]``) when there are fewer slides to do (``todo``) than
     workers: a worker that gets no slide would load the model for nothing,
@@ -104,9 +75,9 @@ def warm_up(client, info: ClusterInfo, func: Callable, *args, todo: int) -> list
     """
     import uuid
 
-    if todo < len(info.tf_threads):
+    if todo < len(tf_threads):
         return []
     run = uuid.uuid4().hex[:8]
-    return [client.submit(func, *args, threads, info.started_here, workers=[addr], allow_other_workers=False,
+    return [client.submit(func, *args, threads, workers=[addr], allow_other_workers=False,
                           pure=False, key=f"warm-up-{run}-{addr}")
-            for addr, threads in info.tf_threads.items()]
+            for addr, threads in tf_threads.items()]

@@ -29,9 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.parallel import limit_tf_threads, marker_path, run_shards, threads_per_worker
+from deepsci.core.parallel import (
+    REMOTE_SCHEMES,
+    limit_tf_threads,
+    marker_path,
+    run_shards,
+    threads_per_worker,
+)
 
-from .cluster import REMOTE_SCHEMES, exit_fast_at_shutdown, open_cluster, warm_up, worker_tf_threads
+from .cluster import open_cluster, warm_up, worker_tf_threads
 from .inference import predict_function
 from .io import Slide, list_slides, write_pyramid_tiff
 from .tissue import TissueConfig, slide_tissue
@@ -187,10 +193,8 @@ def _load_folded(model_path: str) -> tuple:
     return fold_batchnorm(model), meta
 
 
-def warm_worker(model_path: str, batch_size: int, tta: bool, threads: int | None, started_here: bool) -> dict:
+def warm_worker(model_path: str, batch_size: int, tta: bool, threads: int | None) -> dict:
     """Build this worker's engine ahead of its first slide (a Dask task run at cluster start)."""
-    if started_here:
-        exit_fast_at_shutdown()
     eng, cached = engine(model_path, batch_size, tta, threads)
     return {"worker_pid": os.getpid(), "cached": cached, "build_seconds": eng.build_seconds}
 
@@ -446,10 +450,10 @@ def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
         tasks = [{**t, "config": {**t["config"], "threads": threads}} for t in tasks]
         results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, scheduler="inline", desc="slides")
     else:
-        with open_cluster(scheduler, workers, cfg.threads) as (client, cluster):
-            warm = warm_up(client, cluster, warm_worker, cfg_dict["model"], cfg.batch_size, cfg.tta, todo=todo)
+        with open_cluster(scheduler, workers, cfg.threads) as (client, tf_threads):
+            warm = warm_up(client, tf_threads, warm_worker, cfg_dict["model"], cfg.batch_size, cfg.tta, todo=todo)
             _check_slides(slides, meta, cfg.mpp)  # while the workers load the model
-            tasks = [{**t, "worker_threads": cluster.tf_threads} for t in tasks]
+            tasks = [{**t, "worker_threads": tf_threads} for t in tasks]
             results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, client=client, desc="slides")
             del warm  # held until the slides are done: a released future is cancelled
     write_run_info(out, command="pathology heatmap", config=cfg,
@@ -463,10 +467,13 @@ def _key(task: dict) -> str:
 
 
 def _sidecar(model_path: str) -> dict:
-    from deepsci.core.models.sidecar import read_sidecar  # no TensorFlow in this process
+    from deepsci.core.models.sidecar import (  # no TensorFlow in this process
+        read_sidecar,
+        sidecar_path,
+    )
 
     meta = read_sidecar(model_path)
-    path = Path(model_path).with_suffix(".json")
     if meta.get("app") != "pathology" or "input_spec" not in meta:
-        raise InputError("expected a pathology model sidecar with input_spec, found another kind", path)
+        raise InputError("expected a pathology model sidecar with input_spec, found another kind",
+                         sidecar_path(model_path))
     return meta

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from deepsci.apps.pathology import heatmap, io, patches, synth
-from deepsci.apps.pathology.cluster import ClusterInfo, warm_up, worker_threads
+from deepsci.apps.pathology.cluster import warm_up, worker_threads
 from deepsci.apps.pathology.train import PathologyTrainConfig, build_model
 
 
@@ -92,8 +92,7 @@ def test_second_run_on_a_running_cluster_does_not_reload(tmp_path):
 
 
 def test_warm_up_skipped_when_fewer_slides_than_workers():
-    info = ClusterInfo("tcp://x:1", False, {"tcp://a:1": 1, "tcp://b:1": 1})
-    assert warm_up(None, info, print, todo=1) == []
+    assert warm_up(None, {"tcp://a:1": 1, "tcp://b:1": 1}, print, todo=1) == []
 
 
 @pytest.mark.parametrize("scheduler", ["udp://x:1", "nonsense"])
