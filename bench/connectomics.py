@@ -208,11 +208,11 @@ def train_model(args, img, lab, vs, work: Path) -> tuple[Path, str]:
 def inference_config(args):
     from deepsci.apps.connectomics.inference import AgglomerationConfig, InferenceConfig
 
-    given = {"radius": args.agglo_radius and (args.agglo_radius,) * 3, "min_contact": args.agglo_min_contact,
-             "threshold": args.agglo_threshold, "boundary_threshold": args.agglo_boundary_threshold,
-             "rounds": args.agglo_rounds, "classifier": args.agglo_classifier}
     # Unset options: AgglomerationConfig's defaults (the CLI's too).
-    agg = AgglomerationConfig(**{k: v for k, v in given.items() if v is not None})
+    agg = AgglomerationConfig.from_options(
+        radius=args.agglo_radius, min_contact=args.agglo_min_contact, threshold=args.agglo_threshold,
+        boundary_threshold=args.agglo_boundary_threshold, rounds=args.agglo_rounds,
+        classifier=args.agglo_classifier)
     return InferenceConfig(
         batch_size=args.infer_batch, consensus=not args.no_consensus, seed_policy=args.seed_policy,
         peak_min_distance=args.peak_min_distance, move_threshold=args.move_threshold,

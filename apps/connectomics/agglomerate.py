@@ -34,7 +34,7 @@ from .inference import (
 )
 from .train import SEED_OUT, logit
 
-__all__ = ["AgglomerationConfig", "contact_pairs", "pair_scores", "merge_pairs", "agglomerate"]
+__all__ = ["AgglomerationConfig", "contact_pairs", "pair_scores", "merge_pairs", "join_segments", "agglomerate"]
 
 
 def contact_pairs(labels: np.ndarray, min_contact: int = 1) -> list[dict]:
@@ -157,6 +157,11 @@ def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
 
 def merge_pairs(labels: np.ndarray, pairs: list[dict], threshold: float) -> np.ndarray:
     """Join every pair whose ``score`` reaches ``threshold`` (transitively); ids relabelled 1..n."""
+    return join_segments(labels, [(p["a"], p["b"]) for p in pairs if p["score"] >= threshold])
+
+
+def join_segments(labels: np.ndarray, joins) -> np.ndarray:
+    """Labels with every ``(a, b)`` of ``joins`` made one segment (transitively); ids relabelled 1..n."""
     parent = np.arange(int(labels.max()) + 1)
 
     def find(i):
@@ -165,11 +170,10 @@ def merge_pairs(labels: np.ndarray, pairs: list[dict], threshold: float) -> np.n
             i = parent[i]
         return i
 
-    for p in pairs:
-        if p["score"] >= threshold:
-            ra, rb = find(p["a"]), find(p["b"])
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+    for a, b in joins:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
     roots = np.array([find(i) for i in range(len(parent))])
     return relabel_sequential(roots[labels])
 

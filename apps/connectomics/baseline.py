@@ -82,8 +82,11 @@ def boundary_map(image: np.ndarray, *, sigma: float = 1.0) -> np.ndarray:
 
 
 def watershed_baseline(image: np.ndarray, cfg: BaselineConfig | None = None, *,
-                       voxel_size=(1.0, 1.0, 1.0)) -> np.ndarray:
+                       voxel_size=(1.0, 1.0, 1.0), bmap: np.ndarray | None = None) -> np.ndarray:
     """Seeded watershed segmentation of an EM block.
+
+    ``bmap``, if given, is the block's :func:`boundary_map` at ``cfg.sigma``
+    already computed by the caller.
 
     Returns
     -------
@@ -95,7 +98,8 @@ def watershed_baseline(image: np.ndarray, cfg: BaselineConfig | None = None, *,
     from skimage.segmentation import watershed
 
     cfg = (cfg or BaselineConfig()).validate()
-    bmap = boundary_map(image, sigma=cfg.sigma)
+    if bmap is None:
+        bmap = boundary_map(image, sigma=cfg.sigma)
     thr = cfg.threshold if cfg.threshold is not None else float(threshold_otsu(bmap))
     interior = bmap < thr
     comp, _ = ndi.label(interior)

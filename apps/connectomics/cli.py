@@ -135,10 +135,10 @@ def segment(
     from .inference import AgglomerationConfig, InferenceConfig
     from .segment import SegmentConfig, segment_volume
 
-    given = {"radius": None if agglo_radius is None else (agglo_radius,) * 3, "min_contact": agglo_min_contact,
-             "threshold": agglo_threshold, "boundary_threshold": agglo_boundary_threshold, "rounds": agglo_rounds,
-             "classifier": None if agglo_classifier is None else str(agglo_classifier)}
-    agg = AgglomerationConfig(**{k: v for k, v in given.items() if v is not None})
+    agg = AgglomerationConfig.from_options(
+        radius=agglo_radius, min_contact=agglo_min_contact, threshold=agglo_threshold,
+        boundary_threshold=agglo_boundary_threshold, rounds=agglo_rounds,
+        classifier=None if agglo_classifier is None else str(agglo_classifier))
     cfg = SegmentConfig(
         inference=InferenceConfig(seed_policy=seed_policy, peak_min_distance=peak_min_distance,
                                   move_threshold=move_threshold, segment_threshold=segment_threshold,
@@ -168,8 +168,7 @@ def train_agglo(
     from .inference import AgglomerationConfig
     from .rag import run_train_agglo
 
-    given = {"radius": None if agglo_radius is None else (agglo_radius,) * 3, "min_contact": agglo_min_contact}
-    agg = AgglomerationConfig(**{k: v for k, v in given.items() if v is not None})
+    agg = AgglomerationConfig.from_options(radius=agglo_radius, min_contact=agglo_min_contact)
     typer.echo(json.dumps(run_train_agglo(model, image, labels, seg, out, agg=agg, boundary_sigma=boundary_sigma,
                                           kind=kind, voxel_size=voxel_size)))
 

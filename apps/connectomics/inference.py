@@ -76,6 +76,13 @@ class AgglomerationConfig:
     rounds: int = 1
     classifier: str | None = None
 
+    @classmethod
+    def from_options(cls, *, radius: int | None = None, **given) -> AgglomerationConfig:
+        """From command-line options: ``radius`` one int for all axes; ``None`` (unset) keeps the default."""
+        if radius is not None:
+            given["radius"] = (radius,) * 3
+        return cls(**{k: v for k, v in given.items() if v is not None})
+
     def validate(self) -> AgglomerationConfig:
         if min(self.radius) < 1 or self.min_contact < 1 or self.max_pairs < 1 or self.rounds < 1:
             raise ConfigError(f"expected radius, min_contact, max_pairs, rounds >= 1, found {self.radius}, "
@@ -446,8 +453,9 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
     img = normalise(image, mean, std)
     half = np.asarray(ff.fov) // 2
     bmap = allowed = None
+    agg = cfg.agglomeration
     if (cfg.boundary_threshold is not None or cfg.seed_policy in ("membrane", "watershed") or cfg.fill_unclaimed
-            or cfg.agglomerate):
+            or (cfg.agglomerate and (agg.boundary_threshold is not None or agg.classifier is not None))):
         from .baseline import boundary_map  # the baseline imports this module
 
         bmap = boundary_map(image, sigma=cfg.boundary_sigma)
@@ -469,7 +477,7 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
             seeds = np.zeros((0, 3), int)
     evals0 = ff.fov_evals
     if cfg.seed_policy == "watershed":
-        seg, prob = _supervoxels(image, cfg, voxel_size), np.zeros(image.shape, np.uint8)
+        seg, prob = _supervoxels(image, bmap, cfg, voxel_size), np.zeros(image.shape, np.uint8)
     else:
         seg, prob = flood_fill(img, seeds, ff, cfg, allowed)
     if cfg.consensus and len(seeds) > 1:
@@ -486,8 +494,8 @@ def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, m
     if cfg.agglomerate and seg.any():
         from .agglomerate import agglomerate
 
-        agg = agglomerate(seg, img, ff, cfg, cfg.agglomeration, bmap)
-        seg, merged = agg["labels"], agg["merged"]
+        joined = agglomerate(seg, img, ff, cfg, agg, bmap)
+        seg, merged = joined["labels"], joined["merged"]
         prob = np.where(seg > 0, prob, 0).astype(np.uint8)
     return {"labels": seg, "prob": prob, "seeds": np.asarray(seeds), "fov_evals": ff.fov_evals - evals0,
             "merged": merged, "seconds": time.perf_counter() - t0}
@@ -500,10 +508,10 @@ def _reseed_unclaimed(seg: np.ndarray, allowed: np.ndarray, min_size: int) -> np
     return np.where(comp > 0, comp + seg.max(), seg).astype(np.uint32)
 
 
-def _supervoxels(image: np.ndarray, cfg: InferenceConfig, voxel_size) -> np.ndarray:
+def _supervoxels(image: np.ndarray, bmap: np.ndarray, cfg: InferenceConfig, voxel_size) -> np.ndarray:
     """Peak-marker watershed of the boundary map, no size filter (a removed piece would be background)."""
     from .baseline import BaselineConfig, watershed_baseline
 
     ws = BaselineConfig(sigma=cfg.boundary_sigma, threshold=cfg.boundary_threshold,
                         min_distance=cfg.peak_min_distance, min_size=0, markers="peaks")
-    return watershed_baseline(image, ws, voxel_size=voxel_size).astype(np.uint32)
+    return watershed_baseline(image, ws, voxel_size=voxel_size, bmap=bmap).astype(np.uint32)

@@ -27,7 +27,7 @@ import numpy as np
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_path
 
-from .inference import relabel_sequential
+from .agglomerate import join_segments
 
 __all__ = ["FEATURES", "RagStats", "rag_stats", "PairClassifier", "fit_pair_classifier", "rag_agglomerate",
            "training_examples"]
@@ -308,8 +308,7 @@ def rag_agglomerate(labels: np.ndarray, st: RagStats, clf: PairClassifier | None
             heapq.heappush(heap, (-float(pk), a, b, version[a], version[b]))
 
     push(list(st.edges))
-    parent = np.arange(len(st.size))
-    merged = 0
+    joins: list[tuple[int, int]] = []
     while heap:
         p, a, b, va, vb = heapq.heappop(heap)
         if -p < threshold:
@@ -319,17 +318,11 @@ def rag_agglomerate(labels: np.ndarray, st: RagStats, clf: PairClassifier | None
         if oracle and not _same(st, a, b):
             continue
         _merge_edges(st, adj, a, b)
-        parent[b] = a
-        merged += 1
+        joins.append((a, b))
         version[a] += 1
         version[b] += 1
         push([(min(a, w), max(a, w)) for w in adj[a]])
-    for i in range(len(parent)):
-        r = i
-        while parent[r] != r:
-            r = parent[r]
-        parent[i] = r
-    return relabel_sequential(parent[labels]).astype(np.uint32), merged
+    return join_segments(labels, joins).astype(np.uint32), len(joins)
 
 
 def training_examples(labels: np.ndarray, bmap: np.ndarray, gt: np.ndarray, *,
