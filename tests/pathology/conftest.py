@@ -18,3 +18,21 @@ def slide_dir(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_model():
+    """``make(path, mags, patch=32, center=32)``: save an untrained width-4 pathology model with its sidecar."""
+    from deepsci.apps.pathology import patches
+    from deepsci.apps.pathology.train import PathologyTrainConfig, build_model
+    from deepsci.core.models.serialization import save_model
+
+    def make(path, mags, patch=32, center=32):
+        cfg = PathologyTrainConfig(slides=".", out_dir=".", width=4,
+                                   patch=patches.PatchConfig(patch_size=patch, magnifications=mags,
+                                                             center_size=center))
+        save_model(build_model(cfg), path, sidecar={"app": "pathology", "input_spec": {
+            "patch_size": patch, "magnifications": list(mags), "center_size": center}})
+        return path
+
+    return make

@@ -4,20 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from deepsci.apps.pathology import heatmap, io, patches, synth
+from deepsci.apps.pathology import heatmap, io, synth
 from deepsci.apps.pathology.cluster import warm_up, worker_threads
-from deepsci.apps.pathology.train import PathologyTrainConfig, build_model
-
-
-def _tiny_model(path, mags, patch=32, center=32):
-    from deepsci.core.models.serialization import save_model
-
-    cfg = PathologyTrainConfig(slides=".", out_dir=".", width=4,
-                               patch=patches.PatchConfig(patch_size=patch, magnifications=mags,
-                                                         center_size=center))
-    save_model(build_model(cfg), path, sidecar={"app": "pathology", "input_spec": {
-        "patch_size": patch, "magnifications": list(mags), "center_size": center}})
-    return path
 
 
 def _slides(folder, n=2, size=256):
@@ -28,13 +16,13 @@ def _slides(folder, n=2, size=256):
     return folder
 
 
-def test_engine_is_cached_until_the_model_file_changes(tmp_path, monkeypatch):
+def test_engine_is_cached_until_the_model_file_changes(tmp_path, monkeypatch, tiny_model):
     from deepsci.core.models import serialization
 
     loads = []
     real = serialization.load_model
     monkeypatch.setattr(serialization, "load_model", lambda p: loads.append(p) or real(p))
-    path = _tiny_model(tmp_path / "m.keras", (20.0,))
+    path = tiny_model(tmp_path / "m.keras", (20.0,))
     heatmap.drop_cached_models()
     first, cached = heatmap.engine(str(path), 8, False, None)
     assert not cached and len(loads) == 1
@@ -54,11 +42,11 @@ def test_engine_is_cached_until_the_model_file_changes(tmp_path, monkeypatch):
     heatmap.drop_cached_models()
 
 
-def test_second_run_on_a_running_cluster_does_not_reload(tmp_path):
+def test_second_run_on_a_running_cluster_does_not_reload(tmp_path, tiny_model):
     from dask.distributed import Client, LocalCluster
 
     slides = _slides(tmp_path / "slides")
-    path = _tiny_model(tmp_path / "m.keras", (20.0,))
+    path = tiny_model(tmp_path / "m.keras", (20.0,))
     common = {"model": str(path), "slides": str(slides), "stride": 64, "batch_size": 4}
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:

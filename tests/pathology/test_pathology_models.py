@@ -57,25 +57,14 @@ def test_multiscale_heatmap_with_tta(tmp_path):
     np.testing.assert_allclose(io.read_heatmap(tmp_path / "h" / "s.heatmap.tif")[0], heat, rtol=1e-5)
 
 
-def _tiny_model(path, mags, patch=32, center=32):
-    from deepsci.core.models.serialization import save_model
-
-    cfg = PathologyTrainConfig(slides=".", out_dir=".", width=4,
-                               patch=patches.PatchConfig(patch_size=patch, magnifications=mags,
-                                                         center_size=center))
-    save_model(build_model(cfg), path, sidecar={"app": "pathology", "input_spec": {
-        "patch_size": patch, "magnifications": list(mags), "center_size": center}})
-    return path
-
-
-def test_heatmap_equals_per_tile_prediction_with_tta(tmp_path):
+def test_heatmap_equals_per_tile_prediction_with_tta(tmp_path, tiny_model):
     """Batched row reading + in-graph 8-orientation TTA == the model on each tile's own patches."""
     from deepsci.core.models.serialization import load_model
 
     rgb, *_ = synth.render_slide(synth.SynthConfig(width=512, height=512, mpp=0.25, n_tumours=1), seed=4)
     io.write_pyramid_tiff(tmp_path / "s.tif", rgb, mpp=0.25, tile=64, min_size=64)
     mags = (40.0, 20.0)
-    path = _tiny_model(tmp_path / "m.keras", mags, patch=32, center=16)
+    path = tiny_model(tmp_path / "m.keras", mags, patch=32, center=16)
     hc = heatmap.HeatmapConfig(model=str(path), slides=str(tmp_path / "s.tif"), out_dir=str(tmp_path / "h"),
                                stride=64, batch_size=16, tta=True, scheduler="inline")
     heat, info = heatmap.heatmap_slide(tmp_path / "s.tif", hc.model, hc)
@@ -96,14 +85,14 @@ def test_heatmap_equals_per_tile_prediction_with_tta(tmp_path):
     np.testing.assert_allclose(heat[rows, cols], np.mean(probs, axis=0), atol=1e-5)
 
 
-def test_dask_workers_split_the_cores(tmp_path):
+def test_dask_workers_split_the_cores(tmp_path, tiny_model):
     """Two local Dask workers each run TensorFlow on cores // 2 threads and agree with inline."""
     import os
 
     for seed, name in ((1, "a"), (2, "b")):
         rgb, *_ = synth.render_slide(synth.SynthConfig(width=256, height=256, mpp=0.5, n_tumours=0), seed=seed)
         io.write_pyramid_tiff(tmp_path / "slides" / f"{name}.tif", rgb, mpp=0.5, tile=64, min_size=32)
-    path = _tiny_model(tmp_path / "m.keras", (20.0,))
+    path = tiny_model(tmp_path / "m.keras", (20.0,))
     common = {"model": str(path), "slides": str(tmp_path / "slides"), "stride": 64, "batch_size": 4}
     dask = heatmap.run_heatmaps(heatmap.HeatmapConfig(out_dir=str(tmp_path / "d"), scheduler="local",
                                                       workers=2, **common))
