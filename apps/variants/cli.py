@@ -196,6 +196,9 @@ def postprocess_cmd(
     examples: Path | None = typer.Option(None, help="make-examples folder (gVCF blocks)."),
     haploid_contigs: str | None = typer.Option(None, help="Comma list, e.g. chrX,chrY."),
     min_qual: float = typer.Option(1.0, help="QUAL below this is FILTER LowQual."),
+    multi_allelic_qual_filter: float = typer.Option(
+        1.0, help="At multi-allelic sites, drop alts whose own image gives QUAL below this "
+                  "(DeepVariant's default 1; 0 keeps all)."),
 ):
     """Genotypes, GQ/QUAL/PL and FILTER into a bgzipped, indexed VCF 4.2 (and gVCF)."""
     from .postprocess import PostprocessConfig, postprocess_variants
@@ -204,7 +207,8 @@ def postprocess_cmd(
         calls=str(calls), ref=str(ref), out=str(out),
         gvcf_out=str(gvcf_out) if gvcf_out else None,
         examples=str(examples) if examples else None,
-        haploid_contigs=_split(haploid_contigs), min_qual=min_qual), command=_cmd())
+        haploid_contigs=_split(haploid_contigs), min_qual=min_qual,
+        multi_allelic_qual_filter=multi_allelic_qual_filter), command=_cmd())
     typer.echo("  ".join(f"{k}: {v}" for k, v in sorted(res.items())))
     typer.echo(f"vcf: {out}")
 

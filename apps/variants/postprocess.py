@@ -5,6 +5,12 @@ probabilities of 0, 1 or 2 copies of the shown alleles. Genotype probabilities o
 alleles are combined DeepVariant-style: each genotype takes the *minimum* over the images
 that contain its allele pair, then the genotypes are renormalised.
 
+Multi-allelic sites are first pruned as DeepVariant's ``--multi_allelic_qual_filter`` does:
+an alt whose own image gives ``QUAL = -10 log10 p(0 copies)`` below the filter (default 1)
+is dropped with every image that shows it, so a pair image cannot vouch for two alleles
+that each look like errors on their own (long homopolymers offer a deletion and an
+insertion at once).
+
 Quality fields: ``GQ = -10 log10(1 - p(GT))``, ``QUAL = -10 log10 p(0/0)``,
 ``PL = round(-10 log10 p(g)) - min``, ``GL = log10 p(g)``.
 """
@@ -26,7 +32,8 @@ from deepsci.core.io import read_json, save_config, write_run_info
 from . import io as vio
 from .call_variants import read_calls
 
-__all__ = ["PostprocessConfig", "postprocess_variants", "combine_genotypes", "site_record",
+__all__ = ["PostprocessConfig", "postprocess_variants", "combine_genotypes", "prune_alleles",
+           "site_record",
            "genotype_fields", "gvcf_records", "MIN_PROB"]
 
 MIN_PROB = 1e-10            # caps phred values at 100
@@ -45,12 +52,16 @@ class PostprocessConfig:
     haploid_contigs: list[str] | None = None
     min_qual: float = 1.0                 # below: FILTER LowQual
     sample: str | None = None
+    multi_allelic_qual_filter: float = 1.0   # 0: keep every alt of multi-allelic sites
 
     def validate(self) -> None:
         if not self.calls or not self.ref:
             raise ConfigError("expected --calls and --ref, found none")
         if not self.out.endswith(".vcf.gz"):
             raise ConfigError(f"expected --out ending in .vcf.gz, found {self.out!r}")
+        if self.multi_allelic_qual_filter < 0:
+            raise ConfigError(f"expected --multi-allelic-qual-filter >= 0, found "
+                              f"{self.multi_allelic_qual_filter}")
         if self.gvcf_out is not None:
             if not self.gvcf_out.endswith(".vcf.gz"):
                 raise ConfigError(f"expected --gvcf-out ending in .vcf.gz, found "
@@ -110,6 +121,54 @@ def combine_genotypes(n_alts: int, images: dict[tuple[int, ...], np.ndarray]
     return {g: v / total for g, v in out.items()}
 
 
+def prune_alleles(ref: str, alts: list[str], ad: list[int], images: dict, qual_filter: float
+                  ) -> tuple[str, list[str], list[int], dict]:
+    """Drop the alts of a multi-allelic site whose own image calls them reference.
+
+    Parameters
+    ----------
+    ref, alts : str, list of str
+        The site's alleles.
+    ad : list of int
+        Allele depths, REF first (``len(alts) + 1``).
+    images : dict
+        ``alt_idx`` tuple -> ``(3,)`` probabilities, as for :func:`combine_genotypes`.
+    qual_filter : float
+        An alt is dropped when ``-10 log10 p(0 copies)`` of its single-alt image is below
+        this; when every alt would go, the one with the highest such QUAL stays. 0 or a
+        biallelic site leaves everything as is.
+
+    Returns
+    -------
+    ref, alts, ad, images
+        With the dropped alts, their depths and every image showing them removed, alt
+        indices renumbered, and a base suffix shared by all remaining alleles trimmed.
+
+    Examples
+    --------
+    >>> im = {(0,): np.array([.96, .04, 0.]), (1,): np.array([1., 0., 0.]),
+    ...       (0, 1): np.array([.05, .95, 0.])}
+    >>> r, a, d, i = prune_alleles("AG", ["A", "AGG"], [23, 10, 4], im, 1.0)
+    >>> r, a, d, sorted(i)
+    ('AG', ['A'], [23, 10], [(0,)])
+    """
+    if qual_filter <= 0 or len(alts) < 2:
+        return ref, alts, ad, images
+    qual = {i: _phred(images[(i,)][0]) for i in range(len(alts)) if (i,) in images}
+    keep = [i for i in range(len(alts)) if qual.get(i, math.inf) >= qual_filter]
+    if not keep:
+        keep = [max(qual, key=qual.get)]
+    if len(keep) == len(alts):
+        return ref, alts, ad, images
+    new = {old: k for k, old in enumerate(keep)}
+    images = {tuple(new[i] for i in s): p for s, p in images.items() if all(i in new for i in s)}
+    alleles = [ref] + [alts[i] for i in keep]
+    # Pruning "A" from AGG -> AG,A leaves AGG -> AG: trim to the minimal AG -> A.
+    while min(len(a) for a in alleles) > 1 and len({a[-1] for a in alleles}) == 1:
+        alleles = [a[:-1] for a in alleles]
+    return alleles[0], alleles[1:], [ad[0]] + [ad[i + 1] for i in keep], images
+
+
 def haploid(probs: dict[tuple[int, int], float], n_alleles: int) -> dict[tuple[int], float]:
     """Restrict diploid probabilities to haploid genotypes (``i/i`` -> ``i``), renormalised."""
     h = {(i,): probs.get((i, i), 0.0) for i in range(n_alleles)}
@@ -144,8 +203,13 @@ def genotype_fields(probs: dict, n_alleles: int, ploidy: int = 2) -> dict:
 
 def site_record(contig: str, pos: int, ref: str, alts: list[str], dp: int, ad: list[int],
                 images: dict, *, ploidy: int = 2, min_qual: float = 1.0,
-                gvcf: bool = False) -> dict:
-    """One VCF record dict (for :func:`deepsci.apps.variants.io.write_vcf`) for a site."""
+                gvcf: bool = False, multi_allelic_qual_filter: float = 1.0) -> dict:
+    """One VCF record dict (for :func:`deepsci.apps.variants.io.write_vcf`) for a site.
+
+    Alts are first pruned (:func:`prune_alleles`; ``multi_allelic_qual_filter=0`` keeps all).
+    """
+    ref, alts, ad, images = prune_alleles(ref, list(alts), list(ad), images,
+                                          multi_allelic_qual_filter)
     n = len(alts) + 1
     probs = combine_genotypes(len(alts), images)
     if ploidy == 1:
@@ -243,13 +307,15 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
         sites[key][r["alt_idx"]] = r["probs"]
         meta[key] = (r["dp"], r["ad"])
     order = {c: i for i, c in enumerate(contigs)}
+    mqf = config.multi_allelic_qual_filter
     records = []
     for key in sorted(sites, key=lambda k: (order[k[0]], k[1], k[2], k[3])):
         contig, pos, ref, alts = key
         dp, ad = meta[key]
         records.append((key, site_record(contig, pos, ref, list(alts), dp, ad, sites[key],
                                          ploidy=1 if contig in haploid_set else 2,
-                                         min_qual=config.min_qual)))
+                                         min_qual=config.min_qual,
+                                         multi_allelic_qual_filter=mqf)))
     cmd = command or " ".join(sys.argv)
     header = vio.vcf_header(contigs, sample, command=cmd)
     vio.write_vcf([r for _, r in records], config.out, header)
@@ -260,7 +326,7 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
         gheader = vio.vcf_header(contigs, sample, command=cmd, gvcf=True)
         var = [site_record(*k[:2], k[2], list(k[3]), *meta[k], sites[k],
                            ploidy=1 if k[0] in haploid_set else 2, min_qual=config.min_qual,
-                           gvcf=True) for k, _ in records]
+                           gvcf=True, multi_allelic_qual_filter=mqf) for k, _ in records]
         spans = defaultdict(list)
         for r in var:
             spans[r["contig"]].append((r["pos"], r["pos"] + len(r["ref"])))

@@ -14,6 +14,7 @@ from deepsci.apps.variants.postprocess import (
     genotype_fields,
     genotypes,
     postprocess_variants,
+    prune_alleles,
     site_record,
 )
 
@@ -165,3 +166,37 @@ def test_postprocess_rejects_unknown_haploid_contig(tmp_path, vt):
                                                out=str(tmp_path / "o.vcf.gz"),
                                                haploid_contigs=["chrY"]))
     assert not (tmp_path / "o.vcf.gz").exists()
+
+
+def test_multiallelic_pruning_drops_alleles_their_own_images_call_reference():
+    # A long homopolymer: a deletion and an insertion, each an error by its own image, but
+    # together 14 of 37 reads, which the pair image takes for one copy.
+    images = {(0,): np.array([0.94, 0.055, 0.005]), (1,): np.array([0.9999, 1e-4, 0.0]),
+              (0, 1): np.array([0.05, 0.95, 0.0])}
+    kept = site_record("c", 9, "AG", ["A", "AGG"], 37, [23, 10, 4], images,
+                       multi_allelic_qual_filter=0.0)
+    assert kept["sample"]["GT"] == (0, 1)             # no pruning: the pair image wins
+    rec = site_record("c", 9, "AG", ["A", "AGG"], 37, [23, 10, 4], images)
+    # Both below QUAL 1: the better one (QUAL 0.27 > 0.0004) stays, alone.
+    assert rec["alts"] == ("A",) and rec["sample"]["AD"] == (23, 10)
+    assert rec["sample"]["GT"] == (0, 0) and rec["filter"] == "RefCall"
+    assert len(rec["sample"]["PL"]) == 3
+
+
+def test_multiallelic_pruning_keeps_real_alleles_and_trims():
+    # AGG -> AG (1-bp deletion, real, het) and AGG -> A (2-bp deletion, an error).
+    images = {(0,): np.array([0.01, 0.97, 0.02]), (1,): np.array([0.9, 0.09, 0.01]),
+              (0, 1): np.array([0.01, 0.9, 0.09])}
+    ref, alts, ad, im = prune_alleles("AGG", ["AG", "A"], [15, 13, 3], images, 1.0)
+    assert (ref, alts, ad) == ("AG", ["A"], [15, 13])
+    assert list(im) == [(0,)] and im[(0,)] is images[(0,)]
+    rec = site_record("c", 3, "AGG", ["AG", "A"], 31, [15, 13, 3], images)
+    assert (rec["ref"], rec["alts"], rec["sample"]["GT"]) == ("AG", ("A",), (0, 1))
+    # A true 1/2 site: both singles are confidently non-reference, nothing goes.
+    two = {(0,): np.array([0.05, 0.9, 0.05]), (1,): np.array([0.1, 0.85, 0.05]),
+           (0, 1): np.array([0.02, 0.08, 0.9])}
+    assert prune_alleles("A", ["C", "G"], [1, 14, 15], two, 1.0)[1] == ["C", "G"]
+    # Biallelic sites and a zero filter are left alone.
+    one = {(0,): np.array([0.99, 0.01, 0.0])}
+    assert prune_alleles("A", ["C"], [20, 2], one, 1.0)[1] == ["C"]
+    assert prune_alleles("AGG", ["AG", "A"], [15, 13, 3], images, 0.0)[1] == ["AG", "A"]
