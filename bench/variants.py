@@ -13,6 +13,9 @@ Usage::
 
     python bench/variants.py [--limit BP] [--coverage 30] [--epochs 8] [--work DIR]
 
+The defaults are the recipe of the last RESULTS.md entry (session 5): 7 replicates,
+allele-fraction augmentation 0.25 with a VAF floor of 0.2, 8 epochs.
+
 Training recipe (all of it on the first half): the main BAM's reads of the training part at
 ``--downsample`` read fractions, plus ``--train-replicates`` independent simulations of the
 first half only (other variant and read seeds; reads of the second half are never made) at
@@ -110,6 +113,18 @@ def _replicates(args, work: Path, genome: dict, contig: str, mid: int) -> list[d
     return out
 
 
+def _train(args, out: Path, dirs: list[str], val_dirs: list[str], seed: int) -> str:
+    """Train one model of the recipe on the given examples; returns its model.keras."""
+    from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
+
+    return train_variants(TrainVariantsConfig(
+        examples=",".join(dirs), out_dir=str(out), val_examples=",".join(val_dirs) or None,
+        epochs=args.epochs, batch_size=args.batch_size, seed=seed, width=args.width,
+        class_weight=args.class_weight, af_augment=args.af_augment,
+        af_augment_alleles=args.af_augment_alleles,
+        af_augment_min_vaf=args.af_augment_min_vaf))["model"]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/deepsci-bench-variants")
@@ -119,7 +134,7 @@ def main(argv=None) -> None:
     p.add_argument("--homopolymer-slip", type=float, default=2e-4,
                    help="read simulation: slippage error chance at a 4-bp homopolymer "
                         "(0: the simpler error model of earlier runs)")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
@@ -128,14 +143,18 @@ def main(argv=None) -> None:
     p.add_argument("--scheduler", default="inline",
                    help="make-examples shards: inline (this process) or local (Dask cluster)")
     p.add_argument("--model", default=None,
-                   help="use this trained model.keras instead of training on the first half")
+                   help="use this trained model.keras (or comma-separated ensemble) instead "
+                        "of training on the first half")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="train this many models (seeds SEED, SEED+1, ...) on the same "
+                        "examples and call with their mean probabilities")
     p.add_argument("--reuse", action="store_true",
                    help="keep --work: reuse its simulation and trained model if present")
     p.add_argument("--repeats", type=int, default=2,
                    help="time deepsci/bcftools/freebayes this many times each (best is used)")
     p.add_argument("--downsample", default="1.0,0.7,0.5",
                    help="read fractions of the training examples (augmentation)")
-    p.add_argument("--train-replicates", type=int, default=3,
+    p.add_argument("--train-replicates", type=int, default=7,
                    help="extra read sets of the first half only (own variants and reads, "
                         "seeds SEED+100+r), as DeepVariant trains on several replicates")
     p.add_argument("--replicate-downsample", default="1.0,0.6",
@@ -144,12 +163,12 @@ def main(argv=None) -> None:
                    help="hold out the last share of the first half as validation")
     p.add_argument("--class-weight", default="none",
                    help="training loss weight per genotype class (none|balanced|w0,w1,w2)")
-    p.add_argument("--af-augment", type=float, default=0.0,
+    p.add_argument("--af-augment", type=float, default=0.25,
                    help="train --af-augment: chance per het example and epoch of dropping "
                         "a random share of its alt reads (0 = off)")
     p.add_argument("--af-augment-alleles", default="snp",
                    help="train --af-augment-alleles: snp or all")
-    p.add_argument("--af-augment-min-vaf", type=float, default=0.0,
+    p.add_argument("--af-augment-min-vaf", type=float, default=0.2,
                    help="train --af-augment-min-vaf: lowest VAF a thinned het may reach")
     args = p.parse_args(argv)
 
@@ -160,7 +179,6 @@ def main(argv=None) -> None:
         freebayes_call,
     )
     from deepsci.apps.variants.synth import SimulateConfig, simulate
-    from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
     from deepsci.core.bench import machine_info, table
 
     work = Path(args.work)
@@ -265,14 +283,21 @@ def main(argv=None) -> None:
         (work / "train_labels.json").write_text(json.dumps([labels, me, val_labels]))
         t["make-examples (train half)"] = time.time() - t0
         t0 = time.time()
-        tr = train_variants(TrainVariantsConfig(
-            examples=",".join(dirs), out_dir=str(work / "model"),
-            val_examples=",".join(val_dirs) or None, epochs=args.epochs,
-            batch_size=args.batch_size, seed=args.seed, width=args.width,
-            class_weight=args.class_weight, af_augment=args.af_augment,
-            af_augment_alleles=args.af_augment_alleles,
-            af_augment_min_vaf=args.af_augment_min_vaf))
+        tr = {"model": _train(args, work / "model", dirs, val_dirs, args.seed)}
         t["train"] = time.time() - t0
+    if args.ensemble > 1 and not args.model:
+        # More members, same examples, other seeds (initialisation, order, thinning).
+        cfg = json.loads((work / "model" / "config.json").read_text())
+        members = [tr["model"]]
+        for k in range(1, args.ensemble):
+            out = work / f"model_{k}"
+            if not (args.reuse and (out / "model.keras").exists()):
+                t0 = time.time()
+                _train(args, out, cfg["examples"].split(","),
+                       (cfg["val_examples"] or "").split(","), args.seed + k)
+                t[f"train ensemble member {k}"] = time.time() - t0
+            members.append(str(out / "model.keras"))
+        tr = {"model": ",".join(members)}
     stages_file.write_text(json.dumps(t))
 
     # Callers alternate within each repeat so that load changes hit all of them alike.
@@ -329,7 +354,8 @@ def main(argv=None) -> None:
              f"{args.replicate_downsample}; validation {val_reg} of every read set "
              f"({val_labels} examples); class weight "
              f"{args.class_weight}; allele-fraction augmentation {args.af_augment:g} "
-             f"({args.af_augment_alleles}, VAF floor {args.af_augment_min_vaf:g}); small Inception width {args.width}, up to "
+             f"({args.af_augment_alleles}, VAF floor {args.af_augment_min_vaf:g}); small Inception width {args.width}"
+             f"{f', ensemble of {args.ensemble}' if args.ensemble > 1 else ''}, up to "
              f"{args.epochs} epochs, best validation epoch kept)")
           + f", call {test_reg}.\n")
     print(table(rows, cols))

@@ -20,7 +20,8 @@ from deepsci.core.progress import progress
 from .make_examples import example_files
 from .model import HEAD, INPUT_SHAPE, load_genotype_model
 
-__all__ = ["CallConfig", "call_variants", "load_classifier", "read_calls", "COLUMNS"]
+__all__ = ["CallConfig", "call_variants", "load_classifier", "model_paths", "read_calls",
+           "COLUMNS"]
 
 COLUMNS = ("contig", "pos", "ref", "alts", "alt_idx", "dp", "ad", "p_homref", "p_het",
            "p_homalt")
@@ -75,26 +76,48 @@ def _dataset(files, batch_size: int):
     return ds.map(parse, num_parallel_calls=2, deterministic=True).batch(batch_size).prefetch(2)
 
 
+def model_paths(spec: str | Path) -> list[str]:
+    """The model(s) of ``--model``: one path, or several comma-separated (an ensemble)."""
+    paths = [p for p in str(spec).split(",") if p]
+    if not paths:
+        raise ConfigError("expected --model, found none")
+    return paths
+
+
 def load_classifier(model_path: str | Path, batch_size: int) -> tuple:
-    """Load a model and trace its inference graph for ``(batch_size, 100, 221, 7)`` inputs.
+    """Load a model (or an ensemble) and trace its inference graph for one batch shape.
 
     Tracing is done here, on a zero batch, so that :func:`run_pipeline` can do it while
     make-examples is still running in another process.
 
+    Parameters
+    ----------
+    model_path : str or Path
+        A ``model.keras`` (or its folder), or several comma-separated: their genotype
+        probabilities are averaged (a deep ensemble; models trained with different seeds
+        disagree mostly where each is unsure, and the mean is better calibrated).
+    batch_size : int
+
     Returns
     -------
-    model : keras.Model
+    models : list of keras.Model
     sidecar : dict
+        The first model's sidecar.
     infer : callable
         ``(batch_size, 100, 221, 7) float32 -> (batch_size, 3)`` genotype probabilities.
     """
     import tensorflow as tf
 
-    model, sidecar = load_genotype_model(model_path)
-    infer = tf.function(lambda x: tf.nn.softmax(model(x, training=False)[HEAD], axis=-1),
-                        reduce_retracing=True)
+    loaded = [load_genotype_model(p) for p in model_paths(model_path)]
+    models = [m for m, _ in loaded]
+
+    def probs(x):
+        return tf.add_n([tf.nn.softmax(m(x, training=False)[HEAD], axis=-1)
+                         for m in models]) / len(models)
+
+    infer = tf.function(probs, reduce_retracing=True)
     infer(tf.zeros((batch_size, *INPUT_SHAPE), tf.float32))
-    return model, sidecar, infer
+    return models, loaded[0][1], infer
 
 
 def call_variants(config: CallConfig, *, loaded: tuple | None = None) -> dict:
@@ -133,8 +156,8 @@ def call_variants(config: CallConfig, *, loaded: tuple | None = None) -> dict:
     src = Path(config.examples)
     if src.is_dir() and (src / "examples_info.json").exists():
         info = read_json(src / "examples_info.json")
-    info.update({"model": str(config.model), "model_variant": sidecar.get("variant"),
-                 "examples": n})
+    info.update({"model": str(config.model), "models": len(model_paths(config.model)),
+                 "model_variant": sidecar.get("variant"), "examples": n})
     write_json(out.with_name(out.name.split(".")[0] + "_info.json"), info)
     save_config(config, out.with_name(out.name.split(".")[0] + "_config.json"))
     write_run_info(out.parent, command="variants call-variants", config=config)

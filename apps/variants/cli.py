@@ -175,7 +175,8 @@ def train(
 @app.command("call-variants")
 def call_variants_cmd(
     examples: Path = typer.Option(..., help="make-examples output folder."),
-    model: Path = typer.Option(..., help="model.keras from `train`."),
+    model: str = typer.Option(..., help="model.keras from `train`; several comma-separated "
+                                          "are averaged (an ensemble)."),
     out: Path = typer.Option(..., "--out", help="Output calls.tsv.gz."),
     batch_size: int = typer.Option(64),
 ):
@@ -217,7 +218,8 @@ def postprocess_cmd(
 def run(
     reads: Path = typer.Option(..., help="Indexed, coordinate-sorted BAM or CRAM."),
     ref: Path = typer.Option(..., help="Reference FASTA."),
-    model: Path = typer.Option(..., help="model.keras from `train`."),
+    model: str = typer.Option(..., help="model.keras from `train`; several comma-separated "
+                                          "are averaged (an ensemble)."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     regions: str | None = _REGIONS,
     shards: int = _SHARDS,

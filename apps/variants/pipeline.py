@@ -42,14 +42,15 @@ def run_pipeline(config: RunConfig, *, command: str | None = None) -> dict:
     Outputs in ``out_dir``: ``examples/``, ``calls.tsv.gz``, ``calls.vcf.gz`` (+ ``.tbi``)
     and with ``gvcf`` ``calls.g.vcf.gz``.
     """
-    from .call_variants import CallConfig, call_variants, load_classifier
+    from .call_variants import CallConfig, call_variants, load_classifier, model_paths
     from .make_examples import MakeExamplesConfig
     from .postprocess import PostprocessConfig, postprocess_variants
 
     config.validate()
-    if not Path(config.model).exists():        # fail on a missing model before any work
-        raise InputError("expected a model.keras from `deepsci variants train`, found nothing",
-                         config.model)
+    for m in model_paths(config.model):        # fail on a missing model before any work
+        if not Path(m).exists():
+            raise InputError("expected a model.keras from `deepsci variants train`, found "
+                             "nothing", m)
     out = Path(config.out_dir)
     t = {}
     t0 = time.time()

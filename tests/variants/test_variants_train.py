@@ -63,3 +63,36 @@ def test_label_counts_from_make_examples_info_and_loose_shards(tmp_path):
     (folder / "examples_info.json").write_text('{"training": true, "labels": [7, 8, 9]}')
     loose = _shard(tmp_path / "examples-00000-of-00001.tfrecord.gz", [0, 1, 1, 2, -1])
     assert _label_counts(f"{folder},{loose}") == [8, 10, 10]
+
+
+def _saved_model(path, seed):
+    import keras
+
+    from deepsci.apps.variants.model import build_model
+    from deepsci.core.models.serialization import save_model
+
+    keras.utils.set_random_seed(seed)
+    save_model(build_model("small", width=4), path, sidecar={"app": "variants"})
+    return path
+
+
+def test_ensemble_averages_member_probabilities(tmp_path):
+    from deepsci.apps.variants.call_variants import CallConfig, call_variants, read_calls
+    from deepsci.core.errors import InputError
+
+    (tmp_path / "ex").mkdir()
+    f = _shard(tmp_path / "ex" / "examples-00000-of-00001.tfrecord.gz", [0, 1, 2, 1, 0])
+    a, b = _saved_model(tmp_path / "a.keras", 1), _saved_model(tmp_path / "b.keras", 2)
+    probs = {}
+    for name, spec in (("a", str(a)), ("b", str(b)), ("ab", f"{a},{b}")):
+        res = call_variants(CallConfig(examples=str(f.parent), model=spec, batch_size=2,
+                                       out=str(tmp_path / name / "calls.tsv.gz")))
+        assert res["examples"] == 5
+        probs[name] = np.stack([r["probs"] for r in read_calls(tmp_path / name /
+                                                                 "calls.tsv.gz")])
+    assert not np.allclose(probs["a"], probs["b"], atol=1e-4)   # two different members
+    np.testing.assert_allclose(probs["ab"], (probs["a"] + probs["b"]) / 2, atol=2e-5)
+    np.testing.assert_allclose(probs["ab"].sum(1), 1.0, atol=1e-5)
+    with pytest.raises(InputError, match="missing.keras"):
+        call_variants(CallConfig(examples=str(f.parent), model=f"{a},{tmp_path}/missing.keras",
+                                 out=str(tmp_path / "x" / "calls.tsv.gz")))
