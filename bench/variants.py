@@ -13,8 +13,8 @@ Usage::
 
     python bench/variants.py [--limit BP] [--coverage 30] [--epochs 8] [--work DIR]
 
-The defaults are the recipe of the last RESULTS.md entry (session 5): 7 replicates,
-allele-fraction augmentation 0.25 with a VAF floor of 0.2, 8 epochs.
+The defaults are the recipe of the last RESULTS.md entry (session 5, recipe D): 7
+replicates, allele-fraction augmentation 0.25 of het SNPs with a VAF floor of 0.15, 8 epochs.
 
 Training recipe (all of it on the first half): the main BAM's reads of the training part at
 ``--downsample`` read fractions, plus ``--train-replicates`` independent simulations of the
@@ -168,7 +168,7 @@ def main(argv=None) -> None:
                         "a random share of its alt reads (0 = off)")
     p.add_argument("--af-augment-alleles", default="snp",
                    help="train --af-augment-alleles: snp or all")
-    p.add_argument("--af-augment-min-vaf", type=float, default=0.2,
+    p.add_argument("--af-augment-min-vaf", type=float, default=0.15,
                    help="train --af-augment-min-vaf: lowest VAF a thinned het may reach")
     args = p.parse_args(argv)
 
