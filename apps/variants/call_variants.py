@@ -130,7 +130,7 @@ def call_variants(config: CallConfig, *, loaded: tuple | None = None) -> dict:
 
     config.validate()
     files = example_files(config.examples)
-    _, sidecar, infer = loaded or load_classifier(config.model, config.batch_size)
+    models, sidecar, infer = loaded or load_classifier(config.model, config.batch_size)
     out = Path(config.out)
     n, t0 = 0, time.time()
     with atomic_path(out) as tmp:
@@ -156,7 +156,7 @@ def call_variants(config: CallConfig, *, loaded: tuple | None = None) -> dict:
     src = Path(config.examples)
     if src.is_dir() and (src / "examples_info.json").exists():
         info = read_json(src / "examples_info.json")
-    info.update({"model": str(config.model), "models": len(model_paths(config.model)),
+    info.update({"model": str(config.model), "models": len(models),
                  "model_variant": sidecar.get("variant"), "examples": n})
     write_json(out.with_name(out.name.split(".")[0] + "_info.json"), info)
     save_config(config, out.with_name(out.name.split(".")[0] + "_config.json"))
