@@ -1,5 +1,6 @@
 """Readers for each format on small files the tests write, and bad inputs."""
 import bz2
+import gzip
 import tarfile
 
 import numpy as np
@@ -65,7 +66,7 @@ def test_moleculenet_sdf_and_companion_csv(mset, tmp_path):
     ms = io.read_molecules(p)
     assert len(ms) == 5 and ms.mols[0].GetNumAtoms() == mset.mols[0].GetNumAtoms()
     _same_targets(ms, mset, ["gap", "u0", "mu"])  # Hartree → eV
-    raw = io._moleculenet_table(tmp_path / "gdb9.sdf.csv")
+    raw = io.sdf.moleculenet_table(tmp_path / "gdb9.sdf.csv")
     np.testing.assert_allclose(raw["u0_atom"], mset.targets["u0"] * 0.001, rtol=1e-6)  # kcal/mol → eV
 
 
@@ -137,7 +138,7 @@ def test_write_csv_is_atomic(tmp_path, monkeypatch):
     def boom(self, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(io.gzip.GzipFile, "write", boom)
+    monkeypatch.setattr(gzip.GzipFile, "write", boom)
     with pytest.raises(OSError):
         io.write_csv(out, ids=["b"], smiles=["CC"], columns={"gap": np.array([2.0])}, units={})
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["o.csv.gz"]
@@ -197,6 +198,6 @@ def test_qm9pack_rows_report_skip_reasons(monkeypatch):
     rows = [("dsgdb9nsd_1.xyz", "['O','H','H']",
              "[[0,0,0.1173],[0,0.7572,-0.4692],[0,-0.7572,-0.4692]]", "O"),
             ("dsgdb9nsd_2.xyz", "['O','H']", "[[0,0,0]]", "O")]
-    out = io._qm9pack_rows(rows)
+    out = io.qm9pack.qm9pack_rows(rows)
     assert out[0][1] is not None and out[0][1].GetNumAtoms() == 3
     assert out[1][1] is None and "coordinates" in out[1][2]

@@ -1,0 +1,123 @@
+"""The app's CSV format (chemprop-compatible), read and written.
+
+A ``smiles`` column, optional ``id`` and ``xyz`` (geometry, ``"El x y z; El x y z; …"``
+in Å) columns, and one column per target named ``"<name> [<unit>]"``; ``.csv`` or
+``.csv.gz``. ``label`` and ``predict`` write it, ``train`` reads it.
+"""
+from __future__ import annotations
+
+import gzip
+import io as _io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepsci.core.errors import InputError
+from deepsci.core.io import atomic_path
+
+from ..featurize import embed_smiles
+from ..targets import column_name, convert
+from .base import Collector, MoleculeSet, canonical_unit, target_columns
+from .geometry import formal_charge, geometry_string, mol_from_xyz, parse_geometry
+
+__all__ = ["read_csv", "write_csv"]
+
+
+def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None = None,
+             skip_invalid: bool = False, seed: int = 0, require_targets: bool = False) -> MoleculeSet:
+    """Read a chemprop-style CSV: a SMILES column and target columns.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.csv`` or ``.csv.gz``.
+    smiles_column : str
+        Name of the SMILES column (case-insensitive).
+    targets : list of str, optional
+        Target columns to read, named ``name`` or ``name [unit]``; units of the
+        known QM9 targets are converted to the canonical ones. ``None`` reads
+        whichever of the 12 Gilmer targets are present.
+    skip_invalid : bool
+        Skip rows that fail (and count them) instead of raising.
+    seed : int
+        Conformer seed for rows without an ``xyz`` geometry.
+    require_targets : bool
+        Raise when no target column is found.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, comment=None)
+    except FileNotFoundError:
+        raise InputError("expected an existing CSV file, found none", path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"expected a CSV table, found unreadable data ({exc})", path) from None
+    lower = {c.lower(): c for c in df.columns}
+    if smiles_column.lower() not in lower:
+        raise InputError(f"expected a column {smiles_column!r}, found columns {list(df.columns)}",
+                         path)
+    scol = lower[smiles_column.lower()]
+    tcols = target_columns([c for c in df.columns if c not in (scol,)], targets, path)
+    if require_targets and not tcols:
+        raise InputError(f"expected target columns, found columns {list(df.columns)}", path)
+    xcol = lower.get("xyz")
+    idcol = lower.get("id")
+    values, units = {}, {}
+    for name, (col, unit) in tcols.items():
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+        try:
+            values[name], _ = convert(v, unit, name)
+        except ValueError as exc:
+            raise InputError(f"column {col!r}: {exc}", path) from None
+        units[name] = canonical_unit(name, unit)
+    col = Collector(path, skip_invalid)
+    for i in range(len(df)):
+        where = f"row {i + 2}"  # 1-based, after the header line
+        smi = df[scol].iloc[i]
+        try:
+            if xcol is not None and isinstance(df[xcol].iloc[i], str) and df[xcol].iloc[i].strip():
+                symbols, coords = parse_geometry(df[xcol].iloc[i])
+                mol = mol_from_xyz(symbols, coords, charge=formal_charge(smi))
+            else:
+                if not isinstance(smi, str) or not smi.strip():
+                    raise ValueError("expected a SMILES string, found an empty cell")
+                mol = embed_smiles(smi.strip(), seed=seed)
+        except ValueError as exc:
+            col.bad(where, str(exc))
+            continue
+        ident = df[idcol].iloc[i] if idcol is not None else f"{path.name}:{i + 2}"
+        col.add(ident, mol, {n: values[n][i] for n in tcols})
+    return col.result(units, columns=list(tcols))
+
+
+def write_csv(path, *, ids, smiles, columns: dict[str, np.ndarray], units: dict[str, str],
+              mols=None) -> Path:
+    """Write the app's CSV format atomically (``.csv`` or ``.csv.gz``).
+
+    Parameters
+    ----------
+    ids, smiles : sequence of str
+    columns : dict
+        Target name → values (N,); headers become ``"name [unit]"``.
+    units : dict
+        Target name (or any column) → unit; missing → canonical or bare name.
+    mols : sequence of rdkit.Chem.Mol, optional
+        Adds the ``xyz`` geometry column so ``train`` reuses these geometries.
+    """
+    path = Path(path)
+    out = pd.DataFrame({"id": list(ids), "smiles": list(smiles)})
+    if mols is not None:
+        out["xyz"] = [geometry_string(m) for m in mols]
+    for name, v in columns.items():
+        out[column_name(name, units.get(name))] = np.asarray(v)
+    buf = _io.StringIO()
+    out.to_csv(buf, index=False, float_format="%.8g")
+    data = buf.getvalue().encode()
+    with atomic_path(path) as tmp:
+        if path.name.endswith(".gz"):
+            # mtime=0 keeps the bytes reproducible for the same table.
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+                gz.write(data)
+        else:
+            tmp.write_bytes(data)
+    return path
