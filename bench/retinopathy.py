@@ -117,11 +117,13 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="Write the results section here.")
     args = p.parse_args(argv)
 
+    from deepsci.apps.retinopathy.evaluate import evaluate_dataset
     from deepsci.apps.retinopathy.io import DatasetSpec
-    from deepsci.apps.retinopathy.predict import InferenceConfig, evaluate_dataset, load_ensemble
+    from deepsci.apps.retinopathy.model import build_model
+    from deepsci.apps.retinopathy.predict import InferenceConfig, load_ensemble
     from deepsci.apps.retinopathy.preprocess import PreprocessConfig
     from deepsci.apps.retinopathy.synth import SynthConfig, make_dataset
-    from deepsci.apps.retinopathy.train import RetinopathyConfig, build_model, fit
+    from deepsci.apps.retinopathy.train import RetinopathyConfig, fit
     from deepsci.core.bench import machine_info, matmul_peak_gflops, table
     from deepsci.core.training import TrainConfig
 

@@ -176,7 +176,7 @@ def evaluate(
     cache: Cache = None, workers: Workers = 2,
 ):
     """Referable AUC (bootstrap CI), both operating points, kappa, confusion, ROC plot."""
-    from .predict import evaluate_dataset
+    from .evaluate import evaluate_dataset
 
     cfg = _inference(model_dir, labels, images, fmt, image_col, grade_col, dme_col,
                      patient_col, ext, None, split, "high_sensitivity", cache, n_boot, workers)
@@ -231,7 +231,7 @@ def explain(
     cache: Cache = None, workers: Workers = 2,
 ):
     """Integrated-gradients saliency overlays showing which lesions drove the score."""
-    from .predict import explain_images
+    from .explain import explain_images
 
     cfg = _inference(model_dir, labels, images, fmt, image_col, grade_col, dme_col,
                      patient_col, ext, files, split, "high_sensitivity", cache, 0, workers)

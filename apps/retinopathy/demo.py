@@ -26,8 +26,10 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
 
     from deepsci.core.training import TrainConfig
 
+    from .evaluate import evaluate_dataset
+    from .explain import explain_images
     from .io import DatasetSpec
-    from .predict import InferenceConfig, evaluate_dataset, explain_images
+    from .predict import InferenceConfig
     from .preprocess import PreprocessConfig
     from .synth import SynthConfig, make_dataset
     from .train import RetinopathyConfig, fit

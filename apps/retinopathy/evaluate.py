@@ -1,4 +1,5 @@
-"""Screening metrics: referable-DR ROC AUC with bootstrap CI, operating points, kappa.
+"""Screening metrics (referable-DR ROC AUC with bootstrap CI, operating points, kappa)
+and the ``evaluate`` stage (:func:`evaluate_dataset`).
 
 Operating points follow Gulshan et al. (JAMA 2016): two thresholds on the
 referable-DR probability are chosen on the *validation* set -- a
@@ -11,9 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from deepsci.core.errors import InputError
+from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import save_config, write_json, write_run_info, write_text
+
+from .io import referable
+from .predict import GRADE_COLS, InferenceConfig, inference_table, load_ensemble, probabilities
 
 
 @dataclass
@@ -233,3 +239,42 @@ def plot_roc(y_ref: np.ndarray, p_ref: np.ndarray, points: dict[str, OperatingPo
     fig.tight_layout()
     path = Path(path)
     return save_figure(fig, path)
+
+
+def evaluate_dataset(config: InferenceConfig, out_dir: str | Path) -> dict:
+    """Score the ensemble on a labelled set; write ``metrics.json``, ``roc.png``,
+    ``confusion.csv`` and ``predictions.csv``.
+
+    Operating points come unchanged from the validation set (``ensemble.json``).
+    Ungradable or unlabelled images are counted and excluded from the metrics.
+    """
+    if config.data is None:
+        raise ConfigError("expected --labels for evaluate, found none")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    models, info = load_ensemble(config.model_dir)
+    df = inference_table(config, info)
+    probs = probabilities(models, df)
+    keep = ((df["gradable"].astype(int) == 1) & (df["grade"] >= 0)).to_numpy()
+    if keep.sum() == 0:
+        raise InputError("expected gradable labelled images, found none", config.data.labels)
+    y_ref = referable(df["grade"].to_numpy(), df["dme"].to_numpy())[keep]
+    points = {k: OperatingPoint(**v) for k, v in info["operating_points"].items()}
+    metrics = screening_report(y_ref, probs["p_referable"].to_numpy(float)[keep],
+                               df["grade"].to_numpy()[keep],
+                               probs[GRADE_COLS].to_numpy(float)[keep], points,
+                               n_boot=config.n_boot)
+    metrics["n_ungradable_excluded"] = int((~keep).sum())
+    metrics["split"] = config.split
+    write_json(out / "metrics.json", metrics)
+    cm = pd.DataFrame(metrics["confusion"], index=[f"true_{k}" for k in range(5)],
+                      columns=[f"pred_{k}" for k in range(5)])
+    write_text(out / "confusion.csv", cm.to_csv())
+    plot_roc(y_ref, probs["p_referable"].to_numpy(float)[keep], points, out / "roc.png")
+    res = pd.concat([df[["image", "grade", "dme"]], probs], axis=1)
+    res["referable_true"] = referable(df["grade"].to_numpy(), df["dme"].to_numpy())
+    res["gradable"] = df["gradable"]
+    write_text(out / "predictions.csv", res.to_csv(index=False, float_format="%.5f"))
+    save_config(config, out / "config.json")
+    write_run_info(out, command="retinopathy evaluate", config=config)
+    return metrics

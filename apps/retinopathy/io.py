@@ -159,6 +159,71 @@ def _patient_eye(image_id: str) -> tuple[str, str]:
     return image_id, ""
 
 
+def _eyepacs(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
+    _require(df, ["image", "level"], labels, "eyepacs")
+    cols = {"ids": df["image"].str.strip(),
+            "grade": _int_labels(df["level"], labels, "ICDR grade", range(5)),
+            "folder": spec.images or _default_folder(labels, ["train", "test"]),
+            "ext": spec.ext or ".jpeg"}
+    if "dme" in df.columns:
+        cols["dme"] = _int_labels(df["dme"], labels, "DME label", range(2), allow_empty=True)
+    return cols
+
+
+def _aptos(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
+    _require(df, ["id_code", "diagnosis"], labels, "aptos")
+    return {"ids": df["id_code"].str.strip(),
+            "grade": _int_labels(df["diagnosis"], labels, "ICDR grade", range(5)),
+            "folder": spec.images or _default_folder(labels, ["train_images", "test_images"]),
+            "ext": spec.ext or ".png"}
+
+
+def _idrid(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
+    _require(df, ["Image name", "Retinopathy grade"], labels, "idrid")
+    cols = {"ids": df["Image name"].str.strip(),
+            "grade": _int_labels(df["Retinopathy grade"], labels, "ICDR grade", range(5)),
+            "folder": spec.images or labels.parent, "ext": spec.ext or ".jpg"}
+    if "Risk of macular edema" in df.columns:
+        risk = _int_labels(df["Risk of macular edema"], labels, "DME risk", range(3))
+        cols["dme"] = (risk == 2).astype(np.int64)
+    return cols
+
+
+def _messidor2(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
+    _require(df, ["image_id", "adjudicated_dr_grade"], labels, "messidor2")
+    cols = {"ids": df["image_id"].str.strip()}
+    if "adjudicated_gradable" in df.columns:
+        cols["gradable"] = _int_labels(df["adjudicated_gradable"], labels, "gradable flag",
+                                       range(2))
+    # Ungradable Messidor-2 images carry no adjudicated grade.
+    cols["grade"] = _int_labels(df["adjudicated_dr_grade"], labels, "ICDR grade", range(5),
+                                allow_empty=True)
+    if "adjudicated_dme" in df.columns:
+        cols["dme"] = _int_labels(df["adjudicated_dme"], labels, "DME label", range(2),
+                                  allow_empty=True)
+    cols["folder"] = spec.images or _default_folder(labels, ["IMAGES", "images"])
+    cols["ext"] = spec.ext
+    return cols
+
+
+def _generic(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
+    if not (spec.image_col and spec.grade_col):
+        raise ConfigError("expected --image-col and --grade-col for the generic format")
+    _require(df, [c for c in (spec.image_col, spec.grade_col, spec.dme_col,
+                              spec.patient_col) if c], labels, "generic")
+    cols = {"ids": df[spec.image_col].str.strip(),
+            "grade": _int_labels(df[spec.grade_col], labels, "ICDR grade", range(5)),
+            "folder": spec.images or labels.parent, "ext": spec.ext}
+    if spec.dme_col:
+        cols["dme"] = _int_labels(df[spec.dme_col], labels, "DME label", range(2),
+                                  allow_empty=True)
+    return cols
+
+
+_READERS = {"eyepacs": _eyepacs, "aptos": _aptos, "idrid": _idrid, "messidor2": _messidor2,
+            "generic": _generic}
+
+
 def read_dataset(spec: DatasetSpec, *, check_files: bool = True) -> pd.DataFrame:
     """Read a labelled fundus dataset into the common table.
 
@@ -189,64 +254,16 @@ def read_dataset(spec: DatasetSpec, *, check_files: bool = True) -> pd.DataFrame
                 f"found columns {list(df.columns)}", labels)
     if len(df) == 0:
         raise InputError("expected at least one labelled image, found an empty table", labels)
-    n = len(df)
-    dme = np.full(n, -1, np.int64)
-    gradable = np.full(n, -1, np.int64)
-    patient_col = spec.patient_col
-    if fmt == "eyepacs":
-        _require(df, ["image", "level"], labels, fmt)
-        ids = df["image"].str.strip()
-        grade = _int_labels(df["level"], labels, "ICDR grade", range(5))
-        if "dme" in df.columns:
-            dme = _int_labels(df["dme"], labels, "DME label", range(2), allow_empty=True)
-        folder = spec.images or _default_folder(labels, ["train", "test"])
-        ext = spec.ext or ".jpeg"
-    elif fmt == "aptos":
-        _require(df, ["id_code", "diagnosis"], labels, fmt)
-        ids = df["id_code"].str.strip()
-        grade = _int_labels(df["diagnosis"], labels, "ICDR grade", range(5))
-        folder = spec.images or _default_folder(labels, ["train_images", "test_images"])
-        ext = spec.ext or ".png"
-    elif fmt == "idrid":
-        _require(df, ["Image name", "Retinopathy grade"], labels, fmt)
-        ids = df["Image name"].str.strip()
-        grade = _int_labels(df["Retinopathy grade"], labels, "ICDR grade", range(5))
-        if "Risk of macular edema" in df.columns:
-            risk = _int_labels(df["Risk of macular edema"], labels, "DME risk", range(3))
-            dme = (risk == 2).astype(np.int64)
-        folder = spec.images or labels.parent
-        ext = spec.ext or ".jpg"
-    elif fmt == "messidor2":
-        _require(df, ["image_id", "adjudicated_dr_grade"], labels, fmt)
-        ids = df["image_id"].str.strip()
-        if "adjudicated_gradable" in df.columns:
-            gradable = _int_labels(df["adjudicated_gradable"], labels, "gradable flag", range(2))
-        # Ungradable Messidor-2 images carry no adjudicated grade.
-        grade = _int_labels(df["adjudicated_dr_grade"], labels, "ICDR grade", range(5),
-                            allow_empty=True)
-        if "adjudicated_dme" in df.columns:
-            dme = _int_labels(df["adjudicated_dme"], labels, "DME label", range(2),
-                              allow_empty=True)
-        folder = spec.images or _default_folder(labels, ["IMAGES", "images"])
-        ext = spec.ext
-    else:
-        if not (spec.image_col and spec.grade_col):
-            raise ConfigError("expected --image-col and --grade-col for the generic format")
-        _require(df, [c for c in (spec.image_col, spec.grade_col, spec.dme_col,
-                                  spec.patient_col) if c], labels, "generic")
-        ids = df[spec.image_col].str.strip()
-        grade = _int_labels(df[spec.grade_col], labels, "ICDR grade", range(5))
-        if spec.dme_col:
-            dme = _int_labels(df[spec.dme_col], labels, "DME label", range(2), allow_empty=True)
-        folder = spec.images or labels.parent
-        ext = spec.ext
-    folder = Path(folder)
-    paths = [_resolve_image(folder, i, ext) for i in ids]
+    cols = _READERS[fmt](df, spec, labels)
+    ids = cols["ids"]
+    unknown = np.full(len(df), -1, np.int64)
+    paths = [_resolve_image(Path(cols["folder"]), i, cols["ext"]) for i in ids]
     pe = [_patient_eye(i) for i in ids]
-    patients = list(df[patient_col].str.strip()) if patient_col else [p for p, _ in pe]
+    patients = list(df[spec.patient_col].str.strip()) if spec.patient_col else [p for p, _ in pe]
     out = pd.DataFrame({
-        "image": list(ids), "path": [str(p.absolute()) for p in paths], "grade": grade,
-        "dme": dme, "gradable": gradable, "patient": patients, "eye": [e for _, e in pe],
+        "image": list(ids), "path": [str(p.absolute()) for p in paths], "grade": cols["grade"],
+        "dme": cols.get("dme", unknown), "gradable": cols.get("gradable", unknown),
+        "patient": patients, "eye": [e for _, e in pe],
     })
     if out["image"].duplicated().any():
         dup = out.loc[out["image"].duplicated(), "image"].iloc[0]

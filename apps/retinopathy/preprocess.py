@@ -328,6 +328,16 @@ def _shrink(image: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def load_cached(paths: list[str]) -> np.ndarray:
+    """Cached preprocessed PNGs -> uint8 array, shape (N, S, S, 3)."""
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+
+def to_input(images: np.ndarray) -> np.ndarray:
+    """uint8 preprocessed images (N, S, S, 3) -> float32 network input in [-1, 1]."""
+    return images.astype(np.float32) / 127.5 - 1.0
+
+
 def _cache_key(path: str, config: PreprocessConfig) -> str:
     st = os.stat(path)
     h = hashlib.sha1(json.dumps([os.path.abspath(path), st.st_size, st.st_mtime_ns,

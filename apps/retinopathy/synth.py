@@ -278,6 +278,51 @@ class _Painter:
                   angle=0.0, soft=0.15, irregular=0.08, flat_top=True)
 
 
+# Exudates outside the macula must stay > 1 DD from the fovea so DME is exact.
+_OUTSIDE_MACULA = {"beyond": 1.6}
+
+
+def _paint_moderate(p: _Painter, n, rng: np.random.Generator, counts: dict) -> None:
+    """Moderate NPDR: haemorrhages confined to at most three quadrants, few of them."""
+    quads = rng.choice(4, size=n(1, 3), replace=False)
+    k = n(1, 6)
+    for i in range(k):
+        p.haemorrhage(quadrant=int(quads[i % len(quads)]))
+    counts["haemorrhage"] = k
+    kx, kc = n(0, 2), n(0, 2)
+    if k + kx + kc == 0:
+        kx = 1
+    for _ in range(kx):
+        p.exudates(**_OUTSIDE_MACULA)
+    for _ in range(kc):
+        p.cotton_wool()
+    counts["hard_exudate"], counts["cotton_wool_spot"] = kx, kc
+
+
+def _paint_severe(p: _Painter, n, rng: np.random.Generator, counts: dict, *, grade: int,
+                  vessels_width: np.ndarray | None) -> None:
+    """Severe NPDR and the non-proliferative signs of PDR: haemorrhages in all four quadrants,
+    venous beading, cotton-wool spots, exudates."""
+    per_q = n(5, 10) if grade == 3 else n(3, 8)
+    for q in range(4):
+        for _ in range(per_q):
+            p.haemorrhage(quadrant=q)
+    counts["haemorrhage"] = 4 * per_q
+    if vessels_width is not None and (grade == 3 or rng.uniform() < 0.5):
+        kb = n(2, 3)
+        for _ in range(kb):
+            p.venous_beading(vessels_width)
+        counts["venous_beading"] = kb
+    kc = n(0, 3)
+    for _ in range(kc):
+        p.cotton_wool()
+    counts["cotton_wool_spot"] = kc
+    kx = n(0, 2)
+    for _ in range(kx):
+        p.exudates(**_OUTSIDE_MACULA)
+    counts["hard_exudate"] = kx
+
+
 def paint_lesions(rgb: np.ndarray, grade: int, dme: bool, rng: np.random.Generator,
                   vessels_width: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Paint ICDR-consistent lesions in place on a base-geometry fundus.
@@ -311,47 +356,15 @@ def paint_lesions(rgb: np.ndarray, grade: int, dme: bool, rng: np.random.Generat
     def n(lo, hi):
         return int(rng.integers(lo, hi + 1))
 
-    # Exudates outside the macula must stay > 1 DD from the fovea so DME is exact.
-    outside_macula = {"beyond": 1.6}
     if grade >= 1:
         k = n(2, 8) if grade == 1 else n(3, 10)
         for _ in range(k):
             p.microaneurysm()
         counts["microaneurysm"] = k
     if grade == 2:
-        # Moderate: haemorrhages confined to at most three quadrants, few of them.
-        quads = rng.choice(4, size=n(1, 3), replace=False)
-        k = n(1, 6)
-        for i in range(k):
-            p.haemorrhage(quadrant=int(quads[i % len(quads)]))
-        counts["haemorrhage"] = k
-        kx, kc = n(0, 2), n(0, 2)
-        if k + kx + kc == 0:
-            kx = 1
-        for _ in range(kx):
-            p.exudates(**outside_macula)
-        for _ in range(kc):
-            p.cotton_wool()
-        counts["hard_exudate"], counts["cotton_wool_spot"] = kx, kc
+        _paint_moderate(p, n, rng, counts)
     if grade >= 3:
-        per_q = n(5, 10) if grade == 3 else n(3, 8)
-        for q in range(4):
-            for _ in range(per_q):
-                p.haemorrhage(quadrant=q)
-        counts["haemorrhage"] = 4 * per_q
-        if vessels_width is not None and (grade == 3 or rng.uniform() < 0.5):
-            kb = n(2, 3)
-            for _ in range(kb):
-                p.venous_beading(vessels_width)
-            counts["venous_beading"] = kb
-        kc = n(0, 3)
-        for _ in range(kc):
-            p.cotton_wool()
-        counts["cotton_wool_spot"] = kc
-        kx = n(0, 2)
-        for _ in range(kx):
-            p.exudates(**outside_macula)
-        counts["hard_exudate"] = kx
+        _paint_severe(p, n, rng, counts, grade=grade, vessels_width=vessels_width)
     if grade == 4:
         nv = n(1, 2)
         for i in range(nv):

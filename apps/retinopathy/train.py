@@ -26,16 +26,15 @@ import pandas as pd
 from deepsci.core.accelerator import resolve_strategy
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import save_config, write_json, write_run_info, write_text
-from deepsci.core.models.batchnorm import precise_batchnorm
 from deepsci.core.training import TrainConfig
 
 from .evaluate import bootstrap_auc, choose_operating_points
 from .io import DatasetSpec, patient_split, read_dataset, referable
+from .model import DME_HEADS, GRADES, VARIANTS, build_model, heads_for, recalibrate_batchnorm
+from .predict import load_ensemble, predict_images
 from .preprocess import PreprocessConfig, preprocess_table
 
-GRADES = 5
 BALANCE = ("weights", "sampling", "none")
-VARIANTS = ("small", "v3")
 
 
 @dataclass
@@ -105,7 +104,7 @@ class RetinopathyConfig:
             raise ConfigError(f"expected balance in {BALANCE}, found {self.balance!r}")
         if self.ensemble < 1:
             raise ConfigError(f"expected ensemble >= 1, found {self.ensemble}")
-        if self.dme_head not in ("auto", "yes", "no"):
+        if self.dme_head not in DME_HEADS:
             raise ConfigError(f"expected dme_head auto|yes|no, found {self.dme_head!r}")
         if self.variant == "v3" and self.preprocess.size < 75:
             raise ConfigError(f"expected size >= 75 for Inception-v3, found {self.preprocess.size}")
@@ -304,56 +303,56 @@ def metric_factories() -> dict:
             "grade_acc": GradeAccuracy}
 
 
-# ------------------------------------------------------------------ model
+def _train_val(config: RetinopathyConfig, df: pd.DataFrame
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The usable training and validation images; InputError when either cannot serve."""
+    tr, va = _usable(df[df["split"] == "train"]), _usable(df[df["split"] == "val"])
+    if len(tr) == 0:
+        raise InputError("expected gradable training images, found none after preprocessing",
+                         config.data.labels)
+    if len(va) == 0 or va["referable"].nunique() < 2:
+        raise InputError("expected referable and non-referable images in the validation split "
+                         f"(val_frac={config.val_frac}), found {len(va)} images", config.data.labels)
+    return tr, va
 
 
-def build_model(size: int, heads: dict[str, int], *, variant: str = "small", width: int = 32):
-    """The core Inception classifier with DR heads; outputs a dict of logits."""
-    from deepsci.core.models import inception
-
-    kw = {"width": width} if variant == "small" else {}
-    return inception.classifier((size, size, 3), heads, variant=variant, **kw)
-
-
-def recalibrate_batchnorm(model, df: pd.DataFrame, size: int, *, batch_size: int = 32,
-                          max_batches: int = 40) -> int:
-    """Replace batch-norm moving statistics by their average over training batches.
-
-    Short CPU runs take a few hundred steps, and with momentum 0.99 the moving
-    mean/variance still carry their initial values (0.99^200 = 13 %), so the
-    network behaves differently at inference than in training (scores
-    collapse to one class).  As SWA's ``update_bn`` does, we run the final
-    weights over un-augmented training images in training mode with momentum
-    ``i / (i + 1)`` for the ``i``-th batch, i.e. an exact running average.
+def train_member(config: RetinopathyConfig, index: int, tr: pd.DataFrame, va: pd.DataFrame, *,
+                 heads: dict[str, int], loss_fn, out_dir: Path) -> str:
+    """Train ensemble member ``index`` (seed ``train.seed + index``) unless it is saved.
 
     Returns
     -------
-    int
-        Batches used.
+    str
+        The member's model path relative to ``out_dir``.
     """
-    from .predict import _load_cached, to_input
+    from deepsci.core.models.serialization import save_model
+    from deepsci.core.training import train
 
-    if len(df) == 0:
-        return 0
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(df))[: batch_size * max_batches]
-    paths = df["cache"].to_numpy(str)[order]
-
-    def batches():
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            if len(chunk) < max(2, batch_size // 4) and start:
-                return  # a tiny last batch would add a noisy estimate
-            yield to_input(_load_cached(list(chunk)))
-
-    return precise_batchnorm(model, batches())
-
-
-def heads_for(config: RetinopathyConfig, df: pd.DataFrame) -> dict[str, int]:
-    heads = {"grade": GRADES, "referable": 1}
-    if config.dme_head == "yes" or (config.dme_head == "auto" and (df["dme"] >= 0).any()):
-        heads["dme"] = 1
-    return heads
+    size = config.preprocess.size
+    tcfg = dataclasses.replace(config.train, seed=config.train.seed + index)
+    member = f"member_{index}/model.keras"
+    model_path = out_dir / member
+    if model_path.is_file():
+        return member
+    result = train(
+        lambda: build_model(size, heads, variant=config.variant, width=config.width),
+        make_source(tr, size, tcfg.batch_size, training=True, seed=tcfg.seed,
+                    balance=config.balance, do_augment=config.augment),
+        loss_fn, tcfg, model_path.parent,
+        val_data=make_source(va, size, tcfg.batch_size, training=False),
+        metrics=metric_factories(), strategy=resolve_strategy(config.strategy))
+    recalibrate_batchnorm(result.model, tr["cache"].tolist(), batch_size=tcfg.batch_size)
+    sidecar = {
+        "app": "retinopathy",
+        "input_spec": {"shape": [size, size, 3], "dtype": "float32", "range": [-1, 1]},
+        "preprocessing": dataclasses.asdict(config.preprocess),
+        "heads": heads, "variant": config.variant,
+        "train_config": dataclasses.asdict(tcfg),
+        "metrics": {"best_" + tcfg.monitor: result.best,
+                    "history": result.history[-1] if result.history else {}},
+    }
+    save_model(result.model, model_path, sidecar=sidecar)
+    return member
 
 
 def fit(config: RetinopathyConfig, out_dir: str | Path) -> dict:
@@ -370,58 +369,22 @@ def fit(config: RetinopathyConfig, out_dir: str | Path) -> dict:
     dict
         The ``ensemble.json`` content (members, operating points, validation metrics).
     """
-    from deepsci.core.models.serialization import save_model
-    from deepsci.core.training import train
-
     config.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.json")
     df = prepare(config, out)
-    tr, va = _usable(df[df["split"] == "train"]), _usable(df[df["split"] == "val"])
-    if len(tr) == 0:
-        raise InputError("expected gradable training images, found none after preprocessing",
-                         config.data.labels)
-    if len(va) == 0 or va["referable"].nunique() < 2:
-        raise InputError("expected referable and non-referable images in the validation split "
-                         f"(val_frac={config.val_frac}), found {len(va)} images", config.data.labels)
-    size = config.preprocess.size
-    heads = heads_for(config, df)
+    tr, va = _train_val(config, df)
+    heads = heads_for(config.dme_head, df["dme"].to_numpy())
     if config.balance == "weights":
         gw, rw = class_weights(tr["grade"].to_numpy(), tr["referable"].to_numpy())
     else:
         gw, rw = np.ones(GRADES, np.float32), np.ones(2, np.float32)
     loss_fn = make_loss(gw, rw, dme="dme" in heads)
-    members, val_probs = [], []
-    for i in range(config.ensemble):
-        tcfg = dataclasses.replace(config.train, seed=config.train.seed + i)
-        mdir = out / f"member_{i}"
-        model_path = mdir / "model.keras"
-        if not model_path.is_file():
-            result = train(
-                lambda: build_model(size, heads, variant=config.variant, width=config.width),
-                make_source(tr, size, tcfg.batch_size, training=True, seed=tcfg.seed,
-                            balance=config.balance, do_augment=config.augment),
-                loss_fn, tcfg, mdir,
-                val_data=make_source(va, size, tcfg.batch_size, training=False),
-                metrics=metric_factories(), strategy=resolve_strategy(config.strategy))
-            recalibrate_batchnorm(result.model, tr, size, batch_size=tcfg.batch_size)
-            sidecar = {
-                "app": "retinopathy",
-                "input_spec": {"shape": [size, size, 3], "dtype": "float32", "range": [-1, 1]},
-                "preprocessing": dataclasses.asdict(config.preprocess),
-                "heads": heads, "variant": config.variant,
-                "train_config": dataclasses.asdict(tcfg),
-                "metrics": {"best_" + tcfg.monitor: result.best,
-                            "history": result.history[-1] if result.history else {}},
-            }
-            save_model(result.model, model_path, sidecar=sidecar)
-            del result
-        members.append(f"member_{i}/model.keras")
-    from .predict import load_ensemble, predict_images
-
+    members = [train_member(config, i, tr, va, heads=heads, loss_fn=loss_fn, out_dir=out)
+               for i in range(config.ensemble)]
     models, _ = load_ensemble(out, members=members)
-    val_probs = predict_images(models, va["cache"].tolist(), size)
+    val_probs = predict_images(models, va["cache"].tolist())
     y_val = va["referable"].to_numpy()
     points = choose_operating_points(y_val, val_probs["referable"],
                                      target_sensitivity=config.target_sensitivity,

@@ -5,14 +5,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from deepsci.apps.retinopathy.model import build_model
 from deepsci.apps.retinopathy.predict import predict_arrays
-from deepsci.apps.retinopathy.train import (
-    augment,
-    build_model,
-    class_weights,
-    make_loss,
-    make_source,
-)
+from deepsci.apps.retinopathy.train import augment, class_weights, make_loss, make_source
 from deepsci.core.models.serialization import load_model, save_model
 
 HEADS = {"grade": 5, "referable": 1, "dme": 1}
