@@ -107,7 +107,25 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit status (the console script's entry point)."""
+    """Run the CLI and return its exit status (the console script's entry point).
+
+    From the console (``argv`` None) native libraries' stderr goes to the
+    run's log unless ``-v``/``--verbose`` is given.
+    """
+    verbose = any(a in ("-v", "--verbose") for a in (sys.argv[1:] if argv is None else argv))
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return _main(argv)
+    from deepsci.core.logs import capture_native_stderr, quiet_python_logs
+
+    quiet_python_logs()
+    if argv is not None or os.environ.get("DEEPSCI_NATIVE_LOG") == "0":
+        return _main(argv)
+    with capture_native_stderr():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="deepsci", standalone_mode=False)
         return result if isinstance(result, int) else 0

@@ -31,6 +31,7 @@ __all__ = [
     "save_config",
     "load_config",
     "config_to_dict",
+    "config_from_dict",
     "write_run_info",
     "save_figure",
 ]
@@ -151,10 +152,11 @@ def load_config(cls, path: str | os.PathLike):
     """
     data = dict(read_json(path))
     data.pop("config_class", None)
-    return _from_dict(cls, data, path)
+    return config_from_dict(cls, data, path)
 
 
-def _from_dict(cls, data: dict, path):
+def config_from_dict(cls, data: dict, path=None):
+    """Rebuild dataclass ``cls`` from :func:`config_to_dict` output; unknown keys are an error."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -164,7 +166,7 @@ def _from_dict(cls, data: dict, path):
     for key, value in data.items():
         hint = hints.get(key)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = _from_dict(hint, value, path)
+            value = config_from_dict(hint, value, path)
         elif isinstance(value, list) and (hint is tuple or typing.get_origin(hint) is tuple):
             value = tuple(value)
         kwargs[key] = value

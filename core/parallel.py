@@ -22,7 +22,8 @@ from .io import read_json, write_json
 from .progress import progress
 
 __all__ = ["run_shards", "marker_path", "limit_tf_threads", "threads_per_worker", "open_cluster",
-           "worker_tf_threads", "exit_fast_at_shutdown", "REMOTE_SCHEMES"]
+           "worker_tf_threads", "exit_fast_at_shutdown", "REMOTE_SCHEMES", "process_map",
+           "thread_map", "start_child", "die_with_parent"]
 
 #: Scheduler address prefixes of a running cluster.
 REMOTE_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
@@ -253,3 +254,104 @@ def _exit_now() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to kill this (child) process when its parent dies (Linux).
+
+    A SIGKILLed parent runs no clean-up, so without this its pool workers and
+    background children keep writing for seconds after it is gone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - no libc
+        pass
+
+
+def _child_main(target, args):
+    die_with_parent()
+    return target(*args)
+
+
+def process_map(func: Callable, items: Sequence, *, workers: int | None = None, chunksize: int = 1,
+                context: str = "spawn", desc: str = "", progress: bool = False,  # noqa: A002
+                initializer: Callable | None = None, initargs: tuple = ()) -> list:
+    """``[func(item) for item in items]`` on a pool of processes, in order.
+
+    Parameters
+    ----------
+    func : callable
+        A picklable top-level function.
+    items : sequence
+    workers : int, optional
+        Processes (default: the CPU count). With ``workers <= 1`` or a single
+        item the work runs in this process: no start-up cost.
+    chunksize : int
+        Items sent to a worker at a time.
+    context : {"spawn", "fork", "forkserver"}
+        Start method; ``spawn`` is safe after TensorFlow started threads.
+    initializer, initargs
+        Run once in each worker first (e.g. :func:`limit_tf_threads`).
+
+    Workers die with this process, also when it is SIGKILLed.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    items = list(items)
+    workers = min(len(items), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        return [func(item) for item in items]
+    bar = _bar(len(items), 0, desc, progress)
+    out = []
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(context),
+                                 initializer=_pool_init, initargs=(initializer, initargs)) as pool:
+            for result in pool.map(func, items, chunksize=max(1, chunksize)):
+                out.append(result)
+                bar.update(1)
+    finally:
+        bar.close()
+    return out
+
+
+def _pool_init(initializer, initargs):
+    die_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def thread_map(func: Callable, items: Sequence, *, workers: int | None = None) -> list:
+    """``[func(item) for item in items]`` on threads, in order (I/O-bound work, decoders that free the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    workers = min(len(items), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(func, items))
+
+
+def start_child(target: Callable, args: tuple = (), *, name: str, context: str = "fork",
+                daemon: bool = True):
+    """Start ``target(*args)`` in a background process that dies with this one.
+
+    ``fork`` starts at once with this process's imports (use it before
+    TensorFlow starts threads); ``spawn`` where fork is unavailable or unsafe.
+    """
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context(context if context in methods else "spawn")
+    child = ctx.Process(target=_child_main, args=(target, tuple(args)), name=name, daemon=daemon)
+    child.start()
+    return child

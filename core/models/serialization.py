@@ -1,9 +1,11 @@
-"""Saving and loading trained models: a ``.keras`` file plus a JSON sidecar.
+"""Saving and loading trained models: a ``.keras`` file plus its model card.
 
-The sidecar holds everything prediction needs besides the weights (app,
-version, input spec, preprocessing parameters, training config, final
-metrics), so a user passes only the model path. Models load with Keras
-``safe_mode=True``: no lambda layers, every custom layer registered.
+The card (:class:`~deepsci.core.models.card.ModelCard`) holds everything
+prediction needs besides the weights (app, task, input spec, preprocessing,
+outputs with units, recipe, data, held-out metrics), so a user passes only the
+model path, and a loader that names its app refuses another app's model.
+Models load with Keras ``safe_mode=True``: no lambda layers, every custom
+layer registered.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import keras
 
 from ..errors import InputError
 from ..io import atomic_path, write_json
+from .card import ModelCard, card_path, read_card
 from .sidecar import read_sidecar, sidecar_path
 
-__all__ = ["register", "save_model", "load_model", "sidecar_path", "read_sidecar"]
+__all__ = ["register", "save_model", "load_model", "ModelCard", "card_path", "read_card",
+           "sidecar_path", "read_sidecar"]
 
 register = keras.saving.register_keras_serializable(package="deepsci")
 
@@ -27,53 +31,85 @@ register = keras.saving.register_keras_serializable(package="deepsci")
 _LAYER_MODULES = ("deepsci.core.models.mpnn", "deepsci.core.models.ffn")
 
 
-def save_model(model: keras.Model, path: str | os.PathLike, *, sidecar: dict) -> Path:
-    """Write ``model`` to ``path`` (``.keras``) and its sidecar, both atomically.
+def save_model(model: keras.Model, path: str | os.PathLike, *, card: ModelCard | None = None,
+               sidecar: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` (``.keras``) and its card, both atomically.
 
     Parameters
     ----------
     model : keras.Model
     path : path ending in ``.keras``
-    sidecar : dict
-        At least ``app``; ``deepsci_version`` and ``created`` are added.
+    card : ModelCard
+        The model's card; version, commit and creation time are filled in.
+    sidecar : dict, optional
+        Deprecated JSON sidecar (``model.json``), kept only while apps move to cards.
     """
     from .. import __version__
 
     path = Path(path)
     if path.suffix != ".keras":
         raise InputError(f"expected a model path ending in .keras, found {path.suffix or 'none'}", path)
-    if "app" not in sidecar:
-        raise ValueError(f"Expected the sidecar to name its app. Received keys: {sorted(sidecar)}")
-    meta = {
-        "deepsci_version": __version__,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        **sidecar,
-    }
+    if card is None and sidecar is None:
+        raise ValueError("Expected a model card. Received: none")
     with atomic_path(path) as tmp:
         model.save(tmp)
-    write_json(sidecar_path(path), meta)
+    if card is not None:
+        write_json(card_path(path), card.stamped().to_dict())
+    else:
+        if "app" not in sidecar:
+            raise ValueError(f"Expected the sidecar to name its app. Received keys: {sorted(sidecar)}")
+        meta = {"deepsci_version": __version__,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **sidecar}
+        write_json(sidecar_path(path), meta)
     return path
 
 
-def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict]:
-    """Load a model saved by :func:`save_model` with ``safe_mode=True``.
-
-    Returns
-    -------
-    (keras.Model, dict)
-        The model and its sidecar.
-    """
-    path = Path(path)
-    meta = read_sidecar(path)
+def _register_layers() -> None:
     for name in _LAYER_MODULES:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name != name:
                 raise
+
+
+def load_keras(path: str | os.PathLike) -> keras.Model:
+    """Load a ``.keras`` file with ``safe_mode=True``; a damaged file is one InputError."""
+    _register_layers()
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"expected a Keras model file, found one that does not load: {first}", path) from None
-    return model, meta
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # zip, h5 and deserialisation errors all mean a damaged file
+        text = str(e).strip()
+        first = text.splitlines()[0][:200] if text else type(e).__name__
+        raise InputError(f"expected a Keras model file, found one that does not load: {first}",
+                         path) from None
+
+
+def load_model(path: str | os.PathLike, *, expect: str | None = None,
+               task: str | None = None) -> tuple[keras.Model, ModelCard | dict]:
+    """Load a model saved by :func:`save_model` with ``safe_mode=True``, checking its card.
+
+    Parameters
+    ----------
+    path : path of a ``.keras`` file
+    expect : str, optional
+        The app that is loading it: another app's model is refused in one line.
+    task : str, optional
+        The task within the app the model must serve.
+
+    Returns
+    -------
+    (keras.Model, ModelCard)
+        The model and its card (a legacy ``dict`` sidecar for models saved
+        before cards, while apps move over).
+    """
+    path = Path(path)
+    if card_path(path).exists() or not sidecar_path(path).exists():
+        meta = read_card(path, expect=expect, task=task)
+    else:
+        meta = read_sidecar(path)
+        if expect is not None and meta.get("app") != expect:
+            raise InputError(f"expected a {expect} model, found a {meta.get('app')} model", path)
+    if path.suffix != ".keras":
+        raise InputError(f"expected a Keras model file (.keras), found {path.suffix or 'no suffix'}", path)
+    return load_keras(path), meta
