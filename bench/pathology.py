@@ -33,8 +33,9 @@ REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pathology"
 def _save_untrained(path: Path, variant: str, patch: int, width: int, mags=(20.0,)) -> tuple[Path, float]:
     # Throughput does not depend on the weights: an untrained model of the
     # same architecture is timed, so the benchmark needs no training run.
+    from deepsci.apps.pathology.model import build_model
     from deepsci.apps.pathology.patches import PatchConfig
-    from deepsci.apps.pathology.train import PathologyTrainConfig, build_model
+    from deepsci.apps.pathology.train import PathologyTrainConfig
     from deepsci.core.bench import model_flops
     from deepsci.core.models.serialization import save_model
 
@@ -68,9 +69,10 @@ def matmul_peak_per_cpu_second(n: int = 2048, repeats: int = 3) -> float:
 def _heatmap_run(model: Path, slides: Path, out: Path, *, stride: int, batch: int, scheduler: str,
                  workers: int | None, cold: bool) -> dict:
     from deepsci.apps.pathology import heatmap as hm
+    from deepsci.apps.pathology import predict as pr
 
     if cold:
-        hm.drop_cached_models()  # as a user's new command starts (inline runs in this process)
+        pr.drop_cached_models()  # as a user's new command starts (inline runs in this process)
     t0, epoch0 = time.perf_counter(), time.time()
     res = hm.run_heatmaps(hm.HeatmapConfig(model=str(model), slides=str(slides), out_dir=str(out),
                                            stride=stride, batch_size=batch, scheduler=scheduler,
@@ -213,7 +215,7 @@ def bench_width(work: Path, args) -> list[dict]:
     import numpy as np
     import tensorflow as tf
 
-    from deepsci.apps.pathology import heatmap as hm
+    from deepsci.apps.pathology import predict as pr
     from deepsci.core.bench import matmul_peak_gflops, timeit
 
     rows = []
@@ -221,14 +223,14 @@ def bench_width(work: Path, args) -> list[dict]:
                                                                 args.small_patch, 3), dtype=np.uint8))
     for width in args.width_sweep:
         model, flops = _save_untrained(work / f"w{width}.keras", "small", args.small_patch, width)
-        predict = hm.engine(str(model), args.batch_small, False, None)[0].predict
+        predict = pr.engine(str(model), args.batch_small, False, None)[0].predict
         n = max(2, 2048 // args.batch_small)
         t = timeit(lambda f=predict, n=n: [f(x).numpy() for _ in range(n)], repeats=3) / (n * args.batch_small)
         peak = matmul_peak_gflops(repeats=3)
         rows.append({"width": width, "GFLOP/tile": flops / 1e9, "tiles/s": 1 / t,
                      "GFLOP/s": flops / 1e9 / t, "matmul peak GFLOP/s": peak,
                      "% of matmul peak": 100 * flops / 1e9 / t / peak})
-    hm.drop_cached_models()
+    pr.drop_cached_models()
     return rows
 
 
@@ -238,9 +240,10 @@ def bench_breakdown(work: Path, args) -> list[dict]:
     import tensorflow as tf
 
     from deepsci.apps.pathology import heatmap as hm
-    from deepsci.apps.pathology.inference import predict_function
+    from deepsci.apps.pathology import predict as pr
     from deepsci.apps.pathology.io import Slide
     from deepsci.apps.pathology.patches import PatchConfig, read_example, read_examples
+    from deepsci.apps.pathology.predict import predict_function
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
     from deepsci.core.bench import matmul_peak_gflops, timeit
     from deepsci.core.models.serialization import load_model
@@ -251,7 +254,7 @@ def bench_breakdown(work: Path, args) -> list[dict]:
     bs, stride = args.batch_small, 32
     cfg = hm.HeatmapConfig(model=str(model), slides=str(slide_path), out_dir=str(work / "bd"), stride=stride,
                            batch_size=bs, scheduler="inline")
-    predict = hm.engine(str(model), bs, False, None)[0].predict  # what heatmap runs: BatchNorm folded
+    predict = pr.engine(str(model), bs, False, None)[0].predict  # what heatmap runs: BatchNorm folded
     pc = PatchConfig(patch_size=args.small_patch, magnifications=(20.0,), center_size=32)
     with Slide(slide_path) as s:
         choices = [s.select_level(20.0)]

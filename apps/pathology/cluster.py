@@ -3,7 +3,7 @@
 A pathology team keeps a cluster up and submits slides all day
 (``dask scheduler`` and ``dask worker tcp://host:8786 --nworkers 2 --nthreads 1``,
 then ``deepsci pathology heatmap --scheduler tcp://host:8786 ...``). Each worker
-process keeps its loaded model between runs (:func:`.heatmap.engine`), so
+process keeps its loaded model between runs (:func:`.predict.engine`), so
 only the first run on a cluster pays TensorFlow's import, model loading and
 tracing. When no cluster is given, a local one is started for the run.
 

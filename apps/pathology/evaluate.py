@@ -26,7 +26,7 @@ import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
 
-from .io import SLIDE_SUFFIXES, Slide, rasterize, read_annotations, read_detections_csv
+from .io import SlideTruth, load_truth, read_detections_csv
 
 __all__ = [
     "FROC_POINTS", "evaluation_mask", "itc_labels", "slide_hits", "froc_curve", "froc_score",
@@ -139,58 +139,6 @@ def slide_auc(labels, scores) -> float:
 
 
 # --------------------------------------------------------------------------- files
-@dataclass
-class SlideTruth:
-    """Ground truth of one slide at the evaluation level."""
-
-    name: str
-    tumour: np.ndarray  # (h, w) bool at downsample 2**level
-    mpp: float
-
-
-def _find(folder: Path | None, stem: str, suffixes) -> Path | None:
-    if folder is None:
-        return None
-    for suf in suffixes:
-        p = folder / f"{stem}{suf}"
-        if p.is_file():
-            return p
-    return None
-
-
-def load_truth(name: str, *, slides_dir: Path | None, truth_dir: Path, level: int,
-               mpp: float | None = None) -> SlideTruth:
-    """Tumour mask of slide ``name`` at ``level``, from ``<name>_Mask.tif`` or XML/GeoJSON.
-
-    A slide with neither file is a normal slide. The slide itself (in
-    ``slides_dir``) gives the size and microns per pixel; a mask TIFF can stand
-    in for it.
-    """
-    mask_path = _find(truth_dir, f"{name}_Mask", (".tif", ".tiff"))
-    ann_path = _find(truth_dir, name, (".xml", ".geojson", ".json"))
-    slide_path = _find(slides_dir, name, SLIDE_SUFFIXES)
-    ref = slide_path or mask_path
-    if ref is None:
-        raise InputError(f"expected the slide {name!r} (for its size and microns per pixel) in "
-                         "--slides, found none", slides_dir or truth_dir)
-    down = 2 ** level
-    with Slide(ref, mpp=mpp) as slide:
-        w, h = slide.dimensions
-        shape = (-(-h // down), -(-w // down))
-        if mask_path is not None:
-            with Slide(mask_path, mpp=slide.mpp) as m:
-                lvl = m.level_for_mpp(slide.mpp * down)
-                img = m.read_level(lvl)[..., 0] > 127
-            from .patches import _resize_mask
-
-            tumour = _resize_mask(img, shape)
-        elif ann_path is not None:
-            tumour = rasterize(read_annotations(ann_path, dimensions=(w, h)), shape, down)
-        else:
-            tumour = np.zeros(shape, bool)
-        return SlideTruth(name, tumour, slide.mpp)
-
-
 @dataclass
 class EvaluateConfig:
     """Inputs of ``deepsci pathology evaluate``.

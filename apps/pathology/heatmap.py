@@ -6,14 +6,14 @@ stride in level-0 pixels (by default the training centre region, so the
 cells tile the slide as the labels did). Only cells on tissue are evaluated;
 the rest are 0. Optional test-time augmentation averages the 8 orientations.
 The model runs as an inference-only copy with BatchNorm folded into the
-convolutions (:mod:`.inference`): same probabilities, fewer passes over memory.
+convolutions (:mod:`.predict`): same probabilities, fewer passes over memory.
 
 Outputs per slide (atomically): ``<slide>.heatmap.tif`` (float32 tiled
 pyramidal TIFF with the stride and microns per pixel in its description),
 optionally ``<slide>.heatmap.zarr``, and ``<slide>.overlay.png``. Slides run
 in parallel through :func:`deepsci.core.parallel.run_shards`; a re-run skips
 finished slides. On a running Dask cluster (``--scheduler tcp://...``) each
-worker keeps its ready model (:func:`engine`) between runs (:mod:`.cluster`).
+worker keeps its ready model (:func:`.predict.engine`) between runs (:mod:`.cluster`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,19 +30,17 @@ import numpy as np
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.parallel import (
     REMOTE_SCHEMES,
-    limit_tf_threads,
     marker_path,
     run_shards,
     threads_per_worker,
 )
 
 from .cluster import open_cluster, warm_up, worker_tf_threads
-from .inference import predict_function
-from .io import Slide, list_slides, write_pyramid_tiff
+from .io import Slide, list_slides, resize_mask, write_pyramid_tiff
+from .predict import engine, warm_worker
 from .tissue import TissueConfig, slide_tissue
 
-__all__ = ["HeatmapConfig", "Engine", "engine", "drop_cached_models", "heatmap_grid", "heatmap_slide",
-           "heatmap_task", "run_heatmaps", "warm_worker"]
+__all__ = ["HeatmapConfig", "heatmap_grid", "heatmap_slide", "heatmap_task", "run_heatmaps"]
 
 
 @dataclass
@@ -106,109 +103,14 @@ class HeatmapConfig:
         return self
 
 
-@dataclass
-class Engine:
-    """A worker process's ready model: loaded, BatchNorm-folded, traced and run once.
-
-    Attributes
-    ----------
-    meta : dict
-        The model's sidecar.
-    predict : callable
-        ``predict(*xs)``: one uint8 tensor ``(batch_size, P, P, 3)`` per scale
-        -> tumour probabilities ``(batch_size,)``.
-    threads : int
-        TensorFlow intra-op threads in force in this process.
-    built_at : float
-        When building started (seconds since the epoch).
-    build_seconds : float
-        What building cost (TensorFlow import included on a process's first).
-    """
-
-    meta: dict
-    predict: Callable
-    threads: int
-    built_at: float
-    build_seconds: float
-
-
-# Per process. A Dask worker outlives a run, so the next run on the same
-# cluster finds its model here and starts at once.
-_MODEL: dict[tuple, tuple] = {}     # (path, mtime_ns, size) -> (folded model, sidecar)
-_ENGINES: dict[tuple, Engine] = {}  # that key + (batch size, tta, TF threads) -> Engine
-
-
-def _model_key(model_path: str) -> tuple[str, int, int]:
-    st = Path(model_path).stat()  # a model retrained or replaced in place gets a new key
-    return (str(Path(model_path).resolve()), st.st_mtime_ns, st.st_size)
-
-
-def engine(model_path: str, batch_size: int, tta: bool, threads: int | None) -> tuple[Engine, bool]:
-    """This process's engine for the model file and settings, and whether it was cached.
-
-    Cached by (model path, modification time, size, batch size, TTA, TF
-    threads): a second call with the same file and settings returns at once;
-    a changed file is loaded again (and the old one dropped). ``threads`` is
-    applied only if TensorFlow has not started in this process yet; the key
-    holds the count in force.
-    """
-    t0, started = time.perf_counter(), time.time()
-    used = limit_tf_threads(threads)
-    mkey = _model_key(model_path)
-    key = (*mkey, int(batch_size), bool(tta), used)
-    if key in _ENGINES:
-        return _ENGINES[key], True
-    if mkey not in _MODEL:
-        _MODEL.clear()
-        _ENGINES.clear()
-        _MODEL[mkey] = _load_folded(model_path)
-    model, meta = _MODEL[mkey]
-    spec = meta["input_spec"]
-    size, scales = int(spec["patch_size"]), len(spec["magnifications"])
-    predict = predict_function(model, patch_size=size, scales=scales, batch_size=batch_size, tta=tta)
-    import tensorflow as tf
-
-    # The first call also builds the oneDNN kernels: done here, not on a slide's clock.
-    predict(*[tf.zeros((batch_size, size, size, 3), tf.uint8)] * scales).numpy()
-    _ENGINES[key] = Engine(meta, predict, used, started, time.perf_counter() - t0)
-    return _ENGINES[key], False
-
-
-def drop_cached_models() -> None:
-    """Forget this process's models (the next run starts cold)."""
-    _MODEL.clear()
-    _ENGINES.clear()
-
-
-def _load_folded(model_path: str) -> tuple:
-    from deepsci.core.models.serialization import load_model
-
-    from .inference import fold_batchnorm
-
-    model, meta = load_model(model_path)
-    if meta.get("app") != "pathology":
-        raise InputError(f"expected a pathology model, found one from app {meta.get('app')!r}", model_path)
-    # Inference-only copy, same probabilities: Conv+BN+ReLU become one fused
-    # kernel, ~1.3x the tiles/s of the narrow small Inception.
-    return fold_batchnorm(model), meta
-
-
-def warm_worker(model_path: str, batch_size: int, tta: bool, threads: int | None) -> dict:
-    """Build this worker's engine ahead of its first slide (a Dask task run at cluster start)."""
-    eng, cached = engine(model_path, batch_size, tta, threads)
-    return {"worker_pid": os.getpid(), "cached": cached, "build_seconds": eng.build_seconds}
-
-
 def heatmap_grid(slide: Slide, stride_px: float, tissue_cfg: TissueConfig) -> np.ndarray:
     """Which heatmap cells ``(gh, gw)`` lie on tissue (cells touching tissue count)."""
     from scipy import ndimage as ndi
 
-    from .patches import _resize_mask
-
     w, h = slide.dimensions
     shape = (max(1, int(np.ceil(h / stride_px))), max(1, int(np.ceil(w / stride_px))))
     tissue, _ = slide_tissue(slide, tissue_cfg)
-    grid = _resize_mask(tissue, shape)
+    grid = resize_mask(tissue, shape)
     return ndi.binary_dilation(grid) if grid.any() else grid
 
 

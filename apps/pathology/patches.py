@@ -18,7 +18,7 @@ import numpy as np
 
 from deepsci.core.errors import InputError
 
-from .io import Slide, rasterize, read_annotations
+from .io import Slide, rasterize, read_annotations, resize_mask
 from .tissue import TissueConfig, slide_tissue
 
 __all__ = ["PatchConfig", "SlideIndex", "index_slide", "sample_positions", "read_example", "read_examples",
@@ -90,12 +90,6 @@ class SlideIndex:
         return np.flatnonzero(self.tissue & ~self.label_map)
 
 
-def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * mask.shape[0] / shape[0], mask.shape[0] - 1)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * mask.shape[1] / shape[1], mask.shape[1] - 1)
-    return mask[rows.astype(int)[:, None], cols.astype(int)[None, :]]
-
-
 def index_slide(slide_path: str | os.PathLike, annotation: str | os.PathLike | None,
                 config: PatchConfig, *, mpp: float | None = None) -> SlideIndex:
     """Tissue and label maps of one slide (annotation None means a normal slide)."""
@@ -108,7 +102,7 @@ def index_slide(slide_path: str | os.PathLike, annotation: str | os.PathLike | N
         down = config.grid_mpp / slide.mpp
         shape = (max(1, int(np.ceil(h / down))), max(1, int(np.ceil(w / down))))
         tissue_small, _ = slide_tissue(slide, config.tissue)
-        tissue = _resize_mask(tissue_small, shape)
+        tissue = resize_mask(tissue_small, shape)
         tumour = np.zeros(shape, bool)
         if annotation is not None:
             polys = read_annotations(annotation, dimensions=slide.dimensions)

@@ -1,8 +1,6 @@
 """Training of the patch classifier on the deepsci training loop.
 
-The model is the core Inception: ``classifier`` for one magnification,
-``multi_tower`` for several (patches sharing a centre, features concatenated).
-Patches are drawn fresh every epoch (seeded by epoch, so a resumed run sees
+The model is the core Inception (:mod:`.model`). Patches are drawn fresh every epoch (seeded by epoch, so a resumed run sees
 the same data) and read on the fly from the slides.
 """
 from __future__ import annotations
@@ -15,9 +13,10 @@ from deepsci.core.models.batchnorm import precise_batchnorm  # noqa: F401 - re-e
 from deepsci.core.training import TrainConfig
 
 from .io import list_slides
+from .model import build_model
 from .patches import PatchConfig
 
-__all__ = ["PathologyTrainConfig", "list_slides", "find_annotation", "build_model", "train"]
+__all__ = ["PathologyTrainConfig", "find_annotation", "train"]
 
 MODEL_NAME = "model.keras"
 
@@ -93,20 +92,6 @@ def find_annotation(slide: Path, folder: str | Path | None) -> Path | None:
         if p.is_file():
             return p
     return None
-
-
-def build_model(cfg: PathologyTrainConfig):
-    """The core Inception for ``cfg``: logits ``{"tumor": (N, 1)}``."""
-    from deepsci.core.models import inception
-
-    p = cfg.patch.patch_size
-    kw = {"width": cfg.width, "blocks": tuple(cfg.blocks)} if cfg.variant == "small" else {}
-    if len(cfg.patch.magnifications) == 1:
-        return inception.classifier((p, p, 3), {"tumor": 1}, variant=cfg.variant, dropout=cfg.dropout,
-                                    name="pathology_classifier", **kw)
-    shapes = [(p, p, 3)] * len(cfg.patch.magnifications)
-    return inception.multi_tower(shapes, {"tumor": 1}, variant=cfg.variant, dropout=cfg.dropout,
-                                 name="pathology_towers", **kw)
 
 
 def _loss(y, y_pred):

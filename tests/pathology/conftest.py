@@ -24,7 +24,8 @@ def rng():
 def tiny_model():
     """``make(path, mags, patch=32, center=32)``: save an untrained width-4 pathology model with its sidecar."""
     from deepsci.apps.pathology import patches
-    from deepsci.apps.pathology.train import PathologyTrainConfig, build_model
+    from deepsci.apps.pathology.model import build_model
+    from deepsci.apps.pathology.train import PathologyTrainConfig
     from deepsci.core.models.serialization import save_model
 
     def make(path, mags, patch=32, center=32):

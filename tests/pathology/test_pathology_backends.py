@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from deepsci.apps.pathology import backends, io
+from deepsci.apps.pathology import io
+from deepsci.apps.pathology.io import backends
 from deepsci.apps.pathology.patches import PatchConfig, read_example
 from deepsci.core.errors import ConfigError, InputError
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from deepsci.apps.pathology import heatmap, io, synth
+from deepsci.apps.pathology import heatmap, io, predict, synth
 from deepsci.apps.pathology.cluster import warm_up, worker_threads
 
 
@@ -23,23 +23,23 @@ def test_engine_is_cached_until_the_model_file_changes(tmp_path, monkeypatch, ti
     real = serialization.load_model
     monkeypatch.setattr(serialization, "load_model", lambda p: loads.append(p) or real(p))
     path = tiny_model(tmp_path / "m.keras", (20.0,))
-    heatmap.drop_cached_models()
-    first, cached = heatmap.engine(str(path), 8, False, None)
+    predict.drop_cached_models()
+    first, cached = predict.engine(str(path), 8, False, None)
     assert not cached and len(loads) == 1
-    again, cached = heatmap.engine(str(path), 8, False, None)
+    again, cached = predict.engine(str(path), 8, False, None)
     assert cached and again is first and len(loads) == 1
     # another batch size or TTA: traced again, the loaded model is reused
-    other, cached = heatmap.engine(str(path), 4, True, None)
+    other, cached = predict.engine(str(path), 4, True, None)
     assert not cached and other is not first and len(loads) == 1
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     assert other.predict(x).shape == (4,)
     # the same file rewritten (a retrained model): loaded again, old engines dropped
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    fresh, cached = heatmap.engine(str(path), 8, False, None)
+    fresh, cached = predict.engine(str(path), 8, False, None)
     assert not cached and fresh is not first and len(loads) == 2
-    assert heatmap.engine(str(path), 8, False, None)[1]
-    heatmap.drop_cached_models()
+    assert predict.engine(str(path), 8, False, None)[1]
+    predict.drop_cached_models()
 
 
 def test_second_run_on_a_running_cluster_does_not_reload(tmp_path, tiny_model):

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from deepsci.apps.pathology import patches
-from deepsci.apps.pathology.inference import fold_batchnorm, foldable_pairs
-from deepsci.apps.pathology.train import PathologyTrainConfig, build_model
+from deepsci.apps.pathology.model import build_model
+from deepsci.apps.pathology.predict import fold_batchnorm, foldable_pairs
+from deepsci.apps.pathology.train import PathologyTrainConfig
 
 
 def _randomise_batchnorm(model, seed: int) -> int:

@@ -161,7 +161,7 @@ def test_bad_annotations(tmp_path):
 
 def test_non_pyramidal_slide_is_refused_for_thumbnails(tmp_path, monkeypatch):
     _pyramid(tmp_path / "one.tif", size=512, levels_min=1024)  # tiled, a single level
-    monkeypatch.setattr(io, "MAX_WHOLE_LEVEL_PIXELS", 256 * 256)
+    monkeypatch.setattr(io.slide, "MAX_WHOLE_LEVEL_PIXELS", 256 * 256)  # read where Slide reads it
     with io.Slide(tmp_path / "one.tif") as s, pytest.raises(InputError, match="pyramidal") as e:
         s.thumbnail(8.0)
     assert "one.tif" in str(e.value)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from deepsci.apps.pathology import heatmap, io, patches, synth
-from deepsci.apps.pathology.train import PathologyTrainConfig, build_model, precise_batchnorm
+from deepsci.apps.pathology.model import build_model
+from deepsci.apps.pathology.train import PathologyTrainConfig, precise_batchnorm
 
 
 @pytest.mark.parametrize("mags", [(20.0,), (40.0, 20.0, 10.0)])

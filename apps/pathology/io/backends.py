@@ -4,7 +4,7 @@ OpenSlide (through ``openslide-bin``) reads every common whole-slide format.
 ``tiffslide`` (pure Python on tifffile + imagecodecs) reads the TIFF-based
 ones (generic tiled TIFF, SVS, NDPI ...) and is used when OpenSlide is not
 importable or cannot open a file. Both present the same small interface, so
-:class:`deepsci.apps.pathology.io.Slide` does not care which one it got.
+:class:`deepsci.apps.pathology.io.slide.Slide` does not care which one it got.
 
 The backend is chosen by ``Slide(..., backend=...)`` or the environment
 variable ``DEEPSCI_SLIDE_BACKEND`` (``auto`` | ``openslide`` | ``tiffslide``);
@@ -29,7 +29,7 @@ _UNSUPPORTED = "expected a tiled, pyramidal whole-slide image OpenSlide can read
 
 
 class SlideReader:
-    """What :class:`~deepsci.apps.pathology.io.Slide` needs from a backend.
+    """What :class:`~deepsci.apps.pathology.io.slide.Slide` needs from a backend.
 
     Attributes
     ----------

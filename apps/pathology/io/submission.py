@@ -1,0 +1,45 @@
+"""Camelyon16 lesion submissions: one ``prob,X,Y`` CSV per slide (level-0 pixels)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from deepsci.core.errors import InputError
+from deepsci.core.io import atomic_path
+
+__all__ = ["write_detections_csv", "read_detections_csv"]
+
+
+def write_detections_csv(path: str | os.PathLike, probs, xs, ys) -> Path:
+    """Camelyon16 lesion submission: one ``prob,X,Y`` line per detection (level-0 px), no header."""
+    lines = [f"{float(p):.6f},{int(round(x))},{int(round(y))}" for p, x, y in zip(probs, xs, ys, strict=True)]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def read_detections_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a ``prob,X,Y`` CSV (an optional header line is skipped) -> (probs, xs, ys)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError("expected a detection CSV, found no file", path) from None
+    probs, xs, ys = [], [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        parts = [p.strip() for p in line.split(",")]
+        if not line.strip():
+            continue
+        try:
+            p, x, y = float(parts[0]), int(float(parts[1])), int(float(parts[2]))
+        except (ValueError, IndexError):
+            if n == 1:
+                continue  # header
+            raise InputError(f"expected 'prob,X,Y' numbers on line {n}, found {line[:60]!r}", path) from None
+        probs.append(p)
+        xs.append(x)
+        ys.append(y)
+    return np.asarray(probs, float), np.asarray(xs, np.int64), np.asarray(ys, np.int64)
