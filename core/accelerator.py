@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from .errors import ConfigError
 
@@ -20,14 +20,21 @@ __all__ = [
     "set_precision",
     "describe_devices",
     "is_chief",
+    "current",
 ]
 
 _SPECS = "auto, cpu, gpu, gpu:N, mirrored, tpu, tpu:NAME, multi-worker"
 
 
+_PRECISIONS = ("float32", "mixed", "mixed_float16", "mixed_bfloat16")
+
+
 @dataclass
 class AcceleratorConfig:
-    """Where and how models run.
+    """Where and how models run; every ``train`` and inference command takes one.
+
+    The CLI builds one option per field from ``metadata["cli"]`` (the option
+    name) and ``metadata["help"]``; a field without ``"cli"`` is not shown.
 
     Attributes
     ----------
@@ -37,16 +44,35 @@ class AcceleratorConfig:
     precision : str
         ``float32``, ``mixed`` (``mixed_float16`` on GPU, ``mixed_bfloat16`` on
         TPU/CPU), ``mixed_float16`` or ``mixed_bfloat16``.
-    jit_compile : bool
-        Compile train and predict steps with XLA.
+    xla : bool
+        Compile train and predict steps with XLA (``--xla``).
     logical_cpus : int, optional
         Split the CPU into this many logical devices (multi-replica tests).
     """
 
-    strategy: str = "auto"
-    precision: str = "float32"
-    jit_compile: bool = False
-    logical_cpus: int | None = None
+    strategy: str = field(default="auto", metadata={
+        "cli": "strategy", "help": f"Where to run: {_SPECS}."})
+    precision: str = field(default="float32", metadata={
+        "cli": "precision",
+        "help": "float32, or mixed (float16 on GPU, bfloat16 on TPU/CPU), mixed_float16, mixed_bfloat16."})
+    xla: bool = field(default=False, metadata={
+        "cli": "xla", "help": "Compile the train and predict steps with XLA."})
+    logical_cpus: int | None = field(default=None, metadata={
+        "help": "Split the CPU into N logical devices (tests of multi-replica code)."})
+
+    @property
+    def jit_compile(self) -> bool:
+        """The same as :attr:`xla` (TensorFlow's name for it)."""
+        return self.xla
+
+    def validate(self) -> AcceleratorConfig:
+        """Raise :class:`ConfigError` for an unknown precision or CPU split; return self."""
+        if self.precision not in _PRECISIONS:
+            raise ConfigError(f"expected precision among {', '.join(_PRECISIONS)}; "
+                              f"found {self.precision!r}")
+        if self.logical_cpus is not None and self.logical_cpus < 1:
+            raise ConfigError(f"expected logical_cpus >= 1, found {self.logical_cpus}")
+        return self
 
 
 def _tf():
@@ -200,13 +226,13 @@ def set_precision(precision: str, strategy=None) -> str:
     """Set the Keras dtype policy; returns the policy name in force.
 
     ``mixed`` resolves to ``mixed_float16`` on GPU and ``mixed_bfloat16`` on
-    TPU or CPU. Heads that compute losses should keep ``dtype="float32"``.
+    TPU or CPU. Variables stay float32 under both; the training loop casts
+    outputs to float32 before the loss and loss-scales under float16.
     """
     import keras
 
-    choices = ("float32", "mixed", "mixed_float16", "mixed_bfloat16")
-    if precision not in choices:
-        raise ConfigError(f"expected precision among {', '.join(choices)}; found {precision!r}")
+    if precision not in _PRECISIONS:
+        raise ConfigError(f"expected precision among {', '.join(_PRECISIONS)}; found {precision!r}")
     if precision == "mixed":
         kind = _device_kind(strategy) if strategy is not None else "CPU"
         precision = "mixed_float16" if kind == "GPU" else "mixed_bfloat16"
@@ -214,11 +240,29 @@ def set_precision(precision: str, strategy=None) -> str:
     return precision
 
 
+_ACTIVE: list[AcceleratorConfig] = []
+
+
 def setup(config: AcceleratorConfig):
-    """Resolve the strategy and precision policy that ``config`` asks for."""
+    """Resolve the strategy, set the precision policy and make ``config`` current.
+
+    Call it before building models. The training loop and the inference
+    helpers read :func:`current` for ``xla``, so one call configures a run.
+
+    Returns
+    -------
+    tf.distribute.Strategy
+    """
+    config.validate()
     strategy = resolve_strategy(config.strategy, logical_cpus=config.logical_cpus)
     set_precision(config.precision, strategy)
+    _ACTIVE[:] = [replace(config)]
     return strategy
+
+
+def current() -> AcceleratorConfig:
+    """The configuration of the last :func:`setup` (defaults before any)."""
+    return replace(_ACTIVE[0]) if _ACTIVE else AcceleratorConfig()
 
 
 def is_chief(strategy=None) -> bool:
