@@ -11,8 +11,20 @@ __all__ = ["progress", "enabled"]
 
 
 def enabled() -> bool:
-    """Whether progress bars are shown (``DEEPSCI_PROGRESS=0`` turns them off)."""
-    return os.environ.get("DEEPSCI_PROGRESS", "1") not in ("0", "false", "no")
+    """Whether progress bars are shown.
+
+    ``DEEPSCI_PROGRESS``: ``1``/``on`` always, ``0``/``off`` never, unset or
+    ``auto`` only when stderr is a terminal (a log file gets no bar lines).
+    """
+    value = os.environ.get("DEEPSCI_PROGRESS", "auto").lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def progress(
