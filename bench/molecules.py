@@ -49,9 +49,10 @@ def _dataset(limit, seed=0):
 
 def speed(args) -> tuple[str, dict]:
     """Part 1: DFT single points vs. MPNN inference per molecule."""
-    from deepsci.apps.molecules.evaluate import predict_table
+    from deepsci.apps.molecules.graphs import featurize_set
     from deepsci.apps.molecules.label import label_molecule
-    from deepsci.apps.molecules.train import ModelConfig, _build, featurize_set
+    from deepsci.apps.molecules.model import ModelConfig, build_model
+    from deepsci.apps.molecules.predict import predict_table
     from deepsci.core.bench import matmul_peak_gflops, table
 
     ms, source = _dataset(args.inference_molecules, seed=1)
@@ -83,7 +84,7 @@ def speed(args) -> tuple[str, dict]:
         feat = (time.perf_counter() - t) / len(ms)
         # Child-process CPU is not in process_time; featurisation CPU is reported as wall x workers.
         featc = feat * min(len(os.sched_getaffinity(0)), -(-len(ms) // 1000))
-        model = _build(12, ModelConfig(graph=graph), {"mean": [0.0] * 12, "std": [1.0] * 12,
+        model = build_model(12, ModelConfig(graph=graph), {"mean": [0.0] * 12, "std": [1.0] * 12,
                                                       "atomref": None})
 
         def row(name, w, c):
@@ -177,7 +178,8 @@ def _chemprop_finish(args, job, names):
 
 def read_all(args):
     """Part 0: read QM9 (qm9pack) and featurise every molecule, timed."""
-    from deepsci.apps.molecules.train import featurize_set, load_dataset
+    from deepsci.apps.molecules.graphs import featurize_set
+    from deepsci.apps.molecules.train import load_dataset
     from deepsci.core.bench import table
 
     t = time.perf_counter()
@@ -206,12 +208,13 @@ def accuracy(args, ms=None, tab=None) -> tuple[str, dict]:
     chemprop (when given) trains at the same time as our model, so both see the
     same machine load over the same budget.
     """
-    from deepsci.apps.molecules.evaluate import predict_table, target_metrics
+    from deepsci.apps.molecules.evaluate import target_metrics
+    from deepsci.apps.molecules.graphs import featurize_set
+    from deepsci.apps.molecules.model import ModelConfig
+    from deepsci.apps.molecules.predict import predict_table
     from deepsci.apps.molecules.targets import GILMER_TARGETS, TARGETS
     from deepsci.apps.molecules.train import (
-        ModelConfig,
         MoleculeTrainConfig,
-        featurize_set,
         load_dataset,
         split_indices,
         train_molecules,

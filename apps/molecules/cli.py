@@ -59,7 +59,8 @@ def train(
     from deepsci.core.accelerator import resolve_strategy
     from deepsci.core.training import TrainConfig
 
-    from .train import ModelConfig, MoleculeTrainConfig, train_molecules
+    from .model import ModelConfig
+    from .train import MoleculeTrainConfig, train_molecules
 
     cfg = MoleculeTrainConfig(
         data=data, out=str(out), targets=None if targets == "all" else targets.split(","),

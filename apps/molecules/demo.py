@@ -27,7 +27,8 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     from deepsci.core.training import TrainConfig
 
     from .evaluate import EvaluateConfig, evaluate_run
-    from .train import ModelConfig, MoleculeTrainConfig, train_molecules
+    from .model import ModelConfig
+    from .train import MoleculeTrainConfig, train_molecules
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)

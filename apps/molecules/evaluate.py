@@ -1,16 +1,15 @@
-"""Inference with an ensemble, and the field's metrics: MAE per target in its unit
-and as a ratio to chemical accuracy (Faber et al. 2017; Gilmer et al. 2017, Table 2),
-with parity plots.
+"""The field's metrics: MAE per target in its unit and as a ratio to chemical accuracy
+(Faber et al. 2017; Gilmer et al. 2017, Table 2), with parity plots, and
+``deepsci molecules evaluate`` (inference itself is :mod:`.predict`'s).
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepsci.core.errors import InputError
+from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import (
     save_config,
     save_figure,
@@ -19,12 +18,12 @@ from deepsci.core.io import (
     write_text,
 )
 
-from .graphs import GraphTable, _packing, collate, pad_batch
-from .io import available_cpus
+from .graphs import featurize_set
+from .io import read_molecules, write_csv
+from .predict import load_members, predict_table, prediction_columns, resolve_models
 from .targets import TARGETS
 
-__all__ = ["EvaluateConfig", "load_members", "inference_plan", "predict_table", "target_metrics",
-           "metrics_table", "parity_plot", "evaluate_run", "resolve_models"]
+__all__ = ["EvaluateConfig", "target_metrics", "metrics_table", "parity_plot", "evaluate_run"]
 
 
 @dataclass
@@ -40,7 +39,11 @@ class EvaluateConfig:
     out : str
         Output folder for metrics.json, metrics.md, parity.png and predictions.csv.
     batch_size : int
+        Molecules per inference batch (at most).
+    smiles_column : str
+        SMILES column of a CSV.
     skip_invalid : bool
+        Skip unreadable molecules and report how many.
     """
 
     model: str
@@ -50,137 +53,10 @@ class EvaluateConfig:
     smiles_column: str = "smiles"
     skip_invalid: bool = False
 
-
-def resolve_models(model: str | Path) -> list[Path]:
-    """Member model files of a training folder, or the single file given."""
-    p = Path(model)
-    if p.is_dir():
-        found = sorted(p.glob("member_*/model.keras"))
-        if not found:
-            raise InputError("expected a training folder with member_*/model.keras, found none", p)
-        return found
-    if p.suffix != ".keras":
-        raise InputError(f"expected a .keras model or a training folder, found {p.suffix or 'a file'}",
-                         p)
-    if not p.exists():
-        raise InputError("expected a trained model, found no file", p)
-    return [p]
-
-
-def load_members(paths):
-    """Load ensemble members; all must share targets and graph kind."""
-    from deepsci.core.models.serialization import load_model
-
-    models, meta = [], None
-    for p in paths:
-        m, side = load_model(p)
-        if side.get("app") != "molecules":
-            raise InputError(f"expected a molecules model, found one from app {side.get('app')!r}", p)
-        if meta is not None and (side["targets"] != meta["targets"]
-                                 or side["input_spec"] != meta["input_spec"]):
-            raise InputError("expected ensemble members with the same targets and features, "
-                             "found a mismatch", p)
-        models.append(m)
-        meta = meta or side
-    return models, meta
-
-
-_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _predict_fn(model, jit_compile: bool):
-    """One predict function per model and XLA setting, kept while the model lives.
-
-    Packed batches of one table share their shapes, so it traces (and, with
-    XLA, compiles) once per table shape rather than once per call.
-    """
-    import tensorflow as tf
-
-    fns = _PREDICT_FNS.setdefault(model, {})
-    if jit_compile not in fns:
-        fns[jit_compile] = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
-    return fns[jit_compile]
-
-
-def inference_plan(table: GraphTable, batch_size: int) -> tuple[list[np.ndarray], int, int]:
-    """Molecules of ``table`` in order, packed into batches of one fixed shape.
-
-    Returns
-    -------
-    batches : list of (b,) int64 arrays, b <= batch_size
-    atoms, edges : int
-        Padded atom and edge counts of every batch (multiples of 256); a batch
-        closes early rather than overflow them, so one trace serves all.
-    """
-    n = len(table)
-    if n == 0:
-        return [], 0, 0
-    per = max(1, min(int(batch_size), n))
-    atoms, edges = _packing(table, per)
-    atoms, edges = -(-atoms // 256) * 256, -(-edges // 256) * 256
-    na, ne = np.diff(table.atom_splits), np.diff(table.edge_splits)
-    batches, start, a, e = [], 0, 0, 0
-    for i in range(n):
-        if i > start and (i - start == per or a + na[i] >= atoms or e + ne[i] > edges):
-            batches.append(np.arange(start, i))
-            start, a, e = i, 0, 0
-        a += na[i]
-        e += ne[i]
-    batches.append(np.arange(start, n))
-    return batches, atoms, edges
-
-
-def predict_table(models, table: GraphTable, *, batch_size: int = 1024, streams: int | None = None,
-                  jit_compile: bool = False):
-    """Ensemble mean and standard deviation for every molecule of ``table``.
-
-    Batches are packed to one padded shape (see :func:`inference_plan`), so
-    the predict function is traced once (and, with ``jit_compile``, compiled
-    once by XLA), and ``streams`` threads run batches concurrently: the
-    gather/scatter ops of message passing use one core each, so one stream
-    per core is what keeps all cores busy.
-
-    Parameters
-    ----------
-    models : list of keras.Model or list of paths
-    table : GraphTable
-    batch_size : int
-        Molecules per inference batch (at most).
-    streams : int, optional
-        Concurrent inference threads; default: one per available CPU.
-    jit_compile : bool
-        Compile the predict function with XLA.
-
-    Returns
-    -------
-    mean, std : (M, T) float64
-        ``std`` is 0 for a single model.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    if models and not hasattr(models[0], "predict"):
-        models, _ = load_members(models)
-    batches, n_atoms, n_edges = inference_plan(table, batch_size)
-    streams = max(1, min(int(streams or available_cpus()), len(batches) or 1))
-    graphs = max(1, min(int(batch_size), len(table))) + 1
-    outs = []
-    for model in models:
-        fn = _predict_fn(model, jit_compile)
-
-        def run(index, fn=fn):
-            x, _, _ = pad_batch(collate(table, index), np.zeros((len(index), 0), np.float32),
-                                atoms=n_atoms, edges=n_edges, graphs=graphs)
-            return np.asarray(fn(x))[:len(index)]
-
-        if not batches:
-            outs.append(np.zeros((0, int(model.output_shape[-1])), np.float64))
-            continue
-        first = run(batches[0])  # traced here, before threads share the function
-        with ThreadPoolExecutor(streams) as pool:
-            rest = list(pool.map(run, batches[1:]))
-        outs.append(np.concatenate([first, *rest]).astype(np.float64))
-    stack = np.stack(outs)
-    return stack.mean(axis=0), (stack.std(axis=0) if len(outs) > 1 else np.zeros_like(stack[0]))
+    def validate(self) -> EvaluateConfig:
+        if self.batch_size < 1:
+            raise ConfigError(f"expected --batch-size >= 1, found {self.batch_size}")
+        return self
 
 
 def target_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: list[str],
@@ -248,9 +124,7 @@ def parity_plot(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], units:
 
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a trained model (or ensemble) on labelled molecules; write the report files."""
-    from .featurize import featurize
-    from .io import read_molecules, write_csv
-
+    cfg.validate()
     paths = resolve_models(cfg.model)
     data = cfg.data
     if data is None:
@@ -271,7 +145,7 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.json")
     write_run_info(out, command="molecules evaluate", config=cfg)
-    table = GraphTable.from_graphs([featurize(m, graph=meta["input_spec"]["graph"]) for m in ms.mols])
+    table = featurize_set(ms, meta["input_spec"]["graph"], workers=1)
     mean, std = predict_table(models, table, batch_size=cfg.batch_size)
     cols = [names.index(n) for n in have]
     y_true = ms.targets[have].to_numpy(np.float64)
@@ -283,12 +157,8 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     write_json(out / "metrics.json", {"data": str(data), "n": len(ms), "n_skipped": ms.n_skipped,
                                       "members": [str(p) for p in paths], "targets": metrics})
     parity_plot(y_true, y_pred, have, units, out / "parity.png")
-    columns = {}
-    for j, n in enumerate(names):
-        columns[n] = mean[:, j]
-        if len(models) > 1:
-            columns[f"{n}_std"] = std[:, j]
+    columns, out_units = prediction_columns(mean, std, names, units, members=len(models))
     write_csv(out / "predictions.csv", ids=ms.ids, smiles=ms.smiles, columns=columns,
-              units={**units, **{f"{n}_std": units[n] for n in names}})
+              units=out_units)
     return {"metrics": metrics, "table": md, "n": len(ms), "n_skipped": ms.n_skipped,
             "out": str(out)}

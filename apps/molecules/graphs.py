@@ -10,9 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .featurize import N_ATOM_FEATURES, N_EDGE_FEATURES, Graph
+from .featurize import N_ATOM_FEATURES, N_EDGE_FEATURES, Graph, featurize_chunk
+from .io import MoleculeSet, map_chunks
 
-__all__ = ["GraphTable", "collate", "make_source", "iterate_batches"]
+__all__ = ["GraphTable", "collate", "make_source", "iterate_batches", "featurize_set",
+           "pad_batch", "packing"]
+
+#: Molecules per featurisation task (one process's share of the work at a time).
+FEATURIZE_CHUNK = 1000
 
 
 @dataclass
@@ -57,6 +62,33 @@ class GraphTable:
         sums = np.add.reduceat(self.atoms[:, :5], self.atom_splits[:-1], axis=0) \
             if len(self) else np.zeros((0, 5))
         return np.asarray(sums, np.float64)
+
+
+def featurize_set(ms: MoleculeSet, graph: str, *, desc: str = "featurise",
+                  workers: int | None = None) -> GraphTable:
+    """Featurise every molecule of ``ms`` (with a progress bar).
+
+    Chunks of :data:`FEATURIZE_CHUNK` molecules run in ``workers`` processes
+    (default: every available CPU); fewer molecules run in this process.
+    """
+    from deepsci.core.progress import progress
+
+    step = FEATURIZE_CHUNK
+    chunks = [(ms.mols[s:s + step], graph) for s in range(0, len(ms.mols), step)]
+    graphs = []
+    bar = progress(total=len(ms.mols), desc=desc, unit="mol")
+    for part in map_chunks(featurize_chunk, chunks, workers=workers):
+        graphs += part
+        bar.update(len(part))
+    bar.close()
+    return GraphTable.from_graphs(graphs)
+
+
+def graph_at(table: GraphTable, i: int) -> Graph:
+    """Molecule ``i`` of ``table`` as a :class:`~.featurize.Graph`."""
+    a0, a1 = table.atom_splits[i], table.atom_splits[i + 1]
+    e0, e1 = table.edge_splits[i], table.edge_splits[i + 1]
+    return Graph(table.atoms[a0:a1], table.pairs[e0:e1], table.edges[e0:e1])
 
 
 def collate(table: GraphTable, index) -> dict[str, np.ndarray]:
@@ -128,7 +160,8 @@ def pad_batch(inputs: dict[str, np.ndarray], y: np.ndarray, *, atoms: int, edges
     return out, y_pad, w
 
 
-def _packing(table: GraphTable, per_replica: int) -> tuple[int, int]:
+def packing(table: GraphTable, per_replica: int) -> tuple[int, int]:
+    """Padded (atoms, edges) of a batch of ``per_replica`` molecules of ``table``."""
     na = np.diff(table.atom_splits)
     ne = np.diff(table.edge_splits)
     # Room for a typical batch of per_replica molecules; the rare larger batch is
@@ -170,7 +203,7 @@ def make_source(table: GraphTable, y: np.ndarray, *, global_batch: int, shuffle:
 
     def fn(ctx, epoch: int = 0):
         per_replica = max(ctx.get_per_replica_batch_size(global_batch), 1)
-        max_atoms, max_edges = _packing(table, per_replica)
+        max_atoms, max_edges = packing(table, per_replica)
         order = np.arange(n)
         if shuffle:
             order = np.random.default_rng([seed, epoch]).permutation(n)

@@ -22,36 +22,14 @@ from deepsci.core.errors import ConfigError
 from deepsci.core.io import save_config, write_json, write_run_info
 from deepsci.core.training import TrainConfig
 
-from .featurize import ATOM_FEATURES, EDGE_FEATURES, GRAPH_KINDS, featurize_chunk
-from .graphs import GraphTable, make_source
-from .io import MoleculeSet, bundled_subset, map_chunks, read_molecules, read_qm9pack, write_csv
+from .graphs import GraphTable, featurize_set, graph_at, make_source
+from .io import MoleculeSet, bundled_subset, read_molecules, read_qm9pack, write_csv
+from .model import ModelConfig, build_model, input_spec
+from .predict import predict_table
 from .targets import TARGETS, resolve_targets
 
-__all__ = ["ModelConfig", "MoleculeTrainConfig", "load_dataset", "split_indices",
-           "featurize_set", "fit_scaling", "train_molecules", "member_paths"]
-
-
-@dataclass
-class ModelConfig:
-    """Size of the enn-s2s network (see :func:`deepsci.core.models.mpnn.mpnn`)."""
-
-    graph: str = "bond"
-    units: int = 64
-    steps: int = 3
-    edge_hidden: tuple[int, ...] = (64, 16)
-    set2set_steps: int = 3
-    head: tuple[int, ...] = (128,)
-    aggregation: str = "sum"
-
-    def validate(self) -> ModelConfig:
-        if self.graph not in GRAPH_KINDS:
-            raise ConfigError(f"expected --graph in {GRAPH_KINDS}, found {self.graph!r}")
-        for k in ("units", "steps", "set2set_steps"):
-            if int(getattr(self, k)) < 1:
-                raise ConfigError(f"expected {k} >= 1, found {getattr(self, k)}")
-        self.edge_hidden = tuple(int(v) for v in self.edge_hidden)
-        self.head = tuple(int(v) for v in self.head)
-        return self
+__all__ = ["MoleculeTrainConfig", "load_dataset", "split_indices", "fit_scaling", "make_loss",
+           "train_molecules", "member_paths"]
 
 
 @dataclass
@@ -187,26 +165,6 @@ def split_indices(ms: MoleculeSet, *, kind: str, val: float, test: float, seed: 
     return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
 
 
-def featurize_set(ms: MoleculeSet, graph: str, *, desc: str = "featurise",
-                  workers: int | None = None) -> GraphTable:
-    """Featurise every molecule of ``ms`` (with a progress bar).
-
-    Chunks of 1,000 molecules run in ``workers`` processes (default: every
-    available CPU); fewer molecules run in this process.
-    """
-    from deepsci.core.progress import progress
-
-    step = 1000
-    chunks = [(ms.mols[s:s + step], graph) for s in range(0, len(ms.mols), step)]
-    graphs = []
-    bar = progress(total=len(ms.mols), desc=desc, unit="mol")
-    for part in map_chunks(featurize_chunk, chunks, workers=workers):
-        graphs += part
-        bar.update(len(part))
-    bar.close()
-    return GraphTable.from_graphs(graphs)
-
-
 def fit_scaling(table: GraphTable, y: np.ndarray) -> dict:
     """Per-element reference values by least squares on composition, then mean/std.
 
@@ -253,15 +211,6 @@ def member_paths(out: Path, ensemble: int) -> list[Path]:
     return [Path(out) / f"member_{k}" / "model.keras" for k in range(ensemble)]
 
 
-def _build(n_targets: int, mc: ModelConfig, scaling: dict):
-    from deepsci.core.models.mpnn import mpnn
-
-    return mpnn(len(ATOM_FEATURES), len(EDGE_FEATURES), n_targets, units=mc.units,
-                steps=mc.steps, edge_hidden=mc.edge_hidden, set2set_steps=mc.set2set_steps,
-                head=mc.head, aggregation=mc.aggregation, mean=scaling["mean"],
-                std=scaling["std"], atomref=scaling["atomref"])
-
-
 def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None,
                     dataset: MoleculeSet | None = None, table: GraphTable | None = None) -> dict:
     """Run the whole training stage; returns the summary written to ``summary.json``.
@@ -301,7 +250,7 @@ def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None,
         table = featurize_set(ms, cfg.model.graph)
     y = ms.targets.to_numpy(np.float32)
     sub = lambda idx: GraphTable.from_graphs(  # noqa: E731
-        [_graph_at(table, i) for i in idx])
+        [graph_at(table, i) for i in idx])
     t_train, t_val = sub(tr), sub(va)
     scaling = fit_scaling(t_train, y[tr].astype(np.float64))
     strategy = strategy or resolve_strategy("auto")
@@ -314,36 +263,25 @@ def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None,
         mcfg = dataclasses.replace(tc, seed=tc.seed + k)
         src = make_source(t_train, y[tr], global_batch=tc.batch_size, shuffle=True, seed=mcfg.seed)
         val_src = make_source(t_val, y[va], global_batch=tc.batch_size, shuffle=False)
-        build = lambda: _build(len(names), cfg.model, scaling)  # noqa: E731
+        build = lambda: build_model(len(names), cfg.model, scaling)  # noqa: E731
         loss = make_loss(scaling["std"], cfg.loss)
         result = _train_member(train, build, src, val_src, loss, mcfg, path.parent, strategy,
                                cfg.time_budget)
         sidecar = {
             "app": "molecules", "targets": names, "units": units,
-            "input_spec": {"graph": cfg.model.graph, "atom_features": list(ATOM_FEATURES),
-                           "edge_features": list(EDGE_FEATURES)},
+            "input_spec": input_spec(cfg.model.graph),
             "preprocessing": scaling, "model_config": dataclasses.asdict(cfg.model),
             "train_config": dataclasses.asdict(mcfg), "member": k,
             "history_tail": result.history[-1] if result.history else {},
         }
         save_model(result.model, path, sidecar=sidecar)
         members.append(str(path))
-    from .evaluate import predict_table
-
     pred, _ = predict_table(members, t_val)
     mae = {n: float(np.nanmean(np.abs(pred[:, j] - y[va, j]))) for j, n in enumerate(names)}
     summary = {"members": members, "targets": names, "units": units, "n_train": len(tr),
                "n_val": len(va), "n_test": len(te), "n_skipped": ms.n_skipped, "val_mae": mae}
     write_json(out / "summary.json", summary)
     return summary
-
-
-def _graph_at(table: GraphTable, i: int):
-    from .featurize import Graph
-
-    a0, a1 = table.atom_splits[i], table.atom_splits[i + 1]
-    e0, e1 = table.edge_splits[i], table.edge_splits[i + 1]
-    return Graph(table.atoms[a0:a1], table.pairs[e0:e1], table.edges[e0:e1])
 
 
 def _train_member(train, build, src, val_src, loss, tc, out_dir: Path, strategy, budget):

@@ -105,7 +105,7 @@ def test_make_source_splits_whole_molecules_over_replicas(graphs):
 
 @pytest.mark.parametrize("jit_compile,streams", [(False, 1), (True, 2)])
 def test_packed_inference_equals_eager(graphs, jit_compile, streams):
-    from deepsci.apps.molecules.evaluate import inference_plan, predict_table
+    from deepsci.apps.molecules.predict import inference_plan, predict_table
 
     m = _model(mean=[1.0, 2.0, 3.0], std=[0.5, 1.0, 2.0], atomref=[[0.1, 0, 0]] * 5)
     gs = [graphs[i % len(graphs)] for i in range(23)]

@@ -9,13 +9,10 @@ from deepsci.apps.molecules.io import MoleculeSet
 
 def test_overfit_tiny_set(tmp_path):
     """A small MPNN drives the training error of 10 molecules far below the spread of the labels."""
-    from deepsci.apps.molecules.evaluate import predict_table
-    from deepsci.apps.molecules.train import (
-        ModelConfig,
-        MoleculeTrainConfig,
-        featurize_set,
-        train_molecules,
-    )
+    from deepsci.apps.molecules.graphs import featurize_set
+    from deepsci.apps.molecules.model import ModelConfig
+    from deepsci.apps.molecules.predict import predict_table
+    from deepsci.apps.molecules.train import MoleculeTrainConfig, train_molecules
     from deepsci.core.training import TrainConfig
 
     ms = synth.synthetic_set(smiles=synth.SMILES[10:22])
