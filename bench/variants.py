@@ -16,13 +16,14 @@ Usage::
 The defaults are the recipe of the last RESULTS.md entry (session 5, recipe D): 7
 replicates, allele-fraction augmentation 0.25 of het SNPs with a VAF floor of 0.15, 8 epochs.
 
-Training recipe (all of it on the first half): the main BAM's reads of the training part at
-``--downsample`` read fractions, plus ``--train-replicates`` independent simulations of the
-first half only (other variant and read seeds; reads of the second half are never made) at
-``--replicate-downsample`` fractions; the last ``--val-fraction`` of the first half is held
-out as validation (the epoch with the lowest validation loss is kept); ``--class-weight``
-weights the loss per genotype class; ``--af-augment`` (with ``--af-augment-min-vaf`` and
-``--af-augment-alleles``) thins het training pileups of alt reads (``variants train``).
+Training is the product's: ``deepsci variants train --reads ... --truth-vcf ...`` on the
+first half (:func:`deepsci.apps.variants.train.train_variants` with the recipe of
+:mod:`deepsci.apps.variants.recipe`): the main BAM's reads at ``--downsample`` read fractions,
+``--train-replicates`` independent simulations of the first half only (reads of the second
+half are never made) at ``--replicate-downsample`` fractions, the last ``--val-fraction`` of
+the first half held out as validation, ``--class-weight`` and the allele-fraction
+augmentation ``--af-augment`` (``--af-augment-min-vaf``, ``--af-augment-alleles``). This
+script only simulates the benchmark genome, times the callers, scores them and prints.
 """
 from __future__ import annotations
 
@@ -84,48 +85,71 @@ def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def _replicates(args, work: Path, genome: dict, contig: str, mid: int) -> list[dict]:
-    """Independent simulations of the first half only (training data; reused if present).
-
-    Each has its own planted variants and reads (seed ``SEED + 100 + r``), so the model sees
-    more homopolymer contexts with and without variants; no read of the second half exists.
-    """
-    from deepsci.apps.variants import io as vio
-    from deepsci.apps.variants.synth import SimulateConfig, simulate
-
-    half = work / "train_half.fa"
-    if args.train_replicates and not half.exists():
-        vio.write_fasta({contig: genome[contig][:mid]}, half)
-    out = []
-    for r in range(args.train_replicates):
-        seed = args.seed + 100 + r
-        d = work / f"rep_{seed}" / "sim"
-        if (d / "sim.json").exists():
-            sim = json.loads((d / "sim.json").read_text())
-        else:
-            sim = simulate(SimulateConfig(
-                out_dir=str(d), fasta=str(half), snp_rate=1e-3, indel_rate=1e-4,
-                coverage=args.coverage, read_length=150,
-                homopolymer_slip=args.homopolymer_slip, threads=args.threads, seed=seed))
-            sim["homopolymer_slip"] = args.homopolymer_slip
-            (d / "sim.json").write_text(json.dumps(sim))
-        out.append({**sim, "seed": seed})
-    return out
-
-
-def _train(args, out: Path, dirs: list[str], val_dirs: list[str], seed: int) -> str:
-    """Train one model of the recipe on the given examples; returns its model.keras."""
+def _train(args, work: Path, bam, ref, truth, bed, train_reg: str) -> dict:
+    """The product's training recipe on the first half (reused with ``--reuse``)."""
+    from deepsci.apps.variants.recipe import RecipeConfig
     from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
 
-    return train_variants(TrainVariantsConfig(
-        examples=",".join(dirs), out_dir=str(out), val_examples=",".join(val_dirs) or None,
-        epochs=args.epochs, batch_size=args.batch_size, seed=seed, width=args.width,
-        class_weight=args.class_weight, af_augment=args.af_augment,
-        af_augment_alleles=args.af_augment_alleles,
-        af_augment_min_vaf=args.af_augment_min_vaf))["model"]
+    done = work / "train_result.json"
+    if args.reuse and done.exists() and (work / "model" / "model.keras").exists():
+        return {**json.loads(done.read_text()), "reused": True}
+    t0 = time.time()
+    recipe = RecipeConfig(downsample=_fractions(args.downsample),
+                          replicates=args.train_replicates,
+                          replicate_downsample=_fractions(args.replicate_downsample),
+                          val_fraction=args.val_fraction, coverage=args.coverage,
+                          read_length=150, homopolymer_slip=args.homopolymer_slip,
+                          threads=args.threads)
+    tr = train_variants(_train_config(args, TrainVariantsConfig(
+        reads=str(bam), ref=str(ref), truth_vcf=str(truth), confident_bed=str(bed),
+        regions=train_reg, out_dir=str(work / "model"), recipe=recipe, shards=args.shards,
+        scheduler=args.scheduler), args.seed), progress=False)
+    made = tr["recipe"]
+    res = {"model": tr["model"], "examples": tr["examples"], "val_examples": tr["val_examples"],
+           "labels": made.labels, "val_labels": made.val_labels, "first": made.first,
+           "fit_regions": made.fit_regions, "val_regions": made.val_regions,
+           "seconds": {"simulate + BWA-MEM first-half replicates":
+                       made.seconds["simulate replicates"],
+                       "make-examples (train half)": made.seconds["make-examples (training)"]
+                       + made.seconds["make-examples (validation)"],
+                       "train": time.time() - t0 - sum(made.seconds.values())}}
+    done.write_text(json.dumps(res))
+    return res
 
 
-def main(argv=None) -> None:
+def _train_config(args, cfg, seed: int):
+    """The training options of the bench on a train config (recipe or examples mode)."""
+    cfg.epochs, cfg.batch_size, cfg.seed, cfg.width = args.epochs, args.batch_size, seed, \
+        args.width
+    cfg.class_weight, cfg.af_augment = args.class_weight, args.af_augment
+    cfg.af_augment_alleles, cfg.af_augment_min_vaf = args.af_augment_alleles, \
+        args.af_augment_min_vaf
+    return cfg
+
+
+def _members(args, work: Path, tr: dict) -> tuple[str, dict]:
+    """More ensemble members on the same examples with the next seeds (``train --examples``)."""
+    from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
+
+    members, t = [tr["model"]], {}
+    for k in range(1, args.ensemble):
+        out = work / f"model_{k}"
+        if not (args.reuse and (out / "model.keras").exists()):
+            t0 = time.time()
+            train_variants(_train_config(args, TrainVariantsConfig(
+                examples=",".join(tr["examples"]),
+                val_examples=",".join(tr["val_examples"]) or None, out_dir=str(out)),
+                args.seed + k), progress=False)
+            t[f"train ensemble member {k}"] = time.time() - t0
+        members.append(str(out / "model.keras"))
+    return ",".join(members), t
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    return tuple(float(f) for f in text.split(",") if f)
+
+
+def _parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/deepsci-bench-variants")
     p.add_argument("--limit", type=int, default=0, help="use only the first BP of the contig")
@@ -170,15 +194,110 @@ def main(argv=None) -> None:
                    help="train --af-augment-alleles: snp or all")
     p.add_argument("--af-augment-min-vaf", type=float, default=0.15,
                    help="train --af-augment-min-vaf: lowest VAF a thinned het may reach")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def _simulate(args, work: Path, old_stages: dict, t: dict) -> tuple[dict, str]:
+    """The benchmark genome, its planted variants and 2x150 bp reads (reused with --reuse)."""
     from deepsci.apps.variants import io as vio
-    from deepsci.apps.variants.make_examples import MakeExamplesConfig, make_examples
-    from deepsci.apps.variants.pipeline import (
-        bcftools_call,
-        freebayes_call,
-    )
-    from deepsci.apps.variants.synth import SimulateConfig, simulate
+    from deepsci.apps.variants.synth import SimulateConfig, random_genome, simulate
+
+    if CE.exists():
+        genome = vio.read_fasta(CE, contigs=["CHROMOSOME_I"])
+        origin = "C. elegans CHROMOSOME_I (htslib test data)"
+    else:
+        genome = random_genome(args.length, seed=args.seed)
+        origin = f"random genome, {args.length} bp"
+    if args.limit:
+        genome = {c: s[: args.limit] for c, s in genome.items()}
+        origin += f", first {args.limit} bp"
+    vio.write_fasta(genome, work / "source.fa")
+    t0 = time.time()
+    if args.reuse and (work / "sim" / "sim.json").exists():
+        sim = json.loads((work / "sim" / "sim.json").read_text())
+        t["simulate + BWA-MEM"] = old_stages.get("simulate + BWA-MEM")
+    else:
+        sim = simulate(SimulateConfig(out_dir=str(work / "sim"), fasta=str(work / "source.fa"),
+                                      snp_rate=1e-3, indel_rate=1e-4, coverage=args.coverage,
+                                      read_length=150, homopolymer_slip=args.homopolymer_slip,
+                                      threads=args.threads, seed=args.seed))
+        sim["homopolymer_slip"] = args.homopolymer_slip
+        (work / "sim" / "sim.json").write_text(json.dumps(sim))
+        t["simulate + BWA-MEM"] = time.time() - t0
+    contig, seq = next(iter(genome.items()))
+    sim.update(contig=contig, length=len(seq))
+    return sim, origin
+
+
+def _time_callers(args, work: Path, sim: dict, model: str, test_reg: str, test_bed: Path):
+    """Callers alternate within each repeat so that load changes hit all of them alike."""
+    from deepsci.apps.variants.baselines import bcftools_call, freebayes_call
+
+    bam, ref = sim["bam"], sim["ref"]
+    walls: dict[str, list[float]] = {"deepsci": [], "bcftools": [], "freebayes": []}
+    cpus: dict[str, list[float]] = {k: [] for k in walls}
+    loads, run, vcfs = [], None, {}
+    for _ in range(args.repeats):
+        loads.append(_load())
+        w, run = _deepsci_cli(bam, ref, model, work / "deepsci", test_reg, args.shards,
+                              args.scheduler)
+        walls["deepsci"].append(w)
+        cpus["deepsci"].append(run["cpu_seconds"])
+        vcfs["deepsci"] = run["vcf"]
+        t0, c0 = time.time(), _cpu(resource.RUSAGE_SELF)     # pysam runs bcftools in-process
+        vcfs["bcftools"] = bcftools_call(bam, ref, work / "bcftools.vcf.gz", regions=test_reg,
+                                         threads=args.threads)
+        walls["bcftools"].append(time.time() - t0)
+        cpus["bcftools"].append(_cpu(resource.RUSAGE_SELF) - c0)
+        t0, c0 = time.time(), _cpu(resource.RUSAGE_CHILDREN)
+        vcfs["freebayes"] = freebayes_call(bam, ref, work / "freebayes.vcf.gz",
+                                           regions=str(test_bed))
+        if vcfs["freebayes"] is not None:
+            walls["freebayes"].append(time.time() - t0)
+            cpus["freebayes"].append(_cpu(resource.RUSAGE_CHILDREN) - c0)
+    loads.append(_load())
+    return walls, cpus, loads, run, vcfs
+
+
+def _rows(work: Path, sim: dict, test_bed: Path, walls, cpus, vcfs) -> list[dict]:
+    rows, best_bcf = [], min(walls["bcftools"])
+    for name, key in (("deepsci (small Inception)", "deepsci"),
+                      ("bcftools mpileup + call -m", "bcftools"), ("freebayes", "freebayes")):
+        if vcfs.get(key) is None:
+            continue
+        d = _score(vcfs[key], sim["truth"], sim["ref"], test_bed, work / f"{key}.summary.csv")
+        rows.append({"caller": name, **d, "best wall s": min(walls[key]),
+                     "all wall s": ", ".join(f"{w:.1f}" for w in walls[key]),
+                     "best wall / best bcftools": min(walls[key]) / best_bcf,
+                     "best CPU s": min(cpus[key]),
+                     "best CPU / best bcftools": min(cpus[key]) / min(cpus["bcftools"])})
+    return rows
+
+
+def _describe(args, sim: dict, origin: str, tr: dict | None, train_reg: str,
+              test_reg: str) -> str:
+    trained = (f"model {args.model} (not trained in this run)" if tr is None else
+               f"train on {train_reg}")
+    text = (f"Genome: {origin}; {sim['n_snps']} SNPs + {sim['n_indels']} indels planted; "
+            f"{args.coverage:g}x 2x150 bp, homopolymer slippage "
+            f"{sim.get('homopolymer_slip', 'not recorded (0 before it existed)')}, "
+            f"BWA-MEM (pybwa). {trained}")
+    if tr is not None:
+        text += (f" (`deepsci variants train` recipe: {tr['labels']} hom-ref/het/hom-alt "
+                 f"examples of {tr['fit_regions']}: main reads at fractions "
+                 f"{args.downsample}, {args.train_replicates} first-half replicates at "
+                 f"{args.replicate_downsample}; validation {tr['val_regions']} of every read "
+                 f"set ({tr['val_labels']} examples); class weight {args.class_weight}; "
+                 f"allele-fraction augmentation {args.af_augment:g} ({args.af_augment_alleles}"
+                 f", VAF floor {args.af_augment_min_vaf:g}); small Inception width "
+                 f"{args.width}{f', ensemble of {args.ensemble}' if args.ensemble > 1 else ''}"
+                 f", up to {args.epochs} epochs, best validation epoch kept)")
+    return text + f", call {test_reg}.\n"
+
+
+def main(argv=None) -> None:
+    args = _parse(argv)
+    from deepsci.apps.variants import io as vio
     from deepsci.core.bench import machine_info, table
 
     work = Path(args.work)
@@ -187,154 +306,25 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     stages_file = work / "stages.json"
     old_stages = json.loads(stages_file.read_text()) if stages_file.exists() else {}
-    src = work / "source.fa"
-    if CE.exists():
-        genome = vio.read_fasta(CE, contigs=["CHROMOSOME_I"])
-        origin = "C. elegans CHROMOSOME_I (htslib test data)"
-    else:
-        from deepsci.apps.variants.synth import random_genome
-        genome = random_genome(args.length, seed=args.seed)
-        origin = f"random genome, {args.length} bp"
-    if args.limit:
-        genome = {c: s[: args.limit] for c, s in genome.items()}
-        origin += f", first {args.limit} bp"
-    vio.write_fasta(genome, src)
-    contig, length = next(iter(genome.items()))
-    length = len(length)
-
-    t = {}
-    t0 = time.time()
-    sim_cfg = SimulateConfig(out_dir=str(work / "sim"), fasta=str(src), snp_rate=1e-3,
-                             indel_rate=1e-4, coverage=args.coverage, read_length=150,
-                             homopolymer_slip=args.homopolymer_slip,
-                             threads=args.threads, seed=args.seed)
-    if args.reuse and (work / "sim" / "sim.json").exists():
-        sim = json.loads((work / "sim" / "sim.json").read_text())
-        t["simulate + BWA-MEM"] = old_stages.get("simulate + BWA-MEM")
-    else:
-        sim = simulate(sim_cfg)
-        sim["homopolymer_slip"] = args.homopolymer_slip
-        (work / "sim" / "sim.json").write_text(json.dumps(sim))
-        t["simulate + BWA-MEM"] = time.time() - t0
-    ref, bam, truth = sim["ref"], sim["bam"], sim["truth"]
+    t: dict[str, float | None] = {}
+    sim, origin = _simulate(args, work, old_stages, t)
+    contig, length = sim["contig"], sim["length"]
     mid = length // 2
-    train_reg = f"{contig}:1-{mid}"
-    test_bed = work / "test.bed"
-    vio.write_bed([(contig, max(mid, 200), length - 200)], test_bed)
-    test_reg = f"{contig}:{mid + 1}-{length}"
-
-    from deepsci.apps.variants.candidates import CandidateConfig
-
-    t0 = time.time()
-    model_path = work / "model" / "model.keras"
-    reuse_model = args.reuse and model_path.exists() and (work / "train_labels.json").exists()
-    if args.model:
-        # A model trained elsewhere (e.g. a previous full run at another coverage).
-        model_path, reuse_model = Path(args.model), True
-        (work / "train_labels.json").write_text(json.dumps([[0, 0, 0], {
-            "candidates_per_second": float("nan"), "candidates": 0}]))
-    val_start = int(mid * (1 - args.val_fraction)) if args.val_fraction > 0 else mid
-    fit_reg = f"{contig}:1-{val_start}"
-    val_reg = f"{contig}:{val_start + 1}-{mid}"
-    sets = [(bam, ref, truth, sim["bed"], float(f), "train_ex")
-            for f in args.downsample.split(",")]
-    reps = []
-    if not reuse_model:
-        t1 = time.time()
-        reps = _replicates(args, work, genome, contig, mid)
-        t["simulate + BWA-MEM first-half replicates"] = time.time() - t1
-        for rep in reps:
-            sets += [(rep["bam"], rep["ref"], rep["truth"], rep["bed"], float(f),
-                      f"rep_{rep['seed']}_ex") for f in args.replicate_downsample.split(",")]
-    dirs, labels, me = [], [0, 0, 0], None
-    for k, (b, r, tv, bed, frac, name) in enumerate([] if reuse_model else sets):
-        # DeepVariant-style augmentation: the same truth at several read depths.
-        d = work / f"{name}_{frac:g}"
-        s = make_examples(MakeExamplesConfig(
-            reads=b, ref=r, out_dir=str(d), regions=fit_reg, truth_vcf=tv,
-            confident_bed=bed, shards=args.shards, scheduler=args.scheduler, gvcf=False, seed=k,
-            candidates=CandidateConfig(downsample_fraction=frac, downsample_seed=k)),
-            progress=False)
-        me = me or s
-        labels = [a + b for a, b in zip(labels, s["labels"], strict=True)]
-        dirs.append(str(d))
-    val_dirs, val_labels = [], [0, 0, 0]
-    val_sets = [(bam, ref, truth, sim["bed"], "val_ex")]
-    val_sets += [(rep["bam"], rep["ref"], rep["truth"], rep["bed"], f"rep_{rep['seed']}_val_ex")
-                 for rep in ([] if reuse_model else reps)]
-    for b, r, tv, bed, name in ([] if reuse_model or args.val_fraction <= 0 else val_sets):
-        # Validation: the held-out last part of the first half, in every read set.
-        v = make_examples(MakeExamplesConfig(
-            reads=b, ref=r, out_dir=str(work / name), regions=val_reg, truth_vcf=tv,
-            confident_bed=bed, shards=args.shards, scheduler=args.scheduler,
-            gvcf=False), progress=False)
-        val_labels = [a + b for a, b in zip(val_labels, v["labels"], strict=True)]
-        val_dirs.append(str(work / name))
-    if reuse_model:
-        labels, me, *val_labels = json.loads((work / "train_labels.json").read_text())
-        val_labels = val_labels[0] if val_labels else "?"
-        t["make-examples (train half)"] = old_stages.get("make-examples (train half)")
-        t["train"] = old_stages.get("train")
-        if args.model:
-            t.pop("make-examples (train half)")
-            t.pop("train")
-        tr = {"model": str(model_path)}
-    else:
-        (work / "train_labels.json").write_text(json.dumps([labels, me, val_labels]))
-        t["make-examples (train half)"] = time.time() - t0
-        t0 = time.time()
-        tr = {"model": _train(args, work / "model", dirs, val_dirs, args.seed)}
-        t["train"] = time.time() - t0
-    if args.ensemble > 1 and not args.model:
-        # More members, same examples, other seeds (initialisation, order, thinning).
-        cfg = json.loads((work / "model" / "config.json").read_text())
-        members = [tr["model"]]
-        for k in range(1, args.ensemble):
-            out = work / f"model_{k}"
-            if not (args.reuse and (out / "model.keras").exists()):
-                t0 = time.time()
-                _train(args, out, cfg["examples"].split(","),
-                       (cfg["val_examples"] or "").split(","), args.seed + k)
-                t[f"train ensemble member {k}"] = time.time() - t0
-            members.append(str(out / "model.keras"))
-        tr = {"model": ",".join(members)}
+    train_reg, test_reg = f"{contig}:1-{mid}", f"{contig}:{mid + 1}-{length}"
+    test_bed = vio.write_bed([(contig, max(mid, 200), length - 200)], work / "test.bed")
+    tr = None
+    model = args.model          # a model trained elsewhere (e.g. at another coverage)
+    if not model:
+        tr = _train(args, work, sim["bam"], sim["ref"], sim["truth"], sim["bed"], train_reg)
+        model = tr["model"]
+        t.update({k: (old_stages.get(k) if tr.get("reused") else v)
+                  for k, v in tr["seconds"].items()})
+        if args.ensemble > 1:
+            model, t_members = _members(args, work, tr)
+            t.update(t_members)
     stages_file.write_text(json.dumps(t))
-
-    # Callers alternate within each repeat so that load changes hit all of them alike.
-    walls: dict[str, list[float]] = {"deepsci": [], "bcftools": [], "freebayes": []}
-    cpus: dict[str, list[float]] = {k: [] for k in walls}
-    loads, run, fb = [], None, None
-    for _ in range(args.repeats):
-        loads.append(_load())
-        w, run = _deepsci_cli(bam, ref, tr["model"], work / "deepsci", test_reg, args.shards,
-                              args.scheduler)
-        walls["deepsci"].append(w)
-        cpus["deepsci"].append(run["cpu_seconds"])
-        t0, c0 = time.time(), _cpu(resource.RUSAGE_SELF)     # pysam runs bcftools in-process
-        bcf = bcftools_call(bam, ref, work / "bcftools.vcf.gz", regions=test_reg,
-                            threads=args.threads)
-        walls["bcftools"].append(time.time() - t0)
-        cpus["bcftools"].append(_cpu(resource.RUSAGE_SELF) - c0)
-        t0, c0 = time.time(), _cpu(resource.RUSAGE_CHILDREN)
-        fb = freebayes_call(bam, ref, work / "freebayes.vcf.gz", regions=str(test_bed))
-        if fb is not None:
-            walls["freebayes"].append(time.time() - t0)
-            cpus["freebayes"].append(_cpu(resource.RUSAGE_CHILDREN) - c0)
-    loads.append(_load())
-
-    rows = []
-    best_bcf = min(walls["bcftools"])
-    for name, key, vcf in (("deepsci (small Inception)", "deepsci", run["vcf"]),
-                           ("bcftools mpileup + call -m", "bcftools", bcf),
-                           ("freebayes", "freebayes", fb)):
-        if vcf is None:
-            continue
-        d = _score(vcf, truth, ref, test_bed, work / f"{key}.summary.csv")
-        rows.append({"caller": name, **d, "best wall s": min(walls[key]),
-                     "all wall s": ", ".join(f"{w:.1f}" for w in walls[key]),
-                     "best wall / best bcftools": min(walls[key]) / best_bcf,
-                     "best CPU s": min(cpus[key]),
-                     "best CPU / best bcftools": min(cpus[key]) / min(cpus["bcftools"])})
+    walls, cpus, loads, run, vcfs = _time_callers(args, work, sim, model, test_reg, test_bed)
+    rows = _rows(work, sim, test_bed, walls, cpus, vcfs)
     ratios = [a / b for a, b in zip(walls["deepsci"], walls["bcftools"], strict=True)]
     mi = machine_info()
     cols = ["caller", "SNP F1", "SNP P", "SNP R", "SNP TP/FP/FN", "INDEL F1", "INDEL P",
@@ -342,22 +332,7 @@ def main(argv=None) -> None:
             "best wall / best bcftools", "best CPU s", "best CPU / best bcftools"]
     print(f"## variants — {dt.date.today().isoformat()}, {mi.get('cores')} cores "
           f"({mi.get('cpu_model', mi.get('cpu', ''))}), TF {mi.get('tensorflow', '')}\n")
-    trained = (f"model {args.model} (not trained in this run)" if args.model else
-               f"train on {train_reg}")
-    print(f"Genome: {origin}; {sim['n_snps']} SNPs + {sim['n_indels']} indels planted; "
-          f"{args.coverage:g}x 2x150 bp, homopolymer slippage "
-          f"{sim.get('homopolymer_slip', 'not recorded (0 before it existed)')}, "
-          f"BWA-MEM (pybwa). {trained}"
-          + ("" if args.model else
-             f" ({labels} hom-ref/het/hom-alt examples of {fit_reg}: main reads at fractions "
-             f"{args.downsample}, {args.train_replicates} first-half replicates at "
-             f"{args.replicate_downsample}; validation {val_reg} of every read set "
-             f"({val_labels} examples); class weight "
-             f"{args.class_weight}; allele-fraction augmentation {args.af_augment:g} "
-             f"({args.af_augment_alleles}, VAF floor {args.af_augment_min_vaf:g}); small Inception width {args.width}"
-             f"{f', ensemble of {args.ensemble}' if args.ensemble > 1 else ''}, up to "
-             f"{args.epochs} epochs, best validation epoch kept)")
-          + f", call {test_reg}.\n")
+    print(_describe(args, sim, origin, tr, train_reg, test_reg))
     print(table(rows, cols))
     print(f"\ndeepsci / bcftools wall time per repeat: "
           f"{', '.join(f'{r:.2f}' for r in ratios)}; load average (1/5/15 min) before each "
@@ -368,6 +343,7 @@ def main(argv=None) -> None:
               for k, v in run["seconds"].items()]
     print()
     print(table(stage, ["stage", "wall s"]))
+    me = (tr or {}).get("first") or {}
     print(f"\nmake-examples throughput (test half, {args.shards} shards, scheduler "
           f"{args.scheduler}, incl. start-up, last repeat): "
           f"{run['candidates_per_second']:.1f} candidates/s "

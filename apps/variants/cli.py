@@ -122,54 +122,88 @@ def make_examples_cmd(
         typer.echo(f"labels hom-ref/het/hom-alt: {s['labels']}")
 
 
+def _fractions(v: str) -> tuple[float, ...]:
+    from deepsci.core.errors import ConfigError
+
+    try:
+        return tuple(float(x) for x in v.split(",") if x)
+    except ValueError:
+        raise ConfigError(f"expected comma-separated read fractions, found {v!r}") from None
+
+
+_HIDDEN = {"hidden": True}
+
+
 @app.command()
 def train(
-    examples: str = typer.Option(..., help="Labelled make-examples folder(s), comma-separated."),
-    out: Path = typer.Option(..., "--out", help="Output folder (model.keras, checkpoints)."),
+    reads: Path | None = typer.Option(None, help="Recipe: indexed BAM/CRAM with a truth set."),
+    ref: Path | None = typer.Option(None, help="Recipe: reference FASTA."),
+    truth_vcf: Path | None = typer.Option(None, help="Recipe: truth VCF of --reads."),
+    confident_bed: Path | None = typer.Option(None, help="Recipe: confident regions BED."),
+    regions: str | None = typer.Option(None, help="Recipe: training regions (default all)."),
+    examples: str | None = typer.Option(
+        None, help="Instead of the recipe: labelled make-examples folder(s), comma-separated."),
     val_examples: str | None = typer.Option(
-        None, help="Labelled validation examples (folders, comma-separated), e.g. a region "
-                   "held out of the training half; the epoch with the lowest validation loss "
-                   "is kept."),
-    model_variant: str = typer.Option("small", help="small (CPU) or v3 (Inception-v3)."),
-    warm_start: Path | None = typer.Option(None, help="Start from this model.keras."),
-    width: int = typer.Option(16, help="Filters per branch of the small Inception."),
-    epochs: int = typer.Option(10),
-    batch_size: int = typer.Option(32),
-    learning_rate: float = typer.Option(1e-3),
-    seed: int = typer.Option(0),
-    strategy: str = typer.Option("auto", help="auto, cpu, gpu, mirrored, ... (core)."),
-    class_weight: str = typer.Option(
-        "none", help="Loss weight per genotype class: none, balanced (inverse class "
-                     "frequency; hom-ref candidates are a small minority) or "
-                     "'w_homref,w_het,w_homalt'."),
+        None, help="With --examples: labelled validation examples; the best epoch is kept."),
+    out: Path = typer.Option(..., "--out", help="Output folder (model.keras, checkpoints)."),
+    replicates: int = typer.Option(7, help="Recipe: simulated replicates of the regions."),
+    downsample: str = typer.Option("1.0,0.7,0.5", help="Recipe: read fractions of --reads."),
+    val_fraction: float = typer.Option(0.2, help="Recipe: share of the regions held out."),
+    epochs: int = typer.Option(8),
+    seed: int = typer.Option(0, help="Training seed; replicates use seed+100+r."),
     af_augment: float = typer.Option(
-        0.0, help="Allele-fraction augmentation: chance per het example and epoch that a "
-                  "random share of its alt-supporting reads is dropped (never below 2 alt "
-                  "reads and the candidate VAF threshold), so low-VAF true hets are seen in "
-                  "training. 0 = off."),
-    af_augment_alleles: str = typer.Option(
-        "snp", help="Which het examples --af-augment may thin: snp (single-base "
-                    "substitutions only) or all."),
-    af_augment_min_vaf: float = typer.Option(
-        0.0, help="Lowest allele fraction --af-augment thins a het to (the candidate "
-                  "thresholds apply when lower)."),
+        0.25, help="Chance per het SNP example and epoch of thinning its alt reads (0 off)."),
+    replicate_downsample: str = typer.Option("1.0,0.6", **_HIDDEN),
+    coverage: float | None = typer.Option(None, **_HIDDEN),
+    read_length: int | None = typer.Option(None, **_HIDDEN),
+    shards: int = typer.Option(1, **_HIDDEN),
+    scheduler: str | None = typer.Option(None, **_HIDDEN),
+    threads: int = typer.Option(2, **_HIDDEN),
+    model_variant: str = typer.Option("small", **_HIDDEN),
+    warm_start: Path | None = typer.Option(None, **_HIDDEN),
+    width: int = typer.Option(16, **_HIDDEN),
+    batch_size: int = typer.Option(32, **_HIDDEN),
+    learning_rate: float = typer.Option(1e-3, **_HIDDEN),
+    strategy: str = typer.Option("auto", **_HIDDEN),
+    class_weight: str = typer.Option("none", **_HIDDEN),
+    af_augment_alleles: str = typer.Option("snp", **_HIDDEN),
+    af_augment_min_vaf: float = typer.Option(0.15, **_HIDDEN),
 ):
-    """Train the genotype classifier on the core training loop (resumable)."""
+    """Train the genotype classifier on the core training loop (resumable).
+
+    With --reads/--ref/--truth-vcf/--confident-bed it runs the benchmark's recipe: the
+    reads at fractions --downsample, --replicates simulated replicates of the regions,
+    the last --val-fraction held out for validation, allele-fraction augmentation.
+    Also: --replicate-downsample, --coverage, --read-length, --shards, --scheduler,
+    --threads, --model-variant, --warm-start, --width, --batch-size, --learning-rate,
+    --strategy, --class-weight, --af-augment-alleles, --af-augment-min-vaf.
+    """
+    from .recipe import RecipeConfig
     from .train import TrainVariantsConfig, train_variants
 
-    cfg = TrainVariantsConfig(examples=str(examples), out_dir=str(out),
-                              val_examples=val_examples or None,
-                              variant=model_variant, class_weight=class_weight,
-                              warm_start=str(warm_start) if warm_start else None, epochs=epochs,
-                              width=width, strategy=strategy,
-                              batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                              af_augment=af_augment, af_augment_alleles=af_augment_alleles,
-                              af_augment_min_vaf=af_augment_min_vaf)
+    recipe = RecipeConfig(downsample=_fractions(downsample), replicates=replicates,
+                          replicate_downsample=_fractions(replicate_downsample),
+                          val_fraction=val_fraction, coverage=coverage,
+                          read_length=read_length, threads=threads)
+    opt = {k: str(v) if v is not None else None for k, v in (
+        ("reads", reads), ("ref", ref), ("truth_vcf", truth_vcf),
+        ("confident_bed", confident_bed), ("warm_start", warm_start))}
+    cfg = TrainVariantsConfig(examples=examples or None, val_examples=val_examples or None,
+                              regions=regions, out_dir=str(out), recipe=recipe, shards=shards,
+                              scheduler=scheduler, variant=model_variant,
+                              class_weight=class_weight, epochs=epochs, width=width,
+                              strategy=strategy, batch_size=batch_size,
+                              learning_rate=learning_rate, seed=seed, af_augment=af_augment,
+                              af_augment_alleles=af_augment_alleles,
+                              af_augment_min_vaf=af_augment_min_vaf, **opt)
     res = train_variants(cfg)
     last = res["history"][-1] if res["history"] else {}
     typer.echo(f"model: {res['model']}  steps: {res['steps']}  "
                f"loss: {last.get('loss', float('nan')):.4f}  "
                f"accuracy: {last.get('accuracy', float('nan')):.4f}")
+    if res["recipe"] is not None:
+        typer.echo(f"labels hom-ref/het/hom-alt: {res['class_counts']} (training), "
+                   f"{res['recipe'].val_labels} (validation)")
 
 
 @app.command("call-variants")
@@ -181,7 +215,7 @@ def call_variants_cmd(
     batch_size: int = typer.Option(64),
 ):
     """Genotype probabilities for every example (batched inference)."""
-    from .call_variants import CallConfig, call_variants
+    from .predict import CallConfig, call_variants
 
     res = call_variants(CallConfig(examples=str(examples), model=str(model), out=str(out),
                                    batch_size=batch_size))

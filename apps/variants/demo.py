@@ -6,6 +6,16 @@ from pathlib import Path
 
 from deepsci.core.report import DemoResult
 
+from . import io as vio
+from .baselines import bcftools_call
+from .evaluate import EvaluateConfig, evaluate_calls
+from .make_examples import example_files, parse_example
+from .pileup import CHANNEL_NAMES
+from .pipeline import RunConfig, run_pipeline
+from .recipe import RecipeConfig
+from .synth import SimulateConfig, simulate
+from .train import TrainVariantsConfig, train_variants
+
 __all__ = ["run_demo", "plot_pileup"]
 
 
@@ -14,8 +24,6 @@ def plot_pileup(image, path, title: str = "") -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .pileup import CHANNEL_NAMES
 
     fig, axes = plt.subplots(1, len(CHANNEL_NAMES), figsize=(2.2 * len(CHANNEL_NAMES), 2.4))
     for k, ax in enumerate(axes):
@@ -45,14 +53,6 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     demo a 200 kb genome, the training half at three read depths and 8 epochs (minutes on
     2 cores).
     """
-    from . import io as vio
-    from .candidates import CandidateConfig
-    from .evaluate import EvaluateConfig, evaluate_calls
-    from .make_examples import MakeExamplesConfig, example_files, make_examples, parse_example
-    from .pipeline import RunConfig, bcftools_call, run_pipeline
-    from .synth import SimulateConfig, simulate
-    from .train import TrainVariantsConfig, train_variants
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     length = 30_000 if quick else 200_000
@@ -62,21 +62,15 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
                                   coverage=20.0 if quick else 30.0, seed=1))
     contig = "chr1"
     mid = length // 2
-    # The full demo adds DeepVariant-style down-sampled copies of the training half.
-    fractions = [1.0] if quick else [1.0, 0.7, 0.5]
-    dirs = []
-    for k, frac in enumerate(fractions):
-        d = out / f"train_examples_{frac:g}"
-        make_examples(MakeExamplesConfig(
-            reads=sim["bam"], ref=sim["ref"], out_dir=str(d), regions=f"{contig}:1-{mid}",
-            truth_vcf=sim["truth"], confident_bed=sim["bed"], scheduler="inline", gvcf=False,
-            seed=k, candidates=CandidateConfig(downsample_fraction=frac, downsample_seed=k)),
-            progress=False)
-        dirs.append(str(d))
-    tr = train_variants(TrainVariantsConfig(examples=",".join(dirs),
-                                            out_dir=str(out / "model"),
-                                            epochs=1 if quick else 8, batch_size=8 if quick else 32,
-                                            width=8 if quick else 16))
+    # The product's recipe without simulated replicates or a validation hold-out; the full
+    # demo adds DeepVariant-style down-sampled copies of the training half.
+    recipe = RecipeConfig(downsample=(1.0,) if quick else (1.0, 0.7, 0.5), replicates=0,
+                          val_fraction=0.0)
+    tr = train_variants(TrainVariantsConfig(
+        reads=sim["bam"], ref=sim["ref"], truth_vcf=sim["truth"], confident_bed=sim["bed"],
+        regions=f"{contig}:1-{mid}", recipe=recipe, scheduler="inline",
+        out_dir=str(out / "model"), epochs=1 if quick else 8, batch_size=8 if quick else 32,
+        width=8 if quick else 16, af_augment=0.0, af_augment_min_vaf=0.0), progress=False)
     test_bed = out / "test.bed"
     vio.write_bed([(contig, mid, length - 200)], test_bed)
     run = run_pipeline(RunConfig(reads=sim["bam"], ref=sim["ref"], model=tr["model"],

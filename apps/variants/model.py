@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .augment import augment_example
 from .pileup import CHANNELS, HEIGHT, WIDTH
 
 __all__ = ["build_model", "example_dataset", "load_genotype_model", "INPUT_SHAPE"]
@@ -86,8 +87,6 @@ def _augmented(ds, augment, seed: int, epoch: int):
     """
     import numpy as np
     import tensorflow as tf
-
-    from .augment import augment_example
 
     def apply(i, img, label, is_snp):
         rng = np.random.default_rng([seed, epoch, int(i)])

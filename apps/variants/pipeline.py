@@ -1,19 +1,19 @@
-"""``run``: the three stages chained, and the ``bcftools call`` baseline on the same BAM."""
+"""``run``: make-examples, call-variants and postprocess-variants chained in one command."""
 from __future__ import annotations
 
 import multiprocessing
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from deepsci.core.errors import ConfigError, DeepSciError, InputError
-from deepsci.core.io import atomic_path, save_config, write_json, write_run_info
+from deepsci.core.io import save_config, write_json, write_run_info
 
-from . import io as vio
+from .make_examples import MakeExamplesConfig, make_examples
+from .postprocess import PostprocessConfig, postprocess_variants
+from .predict import CallConfig, call_variants, load_classifier, model_paths
 
-__all__ = ["RunConfig", "run_pipeline", "bcftools_call", "freebayes_call"]
+__all__ = ["RunConfig", "run_pipeline"]
 
 
 @dataclass
@@ -42,10 +42,6 @@ def run_pipeline(config: RunConfig, *, command: str | None = None) -> dict:
     Outputs in ``out_dir``: ``examples/``, ``calls.tsv.gz``, ``calls.vcf.gz`` (+ ``.tbi``)
     and with ``gvcf`` ``calls.g.vcf.gz``.
     """
-    from .call_variants import CallConfig, call_variants, load_classifier, model_paths
-    from .make_examples import MakeExamplesConfig
-    from .postprocess import PostprocessConfig, postprocess_variants
-
     config.validate()
     for m in model_paths(config.model):        # fail on a missing model before any work
         if not Path(m).exists():
@@ -110,8 +106,6 @@ def _make_examples_job(config, conn) -> None:
     """Child process: run make-examples and send back its summary or its error."""
     import traceback
 
-    from .make_examples import make_examples
-
     try:
         conn.send({"ok": make_examples(config)})
     except DeepSciError as e:
@@ -135,61 +129,3 @@ def _unwrap(conn) -> dict:
         raise RuntimeError(f"make-examples failed:\n{res['bug']}")
     cls = ConfigError if res["error"] == "ConfigError" else InputError
     raise cls(res["message"], res["path"])
-
-
-def bcftools_call(bam: str | os.PathLike, ref: str | os.PathLike, out: str | os.PathLike, *,
-                  regions: str | None = None, threads: int = 2) -> Path:
-    """``bcftools mpileup -f ref bam | bcftools call -mv`` with pysam's bcftools.
-
-    ``regions`` is ``chr:start-end`` (1-based) or a BED path. Output: bgzipped, indexed VCF.
-    """
-    import pysam
-    import pysam.bcftools
-
-    vio.open_alignments(bam, ref).close()
-    out = Path(out)
-    pile = out.with_name(out.name + ".mpileup.bcf")
-    args = ["-f", str(ref), "-a", "AD,DP", "-O", "u", "-o", str(pile)]
-    if regions:
-        args += ["-R" if Path(regions).is_file() else "-r", str(regions)]
-    try:
-        pysam.bcftools.mpileup(*args, str(bam), catch_stdout=False)
-        with atomic_path(out) as tmp:
-            pysam.bcftools.call("-m", "-v", "--threads", str(threads), "-O", "z", "-o",
-                                str(tmp), str(pile), catch_stdout=False)
-            pysam.tabix_index(str(tmp), preset="vcf", force=True)
-            tbi = Path(str(tmp) + ".tbi")
-        shutil.move(str(tbi), str(out) + ".tbi")
-    except pysam.SamtoolsError as e:
-        raise InputError(f"expected bcftools to run, found: {str(e).strip()[-200:]}", bam) \
-            from None
-    finally:
-        pile.unlink(missing_ok=True)
-    return out
-
-
-def freebayes_call(bam, ref, out, *, regions: str | None = None) -> Path | None:
-    """Run the ``freebayes`` binary when installed (else ``None``); bgzipped, indexed VCF."""
-    import subprocess
-
-    import pysam
-
-    exe = shutil.which("freebayes")
-    if exe is None:
-        return None
-    out = Path(out)
-    args = [exe, "-f", str(ref)]
-    if regions and not Path(regions).is_file():
-        args += ["-r", regions.replace(",", "")]
-    elif regions:
-        args += ["-t", str(regions)]
-    raw = out.with_name(out.name + ".raw.vcf")
-    with open(raw, "w") as f:
-        subprocess.run(args + [str(bam)], stdout=f, check=True)
-    with atomic_path(out) as tmp:
-        pysam.tabix_compress(str(raw), str(tmp), force=True)
-        pysam.tabix_index(str(tmp), preset="vcf", force=True)
-        tbi = Path(str(tmp) + ".tbi")
-    shutil.move(str(tbi), str(out) + ".tbi")
-    raw.unlink()
-    return out

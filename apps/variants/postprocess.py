@@ -30,7 +30,8 @@ from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import read_json, save_config, write_run_info
 
 from . import io as vio
-from .call_variants import read_calls
+from .make_examples import example_files
+from .predict import read_calls
 
 __all__ = ["PostprocessConfig", "postprocess_variants", "combine_genotypes", "prune_alleles",
            "site_record",
@@ -270,7 +271,6 @@ def _overlapping(spans, start, end):
 
 
 def _read_blocks(folder) -> list[tuple]:
-    from .make_examples import example_files
     blocks = []
     for f in example_files(folder, kind="gvcf"):
         with gzip.open(f, "rt") as fh:

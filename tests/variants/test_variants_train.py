@@ -77,7 +77,7 @@ def _saved_model(path, seed):
 
 
 def test_ensemble_averages_member_probabilities(tmp_path):
-    from deepsci.apps.variants.call_variants import CallConfig, call_variants, read_calls
+    from deepsci.apps.variants.predict import CallConfig, call_variants, read_calls
     from deepsci.core.errors import InputError
 
     (tmp_path / "ex").mkdir()
