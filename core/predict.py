@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Predictor", "predictor", "load_predictor", "BACKENDS"]
+__all__ = ["BatchedPredictor", "Predictor", "predictor", "load_predictor", "BACKENDS"]
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -70,7 +70,36 @@ def _concat(parts: list):
     return np.concatenate(parts, axis=0)
 
 
-class Predictor:
+class BatchedPredictor:
+    """Cuts inputs into fixed-size batches (the last one padded) for a backend's ``_run``."""
+
+    batch_size: int | None = None
+
+    def _run(self, x, rows: int | None = None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x):
+        """Outputs for every row of ``x`` (array, list or dict of arrays), as NumPy."""
+        if self.batch_size is None:
+            return self._run(x)
+        n = _rows(x)
+        if n == 0:
+            raise InputError("expected at least one input to predict, found none")
+        bs = self.batch_size
+        parts = []
+        for start in range(0, n, bs):
+            chunk = _slice(x, start, min(n, start + bs))
+            rows = _rows(chunk)
+            parts.append(self._run(_pad(chunk, bs - rows), rows))
+        return _concat(parts)
+
+    def map(self, batches: Iterable) -> Iterator:
+        """Outputs of each batch of ``batches`` in turn (NumPy)."""
+        for batch in batches:
+            yield self(batch)
+
+
+class Predictor(BatchedPredictor):
     """A model's inference as one traced, optionally XLA-compiled function.
 
     Parameters
@@ -123,26 +152,6 @@ class Predictor:
     def _run(self, x, rows: int | None = None):
         return _to_numpy(self._fn(x), rows)
 
-    def __call__(self, x):
-        """Outputs for every row of ``x`` (array, list or dict of arrays), as NumPy."""
-        if self.batch_size is None:
-            return self._run(x)
-        n = _rows(x)
-        if n == 0:
-            raise InputError("expected at least one input to predict, found none")
-        bs = self.batch_size
-        parts = []
-        for start in range(0, n, bs):
-            chunk = _slice(x, start, min(n, start + bs))
-            rows = _rows(chunk)
-            parts.append(self._run(_pad(chunk, bs - rows), rows))
-        return _concat(parts)
-
-    def map(self, batches: Iterable) -> Iterator:
-        """Outputs of each batch of ``batches`` in turn (NumPy)."""
-        for batch in batches:
-            yield self(batch)
-
 
 def predictor(model, *, batch_size: int | None = None, xla: bool = False,
               threads: int | None = None, postprocess: Callable | None = None) -> Predictor:
@@ -161,8 +170,14 @@ def _load_keras(path: Path, expect: str | None, task: str | None):
     return load_model(path, expect=expect, task=task)
 
 
+def _load_litert(path: Path, expect: str | None, task: str | None):
+    from .litert import LiteRTModel
+
+    return LiteRTModel.load(path, expect=expect, task=task)
+
+
 #: Model-file suffix -> loader returning ``(model, card)``.
-BACKENDS: dict[str, Callable] = {".keras": _load_keras}
+BACKENDS: dict[str, Callable] = {".keras": _load_keras, ".tflite": _load_litert}
 
 
 def load_predictor(path: str | os.PathLike, *, expect: str | None = None, task: str | None = None,
@@ -174,4 +189,6 @@ def load_predictor(path: str | os.PathLike, *, expect: str | None = None, task: 
         raise InputError(f"expected a model file ({', '.join(sorted(BACKENDS))}), "
                          f"found {path.suffix or 'no suffix'}", path)
     model, card = loader(path, expect, task)
+    if hasattr(model, "predictor"):  # a runtime other than Keras builds its own
+        return model.predictor(**kwargs), card
     return predictor(model, **kwargs), card
