@@ -50,7 +50,7 @@ def tiny(tmp_path):
         _row(metric="kappa", deepsci=0.946912345, unit=None, peer="limit 1.0", goal=None, met=None),
     ]})
     _write(folder, "core", {"app": "core", "title": "core: matmul", "machine": "2 cores",
-                            "rows": [_row()]})
+                            "inputs": "MODEL is a file", "rows": [_row()]})
     return folder
 
 
@@ -58,6 +58,8 @@ EXPECTED = """\
 ## core: matmul
 
 Machine: 2 cores
+
+Inputs: MODEL is a file
 
 | metric | deepsci | peer or limit | goal | met | command | commit | date |
 |---|---|---|---|---|---|---|---|
@@ -132,7 +134,8 @@ def test_write_app_results_merges_by_metric_and_fills_defaults(tmp_path, monkeyp
     path = tmp_path / "variants.json"
     old = [_row(metric="SNP F1", deepsci="0.99896", carried_over=True, commit="175dbae"),
            _row(metric="wall", deepsci="3.46×")]
-    path.write_text(json.dumps({"app": "variants", "machine": "old box", "rows": old}))
+    path.write_text(json.dumps({"app": "variants", "machine": "old box", "inputs": "MODEL: x",
+                                "rows": old}))
     monkeypatch.setattr(rr.sys, "argv", [str(ROOT / "bench" / "variants.py"), "--seed", "1"])
     fresh = [{"metric": "SNP F1", "deepsci": 1.0, "peer": "bcftools 1.0", "goal": ">= 0.999",
               "met": True},
@@ -142,7 +145,7 @@ def test_write_app_results_merges_by_metric_and_fills_defaults(tmp_path, monkeyp
     doc = json.loads(path.read_text())
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
-    assert doc["machine"] == "new box"
+    assert (doc["machine"], doc["inputs"]) == ("new box", "MODEL: x")
     assert [r["metric"] for r in doc["rows"]] == ["SNP F1", "wall", "INDEL F1"]
     snp = doc["rows"][0]
     assert snp["deepsci"] == 1.0 and "carried_over" not in snp and snp["commit"] == head
