@@ -1,7 +1,7 @@
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepsci.core.accelerator import resolve_strategy
+from deepsci.core import training
+from deepsci.core.accelerator import AcceleratorConfig, resolve_strategy, setup
 from deepsci.core.errors import ConfigError
 from deepsci.core.training import TrainConfig, train
 
@@ -139,32 +140,6 @@ def test_sigkill_and_resume_ends_with_the_same_weights(tmp_path):
     assert [h["loss"] for h in run_h] == pytest.approx([h["loss"] for h in ref_h], rel=1e-5)
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def test_two_process_multi_worker_run_agrees(tmp_path):
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    procs = []
-    for i in range(2):
-        tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}})
-        procs.append(_run_worker(tmp_path, spec="multi-worker", env={"TF_CONFIG": tf_config}))
-    for p in procs:
-        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-3000:]
-    w0, h0 = _weights(tmp_path / "final-0.npz")
-    w1, h1 = _weights(tmp_path / "final-1.npz")
-    for a, b in zip(w0, w1, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    assert h0[-1]["loss"] < h0[0]["loss"]
-    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))  # only the chief's folder
-
-
 def test_ragged_last_step_on_two_replicas_with_batchnorm(tmp_path):
     # 5 per-replica batches over 2 replicas: the last step would leave one
     # replica empty; the loop pads it with a zero-weight batch instead.
@@ -216,3 +191,60 @@ def test_best_weights_restored_from_disk_cover_list_held_layers(tmp_path):
     assert len(first.model.weights) == len(again.model.weights) == 8
     for a, b in zip(first.model.weights, again.model.weights, strict=True):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6)
+
+
+@pytest.fixture
+def loops(monkeypatch):
+    """The Loop objects that train() builds, in order."""
+    made = []
+
+    class Recorded(training.Loop):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(training, "Loop", Recorded)
+    yield made
+    setup(AcceleratorConfig())  # float32 and no XLA for the tests that follow
+
+
+def test_xla_compiles_each_replica_step_and_trains_alike(tmp_path, loops):
+    x, y = _regression()
+    data = _per_replica_data(x, y, 32)
+    cfg = TrainConfig(epochs=2, batch_size=32, learning_rate=0.05, tensorboard=False, progress=False)
+    ref = train(_mlp(), data, _mse, cfg, tmp_path / "ref", strategy=resolve_strategy("cpu"))
+    xla = train(_mlp(), data, _mse, cfg, tmp_path / "xla",
+                accelerator=AcceleratorConfig(strategy="cpu", xla=True))
+    assert [loop.xla for loop in loops] == [False, True]
+    assert not hasattr(loops[0].gradients, "experimental_get_compiler_ir")
+    # Raises unless the function is marked jit_compile and XLA can compile it.
+    hlo = loops[1].gradients.experimental_get_compiler_ir(
+        tf.constant(x[:32]), tf.constant(y[:32]), None, tf.constant(32.0))(stage="hlo")
+    assert re.search(r"f32\[32,8\]\{[^}]*\} dot\(", hlo)  # the hidden layer, as compiled
+    np.testing.assert_allclose([h["loss"] for h in xla.history], [h["loss"] for h in ref.history],
+                               rtol=1e-4)
+    for a, b in zip(ref.model.get_weights(), xla.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_precision_on_cpu_is_bfloat16_with_float32_variables_and_xla(tmp_path, loops):
+    x, y = _regression()
+    data = _per_replica_data(x, y, 32)
+    cfg = TrainConfig(epochs=3, batch_size=32, learning_rate=0.05, tensorboard=False, progress=False)
+    ref = train(_mlp(), data, _mse, cfg, tmp_path / "ref", strategy=resolve_strategy("cpu"))
+    mixed = train(_mlp(), data, _mse, cfg, tmp_path / "mixed",
+                  accelerator=AcceleratorConfig(strategy="mirrored", precision="mixed", xla=True))
+    assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
+    dense = [layer for layer in mixed.model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.compute_dtype for layer in dense] == ["bfloat16", "bfloat16"]
+    assert {v.dtype for v in mixed.model.weights} == {"float32"}
+    assert mixed.model(x[:4]).dtype == "bfloat16"
+    # bfloat16 needs no loss scaling (it has float32's exponent range).
+    assert not isinstance(loops[1].optimizer, keras.optimizers.LossScaleOptimizer)
+    hlo = loops[1].gradients.experimental_get_compiler_ir(
+        tf.constant(x[:16]), tf.constant(y[:16]), None, tf.constant(32.0))(stage="hlo")
+    assert re.search(r"bf16\[16,8\]\{[^}]*\} dot\(", hlo)  # compute in bfloat16 inside XLA
+    losses = [h["loss"] for h in mixed.history]
+    assert losses[-1] < 0.5 * losses[0]
+    # bfloat16 keeps 8 bits of mantissa: the run follows float32 to about 2 %.
+    np.testing.assert_allclose(losses, [h["loss"] for h in ref.history], rtol=0.05)
