@@ -9,7 +9,7 @@ float32 matmul peak (raw FFN on batches of FOVs, and the whole flood fill).
 Usage::
 
     python bench/connectomics.py [--epochs 6] [--steps 200] [--preset cpu] [--crop 250]
-        [--model model.keras] [--seed-policy membrane --boundary-threshold 0.5 --fill-unclaimed ...]
+        [--model model.keras] [--preset learned --train-agglo | --agglo-classifier C] [--seed-policy ...]
         [--scaling-workers 1 2] [--work DIR]
 
 The FFN trains on z < ``train_slices - val_slices``; the next ``val_slices`` slices are the
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from deepsci.apps.connectomics.predict import model_info  # noqa: E402  (TensorFlow-free)
 
 EM = Path(__file__).resolve().parents[2] / "shared" / "data" / "em" / "neuroproof_sample2_train"
 
@@ -60,14 +61,12 @@ def load_data(args):
 
 
 def throughput(model_path, batch: int, repeats: int = 5) -> dict:
-    """Raw FFN inference on batches of FOVs with the fixed-signature tf.function."""
-    from deepsci.apps.connectomics.inference import FloodFiller
+    """Raw FFN inference on batches of FOVs through the product's runner."""
+    from deepsci.apps.connectomics.predict import load_flood_filler
     from deepsci.core.bench import timeit
     from deepsci.core.models.ffn import FFNConfig, ffn_flops_per_fov
-    from deepsci.core.models.serialization import load_model
 
-    model, side = load_model(model_path)
-    ff = FloodFiller(model, side["ffn"]["deltas"])
+    ff, side = load_flood_filler(model_path)
     cfg = FFNConfig(**side["ffn"])
     x = np.random.default_rng(0).standard_normal((batch, *cfg.fov_size, 2)).astype(np.float32)
     best = timeit(lambda: ff(x), repeats=repeats)
@@ -82,8 +81,9 @@ def dask_scaling(model_path, image, work: Path, *, block_size, workers: list[int
     Every run segments the same blocks from scratch; the labels of each run are
     compared with the first run's (where a block runs must not change its result).
     """
+    from deepsci.apps.connectomics.config import SegmentConfig
     from deepsci.apps.connectomics.io import open_volume, write_volume
-    from deepsci.apps.connectomics.segment import SegmentConfig, segment_volume
+    from deepsci.apps.connectomics.segment import segment_volume
 
     write_volume(work / "scaling.zarr", {"image": image}, voxel_size=(10.0, 10.0, 10.0))
     rows, ref = [], None
@@ -102,34 +102,11 @@ def dask_scaling(model_path, image, work: Path, *, block_size, workers: list[int
     return rows
 
 
-def tune_baseline(img, lab, vs, markers: str = "peaks") -> tuple:
-    """Watershed parameters with the lowest total VI on (img, lab): (BaselineConfig, vi_total).
-
-    ``peaks``: threshold x seed distance x sigma; ``components`` (markers = connected interior
-    regions, no seed distance): threshold x min_size x sigma.
-    """
-    from deepsci.apps.connectomics.baseline import BaselineConfig, watershed_baseline
-    from deepsci.apps.connectomics.evaluate import variation_of_information
-
-    if markers == "peaks":
-        grid = [BaselineConfig(threshold=t, min_distance=md, sigma=s) for t, md, s in
-                itertools.product((None, 0.4, 0.5, 0.6, 0.7), (4, 8, 12, 16), (1.0, 2.0))]
-    else:
-        grid = [BaselineConfig(threshold=t, min_size=m, sigma=s, markers="components") for t, m, s in
-                itertools.product((None, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6), (100, 300, 1000), (1.0, 2.0))]
-    best = None
-    for b in grid:
-        vi = sum(variation_of_information(lab, watershed_baseline(img, b, voxel_size=vs), ignore_labels=(0,)))
-        if best is None or vi < best[1]:
-            best = (b, vi)
-    return best
-
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="/tmp/deepsci-bench-connectomics")
     p.add_argument("--model", default=None, help="score this trained model.keras instead of training one")
-    p.add_argument("--preset", default="cpu")
+    p.add_argument("--model-preset", dest="preset", default="cpu", help="FFN size (train --preset)")
     p.add_argument("--fov-size", type=int, nargs=3, default=None)
     p.add_argument("--deltas", type=int, nargs=3, default=None)
     p.add_argument("--depth", type=int, default=None)
@@ -144,28 +121,22 @@ def parse_args(argv):
     p.add_argument("--val-slices", type=int, default=25, help="validation slab: the last of the training slices")
     p.add_argument("--block-size", type=int, nargs=3, default=None)
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--infer-batch", type=int, default=16)
-    p.add_argument("--no-consensus", action="store_true")
-    p.add_argument("--seed-policy", default="peaks")
-    p.add_argument("--peak-min-distance", type=int, default=3)
-    p.add_argument("--move-threshold", type=float, default=0.9)
-    p.add_argument("--segment-threshold", type=float, default=0.6)
-    p.add_argument("--min-segment-size", type=int, default=100)
-    p.add_argument("--boundary-threshold", type=float, default=None)
-    p.add_argument("--boundary-sigma", type=float, default=1.0)
-    p.add_argument("--fill-unclaimed", action="store_true")
-    p.add_argument("--reseed-unclaimed", type=int, default=0)
-    p.add_argument("--agglomerate", action="store_true", help="FFN agglomeration of touching segments")
-    p.add_argument("--agglo-threshold", type=float, default=None)
-    p.add_argument("--agglo-min-contact", type=int, default=None)
-    p.add_argument("--agglo-radius", type=int, default=None)
-    p.add_argument("--agglo-boundary-threshold", type=float, default=None)
-    p.add_argument("--agglo-rounds", type=int, default=None)
+    p.add_argument("--preset", dest="segment_preset", default="ffn",
+                   help="segment pipeline (deepsci connectomics segment --preset): ffn|membrane|supervoxels|learned")
     p.add_argument("--agglo-classifier", default=None, help="pair classifier JSON (train-agglo)")
     p.add_argument("--train-agglo", action="store_true",
-                   help="fit the pair classifier on the training slab first (supervoxels by the same inference "
-                        "options without agglomeration) and use it")
+                   help="fit the pair classifier on the training slab first (the product's train-agglo with the "
+                        "preset's supervoxel settings) and use it")
     p.add_argument("--agglo-kind", default="forest", help="classifier of --train-agglo: forest|logistic")
+    # Overrides of the preset's inference options (unset: the preset's value, as in `segment`).
+    for name, typ in (("infer-batch", int), ("seed-policy", str), ("peak-min-distance", int),
+                      ("move-threshold", float), ("segment-threshold", float), ("min-segment-size", int),
+                      ("boundary-threshold", float), ("boundary-sigma", float), ("reseed-unclaimed", int),
+                      ("agglo-threshold", float), ("agglo-min-contact", int), ("agglo-radius", int),
+                      ("agglo-boundary-threshold", float), ("agglo-rounds", int)):
+        p.add_argument(f"--{name}", type=typ, default=None)
+    for name in ("consensus", "fill-unclaimed", "agglomerate"):
+        p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--no-speed", action="store_true", help="skip the throughput rows (quality only)")
     p.add_argument("--synthetic", action="store_true", help="ignore the real volume")
     p.add_argument("--scaling-workers", type=int, nargs="*", default=[1, 2],
@@ -184,7 +155,7 @@ def train_model(args, img, lab, vs, work: Path) -> tuple[Path, str]:
     from deepsci.core.training import TrainConfig
 
     if args.model:
-        side = json.loads(Path(args.model).with_suffix(".json").read_text())
+        side = model_info(args.model)
         hist = Path(args.model).with_name("history.json")
         steps = json.loads(hist.read_text())[-1]["step"] if hist.exists() else "?"
         return Path(args.model), (f"given model {args.model} ({steps} steps, final loss "
@@ -205,48 +176,42 @@ def train_model(args, img, lab, vs, work: Path) -> tuple[Path, str]:
                                             f"{trained['loss']:.4f})")
 
 
-def inference_config(args):
-    from deepsci.apps.connectomics.inference import AgglomerationConfig, InferenceConfig
+def inference_config(args, *, training: bool = False):
+    """The product's ``segment --preset`` options with this run's overrides."""
+    from deepsci.apps.connectomics.config import preset_inference
 
-    # Unset options: AgglomerationConfig's defaults (the CLI's too).
-    agg = AgglomerationConfig.from_options(
-        radius=args.agglo_radius, min_contact=args.agglo_min_contact, threshold=args.agglo_threshold,
-        boundary_threshold=args.agglo_boundary_threshold, rounds=args.agglo_rounds,
-        classifier=args.agglo_classifier)
-    return InferenceConfig(
-        batch_size=args.infer_batch, consensus=not args.no_consensus, seed_policy=args.seed_policy,
-        peak_min_distance=args.peak_min_distance, move_threshold=args.move_threshold,
+    agg = {"radius": None if args.agglo_radius is None else (args.agglo_radius,) * 3,
+           "min_contact": args.agglo_min_contact, "threshold": args.agglo_threshold,
+           "boundary_threshold": args.agglo_boundary_threshold, "rounds": args.agglo_rounds,
+           "classifier": args.agglo_classifier}
+    return preset_inference(
+        args.segment_preset, training=training, batch_size=args.infer_batch, consensus=args.consensus,
+        seed_policy=args.seed_policy, peak_min_distance=args.peak_min_distance, move_threshold=args.move_threshold,
         segment_threshold=args.segment_threshold, min_segment_size=args.min_segment_size,
         boundary_threshold=args.boundary_threshold, boundary_sigma=args.boundary_sigma,
         fill_unclaimed=args.fill_unclaimed, reseed_unclaimed=args.reseed_unclaimed, agglomerate=args.agglomerate,
-        agglomeration=agg).validate()
+        agglomeration=agg)
 
 
 def train_agglo(args, model_path, img, lab, vs, work: Path) -> str:
-    """``train-agglo`` on z < train_slices - val_slices; the classifier's path."""
-    from dataclasses import replace
-
+    """The product's ``train-agglo`` on z < train_slices - val_slices; the classifier's path."""
     from deepsci.apps.connectomics.io import write_volume
-    from deepsci.apps.connectomics.rag import run_train_agglo
-    from deepsci.apps.connectomics.segment import SegmentConfig, segment_volume
+    from deepsci.apps.connectomics.train_agglo import run_train_agglo
 
     k = args.train_slices - args.val_slices
     write_volume(work / "agglo_train.zarr", {"image": img[:k], "labels": lab[:k]}, voxel_size=vs)
-    icfg = replace(inference_config(args), agglomerate=False)
     t0 = time.perf_counter()
-    segment_volume(model_path, str(work / "agglo_train.zarr:image"), work / "agglo_train_seg",
-                   SegmentConfig(inference=icfg, scheduler="inline"))
     res = run_train_agglo(model_path, str(work / "agglo_train.zarr:image"), str(work / "agglo_train.zarr:labels"),
-                          str(work / "agglo_train_seg" / "segmentation.zarr:labels"), work / "agglo",
-                          agg=icfg.agglomeration, icfg=icfg, boundary_sigma=icfg.boundary_sigma, kind=args.agglo_kind)
+                          work / "agglo", icfg=inference_config(args, training=True), kind=args.agglo_kind)
     print(f"train-agglo on z < {k}: {res} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return res["classifier"]
 
 
 def run_ffn(args, model_path, image, vs, work: Path, name: str) -> tuple[np.ndarray, dict]:
     """Segment one slab with the FFN through ``segment_volume``; (labels, summary)."""
+    from deepsci.apps.connectomics.config import SegmentConfig
     from deepsci.apps.connectomics.io import open_volume, write_volume
-    from deepsci.apps.connectomics.segment import SegmentConfig, segment_volume
+    from deepsci.apps.connectomics.segment import segment_volume
 
     write_volume(work / f"{name}.zarr", {"image": image}, voxel_size=vs)
     cfg = SegmentConfig(inference=inference_config(args),
@@ -260,15 +225,16 @@ def run_ffn(args, model_path, image, vs, work: Path, name: str) -> tuple[np.ndar
 
 def quality(args, model_path, img, lab, vs, work: Path) -> tuple[list[dict], dict, object]:
     """FFN and tuned watershed on the validation and test slabs: (rows, test FFN summary, baseline config)."""
-    from deepsci.apps.connectomics.baseline import watershed_baseline
+    from deepsci.apps.connectomics.baseline import tune_watershed, watershed_baseline
     from deepsci.apps.connectomics.evaluate import evaluate_segmentation, skeleton_graph
 
     k, v = args.train_slices, args.val_slices
     slabs = {"validation": slice(k - v, k), "test": slice(k, None)}
-    ws_cfg, _ = tune_baseline(img[slabs["validation"]], lab[slabs["validation"]], vs)
+    ws_cfg, _ = tune_watershed(img[slabs["validation"]], lab[slabs["validation"]], voxel_size=vs)
     ws_name = (f"watershed baseline ({ws_cfg.threshold or 'otsu'}, min_distance {ws_cfg.min_distance}, "
                f"sigma {ws_cfg.sigma})")
-    cc_cfg, _ = tune_baseline(img[slabs["validation"]], lab[slabs["validation"]], vs, markers="components")
+    cc_cfg, _ = tune_watershed(img[slabs["validation"]], lab[slabs["validation"]], voxel_size=vs,
+                               markers="components")
     cc_name = (f"watershed, component markers ({cc_cfg.threshold or 'otsu'}, min_size {cc_cfg.min_size}, "
                f"sigma {cc_cfg.sigma})")
     rows, test_seg = [], None
@@ -292,7 +258,7 @@ def speed(args, model_path, seg: dict) -> list[dict]:
     from deepsci.core.bench import matmul_peak_gflops
     from deepsci.core.models.ffn import FFNConfig, ffn_flops_per_fov
 
-    mc = FFNConfig(**json.loads(Path(model_path).with_suffix(".json").read_text())["ffn"])
+    mc = FFNConfig(**model_info(model_path)["ffn"])
     # Other jobs may share the cores: interleave the peak and the FFN measurements and keep the
     # best of each, so both see the same (least) contention.
     peak, raw, raw1 = 0.0, {"gflops": 0.0}, {"gflops": 0.0}
@@ -307,7 +273,7 @@ def speed(args, model_path, seg: dict) -> list[dict]:
          "% of peak": 100 * raw["gflops"] / peak, "voxels/s": raw["voxels_per_s"]},
         {"measurement": "FFN forward, batch 1 FOV", "GFLOP/s": raw1["gflops"],
          "% of peak": 100 * raw1["gflops"] / peak, "voxels/s": raw1["voxels_per_s"]},
-        {"measurement": "flood fill end to end (test slab" + ("" if args.no_consensus else ", incl. consensus") + ")",
+        {"measurement": "flood fill end to end (test slab" + ("" if not inference_config(args).consensus else ", incl. consensus") + ")",
          "GFLOP/s": e2e_gflops, "% of peak": 100 * e2e_gflops / peak,
          "voxels/s": seg["voxels"] / seg["block_seconds"]},
         {"measurement": "watershed baseline end to end", "GFLOP/s": None, "% of peak": None,
@@ -337,7 +303,7 @@ def main(argv=None) -> None:
                             inference=inference_config(args))
                if args.scaling_workers else [])
     load_after = os.getloadavg()
-    mc = FFNConfig(**json.loads(Path(model_path).with_suffix(".json").read_text())["ffn"])
+    mc = FFNConfig(**model_info(model_path)["ffn"])
     cols = ["slab", "method", "vi_split", "vi_merge", "vi_total", "adapted_rand_error", "erl", "max_erl", "merges",
             "splits", "n_segments"]
     info = machine_info()

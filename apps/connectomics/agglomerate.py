@@ -25,16 +25,13 @@ from scipy import ndimage as ndi
 
 from deepsci.core.errors import ConfigError
 
-from .inference import (
-    AgglomerationConfig,
-    FloodFiller,
-    InferenceConfig,
-    _fill_object,
-    relabel_sequential,
-)
-from .train import SEED_OUT, logit
+from .config import AgglomerationConfig, InferenceConfig
+from .fill import fill_mask
+from .labels import face_pairs, join_segments
+from .predict import FloodFiller
+from .rag import PairClassifier, rag_agglomerate, rag_stats
 
-__all__ = ["AgglomerationConfig", "contact_pairs", "pair_scores", "merge_pairs", "join_segments", "agglomerate"]
+__all__ = ["contact_pairs", "pair_scores", "merge_pairs", "agglomerate"]
 
 
 def contact_pairs(labels: np.ndarray, min_contact: int = 1) -> list[dict]:
@@ -52,8 +49,6 @@ def contact_pairs(labels: np.ndarray, min_contact: int = 1) -> list[dict]:
         ``centre`` (z, y, x) — the contact voxel of ``a`` nearest to the mean
         contact position; largest contact first.
     """
-    from .rag import face_pairs
-
     keys, pos = [], []
     for _, _, m, key in face_pairs(labels):
         if m.any():
@@ -94,18 +89,6 @@ def _deepest(mask: np.ndarray) -> np.ndarray | None:
     return np.asarray(np.unravel_index(int(np.argmax(dt)), mask.shape))
 
 
-def _fill(image, seed, ff: FloodFiller, icfg: InferenceConfig, allowed) -> np.ndarray:
-    """Voxels above the segment threshold after one FFN run on an empty canvas.
-
-    Not only the seed's connected part: a neurite may leave the box and come back,
-    and keeping the seed's component alone scored worse on the validation slab.
-    """
-    logits = np.full(image.shape, logit(SEED_OUT), np.float32)
-    _fill_object(image, logits, seed, ff, icfg, allowed)
-    mask = logits >= logit(icfg.segment_threshold)
-    return mask if allowed is None else mask & allowed
-
-
 def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: InferenceConfig,
                 cfg: AgglomerationConfig, bmap: np.ndarray | None = None, only=None) -> list[dict]:
     """The two directed recoveries of every touching pair (see the module docstring).
@@ -144,8 +127,8 @@ def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
         if sa is None or sb is None or np.any(np.asarray(sub.shape) < np.asarray(ff.fov)):
             p.update(a_to_b=0.0, b_to_a=0.0, score=0.0, leak=0.0)
             continue
-        fa = _fill(image[box], sa, ff, icfg, allowed)
-        fb = _fill(image[box], sb, ff, icfg, allowed)
+        fa = fill_mask(image[box], sa, ff, icfg, allowed)
+        fb = fill_mask(image[box], sb, ff, icfg, allowed)
         p["a_to_b"] = float((fa & b).sum() / b.sum())
         p["b_to_a"] = float((fb & a).sum() / a.sum())
         p["score"] = min(p["a_to_b"], p["b_to_a"])
@@ -158,24 +141,6 @@ def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
 def merge_pairs(labels: np.ndarray, pairs: list[dict], threshold: float) -> np.ndarray:
     """Join every pair whose ``score`` reaches ``threshold`` (transitively); ids relabelled 1..n."""
     return join_segments(labels, [(p["a"], p["b"]) for p in pairs if p["score"] >= threshold])
-
-
-def join_segments(labels: np.ndarray, joins) -> np.ndarray:
-    """Labels with every ``(a, b)`` of ``joins`` made one segment (transitively); ids relabelled 1..n."""
-    parent = np.arange(int(labels.max()) + 1)
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in joins:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(len(parent))])
-    return relabel_sequential(roots[labels])
 
 
 def agglomerate(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: InferenceConfig,
@@ -212,8 +177,6 @@ def agglomerate(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
 
 def _agglomerate_rag(labels, image, ff, icfg, cfg, bmap, t0, evals0) -> dict:
     """FFN recoveries of the initial pairs as features of the learned greedy agglomeration."""
-    from .rag import PairClassifier, rag_agglomerate, rag_stats
-
     if bmap is None:
         raise ConfigError("expected a boundary map for the agglomeration classifier, found none")
     clf = PairClassifier.load(cfg.classifier)

@@ -10,56 +10,24 @@ transform: regions a faint membrane joins stay one).
 """
 from __future__ import annotations
 
+import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.filters import threshold_otsu
+from skimage.segmentation import watershed
 
-from deepsci.core.errors import ConfigError
 from deepsci.core.io import save_config, write_run_info
 
-from .inference import relabel_sequential
+from .config import BaselineConfig, InferenceConfig
+from .evaluate import variation_of_information
 from .io import open_volume, write_volume
+from .labels import relabel
 
-__all__ = ["BaselineConfig", "boundary_map", "watershed_baseline", "run_baseline"]
-
-
-@dataclass
-class BaselineConfig:
-    """Options of the watershed baseline.
-
-    Attributes
-    ----------
-    sigma : float
-        Gaussian smoothing (voxels) of the image before inversion.
-    threshold : float, optional
-        Boundary-map level separating interior (below) from membrane; ``None`` = Otsu.
-    min_distance : int
-        Minimum distance (voxels) between two watershed seeds.
-    min_size : int
-        Segments smaller than this become 0 (and, with ``components``, smaller
-        interior regions are no markers).
-    markers : {"peaks", "components"}
-        Watershed markers: distance-transform peaks or connected interior regions.
-    """
-
-    sigma: float = 1.0
-    threshold: float | None = None
-    min_distance: int = 4
-    min_size: int = 100
-    markers: str = "peaks"
-
-    def validate(self) -> BaselineConfig:
-        if self.markers not in ("peaks", "components"):
-            raise ConfigError(f"expected markers 'peaks' or 'components', found {self.markers!r}")
-        if self.sigma < 0 or self.min_distance < 1 or self.min_size < 0:
-            raise ConfigError(f"expected sigma >= 0, min_distance >= 1, min_size >= 0, found {self.sigma}, "
-                              f"{self.min_distance}, {self.min_size}")
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise ConfigError(f"expected 0 < threshold < 1, found {self.threshold}")
-        return self
+__all__ = ["BaselineConfig", "boundary_map", "watershed_baseline", "supervoxels", "tune_watershed", "run_baseline"]
 
 
 def boundary_map(image: np.ndarray, *, sigma: float = 1.0) -> np.ndarray:
@@ -93,10 +61,6 @@ def watershed_baseline(image: np.ndarray, cfg: BaselineConfig | None = None, *,
     ndarray of uint32, shape (Z, Y, X)
         Segment ids ``1..n``.
     """
-    from skimage.feature import peak_local_max
-    from skimage.filters import threshold_otsu
-    from skimage.segmentation import watershed
-
     cfg = (cfg or BaselineConfig()).validate()
     if bmap is None:
         bmap = boundary_map(image, sigma=cfg.sigma)
@@ -104,14 +68,72 @@ def watershed_baseline(image: np.ndarray, cfg: BaselineConfig | None = None, *,
     interior = bmap < thr
     comp, _ = ndi.label(interior)
     if cfg.markers == "components":
-        markers = relabel_sequential(comp, min_size=cfg.min_size).astype(np.int32)
+        markers = relabel(comp, min_size=cfg.min_size).astype(np.int32)
     else:
         dt = ndi.distance_transform_edt(interior, sampling=voxel_size)
         peaks = peak_local_max(dt, min_distance=cfg.min_distance, labels=comp, exclude_border=False)
         markers = np.zeros(image.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(bmap, markers)
-    return relabel_sequential(labels, min_size=cfg.min_size)
+    return relabel(labels, min_size=cfg.min_size)
+
+
+def supervoxels(image: np.ndarray, bmap: np.ndarray, cfg: InferenceConfig, *, voxel_size=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Over-segmentation for the learned agglomeration: a peak-marker watershed of ``bmap``, every voxel kept.
+
+    No size filter: a removed piece would become background, which no agglomeration can join.
+
+    Parameters
+    ----------
+    image : ndarray, shape (Z, Y, X)
+    bmap : ndarray of float32, shape (Z, Y, X)
+        :func:`boundary_map` of ``image`` at ``cfg.boundary_sigma``.
+    cfg : InferenceConfig
+        ``boundary_threshold`` (interior below it; ``None``: Otsu's) and ``peak_min_distance``.
+
+    Returns
+    -------
+    ndarray of uint32, shape (Z, Y, X)
+    """
+    ws = BaselineConfig(sigma=cfg.boundary_sigma, threshold=cfg.boundary_threshold,
+                        min_distance=cfg.peak_min_distance, min_size=0, markers="peaks")
+    return watershed_baseline(image, ws, voxel_size=voxel_size, bmap=bmap).astype(np.uint32)
+
+
+#: The grid :func:`tune_watershed` searches, per marker kind: (threshold, min_distance or min_size, sigma).
+TUNING_GRID = {
+    "peaks": ((None, 0.4, 0.5, 0.6, 0.7), (4, 8, 12, 16), (1.0, 2.0)),
+    "components": ((None, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6), (100, 300, 1000), (1.0, 2.0)),
+}
+
+
+def tune_watershed(image: np.ndarray, labels: np.ndarray, *, markers: str = "peaks",
+                   voxel_size=(1.0, 1.0, 1.0)) -> tuple[BaselineConfig, float]:
+    """The watershed settings of :data:`TUNING_GRID` with the lowest total VI on a labelled volume.
+
+    Parameters
+    ----------
+    image : ndarray, shape (Z, Y, X)
+    labels : ndarray of int, shape (Z, Y, X)
+        Ground truth (0 ignored).
+    markers : {"peaks", "components"}
+        ``peaks``: threshold x seed distance x sigma; ``components``: threshold x min_size x sigma.
+
+    Returns
+    -------
+    (BaselineConfig, float)
+        The best settings and their total VI (bits).
+    """
+    thresholds, second, sigmas = TUNING_GRID[markers]
+    best = None
+    for t, v, s in itertools.product(thresholds, second, sigmas):
+        cfg = (BaselineConfig(threshold=t, min_distance=v, sigma=s) if markers == "peaks"
+               else BaselineConfig(threshold=t, min_size=v, sigma=s, markers="components"))
+        vi = sum(variation_of_information(labels, watershed_baseline(image, cfg, voxel_size=voxel_size),
+                                          ignore_labels=(0,)))
+        if best is None or vi < best[1]:
+            best = (cfg, float(vi))
+    return best
 
 
 def run_baseline(image: str | Path, out_dir: str | Path, cfg: BaselineConfig, *, voxel_size=None) -> dict:

@@ -92,85 +92,89 @@ def train(
     typer.echo(json.dumps(result))
 
 
-@app.command()
+def _rare(help: str) -> typer.Option:
+    """A hidden option: still accepted, listed in the command's help text, not in its option table."""
+    return typer.Option(help=help, hidden=True)
+
+
+@app.command(epilog="Rarer options (unset: the preset's value): --seed-policy, --peak-min-distance, "
+                    "--move-threshold, --min-segment-size, --boundary-sigma, --fill-unclaimed, --reseed-unclaimed, "
+                    "--agglomerate, --agglo-threshold, --agglo-min-contact, --agglo-radius, --agglo-boundary-threshold, "
+                    "--agglo-rounds, --batch-size, --consensus/--no-consensus.")
 def segment(
     model: Annotated[Path, typer.Option(help="model.keras from `train`.")],
     image: Vol, out: Out,
+    preset: Annotated[str, typer.Option(
+        help="Pipeline: ffn (flood fill, default) | membrane (membrane seeds, boundary limit, FFN agglomeration) | "
+             "supervoxels (watershed over-segmentation for train-agglo) | learned (supervoxels + learned "
+             "agglomeration, needs --agglo-classifier; the best on real EM).")] = "ffn",
+    agglo_classifier: Annotated[Path | None, typer.Option(
+        help="Pair classifier from `train-agglo` (greedy agglomeration on its join probability).")] = None,
     block_size: Annotated[Triple | None, typer.Option(help="Block (z, y, x); default: whole volume.")] = None,
     overlap: Annotated[Triple | None, typer.Option(help="Block overlap (z, y, x); default: the FOV.")] = None,
-    seed_policy: Annotated[str, typer.Option(
-        help="peaks|membrane|grid; none: no flood fill, segments = --reseed-unclaimed regions; watershed: "
-             "watershed supervoxels (--boundary-threshold, --peak-min-distance) for --agglo-classifier.")] = "peaks",
-    peak_min_distance: Annotated[int, typer.Option(help="Minimum distance between two seeds (voxels).")] = 3,
-    move_threshold: float = 0.9,
-    segment_threshold: float = 0.6,
-    min_segment_size: int = 100,
     boundary_threshold: Annotated[float | None, typer.Option(
-        help="Boundary-map level (0-1) objects never cross; default: no limit.")] = None,
-    boundary_sigma: Annotated[float, typer.Option(help="Smoothing of the boundary map (voxels).")] = 1.0,
-    fill_unclaimed: Annotated[bool, typer.Option(
-        help="Give unclaimed voxels to objects by a watershed of the boundary map.")] = False,
-    reseed_unclaimed: Annotated[int, typer.Option(
-        help="Unclaimed regions below --boundary-threshold of at least this many voxels become objects (0: off).")] = 0,
-    agglomerate: Annotated[bool, typer.Option(
-        help="FFN agglomeration: join touching segments when FFN runs seeded on both sides agree.")] = False,
-    agglo_threshold: Annotated[float | None, typer.Option(
-        help="Fraction of each segment the other side's FFN run must recover to join them "
-             "(a probability with --agglo-classifier). Unset --agglo-* options: AgglomerationConfig's defaults.")] = None,
-    agglo_min_contact: Annotated[int | None, typer.Option(help="Smallest contact (voxel faces) of a tested pair.")] = None,
-    agglo_radius: Annotated[int | None, typer.Option(help="Half-size of the box around a contact (voxels).")] = None,
-    agglo_boundary_threshold: Annotated[float | None, typer.Option(
-        help="Boundary-map level the agglomeration runs never enter; default: no limit.")] = None,
-    agglo_rounds: Annotated[int | None, typer.Option(
-        help="Agglomeration rounds (later ones re-test grown segments).")] = None,
-    agglo_classifier: Annotated[Path | None, typer.Option(
-        help="Pair classifier from `train-agglo`: greedy agglomeration on its join probability.")] = None,
-    batch_size: Annotated[int, typer.Option(help="FOVs per FFN call.")] = 8,
-    consensus: Annotated[bool, typer.Option(help="Forward + reversed seed order, split consensus.")] = True,
+        help="Boundary-map level (0-1) objects never cross; unset: the preset's.")] = None,
+    segment_threshold: Annotated[float | None, typer.Option(help="Object probability of a voxel.")] = None,
     scheduler: Annotated[str, typer.Option(help="local|inline|tcp://host:port (Dask).")] = "local",
     workers: Annotated[int | None, typer.Option(help="Local Dask workers.")] = None,
     voxel_size: VoxelSize = None,
+    seed_policy: Annotated[str | None, _rare("peaks|membrane|grid|none|watershed.")] = None,
+    peak_min_distance: Annotated[int | None, _rare("Minimum distance between two seeds (voxels).")] = None,
+    move_threshold: Annotated[float | None, _rare("Face probability to move the FOV.")] = None,
+    min_segment_size: Annotated[int | None, _rare("Smallest object (voxels).")] = None,
+    boundary_sigma: Annotated[float | None, _rare("Smoothing of the boundary map (voxels).")] = None,
+    fill_unclaimed: Annotated[bool | None, _rare("Watershed-fill unclaimed voxels.")] = None,
+    reseed_unclaimed: Annotated[int | None, _rare("Unclaimed interior regions of >= N voxels become objects.")] = None,
+    agglomerate: Annotated[bool | None, _rare("Join touching segments (FFN pair runs or the classifier).")] = None,
+    agglo_threshold: Annotated[float | None, _rare("Join threshold of the agglomeration.")] = None,
+    agglo_min_contact: Annotated[int | None, _rare("Smallest contact (voxel faces) of a tested pair.")] = None,
+    agglo_radius: Annotated[int | None, _rare("Half-size of the box around a contact (voxels).")] = None,
+    agglo_boundary_threshold: Annotated[float | None, _rare("Boundary level the agglomeration runs never enter.")] = None,
+    agglo_rounds: Annotated[int | None, _rare("Agglomeration rounds.")] = None,
+    batch_size: Annotated[int | None, _rare("FOVs per FFN call.")] = None,
+    consensus: Annotated[bool | None, _rare("Forward + reversed seed order, split consensus.")] = None,
 ):
     """Segment a volume block by block and stitch (rerun to resume)."""
-    from .inference import AgglomerationConfig, InferenceConfig
-    from .segment import SegmentConfig, segment_volume
+    from .config import SegmentConfig, preset_inference
+    from .segment import segment_volume
 
-    agg = AgglomerationConfig.from_options(
-        radius=agglo_radius, min_contact=agglo_min_contact, threshold=agglo_threshold,
-        boundary_threshold=agglo_boundary_threshold, rounds=agglo_rounds,
-        classifier=None if agglo_classifier is None else str(agglo_classifier))
-    cfg = SegmentConfig(
-        inference=InferenceConfig(seed_policy=seed_policy, peak_min_distance=peak_min_distance,
-                                  move_threshold=move_threshold, segment_threshold=segment_threshold,
-                                  min_segment_size=min_segment_size, boundary_threshold=boundary_threshold,
-                                  boundary_sigma=boundary_sigma, fill_unclaimed=fill_unclaimed,
-                                  reseed_unclaimed=reseed_unclaimed, agglomerate=agglomerate,
-                                  agglomeration=agg, batch_size=batch_size, consensus=consensus),
-        block_size=_opt3(block_size), overlap=_opt3(overlap), scheduler=scheduler, workers=workers)
+    agg = {"radius": None if agglo_radius is None else (agglo_radius,) * 3, "min_contact": agglo_min_contact,
+           "threshold": agglo_threshold, "boundary_threshold": agglo_boundary_threshold, "rounds": agglo_rounds,
+           "classifier": None if agglo_classifier is None else str(agglo_classifier)}
+    icfg = preset_inference(
+        preset, seed_policy=seed_policy, peak_min_distance=peak_min_distance, move_threshold=move_threshold,
+        segment_threshold=segment_threshold, min_segment_size=min_segment_size, boundary_threshold=boundary_threshold,
+        boundary_sigma=boundary_sigma, fill_unclaimed=fill_unclaimed, reseed_unclaimed=reseed_unclaimed,
+        agglomerate=agglomerate if agglomerate is not None else (True if agglo_classifier else None),
+        batch_size=batch_size, consensus=consensus, agglomeration=agg)
+    cfg = SegmentConfig(inference=icfg, block_size=_opt3(block_size), overlap=_opt3(overlap), scheduler=scheduler,
+                        workers=workers).validate()
     result = segment_volume(model, image, out, cfg, voxel_size=voxel_size)
     typer.echo(json.dumps(result))
 
 
 @app.command("train-agglo")
 def train_agglo(
-    image: Vol, labels: Vol,
-    seg: Annotated[str, typer.Option(help="Un-agglomerated segmentation of IMAGE (`segment` without --agglomerate).")],
-    out: Out,
+    image: Vol, labels: Vol, out: Out,
     model: Annotated[Path | None, typer.Option(
         help="FFN model.keras: its pair recoveries become features; default: boundary and size features only.")] = None,
+    seg: Annotated[str | None, typer.Option(
+        help="Un-agglomerated segmentation of IMAGE (`segment --preset supervoxels`); default: made here with "
+             "the learned preset's supervoxel settings.")] = None,
     agglo_min_contact: Annotated[int | None, typer.Option(help="Smallest contact given FFN runs (as in segment).")] = None,
     agglo_radius: Annotated[int | None, typer.Option(help="Half-size of the FFN box (as in segment).")] = None,
-    boundary_sigma: Annotated[float, typer.Option(help="Smoothing of the boundary map (as in segment).")] = 1.0,
+    boundary_sigma: Annotated[float | None, typer.Option(help="Smoothing of the boundary map (as in segment).")] = None,
     kind: Annotated[str, typer.Option(help="forest (random forest) | logistic (logistic regression).")] = "forest",
     voxel_size: VoxelSize = None,
 ):
-    """Fit the agglomeration pair classifier (for segment --agglo-classifier) on a labelled volume."""
-    from .inference import AgglomerationConfig
-    from .rag import run_train_agglo
+    """Fit the pair classifier of `segment --preset learned` on a labelled volume."""
+    from .config import preset_inference
+    from .train_agglo import run_train_agglo
 
-    agg = AgglomerationConfig.from_options(radius=agglo_radius, min_contact=agglo_min_contact)
-    typer.echo(json.dumps(run_train_agglo(model, image, labels, seg, out, agg=agg, boundary_sigma=boundary_sigma,
-                                          kind=kind, voxel_size=voxel_size)))
+    icfg = preset_inference("learned", training=True, boundary_sigma=boundary_sigma, agglomeration={
+        "radius": None if agglo_radius is None else (agglo_radius,) * 3, "min_contact": agglo_min_contact})
+    typer.echo(json.dumps(run_train_agglo(model, image, labels, out, seg=seg, icfg=icfg, kind=kind,
+                                          voxel_size=voxel_size)))
 
 
 @app.command()
@@ -184,7 +188,8 @@ def baseline(
     voxel_size: VoxelSize = None,
 ):
     """Watershed baseline: boundary map -> seeded watershed."""
-    from .baseline import BaselineConfig, run_baseline
+    from .baseline import run_baseline
+    from .config import BaselineConfig
 
     cfg = BaselineConfig(sigma=sigma, threshold=threshold, min_distance=min_distance, min_size=min_size,
                          markers=markers).validate()
@@ -203,7 +208,7 @@ def evaluate(
     voxel_size: VoxelSize = None,
 ):
     """VI split/merge, adapted Rand error, ERL, merges and splits (+ baseline and figure)."""
-    from .evaluate import run_evaluation
+    from .scoring import run_evaluation
 
     named = {}
     for s in seg:

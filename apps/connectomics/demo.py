@@ -42,10 +42,10 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     """
     from deepsci.core.training import TrainConfig
 
-    from .evaluate import run_evaluation
-    from .inference import InferenceConfig
+    from .config import InferenceConfig, SegmentConfig
     from .io import write_volume
-    from .segment import SegmentConfig, segment_volume
+    from .scoring import run_evaluation
+    from .segment import segment_volume
     from .synth import synthetic_volume
     from .train import FFNTrainConfig, train_ffn
 

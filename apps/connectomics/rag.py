@@ -5,7 +5,7 @@ every pair of touching segments is an edge carrying additive statistics of
 its contact (voxel faces, boundary-map sum, sum of squares, faces above 0.5)
 and the sizes of both sides; optionally the two directed FFN recoveries of
 :func:`~deepsci.apps.connectomics.agglomerate.pair_scores` on the initial
-pieces. A random forest (GALA's choice; or a logistic regression) trained on pairs of a labelled volume turns
+pieces (computed by the caller: this module runs no network). A random forest (GALA's choice; or a logistic regression) trained on pairs of a labelled volume turns
 the features into a join probability, and the pair with the highest one is
 merged first; the merged node's edges are recomputed from the summed
 statistics (FFN recoveries of merged edges: contact-weighted means), until
@@ -27,7 +27,7 @@ import numpy as np
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_path
 
-from .agglomerate import join_segments
+from .labels import face_pairs, join_segments
 
 __all__ = ["FEATURES", "RagStats", "rag_stats", "PairClassifier", "fit_pair_classifier", "rag_agglomerate",
            "training_examples"]
@@ -57,26 +57,6 @@ class RagStats:
     size: np.ndarray
     edges: dict = field(default_factory=dict)
     gt: np.ndarray | None = None
-
-
-def face_pairs(labels: np.ndarray):
-    """Per axis, the face-adjacent voxel pairs of two different non-zero segments.
-
-    Yields
-    ------
-    (lo, hi, m, key)
-        Index tuples of the lower and upper voxel of each pair along the axis, the
-        mask of touching pairs within them, and the pair keys ``a << 32 | b`` (a < b).
-    """
-    lab = labels.astype(np.int64)
-    for axis in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        lo, hi = tuple(lo), tuple(hi)
-        u, v = lab[lo], lab[hi]
-        m = (u != v) & (u > 0) & (v > 0)
-        yield lo, hi, m, np.minimum(u[m], v[m]) << np.int64(32) | np.maximum(u[m], v[m])
 
 
 def _faces(labels: np.ndarray, bmap: np.ndarray):
@@ -342,62 +322,3 @@ def training_examples(labels: np.ndarray, bmap: np.ndarray, gt: np.ndarray, *,
     x = np.stack([r[0] for r in record])
     y = np.array([r[1] for r in record])
     return x, y
-
-
-def run_train_agglo(model: str | Path | None, image: str, labels: str, seg: str, out: str | Path, *,
-                    agg=None, icfg=None, boundary_sigma: float = 1.0, kind: str = "forest", voxel_size=None) -> dict:
-    """``deepsci connectomics train-agglo``: fit the pair classifier on a labelled volume.
-
-    Parameters
-    ----------
-    model : path, optional
-        FFN ``model.keras`` for the two recovery features; ``None``: boundary and size features only.
-    image, labels, seg : str
-        ``PATH[:INNER]`` of the EM image, its ground truth and an un-agglomerated
-        segmentation of it (``segment`` without ``--agglomerate``), all of one shape.
-    agg : AgglomerationConfig, optional
-        Box radius and minimum contact of the FFN pair runs (use the same at inference).
-    icfg : InferenceConfig, optional
-        Movement / segment thresholds and batch size of the FFN pair runs.
-    kind : {"forest", "logistic"}
-        Classifier type (:func:`fit_pair_classifier`).
-
-    Returns
-    -------
-    dict
-        ``classifier`` (path), ``examples``, ``joins``, ``pairs_scored``, ``seconds``.
-    """
-    import time
-
-    from .baseline import boundary_map
-    from .inference import AgglomerationConfig, InferenceConfig
-    from .io import check_same_shape, open_volume
-
-    t0 = time.perf_counter()
-    agg = (agg or AgglomerationConfig()).validate()
-    icfg = icfg or InferenceConfig(segment_threshold=0.5, batch_size=16, consensus=False)
-    vols = [open_volume(image, voxel_size=voxel_size), open_volume(labels, kind="labels"),
-            open_volume(seg, kind="labels")]
-    check_same_shape(vols[0], vols[1])
-    check_same_shape(vols[0], vols[2])
-    img, gt, lab = (v.read() for v in vols)
-    bmap = boundary_map(img, sigma=boundary_sigma)
-    pairs, features = None, [f for f in FEATURES if not f.startswith("ffn")]
-    if model is not None:
-        from deepsci.core.models.serialization import load_model
-
-        from .agglomerate import pair_scores
-        from .inference import FloodFiller, normalise
-
-        net, side = load_model(str(model))
-        pre = side["preprocessing"]
-        pairs = pair_scores(lab, normalise(img, pre["image_mean"], pre["image_stddev"]),
-                            FloodFiller(net, side["ffn"]["deltas"]), icfg, agg, bmap)
-        features = list(FEATURES)
-    x, y = training_examples(lab, bmap, gt, ffn_pairs=pairs)
-    clf = fit_pair_classifier(x, y, features, kind=kind)
-    path = Path(out) / "pair_classifier.json"
-    Path(out).mkdir(parents=True, exist_ok=True)
-    clf.save(path)
-    return {"classifier": str(path), "examples": int(len(y)), "joins": int(y.sum()),
-            "pairs_scored": len(pairs or ()), "seconds": round(time.perf_counter() - t0, 2)}

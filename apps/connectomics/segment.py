@@ -21,45 +21,99 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
 
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_dir, atomic_path, save_config, write_run_info
-from deepsci.core.parallel import limit_tf_threads, run_shards, threads_per_worker
+from deepsci.core.parallel import run_shards, threads_per_worker
 
-from .inference import InferenceConfig
+from .agglomerate import agglomerate
+from .baseline import boundary_map, supervoxels
+from .config import InferenceConfig, SegmentConfig
+from .fill import flood_fill, grid_seeds, membrane_seeds, peak_seeds
 from .io import create_output, open_volume
+from .labels import UnionFind, relabel, split_consensus
+from .predict import FloodFiller, load_flood_filler, model_info, normalise
 
-__all__ = ["SegmentConfig", "plan_blocks", "stitch_blocks", "assemble_blocks", "segment_volume"]
+__all__ = ["SegmentConfig", "segment_block", "plan_blocks", "stitch_blocks", "assemble_blocks", "segment_volume"]
 
 
-@dataclass
-class SegmentConfig:
-    """Options of ``deepsci connectomics segment``.
+# ------------------------------------------------------------------ one block
 
-    Attributes
+
+def segment_block(image: np.ndarray, ff: FloodFiller, cfg: InferenceConfig, *, mean: float, std: float,
+                  voxel_size=(1.0, 1.0, 1.0), seeds: np.ndarray | None = None) -> dict:
+    """Seeds -> flood fill (twice for consensus) on one block.
+
+    Parameters
     ----------
-    block_size : tuple of int, optional
-        (z, y, x) size of a block; ``None`` = the whole volume in one block.
-    overlap : tuple of int, optional
-        Voxels shared by neighbouring blocks; default: the model's FOV.
-    scheduler : str
-        ``"local"`` (Dask LocalCluster), ``"inline"`` (this process) or ``tcp://host:port``.
-    workers : int, optional
-        Local Dask workers (default: CPU count).
-    """
+    image : ndarray, shape (Z, Y, X)
+        Raw intensities of the block.
 
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    block_size: tuple[int, int, int] | None = None
-    overlap: tuple[int, int, int] | None = None
-    stitch_min_overlap: int = 20
-    stitch_min_fraction: float = 0.5
-    scheduler: str = "local"
-    workers: int | None = None
-    chunks: tuple[int, int, int] = (64, 64, 64)
+    Returns
+    -------
+    dict
+        ``labels`` (uint32), ``prob`` (uint8), ``seeds`` (K, 3), ``fov_evals``, ``seconds``.
+    """
+    cfg.validate()
+    if np.any(np.asarray(image.shape) < np.asarray(ff.fov)):
+        raise InputError(f"expected a block of at least the FOV {ff.fov}, found {image.shape}")
+    t0 = time.perf_counter()
+    img = normalise(image, mean, std)
+    half = np.asarray(ff.fov) // 2
+    bmap = allowed = None
+    agg = cfg.agglomeration
+    if (cfg.boundary_threshold is not None or cfg.seed_policy in ("membrane", "watershed") or cfg.fill_unclaimed
+            or (cfg.agglomerate and (agg.boundary_threshold is not None or agg.classifier is not None))):
+        bmap = boundary_map(image, sigma=cfg.boundary_sigma)
+        if cfg.boundary_threshold is not None:
+            allowed = bmap < cfg.boundary_threshold
+    if seeds is None:
+        # Seeds may lie anywhere: the first FOV is clipped into the block and still holds its seed,
+        # so objects that only touch a face of the volume are segmented too.
+        if cfg.seed_policy == "peaks":
+            seeds = peak_seeds(image, min_distance=cfg.peak_min_distance, edge_sigma=cfg.edge_sigma,
+                               voxel_size=voxel_size)
+        elif cfg.seed_policy == "membrane":
+            seeds = membrane_seeds(bmap, threshold=cfg.boundary_threshold, min_distance=cfg.peak_min_distance,
+                                   voxel_size=voxel_size)
+        elif cfg.seed_policy == "grid":
+            step = cfg.grid_step or tuple(int(v) for v in half)
+            seeds = grid_seeds(image.shape, step, tuple(s // 2 for s in step))
+        else:
+            seeds = np.zeros((0, 3), int)
+    evals0 = ff.fov_evals
+    if cfg.seed_policy == "watershed":
+        seg, prob = supervoxels(image, bmap, cfg, voxel_size=voxel_size), np.zeros(image.shape, np.uint8)
+    else:
+        seg, prob = flood_fill(img, seeds, ff, cfg, allowed)
+    if cfg.consensus and len(seeds) > 1:
+        seg2, prob2 = flood_fill(img, seeds[::-1], ff, cfg, allowed)
+        seg = split_consensus(seg, seg2, min_size=cfg.min_segment_size)
+        prob = np.where(seg > 0, np.maximum(prob, prob2), 0).astype(np.uint8)
+    if cfg.reseed_unclaimed and (seg.any() or cfg.seed_policy == "none"):
+        seg = _reseed_unclaimed(seg, allowed, cfg.reseed_unclaimed)
+    if cfg.fill_unclaimed and seg.any():
+        seg = watershed(bmap, seg.astype(np.int64)).astype(np.uint32)
+    merged = 0
+    if cfg.agglomerate and seg.any():
+        joined = agglomerate(seg, img, ff, cfg, agg, bmap)
+        seg, merged = joined["labels"], joined["merged"]
+        prob = np.where(seg > 0, prob, 0).astype(np.uint8)
+    return {"labels": seg, "prob": prob, "seeds": np.asarray(seeds), "fov_evals": ff.fov_evals - evals0,
+            "merged": merged, "seconds": time.perf_counter() - t0}
+
+
+def _reseed_unclaimed(seg: np.ndarray, allowed: np.ndarray, min_size: int) -> np.ndarray:
+    """Unclaimed regions of ``allowed`` with >= ``min_size`` voxels become objects after the existing ones."""
+    comp, _ = ndi.label(allowed & (seg == 0))
+    comp = relabel(comp, min_size=min_size)
+    return np.where(comp > 0, comp + seg.max(), seg).astype(np.uint32)
 
 
 # ------------------------------------------------------------------ blocks
@@ -103,27 +157,9 @@ def plan_blocks(shape, block_size, overlap) -> list[dict]:
     return blocks
 
 
-_MODELS: dict = {}
-
-
-def _load(model_path: str, threads: int | None):
-    """Load (once per process) the model and its flood filler."""
-    if model_path not in _MODELS:
-        limit_tf_threads(threads)
-        from deepsci.core.models.serialization import load_model
-
-        from .inference import FloodFiller
-
-        model, side = load_model(model_path)
-        _MODELS[model_path] = (FloodFiller(model, side["ffn"]["deltas"]), side)
-    return _MODELS[model_path]
-
-
 def run_block(task: dict) -> dict:
     """Flood-fill one block and write ``<block_dir>/<key>.npz`` (labels, prob) atomically."""
-    from .inference import segment_block
-
-    ff, side = _load(task["model"], task.get("threads"))
+    ff, side = load_flood_filler(task["model"], threads=task.get("threads"))
     vol = open_volume(task["image"], voxel_size=task["voxel_size"])
     box = tuple(slice(a, b) for a, b in zip(task["lo"], task["hi"], strict=True))
     image = vol[box]
@@ -142,27 +178,6 @@ def run_block(task: dict) -> dict:
 # ------------------------------------------------------------------ stitching
 
 
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict = {}
-
-    def find(self, a):
-        self.parent.setdefault(a, a)
-        root = a
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[a] != root:  # path compression
-            self.parent[a], a = root, self.parent[a]
-        return root
-
-    def union(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            # The smaller key wins, so the result does not depend on pair order.
-            lo, hi = sorted((ra, rb))
-            self.parent[hi] = lo
-
-
 def _read_block(block_dir: Path, key: str) -> dict:
     with np.load(block_dir / f"{key}.npz") as z:
         return {"labels": z["labels"], "prob": z["prob"]}
@@ -177,7 +192,7 @@ def stitch_blocks(blocks: list[dict], block_dir: Path, *, min_overlap: int = 20,
     dict
         ``(block index, local id) -> global id`` (ids ``1..n``, in block order).
     """
-    uf = _UnionFind()
+    uf = UnionFind()
     cache: dict[int, np.ndarray] = {}
 
     def labels(i):
@@ -271,8 +286,7 @@ def segment_volume(model: str | Path, image: str | Path, out_dir: str | Path, cf
     if not Path(model).exists():
         raise InputError("expected a trained model file (model.keras), found nothing", model)
     vol = open_volume(image, voxel_size=voxel_size)
-    side = json.loads(Path(model).with_suffix(".json").read_text())
-    fov = tuple(side["ffn"]["fov_size"])
+    fov = tuple(model_info(model)["ffn"]["fov_size"])
     block = tuple(cfg.block_size) if cfg.block_size else tuple(vol.shape)
     if len(block) != 3 or any(b < f for b, f in zip(block, fov, strict=True)):
         raise ConfigError(f"expected a block size of at least the model's FOV {fov}, found {block}")

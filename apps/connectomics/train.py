@@ -37,23 +37,15 @@ from deepsci.core.io import save_config, write_run_info
 from deepsci.core.models.ffn import PRESETS, FFNConfig
 from deepsci.core.training import TrainConfig
 
+from .policy import SEED_IN, SEED_OUT, logit
+
 __all__ = [
     "FFNTrainConfig",
-    "logit",
     "compute_partitions",
     "sample_coordinates",
-    "face_moves",
     "train_ffn",
     "image_stats",
 ]
-
-SEED_IN, SEED_OUT = 0.95, 0.05
-
-
-def logit(p: float) -> float:
-    """log(p / (1 - p))."""
-    return float(np.log(p / (1.0 - p)))
-
 
 @dataclass
 class FFNTrainConfig:
@@ -218,46 +210,6 @@ def sample_coordinates(coords: np.ndarray, partition: np.ndarray, *, max_per_par
     return coords[rng.permutation(picked)]
 
 
-# ------------------------------------------------------------------ movement
-
-
-def face_moves(prob: np.ndarray, deltas, threshold: float) -> list[tuple[float, tuple[int, int, int]]]:
-    """Scored moves of the face-max policy on one FOV probability map.
-
-    For each of the six faces at ``centre ± delta`` the maximum probability
-    within ``± delta`` of the centre line is found; when it reaches
-    ``threshold`` the FOV may move so that its centre lands on that voxel.
-
-    Parameters
-    ----------
-    prob : ndarray, shape (Z, Y, X)
-        Object probability over one FOV.
-
-    Returns
-    -------
-    list of (score, offset)
-        ``offset`` is the (z, y, x) move relative to the FOV centre; best first.
-    """
-    centre = np.asarray(prob.shape) // 2
-    d = np.asarray(deltas, int)
-    box = [slice(c - dd, c + dd + 1) for c, dd in zip(centre, d, strict=True)]
-    out = []
-    for axis in range(3):
-        for sign in (-1, 1):
-            sel = list(box)
-            sel[axis] = centre[axis] + sign * d[axis]
-            face = prob[tuple(sel)]
-            k = np.unravel_index(int(np.argmax(face)), face.shape)
-            score = float(face[k])
-            if score < threshold:
-                continue
-            rel = [int(v) - int(dd) for v, dd in zip(k, np.delete(d, axis), strict=True)]
-            rel.insert(axis, int(sign * d[axis]))
-            out.append((score, tuple(rel)))
-    out.sort(key=lambda t: -t[0])
-    return out
-
-
 # ------------------------------------------------------------------ data
 
 
@@ -317,6 +269,35 @@ def _dataset(image, labels, coords, cfg: FFNTrainConfig, mean, std):
 # ------------------------------------------------------------------ graph
 
 
+def _face_max_corner(corner, out, *, fov, deltas, region, t_move):
+    """In-graph face-max move of a batch: (new FOV corners (N, 3), valid (N,)) from logits ``out``."""
+    import tensorflow as tf
+
+    d = deltas
+    # Face-max: best face of the FOV just computed, in-graph for the whole batch.
+    c = fov // 2
+    scores, moves = [], []
+    for axis in range(3):
+        for sign in (-1, 1):
+            sl = [slice(None)] + [slice(c[a] - d[a], c[a] + d[a] + 1) for a in range(3)]
+            sl[axis + 1] = int(c[axis] + sign * d[axis])
+            face = out[tuple(sl) + (0,)]
+            flat = tf.reshape(face, [tf.shape(face)[0], -1])
+            k = tf.argmax(flat, axis=1, output_type=tf.int32)
+            other = [a for a in range(3) if a != axis]
+            size1 = 2 * d[other[1]] + 1
+            rel = [k // size1 - d[other[0]], k % size1 - d[other[1]]]
+            rel.insert(axis, tf.fill(tf.shape(k), int(sign * d[axis])))
+            scores.append(tf.reduce_max(flat, axis=1))
+            moves.append(tf.stack(rel, axis=1))
+    scores, moves = tf.stack(scores, 1), tf.stack(moves, 1)
+    best = tf.argmax(scores, axis=1, output_type=tf.int32)
+    valid = tf.gather(scores, best, batch_dims=1) >= t_move
+    move = tf.gather(moves, best, batch_dims=1)
+    new = tf.clip_by_value(corner + move, 0, tf.constant(region - fov, tf.int32))
+    return tf.where(valid[:, None], new, corner), valid
+
+
 def make_forward(cfg: FFNTrainConfig):
     """``forward(model, x, training)`` running ``cfg.moves`` FFN steps with feedback.
 
@@ -345,28 +326,7 @@ def make_forward(cfg: FFNTrainConfig):
             shift = tf.constant(fixed[(step - 1) % 6], tf.int32)
             return tf.broadcast_to(tf.constant(centre_corner, tf.int32) + shift, tf.shape(corner)), \
                 tf.ones(tf.shape(corner)[:1], tf.bool)
-        # Face-max: best face of the FOV just computed, in-graph for the whole batch.
-        c = fov // 2
-        scores, moves = [], []
-        for axis in range(3):
-            for sign in (-1, 1):
-                sl = [slice(None)] + [slice(c[a] - d[a], c[a] + d[a] + 1) for a in range(3)]
-                sl[axis + 1] = int(c[axis] + sign * d[axis])
-                face = out[tuple(sl) + (0,)]
-                flat = tf.reshape(face, [tf.shape(face)[0], -1])
-                k = tf.argmax(flat, axis=1, output_type=tf.int32)
-                other = [a for a in range(3) if a != axis]
-                size1 = 2 * d[other[1]] + 1
-                rel = [k // size1 - d[other[0]], k % size1 - d[other[1]]]
-                rel.insert(axis, tf.fill(tf.shape(k), int(sign * d[axis])))
-                scores.append(tf.reduce_max(flat, axis=1))
-                moves.append(tf.stack(rel, axis=1))
-        scores, moves = tf.stack(scores, 1), tf.stack(moves, 1)
-        best = tf.argmax(scores, axis=1, output_type=tf.int32)
-        valid = tf.gather(scores, best, batch_dims=1) >= t_move
-        move = tf.gather(moves, best, batch_dims=1)
-        new = tf.clip_by_value(corner + move, 0, tf.constant(region - fov, tf.int32))
-        return tf.where(valid[:, None], new, corner), valid
+        return _face_max_corner(corner, out, fov=fov, deltas=d, region=region, t_move=t_move)
 
     def forward(model, x, training):
         n = tf.shape(x)[0]

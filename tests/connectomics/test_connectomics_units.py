@@ -210,7 +210,7 @@ def test_balanced_sampling_statistics():
 
 
 def test_face_max_policy_on_hand_made_map():
-    from deepsci.apps.connectomics.train import face_moves
+    from deepsci.apps.connectomics.policy import face_moves
 
     prob = np.zeros((9, 9, 9), np.float32)
     c = 4
@@ -303,7 +303,7 @@ def test_block_plan_cores_tile_the_volume():
 
 
 def test_split_consensus_cuts_merges():
-    from deepsci.apps.connectomics.inference import split_consensus
+    from deepsci.apps.connectomics.labels import split_consensus
 
     a = np.zeros((1, 4, 8), np.uint32)
     b = np.zeros_like(a)
@@ -354,7 +354,7 @@ def _two_cells(wall_value=20.0):
 
 def test_membrane_seeds_lie_inside_cells():
     from deepsci.apps.connectomics.baseline import boundary_map
-    from deepsci.apps.connectomics.inference import membrane_seeds
+    from deepsci.apps.connectomics.fill import membrane_seeds
 
     img, lab = _two_cells()
     seeds = membrane_seeds(boundary_map(img, sigma=0.0), threshold=0.5, min_distance=3)
@@ -363,8 +363,9 @@ def test_membrane_seeds_lie_inside_cells():
 
 
 def test_boundary_threshold_stops_a_leaky_ffn():
+    from deepsci.apps.connectomics.config import InferenceConfig
     from deepsci.apps.connectomics.evaluate import count_merges_splits
-    from deepsci.apps.connectomics.inference import InferenceConfig, segment_block
+    from deepsci.apps.connectomics.segment import segment_block
 
     img, lab = _two_cells()
     seeds = np.array([[4, 6, 3], [4, 6, 17]])
@@ -439,8 +440,9 @@ def test_contact_pairs_and_transitive_merge():
 
 
 def test_agglomeration_joins_a_split_not_a_membrane():
-    from deepsci.apps.connectomics.agglomerate import AgglomerationConfig, agglomerate
-    from deepsci.apps.connectomics.inference import InferenceConfig, normalise
+    from deepsci.apps.connectomics.agglomerate import agglomerate
+    from deepsci.apps.connectomics.config import AgglomerationConfig, InferenceConfig
+    from deepsci.apps.connectomics.predict import normalise
 
     img, lab = _two_cells()
     split = lab.copy()
@@ -460,7 +462,8 @@ def test_agglomeration_joins_a_split_not_a_membrane():
 
 
 def test_reseed_unclaimed_gives_unseeded_cells_their_own_object():
-    from deepsci.apps.connectomics.inference import InferenceConfig, segment_block
+    from deepsci.apps.connectomics.config import InferenceConfig
+    from deepsci.apps.connectomics.segment import segment_block
 
     img, lab = _two_cells()
     base = dict(min_segment_size=10, consensus=False, min_boundary_dist=(0, 0, 0), boundary_threshold=0.5,
@@ -475,7 +478,8 @@ def test_reseed_unclaimed_gives_unseeded_cells_their_own_object():
 
 
 def test_component_marker_baseline():
-    from deepsci.apps.connectomics.baseline import BaselineConfig, watershed_baseline
+    from deepsci.apps.connectomics.baseline import watershed_baseline
+    from deepsci.apps.connectomics.config import BaselineConfig
     from deepsci.apps.connectomics.evaluate import count_merges_splits
 
     img, lab = _two_cells()
@@ -487,8 +491,9 @@ def test_component_marker_baseline():
 
 
 def test_seed_policy_none_is_a_component_watershed_for_the_agglomeration():
-    from deepsci.apps.connectomics.baseline import BaselineConfig, watershed_baseline
-    from deepsci.apps.connectomics.inference import InferenceConfig, segment_block
+    from deepsci.apps.connectomics.baseline import watershed_baseline
+    from deepsci.apps.connectomics.config import BaselineConfig, InferenceConfig
+    from deepsci.apps.connectomics.segment import segment_block
 
     img, _ = _two_cells()
     cfg = InferenceConfig(seed_policy="none", reseed_unclaimed=10, boundary_threshold=0.5, boundary_sigma=0.0,
