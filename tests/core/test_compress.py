@@ -6,7 +6,7 @@ import pytest
 from deepsci.core.distill import (TeacherCache, distillation_loss, regression_distillation_loss,
                                   soft_targets)
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.litert import export_litert
+from deepsci.core.export import export_litert
 from deepsci.core.models.card import ModelCard
 from deepsci.core.predict import load_predictor
 
