@@ -37,12 +37,12 @@ os.environ.setdefault("DEEPSCI_PROGRESS", "0")
 
 
 def inference_speed(model, size: int, batch: int, repeats: int = 3) -> dict:
-    import tensorflow as tf
-
+    """Images/s and GFLOP/s of the app's inference path (the core's fixed-signature predictor)."""
     from deepsci.core.bench import model_flops, timeit
+    from deepsci.core.predict import predictor
 
-    x = tf.random.uniform((batch, size, size, 3), -1, 1)
-    fn = tf.function(lambda t: model(t, training=False))
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    fn = predictor(model, batch_size=batch)
     best = timeit(lambda: fn(x), repeats=repeats)
     flops = model_flops(model) * batch
     return {"images_per_s": batch / best, "gflops": flops / best / 1e9,
@@ -117,13 +117,13 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None, help="Write the results section here.")
     args = p.parse_args(argv)
 
-    from deepsci.apps.retinopathy.evaluate import evaluate_dataset
+    from deepsci.apps.retinopathy.evaluate import EvaluateConfig, run_evaluate
     from deepsci.apps.retinopathy.io import DatasetSpec
     from deepsci.apps.retinopathy.model import build_model
-    from deepsci.apps.retinopathy.predict import InferenceConfig, load_ensemble
+    from deepsci.apps.retinopathy.predict import load_trained
     from deepsci.apps.retinopathy.preprocess import PreprocessConfig
-    from deepsci.apps.retinopathy.synth import SynthConfig, make_dataset
-    from deepsci.apps.retinopathy.train import RetinopathyConfig, fit
+    from deepsci.apps.retinopathy.synth import SynthConfig, run_synth
+    from deepsci.apps.retinopathy.train import RetinopathyConfig, run_train
     from deepsci.core.bench import machine_info, matmul_peak_gflops, table
     from deepsci.core.training import TrainConfig
 
@@ -133,11 +133,11 @@ def main(argv=None) -> None:
 
     # ---- held-out and training sets (different seeds)
     if not (work / "train" / "trainLabels.csv").is_file():
-        make_dataset(work / "train", SynthConfig(n_patients=args.train_patients,
-                                                 size=args.synth_size, seed=args.train_seed))
+        run_synth(SynthConfig(out=work / "train", n_patients=args.train_patients,
+                              size=args.synth_size, seed=args.train_seed))
     if not (work / "heldout" / "trainLabels.csv").is_file():
-        make_dataset(work / "heldout", SynthConfig(n_patients=args.test_patients,
-                                                   size=args.synth_size, seed=args.test_seed))
+        run_synth(SynthConfig(out=work / "heldout", n_patients=args.test_patients,
+                              size=args.synth_size, seed=args.test_seed))
 
     # ---- preprocessing speed
     big = retina_jpegs(work / "retina_jpegs", args.n_prep)
@@ -166,20 +166,22 @@ def main(argv=None) -> None:
     reused = (model_dir / "member_0" / "model.keras").is_file()
     if not args.skip_train:
         t = time.perf_counter()
-        fit(RetinopathyConfig(
-            data=spec, preprocess=PreprocessConfig(size=args.size), width=args.width,
+        run_train(RetinopathyConfig(
+            out=model_dir, data=spec, preprocess=PreprocessConfig(size=args.size),
+            width=args.width,
             ensemble=args.ensemble,
             train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                               lr_schedule="cosine", monitor="val_referable_auc", mode="max",
                               restore_best=False,
                               tensorboard=False),
-            val_frac=0.2, test_frac=0.0, cache_dir=work / "cache"), model_dir)
+            val_frac=0.2, test_frac=0.0, cache_dir=work / "cache"))
         train_seconds = time.perf_counter() - t
     acc_section: list[str] = []
     if not args.skip_accuracy:
-        m = evaluate_dataset(InferenceConfig(
-            model_dir=model_dir, data=DatasetSpec(labels=work / "heldout" / "trainLabels.csv"),
-            cache_dir=work / "cache"), work / "eval_heldout")
+        m = run_evaluate(EvaluateConfig(
+            model=model_dir, out=work / "eval_heldout",
+            data=DatasetSpec(labels=work / "heldout" / "trainLabels.csv"),
+            cache_dir=work / "cache"))
         ens = json.loads((model_dir / "ensemble.json").read_text())
         acc_rows = [{
             "held-out set": f"seed {args.test_seed}, {m['n']} images ({m['n_referable']} referable)",
@@ -208,7 +210,7 @@ def main(argv=None) -> None:
 
     # ---- inference speed, next to a matmul peak measured under the same load
     peak = matmul_peak_gflops()
-    models, _ = load_ensemble(model_dir)
+    models = load_trained(model_dir)[0].models
     inf_rows = []
     candidates = [(f"trained small Inception (width {args.width})", models[0], args.size),
                   ("small Inception (width 32)", None, 299)]

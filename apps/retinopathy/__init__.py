@@ -8,8 +8,10 @@ Command line (``deepsci retinopathy --help``)::
     deepsci retinopathy predict model/ photos/*.jpeg --out pred/
     deepsci retinopathy explain model/ photos/*.jpeg --out why/
 
-Python: :func:`.io.read_dataset`, :func:`.preprocess.preprocess_image`,
-:func:`.train.fit`, :func:`.predict.predict_dataset`,
-:func:`.predict.evaluate_dataset`, :func:`.predict.explain_images`,
-:func:`.synth.make_dataset`, :mod:`.evaluate` (AUC/CI, operating points, kappa).
+Python (one stage per function, each over its config dataclass, each writing
+one ``run.json``): :func:`.synth.run_synth`, :func:`.preprocess.run_preprocess`,
+:func:`.train.run_train`, :func:`.predict.run_predict`, :func:`.evaluate.run_evaluate`,
+:func:`.explain.run_explain`; building blocks :func:`.io.read_dataset`,
+:func:`.preprocess.preprocess_image`, :mod:`.model` (network, model card),
+:mod:`.evaluate` (AUC/CI, operating points, kappa).
 """

@@ -26,38 +26,36 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
 
     from deepsci.core.training import TrainConfig
 
-    from .evaluate import evaluate_dataset
-    from .explain import explain_images
+    from .evaluate import EvaluateConfig, run_evaluate
+    from .explain import ExplainConfig, run_explain
     from .io import DatasetSpec
-    from .predict import InferenceConfig
     from .preprocess import PreprocessConfig
-    from .synth import SynthConfig, make_dataset
-    from .train import RetinopathyConfig, fit
+    from .synth import SynthConfig, run_synth
+    from .train import RetinopathyConfig, run_train
 
     out_dir = Path(out_dir)
     if quick:
-        synth = SynthConfig(n_patients=40, size=256, seed=0)
+        synth = SynthConfig(out=out_dir / "data", n_patients=40, size=256, seed=0)
         size, width, epochs, boot, n_explain = 64, 8, 6, 200, 2
     else:
-        synth = SynthConfig(n_patients=150, size=384, seed=0)
+        synth = SynthConfig(out=out_dir / "data", n_patients=150, size=384, seed=0)
         size, width, epochs, boot, n_explain = 128, 16, 10, 1000, 6
-    make_dataset(out_dir / "data", synth)
+    run_synth(synth)
     spec = DatasetSpec(labels=out_dir / "data" / "trainLabels.csv")
-    cfg = RetinopathyConfig(
-        data=spec, preprocess=PreprocessConfig(size=size),
+    run_train(RetinopathyConfig(
+        out=out_dir / "model", data=spec, preprocess=PreprocessConfig(size=size),
         train=TrainConfig(epochs=epochs, batch_size=16, lr_schedule="cosine",
                           monitor="val_referable_auc", mode="max", restore_best=False,
                           tensorboard=not quick),
-        width=width, val_frac=0.2, test_frac=0.2, cache_dir=out_dir / "cache")
-    fit(cfg, out_dir / "model")
-    inf = InferenceConfig(model_dir=out_dir / "model", data=spec, split="test",
-                          cache_dir=out_dir / "cache", n_boot=boot)
-    m = evaluate_dataset(inf, out_dir / "eval")
+        width=width, val_frac=0.2, test_frac=0.2, cache_dir=out_dir / "cache"))
+    common = {"model": out_dir / "model", "data": spec, "split": "test",
+              "cache_dir": out_dir / "cache"}
+    m = run_evaluate(EvaluateConfig(out=out_dir / "eval", n_boot=boot, **common))
     # Explain referable test images: those have lesions to point at.
     preds = pd.read_csv(out_dir / "eval" / "predictions.csv", dtype={"image": str})
     chosen = preds.loc[preds["referable_true"] == 1, "image"].tolist()[:n_explain]
-    table = explain_images(inf, out_dir / "explain", masks_dir=out_dir / "data" / "masks",
-                           select=chosen, steps=16 if quick else 32)
+    table = run_explain(ExplainConfig(out=out_dir / "explain", masks=out_dir / "data" / "masks",
+                                      select=chosen, steps=16 if quick else 32, **common))
     metrics = {
         "test_images": m["n"],
         "referable_auc": m["auc"],

@@ -1,5 +1,5 @@
 """Screening metrics (referable-DR ROC AUC with bootstrap CI, operating points, kappa)
-and the ``evaluate`` stage (:func:`evaluate_dataset`).
+and the ``evaluate`` stage (:func:`run_evaluate`).
 
 Operating points follow Gulshan et al. (JAMA 2016): two thresholds on the
 referable-DR probability are chosen on the *validation* set -- a
@@ -8,7 +8,7 @@ high-sensitivity point (sensitivity >= 97.5 %) and a high-specificity point
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,11 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import save_config, write_json, write_run_info, write_text
+from deepsci.core.io import write_json, write_text
+from deepsci.core.runs import RunDir
 
 from .io import referable
-from .predict import GRADE_COLS, InferenceConfig, inference_table, load_ensemble, probabilities
+from .predict import GRADE_COLS, InferenceConfig, inference_table, load_trained, probabilities
 
 
 @dataclass
@@ -241,40 +242,61 @@ def plot_roc(y_ref: np.ndarray, p_ref: np.ndarray, points: dict[str, OperatingPo
     return save_figure(fig, path)
 
 
-def evaluate_dataset(config: InferenceConfig, out_dir: str | Path) -> dict:
+@dataclass
+class EvaluateConfig(InferenceConfig):
+    """Settings of ``retinopathy evaluate`` (:func:`run_evaluate`).
+
+    Attributes
+    ----------
+    n_boot : int
+        Bootstrap resamples for the AUC interval.
+    """
+
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the AUC CI."})
+
+    def validate(self) -> EvaluateConfig:
+        """Raise :class:`ConfigError` for impossible values; return self."""
+        super().validate()
+        if self.data.labels is None:
+            raise ConfigError("expected --labels for evaluate, found none")
+        if self.n_boot < 1:
+            raise ConfigError(f"expected --n-boot >= 1, found {self.n_boot}")
+        return self
+
+
+def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
     """Score the ensemble on a labelled set; write ``metrics.json``, ``roc.png``,
     ``confusion.csv`` and ``predictions.csv``.
 
     Operating points come unchanged from the validation set (``ensemble.json``).
     Ungradable or unlabelled images are counted and excluded from the metrics.
     """
-    if config.data is None:
-        raise ConfigError("expected --labels for evaluate, found none")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    models, info = load_ensemble(config.model_dir)
-    df = inference_table(config, info)
-    probs = probabilities(models, df)
-    keep = ((df["gradable"].astype(int) == 1) & (df["grade"] >= 0)).to_numpy()
-    if keep.sum() == 0:
-        raise InputError("expected gradable labelled images, found none", config.data.labels)
-    y_ref = referable(df["grade"].to_numpy(), df["dme"].to_numpy())[keep]
-    points = {k: OperatingPoint(**v) for k, v in info["operating_points"].items()}
-    metrics = screening_report(y_ref, probs["p_referable"].to_numpy(float)[keep],
-                               df["grade"].to_numpy()[keep],
-                               probs[GRADE_COLS].to_numpy(float)[keep], points,
-                               n_boot=config.n_boot)
-    metrics["n_ungradable_excluded"] = int((~keep).sum())
-    metrics["split"] = config.split
-    write_json(out / "metrics.json", metrics)
-    cm = pd.DataFrame(metrics["confusion"], index=[f"true_{k}" for k in range(5)],
-                      columns=[f"pred_{k}" for k in range(5)])
-    write_text(out / "confusion.csv", cm.to_csv())
-    plot_roc(y_ref, probs["p_referable"].to_numpy(float)[keep], points, out / "roc.png")
-    res = pd.concat([df[["image", "grade", "dme"]], probs], axis=1)
-    res["referable_true"] = referable(df["grade"].to_numpy(), df["dme"].to_numpy())
-    res["gradable"] = df["gradable"]
-    write_text(out / "predictions.csv", res.to_csv(index=False, float_format="%.5f"))
-    save_config(config, out / "config.json")
-    write_run_info(out, command="retinopathy evaluate", config=config)
+    config.validate()
+    ensemble, info = load_trained(config.model, batch_size=config.batch_size)
+    with RunDir(config.out, command="retinopathy evaluate", config=config,
+                inputs=config.inputs(), overwrite=overwrite) as run:
+        df = inference_table(config, ensemble.card.preprocessing)
+        probs = probabilities(ensemble, df)
+        keep = ((df["gradable"].astype(int) == 1) & (df["grade"] >= 0)).to_numpy()
+        if keep.sum() == 0:
+            raise InputError("expected gradable labelled images, found none", config.data.labels)
+        y_ref = referable(df["grade"].to_numpy(), df["dme"].to_numpy())[keep]
+        points = {k: OperatingPoint(**v) for k, v in info["operating_points"].items()}
+        p_ref = probs["p_referable"].to_numpy(float)[keep]
+        metrics = screening_report(y_ref, p_ref, df["grade"].to_numpy()[keep],
+                                   probs[GRADE_COLS].to_numpy(float)[keep], points,
+                                   n_boot=config.n_boot)
+        metrics["n_ungradable_excluded"] = int((~keep).sum())
+        metrics["split"] = config.split
+        write_json(run.file("metrics.json"), metrics)
+        cm = pd.DataFrame(metrics["confusion"], index=[f"true_{k}" for k in range(5)],
+                          columns=[f"pred_{k}" for k in range(5)])
+        write_text(run.file("confusion.csv"), cm.to_csv())
+        plot_roc(y_ref, p_ref, points, run.file("roc.png"))
+        res = pd.concat([df[["image", "grade", "dme"]], probs], axis=1)
+        res["referable_true"] = referable(df["grade"].to_numpy(), df["dme"].to_numpy())
+        res["gradable"] = df["gradable"]
+        write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.5f"))
+        run.record(**{k: metrics[k] for k in ("n", "n_referable", "auc", "auc_ci_low",
+                                               "auc_ci_high", "kappa", "accuracy")})
     return metrics

@@ -1,12 +1,13 @@
 """The ``explain`` stage: integrated-gradients saliency of the ensemble, as overlays.
 
-:func:`explain_images` writes ``saliency/<image>.png`` (photograph | overlay)
+:func:`run_explain` writes ``saliency/<image>.png`` (photograph | overlay)
 and ``saliency.csv``; with lesion masks it scores how much saliency falls on
 the lesions (:func:`lesion_ratio`).
 """
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,12 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_path, save_config, write_run_info, write_text
+from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
+from deepsci.core.runs import RunDir
 
-from .io import load_image
-from .predict import InferenceConfig, inference_table, load_ensemble, predict_arrays
+from .io import load_image, option
+from .predict import InferenceConfig, inference_table, load_trained, predict_arrays
 from .preprocess import (
     PreprocessConfig,
     circle_mask,
@@ -121,52 +123,96 @@ def _crop_mask(mask_path: Path, image_path: str, size: int) -> np.ndarray:
     return np.asarray(m.transform((size, size), Image.EXTENT, box, resample=Image.NEAREST))
 
 
-def explain_images(config: InferenceConfig, out_dir: str | Path, *,
-                   masks_dir: Path | None = None, target: str = "referable",
-                   steps: int = 32, limit: int | None = None,
-                   select: list[str] | None = None) -> pd.DataFrame:
+TARGETS = ("referable", "grade")
+
+
+@dataclass
+class ExplainConfig(InferenceConfig):
+    """Settings of ``retinopathy explain`` (:func:`run_explain`).
+
+    Attributes
+    ----------
+    masks : Path or None
+        Lesion masks ``<image>.png`` (e.g. synth's ``masks/``) to score saliency against.
+    target : {"referable", "grade"}
+        The score explained.
+    steps : int
+        Integrated-gradients steps.
+    limit : int or None
+        At most this many images.
+    select : list of str or None
+        Only these image ids (Python API).
+    """
+
+    masks: Path | None = option(None, "Lesion masks <image>.png (e.g. synth's masks/) to score "
+                                    "saliency against.")
+    target: str = option("referable", "referable | grade")
+    steps: int = option(32, "Integrated-gradients steps.")
+    limit: int | None = option(None, "At most this many images.")
+    select: list[str] | None = field(default=None, metadata={"cli": False})
+
+    def validate(self) -> ExplainConfig:
+        """Raise :class:`ConfigError` for impossible values; return self."""
+        super().validate()
+        if self.target not in TARGETS:
+            raise ConfigError(f"expected --target referable|grade, found {self.target!r}")
+        if self.steps < 1:
+            raise ConfigError(f"expected --steps >= 1, found {self.steps}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"expected --limit >= 1, found {self.limit}")
+        return self
+
+
+def _explain_one(ensemble, r, config: ExplainConfig, display: PreprocessConfig, out: Path,
+                 size: int) -> dict:
+    """Overlay and CSV row of one image."""
+    x = to_input(load_cached([r["cache"]]))
+    attr = integrated_gradients(ensemble.models, x, target=config.target, steps=config.steps)[0]
+    sal = saliency_map(attr)
+    shown, _, _ = preprocess_image(load_image(r["path"]), display)
+    with atomic_path(out / "saliency" / f"{r['image']}.png") as tmp:
+        Image.fromarray(np.concatenate([shown, overlay(shown, sal)], axis=1)).save(
+            tmp, format="PNG")
+    p = predict_arrays(ensemble, x)
+    row = {"image": r["image"], "p_referable": float(p["referable"][0]),
+           "grade": int(p["grade"][0].argmax()), "overlay": f"saliency/{r['image']}.png"}
+    if config.masks is not None:
+        mp = Path(config.masks) / f"{r['image']}.png"
+        if not mp.is_file():
+            raise InputError("expected a lesion mask for the image, found none", mp)
+        row["lesion_ratio"] = lesion_ratio(sal, _crop_mask(mp, r["path"], size))
+    return row
+
+
+def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFrame:
     """Write ``saliency/<image>.png`` overlays and ``saliency.csv``.
 
-    With ``masks_dir`` (lesion masks named ``<image>.png``, e.g. from ``synth``)
+    With ``masks`` (lesion masks named ``<image>.png``, e.g. from ``synth``)
     the CSV also gives the lesion/background saliency ratio per image.
     ``select`` keeps only those image ids; ``limit`` the first ones.
     """
-    if target not in ("referable", "grade"):
-        raise ConfigError(f"expected target referable|grade, found {target!r}")
-    out = Path(out_dir)
-    (out / "saliency").mkdir(parents=True, exist_ok=True)
-    models, info = load_ensemble(config.model_dir)
-    df = inference_table(config, info)
-    df = df[df["cache"] != ""].reset_index(drop=True)
-    if select is not None:
-        df = df[df["image"].isin(list(select))].reset_index(drop=True)
-    if limit:
-        df = df.iloc[:limit]
-    size = info["preprocessing"]["size"]
+    config.validate()
+    ensemble, _ = load_trained(config.model, batch_size=config.batch_size)
+    preprocessing = ensemble.card.preprocessing
+    size = preprocessing["size"]
     # Clinicians look at the photograph, not the network's contrast-normalised
     # input, and at no less than 448 px whatever the training size.
-    display = dataclasses.replace(PreprocessConfig(**info["preprocessing"]), local_contrast=False,
+    display = dataclasses.replace(PreprocessConfig(**preprocessing), local_contrast=False,
                                   size=max(448, size))
-    rows = []
-    for _, r in progress(df.iterrows(), total=len(df), desc="explain", unit="img"):
-        x = to_input(load_cached([r["cache"]]))
-        attr = integrated_gradients(models, x, target=target, steps=steps)[0]
-        sal = saliency_map(attr)
-        shown, _, _ = preprocess_image(load_image(r["path"]), display)
-        with atomic_path(out / "saliency" / f"{r['image']}.png") as tmp:
-            Image.fromarray(np.concatenate([shown, overlay(shown, sal)], axis=1)).save(
-                tmp, format="PNG")
-        p = predict_arrays(models, x)
-        row = {"image": r["image"], "p_referable": float(p["referable"][0]),
-               "grade": int(p["grade"][0].argmax()), "overlay": f"saliency/{r['image']}.png"}
-        if masks_dir is not None:
-            mp = Path(masks_dir) / f"{r['image']}.png"
-            if not mp.is_file():
-                raise InputError("expected a lesion mask for the image, found none", mp)
-            row["lesion_ratio"] = lesion_ratio(sal, _crop_mask(mp, r["path"], size))
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    write_text(out / "saliency.csv", table.to_csv(index=False, float_format="%.4f"))
-    save_config(config, out / "config.json")
-    write_run_info(out, command="retinopathy explain", config=config)
+    with RunDir(config.out, command="retinopathy explain", config=config,
+                inputs=config.inputs(), overwrite=overwrite) as run:
+        df = inference_table(config, preprocessing)
+        df = df[df["cache"] != ""].reset_index(drop=True)
+        if config.select is not None:
+            df = df[df["image"].isin(list(config.select))].reset_index(drop=True)
+        if config.limit:
+            df = df.iloc[:config.limit]
+        run.file("saliency").mkdir(exist_ok=True)
+        rows = [_explain_one(ensemble, r, config, display, run.path, size)
+                for _, r in progress(df.iterrows(), total=len(df), desc="explain", unit="img")]
+        table = pd.DataFrame(rows)
+        write_text(run.file("saliency.csv"), table.to_csv(index=False, float_format="%.4f"))
+        run.record(images=len(table))
+        if "lesion_ratio" in table and table["lesion_ratio"].notna().any():
+            run.record(median_lesion_ratio=float(table["lesion_ratio"].median()))
     return table

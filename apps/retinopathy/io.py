@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +45,25 @@ MAX_PIXELS = 100_000_000
 COLUMNS = ["image", "path", "grade", "dme", "gradable", "patient", "eye"]
 
 
+def option(default, text: str, **extra):
+    """A config dataclass field with the help (and ``cli`` name) its command-line option shows.
+
+    ``default`` may be a zero-argument callable (a ``default_factory``) for
+    mutable defaults.
+    """
+    if callable(default):
+        return field(default_factory=default, metadata={"help": text, **extra})
+    return field(default=default, metadata={"help": text, **extra})
+
+
 @dataclass
 class DatasetSpec:
     """Where a labelled dataset lives and how to read it.
 
-    Parameters
+    Attributes
     ----------
-    labels : Path
-        The label CSV.
+    labels : Path or None
+        The label CSV; ``None`` when a command runs on image files instead.
     images : Path or None
         Image folder; ``None`` picks the dataset's usual folder next to the CSV.
     fmt : str
@@ -64,14 +75,28 @@ class DatasetSpec:
         the usual ones).
     """
 
-    labels: Path
-    images: Path | None = None
-    fmt: str = "auto"
-    image_col: str | None = None
-    grade_col: str | None = None
-    dme_col: str | None = None
-    patient_col: str | None = None
-    ext: str | None = None
+    labels: Path | None = option(None, "Label CSV: EyePACS trainLabels.csv, APTOS train.csv, IDRiD "
+                                     "grading CSV, Messidor-2 adjudicated CSV, or any CSV with "
+                                     "--image-col/--grade-col.")
+    images: Path | None = option(None, "Image folder (default: the dataset's usual folder next to "
+                                     "the CSV).")
+    fmt: str = option("auto", "auto|eyepacs|aptos|idrid|messidor2|generic", cli="format")
+    image_col: str | None = option(None, "Generic CSV: image id column.")
+    grade_col: str | None = option(None, "Generic CSV: ICDR grade column (0-4).")
+    dme_col: str | None = option(None, "Generic CSV: referable DME column (0/1).")
+    patient_col: str | None = option(None, "Column with patient ids (split by patient).")
+    ext: str | None = option(None, "Image extension when ids have none.")
+
+    def __post_init__(self) -> None:
+        # Configs rebuilt from run.json or the command line carry paths as text.
+        self.labels = None if self.labels is None else Path(self.labels)
+        self.images = None if self.images is None else Path(self.images)
+
+    def validate(self) -> DatasetSpec:
+        """Raise :class:`ConfigError` for an unknown format; return self."""
+        if self.fmt not in FORMATS:
+            raise ConfigError(f"expected --format in {FORMATS}, found {self.fmt!r}")
+        return self
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -240,6 +265,8 @@ def read_dataset(spec: DatasetSpec, *, check_files: bool = True) -> pd.DataFrame
     pandas.DataFrame
         One row per image with columns :data:`COLUMNS`.
     """
+    if spec.labels is None:
+        raise ConfigError("expected --labels, found none")
     labels = Path(spec.labels)
     df = _read_csv(labels)
     fmt = spec.fmt

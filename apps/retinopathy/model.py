@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepsci.core.models.batchnorm import precise_batchnorm
+from deepsci.core.models.card import ModelCard
 
 from .preprocess import load_cached, to_input
 
+#: The app and task every retinopathy model card names.
+APP, TASK = "retinopathy", "dr-grade"
 #: ICDR grades 0-4.
 GRADES = 5
+GRADE_NAMES = ["no DR", "mild NPDR", "moderate NPDR", "severe NPDR", "PDR"]
 VARIANTS = ("small", "v3")
 DME_HEADS = ("auto", "yes", "no")
 
@@ -57,6 +60,63 @@ def heads_for(dme_head: str, dme_labels: np.ndarray) -> dict[str, int]:
     return heads
 
 
+def model_card(*, size: int, heads: dict[str, int], variant: str, width: int,
+               preprocessing: dict, training: dict | None = None, data: dict | None = None,
+               metrics: dict | None = None, extra: dict | None = None) -> ModelCard:
+    """The card saved with every DR network (app ``retinopathy``, task ``dr-grade``).
+
+    Parameters
+    ----------
+    size : int
+        Input side S; the model takes (N, S, S, 3) float32 in [-1, 1].
+    heads : dict of str to int
+    preprocessing : dict
+        The :class:`.preprocess.PreprocessConfig` prediction must apply.
+    training, data, metrics, extra : dict, optional
+        Recipe, provenance, held-out scores and further details.
+    """
+    outputs = {"grade": {"classes": GRADE_NAMES, "activation": "softmax"},
+               "referable": {"classes": ["non-referable", "referable"], "activation": "sigmoid"}}
+    if "dme" in heads:
+        outputs["dme"] = {"classes": ["no referable DME", "referable DME"],
+                          "activation": "sigmoid"}
+    return ModelCard(
+        app=APP, task=TASK,
+        input_spec={"shape": [size, size, 3], "dtype": "float32", "range": [-1, 1],
+                    "layout": "NHWC", "colour": "RGB"},
+        outputs=outputs, preprocessing=dict(preprocessing), training=dict(training or {}),
+        data=dict(data or {}), metrics=dict(metrics or {}),
+        extra={"heads": dict(heads), "variant": variant, "width": width, **(extra or {})},
+        name=f"DR grading, Inception {variant}",
+        description="ICDR grade (5 classes), referable DR and referable DME of a fundus photograph.",
+        intended_use="Research on DR screening; referable-DR decisions at validation-chosen "
+                     "operating points.",
+        limitations="Not a medical device. Trained on the data recorded here only; synthetic "
+                    "lesions do not stand for real photographs.")
+
+
+def to_probabilities(outputs: dict) -> dict:
+    """Logits -> probabilities inside the inference graph, so members average as probabilities.
+
+    Parameters
+    ----------
+    outputs : dict of tf.Tensor
+        ``grade`` (N, 5), ``referable`` (N, 1) and optionally ``dme`` (N, 1) logits.
+
+    Returns
+    -------
+    dict of tf.Tensor
+        ``grade`` (N, 5) softmax, ``referable`` (N,) and ``dme`` (N,) sigmoid.
+    """
+    import tensorflow as tf
+
+    probs = {"grade": tf.nn.softmax(outputs["grade"]),
+             "referable": tf.sigmoid(outputs["referable"])[:, 0]}
+    if "dme" in outputs:
+        probs["dme"] = tf.sigmoid(outputs["dme"])[:, 0]
+    return probs
+
+
 def recalibrate_batchnorm(model, cache_paths: list[str], *, batch_size: int = 32,
                           max_batches: int = 40) -> int:
     """Replace batch-norm moving statistics by their average over training batches.
@@ -79,6 +139,8 @@ def recalibrate_batchnorm(model, cache_paths: list[str], *, batch_size: int = 32
     int
         Batches used.
     """
+    from deepsci.core.models.batchnorm import precise_batchnorm
+
     if len(cache_paths) == 0:
         return 0
     rng = np.random.default_rng(0)

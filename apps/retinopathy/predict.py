@@ -1,63 +1,82 @@
 """Inference with a trained ensemble: load it, average its probabilities, ``predict``.
 
-* :func:`load_ensemble` -- the members of a model directory (``safe_mode=True``).
-* :func:`predict_arrays` / :func:`predict_images` -- ensemble-mean softmax/sigmoid
+* :func:`load_members` / :func:`load_trained` -- the members of a model
+  directory through :mod:`deepsci.core.ensemble` (cards checked,
+  ``safe_mode=True``), each behind a fixed-signature core predictor that
+  turns logits into probabilities in its graph.
+* :func:`predict_arrays` / :func:`predict_images` -- ensemble-mean
   probabilities of preprocessed images.
 * :func:`inference_table` -- the images of a run, preprocessed with the models'
   own settings (shared by predict, evaluate and explain).
-* :func:`predict_dataset` -- per-image grade probabilities, referable
-  probability and decision at an operating point, gradability flag (CSV).
+* :func:`run_predict` -- per-image grade probabilities, referable probability
+  and decision at an operating point, gradability flag (CSV).
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import read_json, save_config, write_run_info, write_text
+from deepsci.core.io import read_json, write_text
+from deepsci.core.runs import RunDir
 
-from .io import DatasetSpec, read_dataset
-from .preprocess import PreprocessConfig, load_cached, preprocess_table, to_input
+from .io import DatasetSpec, option, read_dataset
+from .model import APP, TASK, to_probabilities
+from .preprocess import (
+    PreprocessConfig,
+    check_workers,
+    load_cached,
+    preprocess_table,
+    to_input,
+)
 
 GRADE_COLS = [f"p_grade{k}" for k in range(5)]
+SPLITS = ("all", "train", "val", "test")
 
 
-def load_ensemble(model_dir: str | Path, *, members: list[str] | None = None):
-    """Load every member of a trained ensemble (``safe_mode=True``).
+def load_members(spec, *, batch_size: int = 32):
+    """Load ensemble members (a folder, ``"a.keras,b.keras"`` or a list of paths).
+
+    Another app's model, or one without its card, is refused in one line.
 
     Returns
     -------
-    models : list of keras.Model
-    info : dict
-        ``ensemble.json`` (empty while training has not finished).
+    deepsci.core.ensemble.Ensemble
+        Its predictors return ``grade`` (N, 5), ``referable`` (N,) and
+        ``dme`` (N,) probabilities.
     """
-    from deepsci.core.models.serialization import load_model
+    from deepsci.core.ensemble import load_ensemble
 
+    return load_ensemble(spec, expect=APP, task=TASK, batch_size=batch_size,
+                         postprocess=to_probabilities)
+
+
+def load_trained(model_dir: str | Path, *, batch_size: int = 32):
+    """The ensemble of a directory written by ``train`` and its ``ensemble.json``.
+
+    Returns
+    -------
+    ensemble : deepsci.core.ensemble.Ensemble
+    info : dict
+        ``ensemble.json``: members, operating points, validation metrics.
+    """
     model_dir = Path(model_dir)
-    info = {}
-    if members is None:
-        if not (model_dir / "ensemble.json").is_file():
-            raise InputError("expected a model directory written by `retinopathy train` "
-                             "(ensemble.json), found none", model_dir)
-        info = read_json(model_dir / "ensemble.json")
-        members = info["members"]
-    models = []
-    for m in members:
-        model, _ = load_model(model_dir / m)
-        models.append(model)
-    return models, info
+    if not (model_dir / "ensemble.json").is_file():
+        raise InputError("expected a model directory written by `retinopathy train` "
+                         "(ensemble.json), found none", model_dir)
+    return load_members(model_dir, batch_size=batch_size), read_json(model_dir / "ensemble.json")
 
 
-def predict_arrays(models: list, x: np.ndarray, *, batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Average the members' probabilities.
+def predict_arrays(ensemble, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The members' mean probabilities.
 
     Parameters
     ----------
-    models : list of keras.Model
+    ensemble : deepsci.core.ensemble.Ensemble
+        From :func:`load_members`.
     x : ndarray of float32, shape (N, S, S, 3)
 
     Returns
@@ -66,63 +85,87 @@ def predict_arrays(models: list, x: np.ndarray, *, batch_size: int = 16) -> dict
         ``grade`` (N, 5) softmax, ``referable`` (N,) and, when the models have
         a DME head, ``dme`` (N,) sigmoid probabilities.
     """
-    import tensorflow as tf
-
-    sums: dict[str, np.ndarray] = {}
-    for model in models:
-        for start in range(0, len(x), batch_size):
-            out = model(x[start:start + batch_size], training=False)
-            probs = {"grade": tf.nn.softmax(out["grade"]).numpy(),
-                     "referable": tf.sigmoid(out["referable"]).numpy()[:, 0]}
-            if "dme" in out:
-                probs["dme"] = tf.sigmoid(out["dme"]).numpy()[:, 0]
-            for k, v in probs.items():
-                sums.setdefault(k, np.zeros((len(x),) + v.shape[1:], np.float64))
-                sums[k][start:start + len(v)] += v
-    return {k: v / len(models) for k, v in sums.items()}
+    return ensemble.predict(x)
 
 
-def predict_images(models: list, cache_paths: list[str], *, batch_size: int = 32) -> dict[str, np.ndarray]:
+def predict_images(ensemble, cache_paths: list[str]) -> dict[str, np.ndarray]:
     """:func:`predict_arrays` over cached preprocessed PNGs, loaded chunk by chunk."""
     chunks: dict[str, list] = {}
     for start in range(0, len(cache_paths), 256):
         x = to_input(load_cached(cache_paths[start:start + 256]))
-        for k, v in predict_arrays(models, x, batch_size=batch_size).items():
+        for k, v in predict_arrays(ensemble, x).items():
             chunks.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
+
 @dataclass
 class InferenceConfig:
-    """Settings of ``predict``/``evaluate``/``explain``.
+    """What ``predict``, ``evaluate`` and ``explain`` run on.
 
-    Parameters
+    Attributes
     ----------
-    model_dir : Path
+    model : Path
         A directory written by ``train``.
-    data : DatasetSpec or None
-        Labelled images (evaluate) -- or, for predict/explain, optionally a
-        labelled set; otherwise ``images`` lists files.
-    images : list of Path
-        Unlabelled image files (predict/explain).
+    out : Path
+        Output folder.
+    files : list of Path
+        Unlabelled fundus photographs (predict, explain).
+    data : DatasetSpec
+        A labelled set (evaluate; optional for predict and explain).
     split : str
-        With ``data`` from training: keep only this split of ``splits.csv``
-        (``test``, ``val``, ``train`` or ``all``).
-    operating_point : str
-        ``high_sensitivity``, ``high_specificity`` or a probability threshold.
+        With the training CSV as ``data``: keep only this split of the
+        model's ``splits.csv`` (``test``, ``val``, ``train`` or ``all``).
     cache_dir : Path or None
-    n_boot : int
-        Bootstrap resamples for the AUC interval.
+        Preprocessed-image cache (default ``<model>/cache``).
+    workers : int
+        Preprocessing threads.
+    batch_size : int
+        Images per inference batch.
     """
 
-    model_dir: Path
-    data: DatasetSpec | None = None
-    images: list[Path] = dataclasses.field(default_factory=list)
-    split: str = "all"
-    operating_point: str = "high_sensitivity"
-    cache_dir: Path | None = None
-    n_boot: int = 1000
-    workers: int = 2
+    model: Path = field(metadata={"help": "Model directory written by train."})
+    out: Path = field(metadata={"help": "Output folder."})
+    files: list[Path] = option(list, "Fundus photographs.")
+    data: DatasetSpec = field(default_factory=DatasetSpec)
+    split: str = option("all", "test|val|train|all: rows of the model's splits.csv (only when "
+                             "--labels is the training CSV).")
+    cache_dir: Path | None = option(None, "Preprocessed-image cache folder.", cli="cache")
+    workers: int = option(2, "Preprocessing threads.")
+    batch_size: int = option(32, "Images per inference batch.")
+
+    def __post_init__(self) -> None:
+        self.model, self.out = Path(self.model), Path(self.out)
+        self.files = [Path(f) for f in self.files]
+        self.cache_dir = None if self.cache_dir is None else Path(self.cache_dir)
+
+    def validate(self):
+        """Raise :class:`ConfigError` for impossible values; return self."""
+        self.data.validate()
+        if self.split not in SPLITS:
+            raise ConfigError(f"expected --split in {SPLITS}, found {self.split!r}")
+        check_workers(self.workers)
+        if self.batch_size < 1:
+            raise ConfigError(f"expected --batch-size >= 1, found {self.batch_size}")
+        return self
+
+    def inputs(self) -> list[Path]:
+        """The user's files this run reads (recorded in run.json)."""
+        return [self.model, *self.files, *([self.data.labels] if self.data.labels else [])]
+
+
+@dataclass
+class PredictConfig(InferenceConfig):
+    """Settings of ``retinopathy predict`` (:func:`run_predict`).
+
+    Attributes
+    ----------
+    operating_point : str
+        ``high_sensitivity``, ``high_specificity`` or a probability threshold.
+    """
+
+    operating_point: str = option("high_sensitivity",
+                                "high_sensitivity | high_specificity | a threshold.")
 
 
 def threshold_for(info: dict, spec: str) -> tuple[str, float]:
@@ -145,8 +188,14 @@ def threshold_for(info: dict, spec: str) -> tuple[str, float]:
     return "threshold", t
 
 
-def inference_table(config: InferenceConfig, info: dict) -> pd.DataFrame:
+def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFrame:
     """The images to run on, preprocessed with the models' own settings.
+
+    Parameters
+    ----------
+    config : InferenceConfig
+    preprocessing : dict
+        The models' :class:`.preprocess.PreprocessConfig` (from their card).
 
     Returns
     -------
@@ -154,10 +203,10 @@ def inference_table(config: InferenceConfig, info: dict) -> pd.DataFrame:
         :func:`.io.read_dataset` columns (or ``image``, ``path`` for plain
         files) plus :func:`.preprocess.preprocess_table`'s.
     """
-    if config.data is not None:
+    if config.data.labels is not None:
         df = read_dataset(config.data)
         if config.split != "all":
-            splits = config.model_dir / "splits.csv"
+            splits = config.model / "splits.csv"
             if not splits.is_file():
                 raise InputError("expected splits.csv written by train, found none", splits)
             s = pd.read_csv(splits, dtype={"image": str})
@@ -166,20 +215,19 @@ def inference_table(config: InferenceConfig, info: dict) -> pd.DataFrame:
             if len(df) == 0:
                 raise InputError(f"expected images of split {config.split!r}, found none", splits)
     else:
-        if not config.images:
+        if not config.files:
             raise ConfigError("expected image files or --labels, found neither")
-        for p in config.images:
-            if not Path(p).is_file():
+        for p in config.files:
+            if not p.is_file():
                 raise InputError("expected an image file, found nothing", p)
-        df = pd.DataFrame({"image": [Path(p).stem for p in config.images],
-                           "path": [str(Path(p).absolute()) for p in config.images],
+        df = pd.DataFrame({"image": [p.stem for p in config.files],
+                           "path": [str(p.absolute()) for p in config.files],
                            "grade": -1, "dme": -1})
-    pp = PreprocessConfig(**info["preprocessing"])
-    cache = Path(config.cache_dir) if config.cache_dir else config.model_dir / "cache"
-    return preprocess_table(df, pp, cache, workers=config.workers)
+    cache = config.cache_dir or config.model / "cache"
+    return preprocess_table(df, PreprocessConfig(**preprocessing), cache, workers=config.workers)
 
 
-def probabilities(models, df: pd.DataFrame) -> pd.DataFrame:
+def probabilities(ensemble, df: pd.DataFrame) -> pd.DataFrame:
     """Ensemble probabilities per row of an :func:`inference_table`; NaN where no image.
 
     Returns
@@ -190,7 +238,7 @@ def probabilities(models, df: pd.DataFrame) -> pd.DataFrame:
     ok = (df["cache"] != "").to_numpy()
     out = pd.DataFrame(index=df.index, columns=GRADE_COLS + ["p_referable"], dtype=float)
     if ok.any():
-        probs = predict_images(models, df.loc[ok, "cache"].tolist())
+        probs = predict_images(ensemble, df.loc[ok, "cache"].tolist())
         out.loc[ok, GRADE_COLS] = probs["grade"]
         out.loc[ok, "p_referable"] = probs["referable"]
         if "dme" in probs:
@@ -198,31 +246,32 @@ def probabilities(models, df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def predict_dataset(config: InferenceConfig, out_dir: str | Path) -> pd.DataFrame:
+def run_predict(config: PredictConfig, *, overwrite: bool = False) -> pd.DataFrame:
     """Write ``predictions.csv``: per image the grade probabilities, predicted grade,
     referable probability, referable decision at the operating point and
     gradability.  Ungradable images are flagged and get no grade or decision.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    models, info = load_ensemble(config.model_dir)
+    config.validate()
+    ensemble, info = load_trained(config.model, batch_size=config.batch_size)
     name, thr = threshold_for(info, config.operating_point)
-    df = inference_table(config, info)
-    probs = probabilities(models, df)
-    res = pd.concat([df[["image"]], probs], axis=1)
-    gradable = df["gradable"].astype(int) == 1
-    res["grade"] = np.where(gradable, probs[GRADE_COLS].fillna(0).to_numpy().argmax(1), -1)
-    res["referable"] = np.where(gradable, (probs["p_referable"].fillna(0) >= thr).astype(int), -1)
-    res["gradable"] = gradable.astype(int)
-    res["quality"] = df["reasons"]
-    res["operating_point"] = name
-    res["threshold"] = thr
-    # Empty cells, not numbers, where no grade was given.
-    for col in ("grade", "referable"):
-        res[col] = res[col].astype("Int64").mask(~gradable)
-    write_text(out / "predictions.csv", res.to_csv(index=False, float_format="%.5f"))
-    save_config(config, out / "config.json")
-    write_run_info(out, command="retinopathy predict", config=config)
+    with RunDir(config.out, command="retinopathy predict", config=config,
+                inputs=config.inputs(), overwrite=overwrite) as run:
+        df = inference_table(config, ensemble.card.preprocessing)
+        probs = probabilities(ensemble, df)
+        res = pd.concat([df[["image"]], probs], axis=1)
+        gradable = df["gradable"].astype(int) == 1
+        res["grade"] = np.where(gradable, probs[GRADE_COLS].fillna(0).to_numpy().argmax(1), -1)
+        res["referable"] = np.where(gradable, (probs["p_referable"].fillna(0) >= thr).astype(int),
+                                    -1)
+        res["gradable"] = gradable.astype(int)
+        res["quality"] = df["reasons"]
+        res["operating_point"] = name
+        res["threshold"] = thr
+        # Empty cells, not numbers, where no grade was given.
+        for col in ("grade", "referable"):
+            res[col] = res[col].astype("Int64").mask(~gradable)
+        write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.5f"))
+        run.record(images=len(res), gradable=int(gradable.sum()),
+                   referable=int((res["referable"] == 1).sum()), operating_point=name,
+                   threshold=thr, members=len(ensemble))
     return res
-
-

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,10 +21,12 @@ from PIL import Image, ImageFilter
 from scipy import ndimage as ndi
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_path, write_json
+from deepsci.core.io import atomic_path, write_json, write_text
+from deepsci.core.parallel import thread_map
 from deepsci.core.progress import progress
+from deepsci.core.runs import RunDir
 
-from .io import MAX_PIXELS, load_image
+from .io import MAX_PIXELS, DatasetSpec, load_image, option, read_dataset
 
 # Working resolution for FOV detection: the circle fit is sub-pixel accurate
 # at this size and costs a few milliseconds whatever the camera resolution.
@@ -34,11 +35,12 @@ _DETECT_SIZE = 256
 QUALITY_SIZE = 256
 
 
+
 @dataclass
 class PreprocessConfig:
     """Settings of :func:`preprocess_image` (saved with every model).
 
-    Parameters
+    Attributes
     ----------
     size : int
         Output side; the fundus diameter after rescaling (299 as Gulshan et al.).
@@ -53,17 +55,61 @@ class PreprocessConfig:
         Decompression-bomb cap.
     """
 
-    size: int = 299
-    local_contrast: bool = True
-    min_brightness: float = 0.08
-    min_sharpness: float = 3.0
-    max_pixels: int = MAX_PIXELS
+    size: int = option(299, "Fundus diameter after rescaling (the network's input side).")
+    local_contrast: bool = option(True, "Subtract a blurred copy (even illumination).")
+    min_brightness: float = option(0.08, "Mean FOV luminance (0-1) below which an image is too dark.")
+    min_sharpness: float = option(3.0, "Focus measure below which an image is too blurred.")
+    max_pixels: int = option(MAX_PIXELS, "Largest photograph decoded (decompression-bomb cap).")
 
-    def validate(self) -> None:
+    def validate(self) -> PreprocessConfig:
+        """Raise :class:`ConfigError` for impossible values; return self."""
         if self.size < 32:
-            raise ConfigError(f"expected size >= 32, found {self.size}")
+            raise ConfigError(f"expected --size >= 32, found {self.size}")
         if not 0 <= self.min_brightness < 1:
-            raise ConfigError(f"expected min_brightness in [0, 1), found {self.min_brightness}")
+            raise ConfigError(f"expected --min-brightness in [0, 1), found {self.min_brightness}")
+        if self.min_sharpness < 0:
+            raise ConfigError(f"expected --min-sharpness >= 0, found {self.min_sharpness}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"expected --max-pixels >= 1, found {self.max_pixels}")
+        return self
+
+
+@dataclass
+class PreprocessRunConfig:
+    """Settings of ``retinopathy preprocess`` (:func:`run_preprocess`).
+
+    Attributes
+    ----------
+    out : Path
+        Output folder: ``cache/`` (preprocessed PNGs) and ``quality.csv``.
+    data : DatasetSpec
+    preprocess : PreprocessConfig
+    workers : int
+        Preprocessing threads.
+    """
+
+    out: Path = field(metadata={"help": "Output folder (cache/ + quality.csv)."})
+    data: DatasetSpec = field(default_factory=DatasetSpec)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    workers: int = option(2, "Preprocessing threads.")
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
+    def validate(self) -> PreprocessRunConfig:
+        """Raise :class:`ConfigError` for impossible values; return self."""
+        if self.data.labels is None:
+            raise ConfigError("expected --labels, found none")
+        self.data.validate()
+        self.preprocess.validate()
+        check_workers(self.workers)
+        return self
+
+
+def check_workers(workers: int) -> None:
+    """``--workers`` must be at least 1."""
+    if workers < 1:
+        raise ConfigError(f"expected --workers >= 1, found {workers}")
 
 
 @dataclass
@@ -402,12 +448,37 @@ def preprocess_table(df: pd.DataFrame, config: PreprocessConfig, cache_dir: str 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths = list(df["path"])
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        it = pool.map(lambda p: _process_one(p, config, cache_dir), paths)
-        infos = list(progress(it, total=len(paths), desc=desc, unit="img"))
+    infos: list[dict] = []
+    bar = progress(total=len(paths), desc=desc, unit="img")
+    # Chunks keep the progress bar moving while threads share the work.
+    step = 32 * max(1, workers)
+    for start in range(0, len(paths), step):
+        chunk = paths[start:start + step]
+        infos += thread_map(lambda p: _process_one(p, config, cache_dir), chunk,
+                            workers=max(1, workers))
+        bar.update(len(chunk))
+    bar.close()
     out = df.copy()
     if "gradable" in out.columns:
         out = out.rename(columns={"gradable": "gradable_label"})
     for k in ("cache", "gradable", "reasons", "brightness", "sharpness"):
         out[k] = [i.get(k, "") for i in infos]
     return out
+
+
+def run_preprocess(config: PreprocessRunConfig, *, overwrite: bool = False) -> pd.DataFrame:
+    """Preprocess a labelled set into ``out/cache`` and write ``out/quality.csv``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`preprocess_table`'s table.
+    """
+    config.validate()
+    with RunDir(config.out, command="retinopathy preprocess", config=config,
+                inputs=[config.data.labels], overwrite=overwrite) as run:
+        df = preprocess_table(read_dataset(config.data), config.preprocess, run.file("cache"),
+                              workers=config.workers)
+        write_text(run.file("quality.csv"), df.to_csv(index=False))
+        run.record(images=len(df), ungradable=int((df["gradable"] != 1).sum()))
+    return df

@@ -34,8 +34,11 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from deepsci.core.errors import ConfigError
-from deepsci.core.io import atomic_path, save_config, write_text
+from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
+from deepsci.core.runs import RunDir
+
+from .io import option
 
 #: Lesion codes used in the masks (0 is background).
 LESIONS = {1: "microaneurysm", 2: "haemorrhage", 3: "hard_exudate", 4: "cotton_wool_spot",
@@ -51,12 +54,15 @@ _FOVEA = (0.492, 0.497)
 _DD = 0.125  # disc diameter as a fraction of the side
 
 
+
 @dataclass
 class SynthConfig:
-    """Settings of :func:`make_dataset`.
+    """Settings of :func:`run_synth`.
 
-    Parameters
+    Attributes
     ----------
+    out : Path
+        Output folder (EyePACS layout).
     n_patients : int
         Patients; each contributes a left and a right eye.
     size : int
@@ -73,24 +79,35 @@ class SynthConfig:
     jpeg_quality : int
     """
 
-    n_patients: int = 50
-    size: int = 512
-    seed: int = 0
-    grade_probs: list[float] = field(default_factory=lambda: [0.3, 0.15, 0.25, 0.15, 0.15])
-    dme_prob: float = 0.3
-    ungradable_frac: float = 0.0
-    jpeg_quality: int = 92
+    out: Path = field(metadata={"help": "Output folder (EyePACS layout)."})
+    n_patients: int = option(50, "Patients (two eyes each).", cli="patients")
+    size: int = option(512, "Fundus diameter in pixels.")
+    seed: int = option(0, "Random seed (the same seed writes the same files).")
+    grade_probs: list[float] = option(lambda: [0.3, 0.15, 0.25, 0.15, 0.15],
+                                    "P(ICDR grade 0..4) of a patient's worse eye.")
+    dme_prob: float = option(0.3, "P(referable DME | grade >= 2).")
+    ungradable_frac: float = option(0.0, "Fraction of photographs blurred or darkened.")
+    jpeg_quality: int = option(92, "JPEG quality (1-100).")
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
+    def validate(self) -> SynthConfig:
+        """Raise :class:`ConfigError` for impossible values; return self."""
         if self.n_patients < 1:
-            raise ConfigError(f"expected n_patients >= 1, found {self.n_patients}")
+            raise ConfigError(f"expected --patients >= 1, found {self.n_patients}")
         if self.size < 64:
-            raise ConfigError(f"expected size >= 64, found {self.size}")
+            raise ConfigError(f"expected --size >= 64, found {self.size}")
         p = np.asarray(self.grade_probs, float)
         if p.shape != (5,) or (p < 0).any() or p.sum() <= 0:
-            raise ConfigError(f"expected 5 non-negative grade_probs, found {self.grade_probs}")
-        if not 0 <= self.dme_prob <= 1 or not 0 <= self.ungradable_frac <= 1:
-            raise ConfigError("expected dme_prob and ungradable_frac in [0, 1]")
+            raise ConfigError(f"expected 5 non-negative --grade-probs, found {self.grade_probs}")
+        if not 0 <= self.dme_prob <= 1:
+            raise ConfigError(f"expected --dme-prob in [0, 1], found {self.dme_prob}")
+        if not 0 <= self.ungradable_frac <= 1:
+            raise ConfigError(f"expected --ungradable-frac in [0, 1], found {self.ungradable_frac}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"expected --jpeg-quality in 1-100, found {self.jpeg_quality}")
+        return self
 
 
 @functools.lru_cache(maxsize=4)
@@ -491,16 +508,16 @@ def synth_image(grade: int, *, dme: bool = False, eye: str = "left", size: int =
             {**counts, "degraded": how})
 
 
-def make_dataset(out_dir: str | Path, config: SynthConfig) -> pd.DataFrame:
-    """Write an EyePACS-style graded folder.
+def run_synth(config: SynthConfig, *, overwrite: bool = False) -> pd.DataFrame:
+    """Write an EyePACS-style graded folder at ``config.out``.
 
     Layout::
 
-        out_dir/trainLabels.csv     image,level,dme   (EyePACS columns + dme)
-        out_dir/train/<patient>_<left|right>.jpeg
-        out_dir/masks/<image>.png   lesion codes (uint8)
-        out_dir/lesions.csv         lesion counts per image, degradation
-        out_dir/synth_config.json
+        out/trainLabels.csv     image,level,dme   (EyePACS columns + dme)
+        out/train/<patient>_<left|right>.jpeg
+        out/masks/<image>.png   lesion codes (uint8)
+        out/lesions.csv         lesion counts per image, degradation
+        out/run.json
 
     The same config always writes the same files.
 
@@ -510,12 +527,33 @@ def make_dataset(out_dir: str | Path, config: SynthConfig) -> pd.DataFrame:
         The lesion table.
     """
     config.validate()
-    out = Path(out_dir)
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
+    with RunDir(config.out, command="retinopathy synth", config=config,
+                overwrite=overwrite) as run:
+        out = run.path
+        (out / "train").mkdir(parents=True, exist_ok=True)
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for name, eye, g, dme, seed, degrade in progress(_plan(config), desc="synth", unit="img"):
+            jpg, png = out / "train" / f"{name}.jpeg", out / "masks" / f"{name}.png"
+            img, lab, info = synth_image(g, dme=dme, eye=eye, size=config.size,
+                                         rng=np.random.default_rng(seed), degrade=degrade)
+            with atomic_path(png) as tmp:
+                Image.fromarray(lab).save(tmp, format="PNG")
+            with atomic_path(jpg) as tmp:
+                Image.fromarray(img).save(tmp, format="JPEG", quality=config.jpeg_quality)
+            rows.append({"image": name, "level": g, "dme": int(dme), **info})
+        table = pd.DataFrame(rows)
+        write_text(out / "trainLabels.csv", table[["image", "level", "dme"]].to_csv(index=False))
+        write_text(out / "lesions.csv", table.to_csv(index=False))
+        run.record(images=len(table),
+                   grades={int(k): int(v) for k, v in table["level"].value_counts().items()})
+    return table
+
+
+def _plan(config: SynthConfig) -> list[tuple]:
+    """(image, eye, grade, dme, seed, degrade) per photograph, in file order."""
     rng = np.random.default_rng(config.seed)
     probs = np.asarray(config.grade_probs, float) / np.sum(config.grade_probs)
-    rows = []
     plan = []
     for i in range(config.n_patients):
         worst = int(rng.choice(5, p=probs))
@@ -527,17 +565,4 @@ def make_dataset(out_dir: str | Path, config: SynthConfig) -> pd.DataFrame:
             plan.append((f"{10 + i}_{eye}", eye, g, dme, int(rng.integers(2**31)),
                          bool(rng.uniform() < config.ungradable_frac)))
     plan.sort(key=lambda t: (int(t[0].split("_")[0]), t[1]))
-    for name, eye, g, dme, seed, degrade in progress(plan, desc="synth", unit="img"):
-        jpg, png = out / "train" / f"{name}.jpeg", out / "masks" / f"{name}.png"
-        img, lab, info = synth_image(g, dme=dme, eye=eye, size=config.size,
-                                     rng=np.random.default_rng(seed), degrade=degrade)
-        with atomic_path(png) as tmp:
-            Image.fromarray(lab).save(tmp, format="PNG")
-        with atomic_path(jpg) as tmp:
-            Image.fromarray(img).save(tmp, format="JPEG", quality=config.jpeg_quality)
-        rows.append({"image": name, "level": g, "dme": int(dme), **info})
-    table = pd.DataFrame(rows)
-    write_text(out / "trainLabels.csv", table[["image", "level", "dme"]].to_csv(index=False))
-    write_text(out / "lesions.csv", table.to_csv(index=False))
-    save_config(config, out / "synth_config.json")
-    return table
+    return plan

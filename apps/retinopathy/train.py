@@ -1,6 +1,6 @@
 """Train an Inception ensemble that grades DR (5-class ICDR) and scores referable DR.
 
-Stages, each a plain function over :class:`RetinopathyConfig`:
+Stages of :func:`run_train`, each a plain function over :class:`RetinopathyConfig`:
 
 1. read the labelled dataset (:mod:`.io`) and split it by patient;
 2. preprocess every image once into an on-disk cache (:mod:`.preprocess`);
@@ -10,9 +10,9 @@ Stages, each a plain function over :class:`RetinopathyConfig`:
 4. choose the high-sensitivity and high-specificity operating points on the
    ensemble's validation predictions and store them with the models.
 
-The model directory then holds ``member_<i>/model.keras`` (+ ``model.json``
-sidecar), ``ensemble.json`` (members, operating points, preprocessing),
-``splits.csv``, ``config.json`` and ``run_info.json``.
+The model directory then holds ``member_<i>/model.keras`` (+ its
+``model.card.json``), ``ensemble.json`` (members, operating points,
+validation metrics), ``splits.csv`` and ``run.json``.
 """
 from __future__ import annotations
 
@@ -23,34 +23,53 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepsci.core.accelerator import resolve_strategy
+from deepsci.core.accelerator import AcceleratorConfig, setup
+from deepsci.core.ensemble import member_seeds, write_ensemble
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import save_config, write_json, write_run_info, write_text
+from deepsci.core.io import config_to_dict, read_json, write_text
+from deepsci.core.runs import RunDir
 from deepsci.core.training import TrainConfig
 
 from .evaluate import bootstrap_auc, choose_operating_points
-from .io import DatasetSpec, patient_split, read_dataset, referable
-from .model import DME_HEADS, GRADES, VARIANTS, build_model, heads_for, recalibrate_batchnorm
-from .predict import load_ensemble, predict_images
-from .preprocess import PreprocessConfig, preprocess_table
+from .io import DatasetSpec, option, patient_split, read_dataset, referable
+from .model import (
+    DME_HEADS,
+    GRADES,
+    VARIANTS,
+    build_model,
+    heads_for,
+    model_card,
+    recalibrate_batchnorm,
+)
+from .predict import load_members, predict_images
+from .preprocess import PreprocessConfig, check_workers, preprocess_table
 
 BALANCE = ("weights", "sampling", "none")
 
 
+def _train_defaults() -> TrainConfig:
+    return TrainConfig(epochs=10, batch_size=16, lr_schedule="cosine",
+                       monitor="val_referable_auc", mode="max", restore_best=False)
+
+
 @dataclass
 class RetinopathyConfig:
-    """Everything a training run needs (written to ``config.json``).
+    """Everything a training run needs (recorded in ``run.json``).
 
-    Parameters
+    Attributes
     ----------
+    out : Path
+        Model directory; a rerun resumes unfinished members.
     data : DatasetSpec
     preprocess : PreprocessConfig
     train : TrainConfig
         Core loop settings; ``seed`` is the first ensemble member's seed.
         ``restore_best`` is off by default: the validation score during
         training uses lagging batch-norm statistics (see
-        :func:`recalibrate_batchnorm`), so the final weights of the cosine
-        schedule, recalibrated, are kept.
+        :func:`.model.recalibrate_batchnorm`), so the final weights of the
+        cosine schedule, recalibrated, are kept.
+    accel : AcceleratorConfig
+        Where and in which precision to train (``--strategy``, ``--precision``, ``--xla``).
     variant : {"small", "v3"}
         Small Inception (CPU) or full Inception-v3.
     width : int
@@ -66,48 +85,66 @@ class RetinopathyConfig:
         Patient-level split fractions; ``split_seed`` fixes the split.
     dme_head : str
         ``"auto"`` (when any DME label is known), ``"yes"`` or ``"no"``.
-    strategy : str
-        Where to train: ``auto``, ``cpu``, ``gpu``, ``mirrored``, ``tpu`` or
-        ``multi-worker`` (see :func:`deepsci.core.accelerator.resolve_strategy`).
     cache_dir : Path or None
         Preprocessed-image cache (default ``<out>/cache``).
     target_sensitivity, target_specificity : float
         Operating-point targets on the validation set.
+    workers : int
+        Preprocessing threads.
     """
 
-    data: DatasetSpec
+    out: Path = field(metadata={"help": "Model directory (resumes if present)."})
+    data: DatasetSpec = field(default_factory=DatasetSpec)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=16, lr_schedule="cosine", monitor="val_referable_auc", mode="max",
-        restore_best=False))
-    variant: str = "small"
-    width: int = 32
-    ensemble: int = 1
-    balance: str = "weights"
-    augment: bool = True
-    val_frac: float = 0.15
-    test_frac: float = 0.15
-    split_seed: int = 0
-    dme_head: str = "auto"
-    cache_dir: Path | None = None
-    target_sensitivity: float = 0.975
-    target_specificity: float = 0.98
-    workers: int = 2
-    strategy: str = "auto"
+    train: TrainConfig = field(default_factory=_train_defaults)
+    accel: AcceleratorConfig = field(default_factory=AcceleratorConfig)
+    variant: str = option("small", "small (CPU) | v3 (full Inception-v3).")
+    width: int = option(32, "Small Inception base width.")
+    ensemble: int = option(1, "Models from seeds seed..seed+N-1.")
+    balance: str = option("weights", "weights|sampling|none")
+    augment: bool = option(True, "Flips, rotation, colour jitter.")
+    val_frac: float = option(0.15, "Fraction of patients for validation.")
+    test_frac: float = option(0.15, "Fraction of patients held out for testing.")
+    split_seed: int = option(0, "Seed of the patient split.")
+    dme_head: str = option("auto", "auto|yes|no")
+    cache_dir: Path | None = option(None, "Preprocessed-image cache folder.", cli="cache")
+    target_sensitivity: float = option(0.975, "Sensitivity of the high-sensitivity point.")
+    target_specificity: float = option(0.98, "Specificity of the high-specificity point.")
+    workers: int = option(2, "Preprocessing threads.")
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.cache_dir = None if self.cache_dir is None else Path(self.cache_dir)
 
     def validate(self) -> RetinopathyConfig:
+        """Raise :class:`ConfigError` for impossible values; return self."""
+        if self.data.labels is None:
+            raise ConfigError("expected --labels, found none")
+        self.data.validate()
         self.preprocess.validate()
         self.train.validate()
-        if self.variant not in VARIANTS:
-            raise ConfigError(f"expected variant in {VARIANTS}, found {self.variant!r}")
-        if self.balance not in BALANCE:
-            raise ConfigError(f"expected balance in {BALANCE}, found {self.balance!r}")
-        if self.ensemble < 1:
-            raise ConfigError(f"expected ensemble >= 1, found {self.ensemble}")
-        if self.dme_head not in DME_HEADS:
-            raise ConfigError(f"expected dme_head auto|yes|no, found {self.dme_head!r}")
+        self.accel.validate()
+        checks = [
+            (self.variant in VARIANTS, f"--variant in {VARIANTS}", self.variant),
+            (self.balance in BALANCE, f"--balance in {BALANCE}", self.balance),
+            (self.dme_head in DME_HEADS, "--dme-head auto|yes|no", self.dme_head),
+            (self.width >= 1, "--width >= 1", self.width),
+            (self.ensemble >= 1, "--ensemble >= 1", self.ensemble),
+            (0 < self.val_frac < 1, "--val-frac in (0, 1)", self.val_frac),
+            (0 <= self.test_frac < 1, "--test-frac in [0, 1)", self.test_frac),
+            (self.val_frac + self.test_frac < 1, "--val-frac + --test-frac < 1",
+             self.val_frac + self.test_frac),
+            (0 < self.target_sensitivity <= 1, "--target-sensitivity in (0, 1]",
+             self.target_sensitivity),
+            (0 < self.target_specificity <= 1, "--target-specificity in (0, 1]",
+             self.target_specificity),
+        ]
+        for ok, what, found in checks:
+            if not ok:
+                raise ConfigError(f"expected {what}, found {found!r}")
+        check_workers(self.workers)
         if self.variant == "v3" and self.preprocess.size < 75:
-            raise ConfigError(f"expected size >= 75 for Inception-v3, found {self.preprocess.size}")
+            raise ConfigError(f"expected --size >= 75 for Inception-v3, found {self.preprocess.size}")
         return self
 
 
@@ -316,23 +353,35 @@ def _train_val(config: RetinopathyConfig, df: pd.DataFrame
     return tr, va
 
 
+def _provenance(config: RetinopathyConfig, seed: int) -> dict:
+    """The card's data section: the label file, whether ``synth`` wrote it, the seeds."""
+    labels = Path(config.data.labels)
+    record = labels.parent / "run.json"
+    synthetic = False
+    if record.is_file():
+        synthetic = read_json(record).get("command") == "retinopathy synth"
+    return {"name": labels.parent.name, "files": [str(labels.absolute())],
+            "synthetic": synthetic, "seeds": {"split": config.split_seed, "member": seed}}
+
+
 def train_member(config: RetinopathyConfig, index: int, tr: pd.DataFrame, va: pd.DataFrame, *,
-                 heads: dict[str, int], loss_fn, out_dir: Path) -> str:
-    """Train ensemble member ``index`` (seed ``train.seed + index``) unless it is saved.
+                 heads: dict[str, int], loss_fn, run: RunDir, strategy) -> str:
+    """Train ensemble member ``index`` (seed ``train.seed + index``) unless it is finished.
 
     Returns
     -------
     str
-        The member's model path relative to ``out_dir``.
+        The member's model path relative to the model directory.
     """
     from deepsci.core.models.serialization import save_model
     from deepsci.core.training import train
 
     size = config.preprocess.size
-    tcfg = dataclasses.replace(config.train, seed=config.train.seed + index)
+    seed = member_seeds(config.train.seed, config.ensemble)[index]
+    tcfg = dataclasses.replace(config.train, seed=seed)
     member = f"member_{index}/model.keras"
-    model_path = out_dir / member
-    if model_path.is_file():
+    model_path = run.file(member)
+    if run.done(f"member_{index}") and model_path.is_file():
         return member
     result = train(
         lambda: build_model(size, heads, variant=config.variant, width=config.width),
@@ -340,29 +389,28 @@ def train_member(config: RetinopathyConfig, index: int, tr: pd.DataFrame, va: pd
                     balance=config.balance, do_augment=config.augment),
         loss_fn, tcfg, model_path.parent,
         val_data=make_source(va, size, tcfg.batch_size, training=False),
-        metrics=metric_factories(), strategy=resolve_strategy(config.strategy))
+        metrics=metric_factories(), strategy=strategy)
     recalibrate_batchnorm(result.model, tr["cache"].tolist(), batch_size=tcfg.batch_size)
-    sidecar = {
-        "app": "retinopathy",
-        "input_spec": {"shape": [size, size, 3], "dtype": "float32", "range": [-1, 1]},
-        "preprocessing": dataclasses.asdict(config.preprocess),
-        "heads": heads, "variant": config.variant,
-        "train_config": dataclasses.asdict(tcfg),
-        "metrics": {"best_" + tcfg.monitor: result.best,
-                    "history": result.history[-1] if result.history else {}},
-    }
-    save_model(result.model, model_path, sidecar=sidecar)
+    last = result.history[-1] if result.history else {}
+    validation = {"best_" + tcfg.monitor: result.best,
+                  **{k: v for k, v in last.items() if k.startswith("val_")}}
+    card = model_card(
+        size=size, heads=heads, variant=config.variant, width=config.width,
+        preprocessing=dataclasses.asdict(config.preprocess),
+        training={"command": "retinopathy train", "config": config_to_dict(tcfg),
+                  "balance": config.balance, "augment": config.augment},
+        data=_provenance(config, seed), metrics={"validation": validation},
+        extra={"member": index, "train_images": len(tr), "val_images": len(va)})
+    save_model(result.model, model_path, card=card)
+    run.mark(f"member_{index}", {"seed": seed, **validation})
     return member
 
 
-def fit(config: RetinopathyConfig, out_dir: str | Path) -> dict:
-    """Run the whole training stage and write the model directory.
+def run_train(config: RetinopathyConfig, *, overwrite: bool = False) -> dict:
+    """Run the whole training stage and write the model directory ``config.out``.
 
-    Parameters
-    ----------
-    config : RetinopathyConfig
-    out_dir : path-like
-        Model directory; re-running resumes unfinished members.
+    A rerun resumes: finished members are kept, an interrupted one resumes
+    from its checkpoints.
 
     Returns
     -------
@@ -370,34 +418,33 @@ def fit(config: RetinopathyConfig, out_dir: str | Path) -> dict:
         The ``ensemble.json`` content (members, operating points, validation metrics).
     """
     config.validate()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.json")
-    df = prepare(config, out)
-    tr, va = _train_val(config, df)
-    heads = heads_for(config.dme_head, df["dme"].to_numpy())
-    if config.balance == "weights":
-        gw, rw = class_weights(tr["grade"].to_numpy(), tr["referable"].to_numpy())
-    else:
-        gw, rw = np.ones(GRADES, np.float32), np.ones(2, np.float32)
-    loss_fn = make_loss(gw, rw, dme="dme" in heads)
-    members = [train_member(config, i, tr, va, heads=heads, loss_fn=loss_fn, out_dir=out)
-               for i in range(config.ensemble)]
-    models, _ = load_ensemble(out, members=members)
-    val_probs = predict_images(models, va["cache"].tolist())
-    y_val = va["referable"].to_numpy()
-    points = choose_operating_points(y_val, val_probs["referable"],
-                                     target_sensitivity=config.target_sensitivity,
-                                     target_specificity=config.target_specificity)
-    auc, lo, hi = bootstrap_auc(y_val, val_probs["referable"], n_boot=200)
-    info = {
-        "members": members, "heads": heads, "variant": config.variant,
-        "preprocessing": dataclasses.asdict(config.preprocess),
-        "operating_points": {k: dataclasses.asdict(v) for k, v in points.items()},
-        "validation": {"n": len(va), "auc": auc, "auc_ci_low": lo, "auc_ci_high": hi},
-        "counts": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
-        "ungradable_excluded": int(((df["gradable"] != 1) & (df["split"] != "test")).sum()),
-    }
-    write_json(out / "ensemble.json", info)
-    write_run_info(out, command="retinopathy train", config=config)
-    return info
+    with RunDir(config.out, command="retinopathy train", config=config,
+                inputs=[config.data.labels], overwrite=overwrite) as run:
+        strategy = setup(config.accel)
+        df = prepare(config, run.path)
+        tr, va = _train_val(config, df)
+        heads = heads_for(config.dme_head, df["dme"].to_numpy())
+        if config.balance == "weights":
+            gw, rw = class_weights(tr["grade"].to_numpy(), tr["referable"].to_numpy())
+        else:
+            gw, rw = np.ones(GRADES, np.float32), np.ones(2, np.float32)
+        loss_fn = make_loss(gw, rw, dme="dme" in heads)
+        members = [train_member(config, i, tr, va, heads=heads, loss_fn=loss_fn, run=run,
+                                strategy=strategy) for i in range(config.ensemble)]
+        val_probs = predict_images(load_members([run.file(m) for m in members]),
+                                   va["cache"].tolist())
+        y_val = va["referable"].to_numpy()
+        points = choose_operating_points(y_val, val_probs["referable"],
+                                         target_sensitivity=config.target_sensitivity,
+                                         target_specificity=config.target_specificity)
+        auc, lo, hi = bootstrap_auc(y_val, val_probs["referable"], n_boot=200)
+        info = {
+            "heads": heads, "variant": config.variant,
+            "operating_points": {k: dataclasses.asdict(v) for k, v in points.items()},
+            "validation": {"n": len(va), "auc": auc, "auc_ci_low": lo, "auc_ci_high": hi},
+            "counts": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+            "ungradable_excluded": int(((df["gradable"] != 1) & (df["split"] != "test")).sum()),
+        }
+        write_ensemble(run.path, [run.file(m) for m in members], info=info)
+        run.record(members=len(members), validation=info["validation"], counts=info["counts"])
+    return {**info, "members": members}

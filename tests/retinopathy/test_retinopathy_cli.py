@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from scipy import ndimage as ndi
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from deepsci.apps.cli import main
 from deepsci.apps.retinopathy.synth import synth_image
@@ -34,13 +35,19 @@ def test_training_learns(trained):
     info = json.loads((trained / "model" / "ensemble.json").read_text())
     assert info["validation"]["auc"] >= AUC_BOUND
     assert info["heads"] == {"grade": 5, "referable": 1, "dme": 1}
-    for f in ("member_0/model.keras", "member_0/model.json", "config.json", "run_info.json",
+    for f in ("member_0/model.keras", "member_0/model.card.json", "run.json",
               "splits.csv", "member_0/history.json"):
         assert (trained / "model" / f).is_file(), f
     splits = pd.read_csv(trained / "model" / "splits.csv", dtype={"patient": str})
     assert (splits.groupby("patient")["split"].nunique() == 1).all()
-    side = json.loads((trained / "model" / "member_0" / "model.json").read_text())
-    assert side["app"] == "retinopathy" and side["preprocessing"]["size"] == 64
+    card = json.loads((trained / "model" / "member_0" / "model.card.json").read_text())
+    assert card["app"] == "retinopathy" and card["task"] == "dr-grade"
+    assert card["preprocessing"]["size"] == 64 and card["input_spec"]["shape"] == [64, 64, 3]
+    assert card["data"]["synthetic"] is True and card["training"]["config"]["epochs"] == 5
+    run = json.loads((trained / "model" / "run.json").read_text())
+    assert run["status"] == "done" and run["command"] == "retinopathy train"
+    assert run["config"]["train"]["epochs"] == 5 and run["config"]["preprocess"]["size"] == 64
+    assert run["results"]["validation"]["auc"] == info["validation"]["auc"]
 
 
 def test_evaluate(trained):
@@ -52,12 +59,36 @@ def test_evaluate(trained):
     info = json.loads((trained / "model" / "ensemble.json").read_text())
     assert m["auc_ci_low"] <= m["auc"] <= m["auc_ci_high"]
     assert m["auc"] >= 0.75
+    # The metrics are those of the written predictions (test patients only).
+    preds = pd.read_csv(out / "predictions.csv", dtype={"image": str})
+    splits = pd.read_csv(trained / "model" / "splits.csv", dtype={"image": str})
+    assert set(preds["image"]) == set(splits.loc[splits["split"] == "test", "image"])
+    keep = (preds["gradable"] == 1) & (preds["grade"] >= 0)
+    y, p = preds.loc[keep, "referable_true"], preds.loc[keep, "p_referable"]
+    assert m["n"] == int(keep.sum()) and m["n_referable"] == int(y.sum())
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p), abs=2e-3)
+    pred_grade = preds.loc[keep, [f"p_grade{k}" for k in range(5)]].to_numpy().argmax(1)
+    assert m["kappa"] == pytest.approx(
+        cohen_kappa_score(preds.loc[keep, "grade"], pred_grade, weights="quadratic"), abs=1e-6)
     for name in ("high_sensitivity", "high_specificity"):
         # Chosen on validation, applied unchanged.
-        assert m[name]["threshold"] == info["operating_points"][name]["threshold"]
-    assert np.sum(m["confusion"]) == m["n"]
+        thr = m[name]["threshold"]
+        assert thr == info["operating_points"][name]["threshold"]
+        assert m[name]["sensitivity"] == pytest.approx(((p >= thr) & (y == 1)).sum() / y.sum())
+        assert m[name]["specificity"] == pytest.approx(((p < thr) & (y == 0)).sum() / (y == 0).sum())
+    cm = np.zeros((5, 5), int)
+    np.add.at(cm, (preds.loc[keep, "grade"].to_numpy(), pred_grade), 1)
+    assert m["confusion"] == cm.tolist()
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
-    assert pd.read_csv(out / "confusion.csv", index_col=0).shape == (5, 5)
+    assert (pd.read_csv(out / "confusion.csv", index_col=0).to_numpy() == cm).all()
+    # predict on the same images gives the same probabilities.
+    assert main(["retinopathy", "predict", str(trained / "model"), "--labels",
+                 str(trained / "data" / "trainLabels.csv"), "--split", "test",
+                 "--out", str(trained / "pred_test")]) == 0
+    again = pd.read_csv(trained / "pred_test" / "predictions.csv", dtype={"image": str})
+    merged = preds.merge(again, on="image", suffixes=("", "_pred"))
+    assert len(merged) == len(preds)
+    np.testing.assert_allclose(merged["p_referable_pred"], merged["p_referable"], atol=2e-5)
 
 
 def test_predict_flags_ungradable(trained, tmp_path):
@@ -143,7 +174,9 @@ def test_preprocess_cli(trained, tmp_path):
     q = pd.read_csv(out / "quality.csv")
     assert len(q) == 80 and (q["gradable"] == 1).all()
     assert np.asarray(Image.open(q["cache"].iloc[0])).shape == (64, 64, 3)
-    assert (out / "run_info.json").is_file() and (out / "config.json").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["command"] == "retinopathy preprocess" and run["config"]["preprocess"]["size"] == 64
+    assert run["results"]["images"] == 80 and run["results"]["ungradable"] == 0
 
 
 def test_train_rerun_reuses_finished_members(trained):
@@ -157,3 +190,35 @@ def test_train_rerun_reuses_finished_members(trained):
     assert rc == 0 and model.stat().st_mtime_ns == before
     again = json.loads((trained / "model" / "ensemble.json").read_text())
     assert again["operating_points"] == info["operating_points"]
+
+
+def test_config_rerun_reproduces_predictions(trained, tmp_path):
+    """``--config <out>/run.json --out <other>`` re-runs the recorded predict run."""
+    rng = np.random.default_rng(11)
+    files = []
+    for i, g in enumerate([1, 4]):
+        img, _, _ = synth_image(g, size=256, rng=rng)
+        files.append(tmp_path / f"photo{i}.jpeg")
+        Image.fromarray(img).save(files[-1])
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["retinopathy", "predict", str(trained / "model"), *map(str, files), "--out",
+                 str(first), "--operating-point", "0.3", "--cache", str(tmp_path / "c")]) == 0
+    assert main(["retinopathy", "predict", "--config", str(first / "run.json"),
+                 "--out", str(second)]) == 0
+    a = (first / "predictions.csv").read_text()
+    assert (second / "predictions.csv").read_text() == a
+    assert pd.read_csv(first / "predictions.csv")["threshold"].tolist() == [0.3, 0.3]
+    rec = json.loads((second / "run.json").read_text())
+    assert rec["config"]["operating_point"] == "0.3" and len(rec["config"]["files"]) == 2
+    assert rec["config"]["out"] == str(second)
+
+
+def test_every_output_has_one_run_record(trained):
+    """One run.json per output folder; none of the old config copies."""
+    for folder in ("data", "model", "eval", "explain", "pred_test"):
+        path = trained / folder
+        if not path.is_dir():
+            continue
+        assert json.loads((path / "run.json").read_text())["status"] == "done", folder
+        for old in ("config.json", "run_info.json", "synth_config.json"):
+            assert not (path / old).exists(), f"{folder}/{old}"

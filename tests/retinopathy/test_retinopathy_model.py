@@ -1,16 +1,29 @@
-"""The DR network: heads, save/load round trip (safe_mode), ensemble averaging, loss, data."""
+"""The DR network: heads, card round trip (safe_mode), ensemble averaging, loss, data."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from deepsci.apps.retinopathy.model import build_model
-from deepsci.apps.retinopathy.predict import predict_arrays
+from deepsci.apps.cli import main
+from deepsci.apps.retinopathy.model import build_model, model_card
+from deepsci.apps.retinopathy.predict import load_members, predict_arrays
+from deepsci.apps.retinopathy.preprocess import PreprocessConfig
 from deepsci.apps.retinopathy.train import augment, class_weights, make_loss, make_source
+from deepsci.core.errors import InputError
+from deepsci.core.models.card import ModelCard
 from deepsci.core.models.serialization import load_model, save_model
 
 HEADS = {"grade": 5, "referable": 1, "dme": 1}
+
+
+def _card(size=48):
+    from dataclasses import asdict
+
+    return model_card(size=size, heads=HEADS, variant="small", width=4,
+                      preprocessing=asdict(PreprocessConfig(size=size)))
 
 
 @pytest.fixture(scope="module")
@@ -22,22 +35,56 @@ def test_heads_and_round_trip(model, tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32)
     out = model(x, training=False)
     assert out["grade"].shape == (2, 5) and out["referable"].shape == (2, 1)
-    save_model(model, tmp_path / "m.keras", sidecar={"app": "retinopathy", "heads": HEADS})
-    loaded, side = load_model(tmp_path / "m.keras")
-    assert side["heads"] == HEADS
+    save_model(model, tmp_path / "m.keras", card=_card())
+    loaded, card = load_model(tmp_path / "m.keras", expect="retinopathy", task="dr-grade")
+    assert card.extra["heads"] == HEADS and card.input_spec["shape"] == [48, 48, 3]
+    assert card.preprocessing["size"] == 48 and len(card.outputs["grade"]["classes"]) == 5
     again = loaded(x, training=False)
     for k in HEADS:
         np.testing.assert_allclose(again[k], out[k], rtol=1e-5, atol=1e-5)
 
 
-def test_ensemble_averages_probabilities(model):
+def test_ensemble_averages_probabilities(model, tmp_path):
     other = build_model(48, HEADS, width=4)
+    paths = [tmp_path / "a" / "model.keras", tmp_path / "b" / "model.keras"]
+    for m, p in zip((model, other), paths, strict=True):
+        save_model(m, p, card=_card())
     x = np.random.default_rng(1).uniform(-1, 1, (3, 48, 48, 3)).astype(np.float32)
-    a, b = predict_arrays([model], x), predict_arrays([other], x)
-    both = predict_arrays([model, other], x, batch_size=2)
+    a = predict_arrays(load_members([paths[0]], batch_size=2), x)
+    b = predict_arrays(load_members([paths[1]], batch_size=2), x)
+    both = predict_arrays(load_members(f"{paths[0]},{paths[1]}", batch_size=2), x)
     for k in ("grade", "referable", "dme"):
         np.testing.assert_allclose(both[k], (a[k] + b[k]) / 2, rtol=1e-5, atol=1e-6)
+    # Members are averaged as probabilities: softmax / sigmoid of each one's logits.
+    logits = model(x, training=False)
+    np.testing.assert_allclose(a["grade"], tf.nn.softmax(logits["grade"]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(a["referable"], tf.sigmoid(logits["referable"]).numpy()[:, 0],
+                               atol=1e-5)
     np.testing.assert_allclose(both["grade"].sum(1), 1, atol=1e-5)
+
+
+def test_other_apps_model_is_refused(model, tmp_path, capsys):
+    """A molecules card in a retinopathy model folder: one line, exit status 2."""
+    mdir = tmp_path / "model"
+    save_model(model, mdir / "member_0" / "model.keras",
+               card=ModelCard(app="molecules", task="qm9-properties",
+                              input_spec={"graph": "bond"}, outputs={"gap": {"unit": "eV"}}))
+    (mdir / "ensemble.json").write_text(json.dumps({
+        "members": ["member_0/model.keras"],
+        "operating_points": {"high_sensitivity": {"name": "high_sensitivity", "threshold": 0.5,
+                                                  "sensitivity": 1.0, "specificity": 0.5}}}))
+    photo = tmp_path / "eye.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
+    rc = main(["retinopathy", "predict", str(mdir), str(photo), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0] == (f"error: expected a retinopathy model, found a molecules model "
+                      f"({mdir / 'member_0' / 'model.keras'})")
+    assert not (tmp_path / "o").exists()
+    # A member whose card is missing is refused too, before TensorFlow loads it.
+    (mdir / "member_0" / "model.card.json").unlink()
+    with pytest.raises(InputError, match="expected the model card model.card.json"):
+        load_members(mdir)
 
 
 def test_class_weights_and_loss():

@@ -1,4 +1,6 @@
 """The synthetic generator follows the ICDR rules and writes an EyePACS folder."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,8 +10,8 @@ from deepsci.apps.retinopathy.synth import (
     _FOVEA,
     SynthConfig,
     _base,
-    make_dataset,
     paint_lesions,
+    run_synth,
     synth_image,
 )
 from deepsci.core.errors import ConfigError
@@ -73,8 +75,8 @@ def test_synth_image_variants():
 
 
 def test_make_dataset_eyepacs_layout(tmp_path):
-    cfg = SynthConfig(n_patients=4, size=128, seed=5, ungradable_frac=0.5)
-    table = make_dataset(tmp_path, cfg)
+    cfg = SynthConfig(out=tmp_path, n_patients=4, size=128, seed=5, ungradable_frac=0.5)
+    table = run_synth(cfg)
     df = read_dataset(DatasetSpec(tmp_path / "trainLabels.csv"))
     assert len(df) == 8 and set(df["eye"]) == {"left", "right"}
     assert (df.groupby("patient").size() == 2).all()
@@ -82,5 +84,5 @@ def test_make_dataset_eyepacs_layout(tmp_path):
     assert ((df["dme"] == 1) <= (df["grade"] >= 2)).all()
     assert list(table["level"]) == list(df["grade"])
     first = (tmp_path / "train" / f"{df['image'].iloc[0]}.jpeg").read_bytes()
-    make_dataset(tmp_path / "again", cfg)
+    run_synth(dataclasses.replace(cfg, out=tmp_path / "again"))
     assert (tmp_path / "again" / "train" / f"{df['image'].iloc[0]}.jpeg").read_bytes() == first
