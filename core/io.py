@@ -34,6 +34,8 @@ __all__ = [
     "config_from_dict",
     "write_run_info",
     "save_figure",
+    "reading",
+    "remove_stale_temporaries",
 ]
 
 
@@ -222,3 +224,59 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int | None = None) -> Path
     finally:
         plt.close(fig)
     return path
+
+
+#: Exceptions that libraries raise on a damaged or mis-typed file (codecs, zip, gzip, TIFF, HDF5).
+DECODE_ERRORS = (OSError, EOFError, ValueError, UnicodeDecodeError, KeyError, IndexError,
+                 RuntimeError, __import__("zlib").error)
+
+
+@contextmanager
+def reading(path: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Turn a library's decoding error inside the block into one line naming the file.
+
+    Examples
+    --------
+    >>> import tempfile, gzip, pathlib
+    >>> bad = pathlib.Path(tempfile.mkdtemp()) / "calls.tsv.gz"
+    >>> _ = bad.write_text("not gzip")
+    >>> with reading(bad, "a gzip-compressed table"):
+    ...     _ = gzip.open(bad).read()
+    Traceback (most recent call last):
+    ...
+    deepsci.core.errors.InputError: expected a gzip-compressed table, found a file that does not decode: Not a gzipped file (b'no') (...calls.tsv.gz)
+    """
+    path = Path(path)
+    try:
+        yield path
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"expected {what}, found no file", path) from None
+    except IsADirectoryError:
+        raise InputError(f"expected {what}, found a folder", path) from None
+    except DECODE_ERRORS as e:
+        text = str(e).strip()
+        first = text.splitlines()[0][:160] if text else type(e).__name__
+        raise InputError(f"expected {what}, found a file that does not decode: {first}", path) from None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, stem: str | None = None) -> list[Path]:
+    """Remove temporaries an interrupted run left in ``folder``; return what was removed.
+
+    :func:`atomic_path` names them ``.<stem>.<random>.tmp<suffixes>``. Only
+    names of that form are touched (those of ``stem`` alone when given); a
+    rerun of the same command calls this before it writes.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    pattern = f".{stem}.*.tmp*" if stem else ".*.*.tmp*"
+    for p in folder.glob(pattern):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError, InputError
-from .io import config_from_dict, config_to_dict, read_json, write_json
+from .io import config_from_dict, config_to_dict, read_json, remove_stale_temporaries, write_json
 
 __all__ = ["RunDir", "StageRecord", "RUN_SCHEMA", "is_chief", "read_run", "config_from_run",
            "run_record_path"]
@@ -246,6 +246,8 @@ class RunDir:
             shutil.rmtree(self.out)
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
+        # An interrupted earlier attempt's half-written files never survive a rerun.
+        remove_stale_temporaries(self.path, stem=self.out.stem if self.file_output else None)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
