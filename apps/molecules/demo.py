@@ -2,11 +2,32 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from deepsci.core.report import DemoResult
+from deepsci.core.runs import RunDir
 
-__all__ = ["run_demo"]
+__all__ = ["DemoConfig", "run_demo"]
+
+
+@dataclass
+class DemoConfig:
+    """``deepsci molecules demo``.
+
+    Attributes
+    ----------
+    out : str
+        Output folder (the training run in train/, its evaluation in eval/).
+    quick : bool
+        Tiny settings (seconds).
+    """
+
+    out: str = "demo-molecules"
+    quick: bool = False
+
+    def validate(self) -> DemoConfig:
+        return self
 
 
 def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
@@ -43,8 +64,10 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
             data="subset", out=str(out_dir / "train"), val=0.1, test=0.1,
             train=TrainConfig(epochs=30, batch_size=32, learning_rate=1e-3,
                               lr_schedule="exponential", decay_steps=1000, decay_rate=0.5))
-    summary = train_molecules(cfg)
-    res = evaluate_run(EvaluateConfig(model=cfg.out, out=str(out_dir / "eval")))
+    with RunDir(out_dir, command="molecules demo", config=DemoConfig(str(out_dir), quick)) as run:
+        summary = train_molecules(cfg)
+        res = evaluate_run(EvaluateConfig(model=cfg.out, out=str(out_dir / "eval")))
+        run.record(n_train=summary["n_train"], n_test=res["n"], test_metrics=res["metrics"])
     metrics: dict[str, float | str] = {}
     for n, m in res["metrics"].items():
         metrics[f"{n} MAE [{m['unit']}]"] = round(m["mae"], 4)
@@ -53,7 +76,7 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     text = (f"enn-s2s MPNN trained on {summary['n_train']} molecules of the bundled QM9 subset "
             f"({cfg.train.epochs} epochs, {cfg.model.graph} graph), tested on {res['n']} held-out "
             f"molecules. Ratios below 1 reach chemical accuracy; full QM9 training is "
-            f"`deepsci molecules train --dataset qm9`.\n\n{res['table']}")
+            f"`deepsci molecules train --data qm9`.\n\n{res['table']}")
     return DemoResult(app="molecules", title="Molecules: QM9 properties with an MPNN",
                       metrics=metrics, figures=[Path(res["out"]) / "parity.png"], text=text,
                       seconds=round(time.perf_counter() - t0, 1))

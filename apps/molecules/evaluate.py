@@ -10,17 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import (
-    save_config,
-    save_figure,
-    write_json,
-    write_run_info,
-    write_text,
-)
+from deepsci.core.io import save_figure, write_json, write_text
+from deepsci.core.runs import RunDir
 
 from .graphs import featurize_set
 from .io import read_molecules, write_csv
-from .predict import load_members, predict_table, prediction_columns, resolve_models
+from .predict import load_members, output_units, predict_table, prediction_columns
 from .targets import TARGETS
 
 __all__ = ["EvaluateConfig", "target_metrics", "metrics_table", "parity_plot", "evaluate_run"]
@@ -33,11 +28,12 @@ class EvaluateConfig:
     Attributes
     ----------
     model : str
-        A training folder (all members) or one ``model.keras``.
+        A training folder (all members), one ``model.keras`` or comma-separated model files.
     data : str or None
         Labelled molecules (any readable format); ``None``: the folder's ``test_set.csv.gz``.
-    out : str
-        Output folder for metrics.json, metrics.md, parity.png and predictions.csv.
+    out : str or None
+        Output folder for metrics.json, metrics.md, parity.png and predictions.csv;
+        ``None``: ``<training folder>/eval``.
     batch_size : int
         Molecules per inference batch (at most).
     smiles_column : str
@@ -48,7 +44,7 @@ class EvaluateConfig:
 
     model: str
     data: str | None = None
-    out: str = "runs/molecules/eval"
+    out: str | None = None
     batch_size: int = 1024
     smiles_column: str = "smiles"
     skip_invalid: bool = False
@@ -122,43 +118,53 @@ def parity_plot(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], units:
     return save_figure(fig, path, dpi=110)
 
 
-def evaluate_run(cfg: EvaluateConfig) -> dict:
-    """Score a trained model (or ensemble) on labelled molecules; write the report files."""
+def _training_folder(spec: str) -> Path:
+    """The training folder of a model spec: the folder itself, or a member file's grandparent."""
+    first = Path(str(spec).split(",")[0].strip())
+    return first if first.is_dir() else first.parent.parent
+
+
+def evaluate_run(cfg: EvaluateConfig, *, overwrite: bool = False) -> dict:
+    """Score a trained model (or ensemble) on labelled molecules; write the report files.
+
+    Outputs in ``cfg.out`` (default ``<training folder>/eval``): ``metrics.json``,
+    ``metrics.md``, ``parity.png``, ``predictions.csv`` and ``run.json``.
+    """
     cfg.validate()
-    paths = resolve_models(cfg.model)
+    ens = load_members(cfg.model)
     data = cfg.data
     if data is None:
-        folder = Path(cfg.model) if Path(cfg.model).is_dir() else Path(cfg.model).parent.parent
+        folder = _training_folder(cfg.model)
         data = folder / "test_set.csv.gz"
         if not data.exists():
             raise InputError("expected --data or a test_set.csv.gz in the training folder, found "
                              "neither", folder)
-    models, meta = load_members(paths)
-    names, units = meta["targets"], meta["units"]
+    names, units = output_units(ens.card)
     ms = read_molecules(data, targets=None, smiles_column=cfg.smiles_column,
                         skip_invalid=cfg.skip_invalid)
     have = [n for n in names if n in ms.targets.columns]
     if not have:
         raise InputError(f"expected labels for at least one of {names}, found columns "
                          f"{list(ms.targets.columns)}", data)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
-    write_run_info(out, command="molecules evaluate", config=cfg)
-    table = featurize_set(ms, meta["input_spec"]["graph"], workers=1)
-    mean, std = predict_table(models, table, batch_size=cfg.batch_size)
-    cols = [names.index(n) for n in have]
-    y_true = ms.targets[have].to_numpy(np.float64)
-    y_pred = mean[:, cols]
-    metrics = target_metrics(y_true, y_pred, have, units)
-    md = metrics_table(metrics)
-    write_text(out / "metrics.md", f"# Evaluation on {Path(data).name}\n\nmodel: {cfg.model} "
-               f"({len(models)} member(s)); {len(ms)} molecules, {ms.n_skipped} skipped\n\n{md}\n")
-    write_json(out / "metrics.json", {"data": str(data), "n": len(ms), "n_skipped": ms.n_skipped,
-                                      "members": [str(p) for p in paths], "targets": metrics})
-    parity_plot(y_true, y_pred, have, units, out / "parity.png")
-    columns, out_units = prediction_columns(mean, std, names, units, members=len(models))
-    write_csv(out / "predictions.csv", ids=ms.ids, smiles=ms.smiles, columns=columns,
-              units=out_units)
+    out = Path(cfg.out) if cfg.out else _training_folder(cfg.model) / "eval"
+    with RunDir(out, command="molecules evaluate", config=cfg, inputs=[data, *ens.paths],
+                overwrite=overwrite) as run:
+        table = featurize_set(ms, ens.card.input_spec["graph"], workers=1)
+        mean, std = predict_table(ens, table, batch_size=cfg.batch_size)
+        y_true = ms.targets[have].to_numpy(np.float64)
+        y_pred = mean[:, [names.index(n) for n in have]]
+        metrics = target_metrics(y_true, y_pred, have, units)
+        md = metrics_table(metrics)
+        write_text(run.file("metrics.md"), f"# Evaluation on {Path(data).name}\n\nmodel: "
+                   f"{cfg.model} ({len(ens)} member(s)); {len(ms)} molecules, {ms.n_skipped} "
+                   f"skipped\n\n{md}\n")
+        summary = {"data": str(data), "n": len(ms), "n_skipped": ms.n_skipped,
+                   "members": [str(p) for p in ens.paths], "targets": metrics}
+        write_json(run.file("metrics.json"), summary)
+        parity_plot(y_true, y_pred, have, units, run.file("parity.png"))
+        columns, out_units = prediction_columns(mean, std, names, units, members=len(ens))
+        write_csv(run.file("predictions.csv"), ids=ms.ids, smiles=ms.smiles, columns=columns,
+                  units=out_units)
+        run.record(**summary)
     return {"metrics": metrics, "table": md, "n": len(ms), "n_skipped": ms.n_skipped,
             "out": str(out)}

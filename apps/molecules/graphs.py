@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .featurize import N_ATOM_FEATURES, N_EDGE_FEATURES, Graph, featurize_chunk
-from .io import MoleculeSet, map_chunks
+from .io import MoleculeSet, available_cpus
 
 __all__ = ["GraphTable", "collate", "make_source", "iterate_batches", "featurize_set",
            "pad_batch", "packing"]
@@ -66,22 +66,20 @@ class GraphTable:
 
 def featurize_set(ms: MoleculeSet, graph: str, *, desc: str = "featurise",
                   workers: int | None = None) -> GraphTable:
-    """Featurise every molecule of ``ms`` (with a progress bar).
+    """Featurise every molecule of ``ms`` (with a progress bar over chunks).
 
-    Chunks of :data:`FEATURIZE_CHUNK` molecules run in ``workers`` processes
-    (default: every available CPU); fewer molecules run in this process.
+    Chunks of :data:`FEATURIZE_CHUNK` molecules run in ``workers`` spawned
+    processes (:func:`deepsci.core.parallel.process_map`; default: every
+    available CPU), so a TensorFlow already running here is never forked;
+    a single chunk runs in this process.
     """
-    from deepsci.core.progress import progress
+    from deepsci.core.parallel import process_map
 
     step = FEATURIZE_CHUNK
     chunks = [(ms.mols[s:s + step], graph) for s in range(0, len(ms.mols), step)]
-    graphs = []
-    bar = progress(total=len(ms.mols), desc=desc, unit="mol")
-    for part in map_chunks(featurize_chunk, chunks, workers=workers):
-        graphs += part
-        bar.update(len(part))
-    bar.close()
-    return GraphTable.from_graphs(graphs)
+    parts = process_map(featurize_chunk, chunks, workers=workers or available_cpus(),
+                        desc=f"{desc} (chunks)", progress=True)
+    return GraphTable.from_graphs([g for part in parts for g in part])
 
 
 def graph_at(table: GraphTable, i: int) -> Graph:

@@ -16,15 +16,13 @@ each geometry with B3LYP; here the geometry is used as given.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import save_config, write_json, write_run_info
+from deepsci.core.runs import RunDir
 
 from .io import read_molecules, write_csv
 from .targets import HARTREE_EV
@@ -42,14 +40,24 @@ class LabelConfig:
     Attributes
     ----------
     inputs : str
-        Molecules in any readable format.
+        Molecules: .smi/.txt, .csv, .sdf, .xyz, a folder or tarball of xyz files.
     out : str
-        Output CSV in the format ``train`` reads (with the ``xyz`` geometry column).
+        Output CSV in the format ``train --data`` reads (with the ``xyz`` geometry column).
     method : str
-        ``"b3lyp-qm9"`` (QM9's level of theory) or ``"<method>/<basis>"`` with a
-        PySCF functional or ``hf`` and a PySCF basis name, e.g. ``"hf/sto-3g"``.
+        b3lyp-qm9 (QM9's B3LYP/6-31G(2df,p)) or <method>/<basis> with a PySCF
+        functional or hf and a PySCF basis name, e.g. hf/sto-3g.
     polarizability : bool
         Compute α by finite field (6 more SCF runs per molecule).
+    field : float
+        Finite-field strength in au for α.
+    max_memory_mb : int
+        PySCF's memory limit per SCF.
+    skip_invalid : bool
+        Skip unreadable molecules and report how many.
+    smiles_column : str
+        SMILES column of a CSV.
+    seed : int
+        Conformer seed for SMILES input.
     """
 
     inputs: str
@@ -66,6 +74,10 @@ class LabelConfig:
         _parse_method(self.method)
         if not 0 < self.field < 0.05:
             raise ConfigError(f"expected --field in (0, 0.05) au, found {self.field}")
+        if self.max_memory_mb < 100:
+            raise ConfigError(f"expected --max-memory-mb >= 100, found {self.max_memory_mb}")
+        if self.seed < 0:
+            raise ConfigError(f"expected --seed >= 0, found {self.seed}")
         return self
 
 
@@ -186,37 +198,39 @@ _UNITS = {"homo": "eV", "lumo": "eV", "gap": "eV", "mu": "D", "r2": "a0^2", "alp
           "e_scf": "eV"}
 
 
-def label_molecules(cfg: LabelConfig) -> dict:
+def label_molecules(cfg: LabelConfig, *, overwrite: bool = False) -> dict:
     """Label every molecule of ``cfg.inputs``; resumable, CSV written atomically at the end.
 
-    Finished molecules are kept in ``<out>.parts/`` so a killed run restarts
-    where it stopped; the folder is removed once the CSV is complete.
+    Finished molecules are kept as resume markers of the run (beside the
+    output, in ``.<out>.state/``), so a killed run restarts where it stopped;
+    they are removed once the CSV is complete. ``overwrite`` is accepted for
+    the CLI's output group (the CSV is always replaced atomically).
     """
     from deepsci.core.progress import progress
 
     cfg.validate()
     ms = read_molecules(cfg.inputs, targets=None, smiles_column=cfg.smiles_column,
                         skip_invalid=cfg.skip_invalid, seed=cfg.seed)
-    out = Path(cfg.out)
-    parts = out.with_name(out.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in progress(range(len(ms)), desc="label", unit="mol"):
-        part = parts / f"{i:07d}.json"
-        if part.exists():
-            rows.append(json.loads(part.read_text()))
-            continue
-        try:
-            row = label_molecule(ms.mols[i], method=cfg.method, polarizability=cfg.polarizability,
-                                 field=cfg.field, max_memory=cfg.max_memory_mb)
-        except ValueError as exc:
-            raise InputError(f"molecule {ms.ids[i]}: {exc}", cfg.inputs) from None
-        write_json(part, row)
-        rows.append(row)
-    names = list(_UNITS)
-    write_csv(out, ids=ms.ids, smiles=ms.smiles, mols=ms.mols,
-              columns={n: np.array([r[n] for r in rows]) for n in names}, units=_UNITS)
-    save_config(cfg, out.with_name(out.name.split(".")[0] + ".config.json"))
-    write_run_info(out.parent, command="molecules label", config=cfg)
-    shutil.rmtree(parts, ignore_errors=True)
-    return {"out": str(out), "n": len(ms), "n_skipped": ms.n_skipped, "rows": rows}
+    with RunDir(cfg.out, command="molecules label", config=cfg, inputs=[cfg.inputs],
+                overwrite=overwrite, file_output=True) as run:
+        rows = []
+        for i in progress(range(len(ms)), desc="label", unit="mol"):
+            key = f"{i:07d}"
+            if run.done(key):
+                rows.append(run.marker(key))
+                continue
+            try:
+                row = label_molecule(ms.mols[i], method=cfg.method,
+                                     polarizability=cfg.polarizability, field=cfg.field,
+                                     max_memory=cfg.max_memory_mb)
+            except ValueError as exc:
+                raise InputError(f"molecule {ms.ids[i]}: {exc}", cfg.inputs) from None
+            run.mark(key, row)
+            rows.append(row)
+        names = list(_UNITS)
+        write_csv(cfg.out, ids=ms.ids, smiles=ms.smiles, mols=ms.mols,
+                  columns={n: np.array([r[n] for r in rows]) for n in names}, units=_UNITS)
+        # The CSV holds every row now; the markers would only shadow a later re-run.
+        shutil.rmtree(run.state_dir, ignore_errors=True)
+        run.record(n=len(ms), n_skipped=ms.n_skipped, method=cfg.method, targets=names)
+    return {"out": str(cfg.out), "n": len(ms), "n_skipped": ms.n_skipped, "rows": rows}

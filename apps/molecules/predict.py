@@ -1,23 +1,28 @@
 """Inference: an ensemble's mean and spread for every molecule, and ``deepsci molecules predict``
 (SMILES/SDF/xyz/CSV in, CSV out with one column per target and, for ensembles, its std).
+
+Models are loaded through their cards (:mod:`deepsci.core.ensemble`; another app's
+model is refused in one line) and run through :class:`deepsci.core.predict.Predictor`.
 """
 from __future__ import annotations
 
-import weakref
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from deepsci.core.ensemble import Ensemble, combine, load_ensemble
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import save_config, write_run_info
+from deepsci.core.parallel import thread_map
+from deepsci.core.runs import RunDir
 
 from .graphs import GraphTable, collate, featurize_set, packing, pad_batch
 from .io import available_cpus, read_molecules, write_csv
+from .model import APP, TASK
 
-__all__ = ["PredictConfig", "predict_molecules", "resolve_models", "load_members",
+__all__ = ["PredictConfig", "predict_molecules", "load_members", "output_units",
            "inference_plan", "predict_table", "prediction_columns"]
-
 
 @dataclass
 class PredictConfig:
@@ -26,7 +31,7 @@ class PredictConfig:
     Attributes
     ----------
     model : str
-        Training folder (ensemble) or one ``model.keras``.
+        Training folder (ensemble), one ``model.keras`` or comma-separated model files.
     inputs : str
         ``.smi``/``.txt`` (one SMILES per line), ``.csv`` (SMILES column, optional
         ``xyz``), ``.sdf``, ``.xyz``, a folder or a tarball of xyz files.
@@ -58,58 +63,41 @@ class PredictConfig:
     def validate(self) -> PredictConfig:
         if self.batch_size < 1:
             raise ConfigError(f"expected --batch-size >= 1, found {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"expected --seed >= 0, found {self.seed}")
         return self
 
 
-def resolve_models(model: str | Path) -> list[Path]:
-    """Member model files of a training folder, or the single file given."""
-    p = Path(model)
-    if p.is_dir():
-        found = sorted(p.glob("member_*/model.keras"))
-        if not found:
-            raise InputError("expected a training folder with member_*/model.keras, found none", p)
-        return found
-    if p.suffix != ".keras":
-        raise InputError(f"expected a .keras model or a training folder, found {p.suffix or 'a file'}",
-                         p)
-    if not p.exists():
-        raise InputError("expected a trained model, found no file", p)
-    return [p]
+def load_members(spec: str | os.PathLike | Sequence, *, xla: bool = False) -> Ensemble:
+    """Load the molecules models ``spec`` names, checked against each other.
 
+    Parameters
+    ----------
+    spec : path, ``"a.keras,b.keras"`` or a list
+        A ``model.keras``, a comma-separated list, or a training folder
+        (``ensemble.json`` or ``member_*/model.keras``); see
+        :func:`deepsci.core.ensemble.model_paths`.
+    xla : bool
+        Compile each member's predict function with XLA.
 
-def load_members(paths):
-    """Load ensemble members; all must share targets and graph kind."""
-    from deepsci.core.models.serialization import load_model
-
-    models, meta = [], None
-    for p in paths:
-        m, side = load_model(p)
-        if side.get("app") != "molecules":
-            raise InputError(f"expected a molecules model, found one from app {side.get('app')!r}", p)
-        if meta is not None and (side["targets"] != meta["targets"]
-                                 or side["input_spec"] != meta["input_spec"]):
-            raise InputError("expected ensemble members with the same targets and features, "
-                             "found a mismatch", p)
-        models.append(m)
-        meta = meta or side
-    return models, meta
-
-
-_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _predict_fn(model, jit_compile: bool):
-    """One predict function per model and XLA setting, kept while the model lives.
-
-    Packed batches of one table share their shapes, so it traces (and, with
-    XLA, compiles) once per table shape rather than once per call.
+    Raises
+    ------
+    InputError
+        A missing model or card, another app's model, or members predicting
+        other targets (or in another order) than the first.
     """
-    import tensorflow as tf
+    ens = load_ensemble(spec, expect=APP, task=TASK, xla=xla)
+    order = list(ens.card.outputs)
+    for card, path in zip(ens.cards, ens.paths, strict=True):
+        if list(card.outputs) != order:
+            raise InputError(f"expected ensemble members predicting {order}, found "
+                             f"{list(card.outputs)}", path)
+    return ens
 
-    fns = _PREDICT_FNS.setdefault(model, {})
-    if jit_compile not in fns:
-        fns[jit_compile] = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
-    return fns[jit_compile]
+
+def output_units(card) -> tuple[list[str], dict[str, str]]:
+    """Target names in the model's output order and their units, from its card."""
+    return list(card.outputs), {n: o.get("unit", "") for n, o in card.outputs.items()}
 
 
 def inference_plan(table: GraphTable, batch_size: int) -> tuple[list[np.ndarray], int, int]:
@@ -140,19 +128,32 @@ def inference_plan(table: GraphTable, batch_size: int) -> tuple[list[np.ndarray]
     return batches, atoms, edges
 
 
+def _predictors(models, jit_compile: bool) -> list:
+    """Predictors of ``models``: an Ensemble, Keras models, predictors, or model paths."""
+    from deepsci.core.predict import BatchedPredictor, predictor
+
+    if isinstance(models, Ensemble):
+        return models.predictors
+    if isinstance(models, (str, os.PathLike)) or (
+            models and isinstance(models[0], (str, os.PathLike))):
+        return load_members(models, xla=jit_compile).predictors
+    return [m if isinstance(m, BatchedPredictor) else predictor(m, xla=jit_compile)
+            for m in models]
+
+
 def predict_table(models, table: GraphTable, *, batch_size: int = 1024, streams: int | None = None,
                   jit_compile: bool = False):
     """Ensemble mean and standard deviation for every molecule of ``table``.
 
     Batches are packed to one padded shape (see :func:`inference_plan`), so
-    the predict function is traced once (and, with ``jit_compile``, compiled
-    once by XLA), and ``streams`` threads run batches concurrently: the
-    gather/scatter ops of message passing use one core each, so one stream
-    per core is what keeps all cores busy.
+    each member's :class:`~deepsci.core.predict.Predictor` is traced once
+    (and, with ``jit_compile``, compiled once by XLA), and ``streams``
+    threads run batches concurrently: the gather/scatter ops of message
+    passing use one core each, so one stream per core keeps all cores busy.
 
     Parameters
     ----------
-    models : list of keras.Model or list of paths
+    models : Ensemble, list of keras.Model or Predictor, or model paths
     table : GraphTable
         M molecules.
     batch_size : int
@@ -160,38 +161,31 @@ def predict_table(models, table: GraphTable, *, batch_size: int = 1024, streams:
     streams : int, optional
         Concurrent inference threads; default: one per available CPU.
     jit_compile : bool
-        Compile the predict function with XLA.
+        Compile the predict function with XLA (models given as Keras models or paths).
 
     Returns
     -------
     mean, std : (M, T) float64
-        ``std`` is 0 for a single model.
+        Members' mean and sample standard deviation (0 for a single model).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    if models and not hasattr(models[0], "predict"):
-        models, _ = load_members(models)
+    predictors = _predictors(models, jit_compile)
     batches, n_atoms, n_edges = inference_plan(table, batch_size)
-    streams = max(1, min(int(streams or available_cpus()), len(batches) or 1))
+    if not batches:
+        t = int(predictors[0].model.output_shape[-1])
+        return np.zeros((0, t)), np.zeros((0, t))
+    streams = max(1, min(int(streams or available_cpus()), len(batches)))
     graphs = max(1, min(int(batch_size), len(table))) + 1
     outs = []
-    for model in models:
-        fn = _predict_fn(model, jit_compile)
-
-        def run(index, fn=fn):
+    for pred in predictors:
+        def run(index, pred=pred):
             x, _, _ = pad_batch(collate(table, index), np.zeros((len(index), 0), np.float32),
                                 atoms=n_atoms, edges=n_edges, graphs=graphs)
-            return np.asarray(fn(x))[:len(index)]
+            return np.asarray(pred(x))[:len(index)]
 
-        if not batches:
-            outs.append(np.zeros((0, int(model.output_shape[-1])), np.float64))
-            continue
         first = run(batches[0])  # traced here, before threads share the function
-        with ThreadPoolExecutor(streams) as pool:
-            rest = list(pool.map(run, batches[1:]))
+        rest = thread_map(run, batches[1:], workers=streams)
         outs.append(np.concatenate([first, *rest]).astype(np.float64))
-    stack = np.stack(outs)
-    return stack.mean(axis=0), (stack.std(axis=0) if len(outs) > 1 else np.zeros_like(stack[0]))
+    return combine(outs)
 
 
 def prediction_columns(mean: np.ndarray, std: np.ndarray, names: list[str], units: dict[str, str],
@@ -214,21 +208,26 @@ def prediction_columns(mean: np.ndarray, std: np.ndarray, names: list[str], unit
     return columns, out_units
 
 
-def predict_molecules(cfg: PredictConfig) -> dict:
-    """Predict every molecule of ``cfg.inputs``; write the CSV atomically."""
+def predict_molecules(cfg: PredictConfig, *, overwrite: bool = False) -> dict:
+    """Predict every molecule of ``cfg.inputs``; write the CSV and its ``<out>.run.json``.
+
+    ``overwrite`` is accepted for the CLI's output group; a file output is
+    always replaced atomically.
+    """
     cfg.validate()
-    paths = resolve_models(cfg.model)
-    models, meta = load_members(paths)
-    names, units = meta["targets"], meta["units"]
+    ens = load_members(cfg.model, xla=cfg.xla)
+    names, units = output_units(ens.card)
     # Targets in the input file are not needed; read the molecules only.
     ms = read_molecules(cfg.inputs, targets=None, smiles_column=cfg.smiles_column,
                         skip_invalid=cfg.skip_invalid, seed=cfg.seed)
-    table = featurize_set(ms, meta["input_spec"]["graph"])
-    mean, std = predict_table(models, table, batch_size=cfg.batch_size, jit_compile=cfg.xla)
-    columns, out_units = prediction_columns(mean, std, names, units, members=len(models))
-    out = Path(cfg.out)
-    write_csv(out, ids=ms.ids, smiles=ms.smiles, columns=columns, units=out_units, mols=ms.mols)
-    save_config(cfg, out.with_name(out.name.split(".")[0] + ".config.json"))
-    write_run_info(out.parent, command="molecules predict", config=cfg)
-    return {"out": str(out), "n": len(ms), "n_skipped": ms.n_skipped, "targets": names,
-            "members": len(models), "mean": np.asarray(mean)}
+    with RunDir(cfg.out, command="molecules predict", config=cfg, inputs=[cfg.inputs, *ens.paths],
+                overwrite=overwrite, file_output=True) as run:
+        table = featurize_set(ms, ens.card.input_spec["graph"])
+        mean, std = predict_table(ens, table, batch_size=cfg.batch_size)
+        columns, out_units = prediction_columns(mean, std, names, units, members=len(ens))
+        write_csv(cfg.out, ids=ms.ids, smiles=ms.smiles, columns=columns, units=out_units,
+                  mols=ms.mols)
+        run.record(n=len(ms), n_skipped=ms.n_skipped, skip_reasons=ms.skip_reasons,
+                   targets=names, members=len(ens))
+    return {"out": str(cfg.out), "n": len(ms), "n_skipped": ms.n_skipped, "targets": names,
+            "members": len(ens), "mean": np.asarray(mean)}

@@ -2,34 +2,43 @@
 
 Output folder of ``train_molecules(cfg)``::
 
-    out/config.json           resolved MoleculeTrainConfig
-    out/run_info.json
+    out/run.json              the run's record: resolved config, inputs, results (validation MAE)
     out/split.json            ids of train/val/test molecules
     out/test_set.csv.gz       held-out molecules with geometry and targets (for evaluate)
+    out/ensemble.json         the members (read by evaluate and predict through core.ensemble)
     out/member_<k>/           core loop state: checkpoints/, tensorboard/, history.json
-    out/member_<k>/model.keras + model.json   one trained ensemble member
-    out/summary.json          per-target validation MAE of the ensemble
+    out/member_<k>/model.keras + model.card.json   one trained ensemble member and its card
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from deepsci.core.accelerator import AcceleratorConfig
+from deepsci.core.ensemble import member_seeds, write_ensemble
 from deepsci.core.errors import ConfigError
-from deepsci.core.io import save_config, write_json, write_run_info
+from deepsci.core.io import config_to_dict, write_json
+from deepsci.core.runs import RunDir
 from deepsci.core.training import TrainConfig
 
 from .graphs import GraphTable, featurize_set, graph_at, make_source
 from .io import MoleculeSet, bundled_subset, read_molecules, read_qm9pack, write_csv
-from .model import ModelConfig, build_model, input_spec
+from .model import ModelConfig, build_model, member_card
 from .predict import predict_table
 from .targets import TARGETS, resolve_targets
 
 __all__ = ["MoleculeTrainConfig", "load_dataset", "split_indices", "fit_scaling", "make_loss",
            "train_molecules", "member_paths"]
+
+
+def _molecules_train_defaults() -> TrainConfig:
+    # Gilmer et al.'s recipe shape: Adam, learning rate halved on a fixed step schedule.
+    return TrainConfig(epochs=50, batch_size=64, learning_rate=1e-3, lr_schedule="exponential",
+                       decay_rate=0.5, decay_steps=20000, patience=None, monitor="val_loss")
 
 
 @dataclass
@@ -39,26 +48,38 @@ class MoleculeTrainConfig:
     Attributes
     ----------
     data : str
-        ``"qm9"`` (the qm9pack extra), ``"subset"`` (bundled QM9 subset) or a
-        file/folder in any format of :func:`~deepsci.apps.molecules.io.read_molecules`.
+        qm9 (all of QM9; needs the qm9 extra), subset (bundled) or a file/folder:
+        .csv, .sdf (+ .sdf.csv), .xyz, a folder or .tar.bz2 of xyz files.
     out : str
-        Output folder (resumable: rerunning continues the unfinished members).
+        Output folder (rerun to resume the unfinished members).
     targets : list of str or None
-        Target names; ``None`` = all 12 Gilmer targets present in the data.
+        Comma-separated targets; none or 'all': the 12 of Gilmer present in the data.
     limit : int or None
-        Use a seeded random sample of this many molecules.
+        Use a seeded random sample of N molecules.
     split : {"random", "scaffold"}
         Random or Bemis–Murcko scaffold split.
     val, test : float
         Fractions (< 1) or counts (>= 1) of validation and test molecules;
         QM9's standard split is ``val=10000, test=10000``.
+    seed : int
+        Seed of sampling, split, and of member k's weights and data order (seed + k).
     loss : {"mae", "mse"}
         On standardised targets, averaged over known targets.
     ensemble : int
-        Number of independently seeded members.
+        Number of independently seeded models.
     time_budget : float or None
-        Wall-clock minutes per member; training stops at the last epoch that
+        Wall-clock minutes per model; training stops at the last epoch that
         fits (needs a ``lr_schedule`` that does not depend on the epoch count).
+    smiles_column : str
+        SMILES column of a CSV.
+    skip_invalid : bool
+        Skip unreadable molecules and report how many.
+    model : ModelConfig
+        Size of the network.
+    train : TrainConfig
+        The core loop's settings (its ``seed`` is replaced by each member's).
+    accel : AcceleratorConfig
+        Strategy, precision and XLA.
     """
 
     data: str = "subset"
@@ -75,28 +96,43 @@ class MoleculeTrainConfig:
     smiles_column: str = "smiles"
     skip_invalid: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=50, batch_size=64, learning_rate=1e-3, lr_schedule="exponential",
-        decay_rate=0.5, decay_steps=20000, patience=None, monitor="val_loss"))
+    train: TrainConfig = field(default_factory=_molecules_train_defaults)
+    accel: AcceleratorConfig = field(default_factory=AcceleratorConfig)
+
+    def target_names(self) -> list[str] | None:
+        """The requested targets, or ``None`` for every Gilmer target present."""
+        if self.targets is None or list(self.targets) == ["all"]:
+            return None
+        return resolve_targets(list(self.targets))
 
     def validate(self) -> MoleculeTrainConfig:
-        if self.split not in ("random", "scaffold"):
-            raise ConfigError(f"expected --split random|scaffold, found {self.split!r}")
-        if self.loss not in ("mae", "mse"):
-            raise ConfigError(f"expected --loss mae|mse, found {self.loss!r}")
-        if self.ensemble < 1:
-            raise ConfigError(f"expected --ensemble >= 1, found {self.ensemble}")
+        """Raise :class:`ConfigError` for impossible values; return self unchanged."""
+        checks = [
+            (self.split in ("random", "scaffold"), "--split random|scaffold", repr(self.split)),
+            (self.loss in ("mae", "mse"), "--loss mae|mse", repr(self.loss)),
+            (self.ensemble >= 1, "--ensemble >= 1", self.ensemble),
+            (self.seed >= 0, "--seed >= 0", self.seed),
+            (self.limit is None or self.limit >= 2, "--limit >= 2", self.limit),
+            (self.time_budget is None or self.time_budget > 0, "--time-budget > 0",
+             self.time_budget),
+        ]
         for k in ("val", "test"):
             v = getattr(self, k)
-            if not (v == 0 or 0 < v < 1 or (v >= 1 and v == int(v))):
-                raise ConfigError(f"expected --{k} as a fraction < 1 or a count, found {v}")
+            checks.append((v == 0 or 0 < v < 1 or (v >= 1 and v == int(v)),
+                           f"--{k} as a fraction < 1 or a count", v))
+        for ok, what, found in checks:
+            if not ok:
+                raise ConfigError(f"expected {what}, found {found}")
         if self.time_budget is not None and self.train.lr_schedule == "cosine":
             raise ConfigError("expected a --lr-schedule other than cosine with --time-budget, "
                               "found cosine (its length depends on the epoch count)")
-        if self.targets is not None:
-            self.targets = resolve_targets(self.targets)
+        try:
+            self.target_names()
+        except ValueError as exc:
+            raise ConfigError(f"--targets: {exc}") from None
         self.model.validate()
         self.train.validate()
+        self.accel.validate()
         return self
 
 
@@ -211,83 +247,119 @@ def member_paths(out: Path, ensemble: int) -> list[Path]:
     return [Path(out) / f"member_{k}" / "model.keras" for k in range(ensemble)]
 
 
-def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None,
-                    dataset: MoleculeSet | None = None, table: GraphTable | None = None) -> dict:
-    """Run the whole training stage; returns the summary written to ``summary.json``.
+def _data_info(cfg: MoleculeTrainConfig) -> tuple[dict, list[Path]]:
+    """The card's provenance of ``cfg.data`` and the input files to record."""
+    qm9 = "CC BY 4.0 (QM9: Ramakrishnan et al., Sci. Data 2014)"
+    if cfg.data == "qm9":
+        return {"name": "QM9 (qm9pack)", "files": [], "licence": qm9, "synthetic": False}, []
+    path = bundled_subset() if cfg.data == "subset" else Path(cfg.data)
+    info = {"name": "bundled QM9 subset" if cfg.data == "subset" else path.name,
+            "files": [str(path)]}
+    if cfg.data == "subset":
+        info.update(licence=qm9, synthetic=False)
+    return info, [path]
 
-    Resumable: a killed run restarted with the same config continues from the
-    last checkpoint of the unfinished member; finished members are kept.
-    ``dataset`` skips reading ``cfg.data`` when the caller already holds the
-    molecules (it must be what ``load_dataset`` returns for ``cfg``), and
-    ``table`` skips featurising them (``featurize_set(dataset, cfg.model.graph)``).
-    """
-    import dataclasses
 
-    from deepsci.core.accelerator import resolve_strategy
-    from deepsci.core.models.serialization import save_model
-    from deepsci.core.training import train
-
-    cfg = cfg.validate()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
-    write_run_info(out, command="molecules train", config=cfg)
-    ms = dataset if dataset is not None else load_dataset(
-        cfg.data, targets=cfg.targets, limit=cfg.limit, seed=cfg.seed,
-        smiles_column=cfg.smiles_column, skip_invalid=cfg.skip_invalid)
-    names = list(ms.targets.columns)
+def _write_split(run: RunDir, ms: MoleculeSet, cfg: MoleculeTrainConfig, units: dict):
+    """Split ``ms``; write ``split.json`` and the held-out ``test_set.csv.gz``."""
     tr, va, te = split_indices(ms, kind=cfg.split, val=cfg.val, test=cfg.test, seed=cfg.seed)
     if len(va) == 0:
         raise ConfigError("expected a validation set (--val > 0), found none")
-    write_json(out / "split.json", {"train": [ms.ids[i] for i in tr], "val": [ms.ids[i] for i in va],
-                                    "test": [ms.ids[i] for i in te], "n_skipped": ms.n_skipped})
-    units = {n: (TARGETS[n].unit if n in TARGETS else ms.units.get(n, "")) for n in names}
+    write_json(run.file("split.json"), {"train": [ms.ids[i] for i in tr],
+                                        "val": [ms.ids[i] for i in va],
+                                        "test": [ms.ids[i] for i in te], "n_skipped": ms.n_skipped})
     if len(te):
         test = ms.subset(te)
-        write_csv(out / "test_set.csv.gz", ids=test.ids, smiles=test.smiles, mols=test.mols,
-                  columns={n: test.targets[n].to_numpy() for n in names}, units=units)
-    if table is None or len(table) != len(ms):
-        table = featurize_set(ms, cfg.model.graph)
-    y = ms.targets.to_numpy(np.float32)
-    sub = lambda idx: GraphTable.from_graphs(  # noqa: E731
-        [graph_at(table, i) for i in idx])
-    t_train, t_val = sub(tr), sub(va)
-    scaling = fit_scaling(t_train, y[tr].astype(np.float64))
-    strategy = strategy or resolve_strategy("auto")
+        write_csv(run.file("test_set.csv.gz"), ids=test.ids, smiles=test.smiles, mols=test.mols,
+                  columns={n: test.targets[n].to_numpy() for n in units}, units=units)
+    return tr, va, te
+
+
+def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None, dataset: MoleculeSet | None = None,
+                    table: GraphTable | None = None, overwrite: bool = False) -> dict:
+    """Run the whole training stage; returns the results recorded in ``run.json``.
+
+    Resumable: a killed run restarted with the same config continues from the
+    last checkpoint of the unfinished member; finished members are kept
+    (their markers are in ``out/.state``). ``overwrite`` starts a finished run
+    afresh. ``dataset`` skips reading ``cfg.data`` when the caller already
+    holds the molecules (it must be what ``load_dataset`` returns for
+    ``cfg``), and ``table`` skips featurising them
+    (``featurize_set(dataset, cfg.model.graph)``).
+    """
+    from deepsci.core.accelerator import setup
+
+    cfg = cfg.validate()
+    data_info, inputs = _data_info(cfg)
+    with RunDir(cfg.out, command="molecules train", config=cfg, inputs=inputs,
+                overwrite=overwrite) as run:
+        ms = dataset if dataset is not None else load_dataset(
+            cfg.data, targets=cfg.target_names(), limit=cfg.limit, seed=cfg.seed,
+            smiles_column=cfg.smiles_column, skip_invalid=cfg.skip_invalid)
+        names = list(ms.targets.columns)
+        units = {n: (TARGETS[n].unit if n in TARGETS else ms.units.get(n, "")) for n in names}
+        tr, va, te = _write_split(run, ms, cfg, units)
+        if table is None or len(table) != len(ms):
+            table = featurize_set(ms, cfg.model.graph)
+        y = ms.targets.to_numpy(np.float32)
+        t_train = GraphTable.from_graphs([graph_at(table, i) for i in tr])
+        t_val = GraphTable.from_graphs([graph_at(table, i) for i in va])
+        scaling = fit_scaling(t_train, y[tr].astype(np.float64))
+        data_info.update(n_train=len(tr), n_val=len(va), n_test=len(te),
+                         seeds={"sample": cfg.seed, "split": cfg.seed})
+        members = _train_members(run, cfg, (t_train, y[tr]), (t_val, y[va]), scaling, units,
+                                 data_info, strategy or setup(cfg.accel))
+        write_ensemble(run.path, members, info={"targets": names})
+        pred, _ = predict_table(members, t_val)
+        mae = {n: float(np.nanmean(np.abs(pred[:, j] - y[va, j]))) for j, n in enumerate(names)}
+        summary = {"members": [str(m) for m in members], "targets": names, "units": units,
+                   "n_train": len(tr), "n_val": len(va), "n_test": len(te),
+                   "n_skipped": ms.n_skipped, "val_mae": mae}
+        run.record(**summary)
+    return summary
+
+
+def _train_members(run: RunDir, cfg: MoleculeTrainConfig, train_set, val_set, scaling: dict,
+                   units: dict, data_info: dict, strategy) -> list[Path]:
+    """Train (or keep, when a marker says it finished) every member; save each with its card."""
+    from deepsci.core.models.serialization import save_model
+    from deepsci.core.training import train
+
+    (t_train, y_train), (t_val, y_val) = train_set, val_set
+    names = list(units)
     tc = cfg.train
     members = []
-    for k, path in enumerate(member_paths(out, cfg.ensemble)):
-        if path.exists():
-            members.append(str(path))
+    seeds = member_seeds(cfg.seed, cfg.ensemble)
+    for k, (path, seed) in enumerate(zip(member_paths(run.path, cfg.ensemble), seeds, strict=True)):
+        key = f"member_{k}"
+        if run.done(key) and path.exists():
+            members.append(path)
             continue
-        mcfg = dataclasses.replace(tc, seed=tc.seed + k)
-        src = make_source(t_train, y[tr], global_batch=tc.batch_size, shuffle=True, seed=mcfg.seed)
-        val_src = make_source(t_val, y[va], global_batch=tc.batch_size, shuffle=False)
+        mcfg = dataclasses.replace(tc, seed=seed)
+        src = make_source(t_train, y_train, global_batch=tc.batch_size, shuffle=True, seed=seed)
+        val_src = make_source(t_val, y_val, global_batch=tc.batch_size, shuffle=False)
         build = lambda: build_model(len(names), cfg.model, scaling)  # noqa: E731
         loss = make_loss(scaling["std"], cfg.loss)
         result = _train_member(train, build, src, val_src, loss, mcfg, path.parent, strategy,
                                cfg.time_budget)
-        sidecar = {
-            "app": "molecules", "targets": names, "units": units,
-            "input_spec": input_spec(cfg.model.graph),
-            "preprocessing": scaling, "model_config": dataclasses.asdict(cfg.model),
-            "train_config": dataclasses.asdict(mcfg), "member": k,
-            "history_tail": result.history[-1] if result.history else {},
-        }
-        save_model(result.model, path, sidecar=sidecar)
-        members.append(str(path))
-    pred, _ = predict_table(members, t_val)
-    mae = {n: float(np.nanmean(np.abs(pred[:, j] - y[va, j]))) for j, n in enumerate(names)}
-    summary = {"members": members, "targets": names, "units": units, "n_train": len(tr),
-               "n_val": len(va), "n_test": len(te), "n_skipped": ms.n_skipped, "val_mae": mae}
-    write_json(out / "summary.json", summary)
-    return summary
+        pred, _ = predict_table([result.model], t_val)
+        val_mae = {n: float(np.nanmean(np.abs(pred[:, j] - y_val[:, j])))
+                   for j, n in enumerate(names)}
+        card = member_card(
+            units=units, graph=cfg.model.graph, scaling=scaling, data=data_info,
+            training={"command": "molecules train", "config": config_to_dict(cfg), "member": k,
+                      "seed": seed, "epochs_run": len(result.history), "steps": result.steps},
+            metrics={"validation": {n: {"mae": v, "unit": units[n]} for n, v in val_mae.items()}},
+            extra={"member": k, "model_config": dataclasses.asdict(cfg.model),
+                   "history_tail": result.history[-1] if result.history else {}})
+        save_model(result.model, path, card=card)
+        run.mark(key, {"path": str(path), "val_mae": val_mae})
+        members.append(path)
+    return members
 
 
 def _train_member(train, build, src, val_src, loss, tc, out_dir: Path, strategy, budget):
     """One member; with a time budget, epoch by epoch until the next would not fit."""
-    import dataclasses
-
     if budget is None:
         return train(build, src, loss, tc, out_dir, val_data=val_src, strategy=strategy)
     start = time.perf_counter()

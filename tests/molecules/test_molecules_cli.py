@@ -1,5 +1,6 @@
 """CLI end to end on tiny data: train → evaluate → predict, label, bad inputs; overfitting."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,11 +26,15 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys, check_reported_mae):
                "--targets", "gap,u0,mu", "--val", "0.2", "--test", "0.2", "--ensemble", "2", *TINY])
     assert rc == 0, capsys.readouterr().err
     assert "validation MAE" in capsys.readouterr().out
-    for f in ("config.json", "run_info.json", "split.json", "test_set.csv.gz", "summary.json",
-              "member_0/model.keras", "member_1/model.json", "member_0/history.json"):
+    for f in ("run.json", "split.json", "test_set.csv.gz", "ensemble.json", "member_0/model.keras",
+              "member_1/model.card.json", "member_0/history.json"):
         assert (run / f).exists(), f
-    side = json.loads((run / "member_0/model.json").read_text())
-    assert side["targets"] == ["gap", "u0", "mu"] and side["units"]["u0"] == "eV"
+    card = json.loads((run / "member_1/model.card.json").read_text())
+    assert card["app"] == "molecules" and list(card["outputs"]) == ["gap", "u0", "mu"]
+    assert card["outputs"]["u0"]["unit"] == "eV" and card["training"]["seed"] == 1
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "done" and record["config"]["targets"] == ["gap", "u0", "mu"]
+    assert record["results"]["n_train"] + record["results"]["n_val"] + record["results"]["n_test"] == 46
 
     rc = main(["molecules", "evaluate", str(run)])
     out = capsys.readouterr().out
@@ -39,6 +44,11 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys, check_reported_mae):
     check_reported_mae(metrics, run / "eval/predictions.csv", run / "test_set.csv.gz", out,
                        {"gap": "eV", "u0": "eV", "mu": "D"})
     assert (run / "eval/parity.png").stat().st_size > 1000
+    # One record per output folder, and none of the old per-command copies of the config.
+    assert sorted(p.relative_to(run) for p in run.rglob("run.json")) == \
+        [Path("eval/run.json"), Path("run.json")]
+    for old in ("config.json", "run_info.json", "summary.json", "member_0/model.json"):
+        assert not (run / old).exists() and not (run / "eval" / old).exists(), old
 
     smi = tmp_path / "new.smi"
     smi.write_text("CCO ethanol\nc1ccccc1 benzene\nCC(C)(C)O\n")
@@ -52,7 +62,23 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys, check_reported_mae):
                                rtol=1e-5, atol=1e-5)
     assert list(df["id"][:2]) == ["ethanol", "benzene"] and len(df) == 3
     assert {"gap [eV]", "gap_std [eV]", "u0 [eV]", "mu [D]", "xyz"} <= set(df.columns)
-    assert np.all(df["gap_std [eV]"] >= 0) and np.all(np.isfinite(df["u0 [eV]"]))
+    assert (tmp_path / "pred.csv.run.json").exists() and not (tmp_path / "run_info.json").exists()
+    # The ensemble columns are the mean and sample std of the members' own predictions.
+    members = []
+    for k in (0, 1):
+        rc = main(["molecules", "predict", str(run / f"member_{k}/model.keras"), str(smi), "--out",
+                   str(tmp_path / f"m{k}.csv")])
+        assert rc == 0, capsys.readouterr().err
+        members.append(pd.read_csv(tmp_path / f"m{k}.csv"))
+        assert "gap_std [eV]" not in members[-1].columns
+    for col in ("gap [eV]", "u0 [eV]", "mu [D]"):
+        both = np.stack([m[col].to_numpy() for m in members])
+        np.testing.assert_allclose(df[col], both.mean(axis=0), rtol=1e-5, atol=1e-6)
+        std_col = col.replace(" [", "_std [")
+        # Members' float32 outputs vary in the last digits from run to run, which the std
+        # of two close values amplifies; a population std (ddof=0) would be 29 % off.
+        scale = 2e-6 * float(np.abs(both).max())
+        np.testing.assert_allclose(df[std_col], both.std(axis=0, ddof=1), rtol=0.05, atol=scale)
     # atomref makes even an untrained-ish model put U0 on the right scale (~ -4200 eV for ethanol).
     assert -6000 < df["u0 [eV]"][0] < -2000
 
@@ -91,7 +117,8 @@ def test_label_water_hf_sto3g(tmp_path, capsys):
     assert row["mu [D]"] == pytest.approx(1.7245, abs=0.01)
     assert row["r2 [a0^2]"] == pytest.approx(17.90, abs=0.05)
     assert 1.5 < row["alpha [a0^3]"] < 4.0
-    assert not (tmp_path / "labels.csv.parts").exists()
+    assert not (tmp_path / ".labels.csv.state").exists()
+    assert json.loads((tmp_path / "labels.csv.run.json").read_text())["config"]["method"] == "hf/sto-3g"
     # The output is the format `train` reads.
     from deepsci.apps.molecules.io import read_molecules
 
@@ -135,7 +162,7 @@ def test_train_scaffold_split_with_time_budget(data_csv, tmp_path, capsys):
                "--targets", "gap", "--split", "scaffold", "--val", "0.2", "--test", "0.2",
                "--time-budget", "0.02", *TINY])
     assert rc == 0, capsys.readouterr().err
-    cfg = json.loads((run / "config.json").read_text())
+    cfg = json.loads((run / "run.json").read_text())["config"]
     assert cfg["split"] == "scaffold" and cfg["time_budget"] == 0.02
     # A 1.2-second budget ends long before 50 epochs (the first one always runs).
     history = json.loads((run / "member_0/history.json").read_text())
@@ -152,3 +179,56 @@ def test_train_scaffold_split_with_time_budget(data_csv, tmp_path, capsys):
                "--time-budget", "1", "--lr-schedule", "cosine", *TINY[:-2]])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and "cosine" in err[0]
+
+
+def test_config_rerun_reproduces_the_recorded_run(data_csv, tmp_path, capsys):
+    """`--config <out>/run.json --out <other>` re-runs train and predict with the same results."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    rc = main(["molecules", "train", "--data", str(data_csv), "--out", str(first), "--epochs", "1",
+               "--targets", "gap", "--val", "0.2", "--test", "0.2", "--seed", "3", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["molecules", "train", "--config", str(first / "run.json"), "--out", str(second)])
+    assert rc == 0, capsys.readouterr().err
+    a, b = (json.loads((d / "run.json").read_text()) for d in (first, second))
+    assert b["config"] == {**a["config"], "out": str(second)}
+    assert b["config"]["model"]["edge_hidden"] == [8, 4] and b["config"]["train"]["learning_rate"] == 3e-3
+    assert (first / "split.json").read_text() == (second / "split.json").read_text()
+    assert a["results"]["val_mae"]["gap"] == pytest.approx(b["results"]["val_mae"]["gap"], rel=1e-5)
+
+    smi = tmp_path / "new.smi"
+    smi.write_text("CCO ethanol\nN#CC#N\n")
+    rc = main(["molecules", "predict", str(first), str(smi), "--out", str(tmp_path / "p.csv")])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["molecules", "predict", "--config", str(tmp_path / "p.csv.run.json"), "--out",
+               str(tmp_path / "q.csv")])
+    assert rc == 0, capsys.readouterr().err
+    p, q = pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "q.csv")
+    assert list(p["id"]) == ["ethanol", "new.smi:2"]
+    pd.testing.assert_frame_equal(p, q)
+
+
+def test_another_apps_model_is_refused_in_one_line(data_csv, tmp_path, capsys):
+    """A model whose card names another app, or that has no card, is one error line, status 2."""
+    run = tmp_path / "run"
+    rc = main(["molecules", "train", "--data", str(data_csv), "--out", str(run), "--epochs", "1",
+               "--targets", "gap", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    model = run / "member_0/model.keras"
+    card = json.loads(model.with_suffix(".card.json").read_text())
+    smi = tmp_path / "x.smi"
+    smi.write_text("CCO\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.keras").write_bytes(model.read_bytes())
+    (other / "model.card.json").write_text(json.dumps({**card, "app": "variants", "task": "genotype"}))
+    nocard = tmp_path / "nocard"
+    nocard.mkdir()
+    (nocard / "model.keras").write_bytes(model.read_bytes())
+    for path, msg in ((other / "model.keras", "expected a molecules model, found a variants model"),
+                      (nocard / "model.keras", "expected the model card model.card.json")):
+        for verb in (["predict", str(path), str(smi), "--out", str(tmp_path / "o.csv")],
+                     ["evaluate", str(path), "--data", str(data_csv), "--out", str(tmp_path / "e")]):
+            rc = main(["molecules", *verb])
+            err = capsys.readouterr().err.strip().splitlines()
+            assert rc == 2 and len(err) == 1 and msg in err[0] and str(path) in err[0], err
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "e").exists()

@@ -24,14 +24,18 @@ def _inputs(gs):
 
 
 def test_round_trip_safe_mode(graphs, tmp_path):
+    from deepsci.apps.molecules.model import member_card
     from deepsci.core.models.serialization import load_model, save_model
 
     m = _model(mean=[1.0, 2.0, 3.0], std=[0.5, 1.0, 2.0], atomref=[[0.1, 0, 0]] * 5)
     x = _inputs(graphs)
     y = np.asarray(m(x))
-    save_model(m, tmp_path / "m.keras", sidecar={"app": "molecules"})
-    m2, side = load_model(tmp_path / "m.keras")
-    assert side["app"] == "molecules"
+    card = member_card(units={"gap": "eV", "mu": "D", "cv": "cal/mol/K"}, graph="complete",
+                       scaling={}, training={}, data={}, metrics={}, extra={})
+    save_model(m, tmp_path / "m.keras", card=card)
+    m2, back = load_model(tmp_path / "m.keras", expect="molecules", task="qm9-properties")
+    assert back.outputs["mu"] == {"unit": "D", "chemical_accuracy": 0.1}
+    assert list(back.outputs) == ["gap", "mu", "cv"] and back.input_spec["graph"] == "complete"
     np.testing.assert_allclose(np.asarray(m2(x)), y, rtol=1e-5, atol=1e-5)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from deepsci.core.errors import InputError
 
-from .base import MoleculeSet, available_cpus, map_chunks, select_targets
+from .base import MoleculeSet, available_cpus, select_targets
 from .csvfile import read_csv, write_csv
 from .geometry import geometry_string, mol_from_xyz
 from .qm9pack import qm9pack_dir, read_qm9pack
@@ -43,7 +43,6 @@ __all__ = [
     "geometry_string",
     "write_csv",
     "bundled_subset",
-    "map_chunks",
     "available_cpus",
 ]
 

@@ -15,7 +15,7 @@ from deepsci.core.errors import InputError
 from ..targets import GILMER_TARGETS, TARGETS, parse_column
 
 __all__ = ["MoleculeSet", "Collector", "HARTREE_TARGETS", "parse_float", "canonical_unit",
-           "target_columns", "select_targets", "available_cpus", "map_chunks"]
+           "target_columns", "select_targets", "available_cpus"]
 
 #: Targets QM9's own files (xyz, qm9pack, MoleculeNet) store in Hartree.
 HARTREE_TARGETS = frozenset(("homo", "lumo", "gap", "zpve", "u0", "u", "h", "g"))
@@ -156,25 +156,9 @@ def select_targets(ms: MoleculeSet, targets: list[str] | None, path) -> Molecule
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """CPUs this process may run on (its affinity mask where the OS has one).
 
-
-def map_chunks(func, chunks: list, *, workers: int | None = None):
-    """``func`` over ``chunks`` in order, in a pool of ``workers`` processes.
-
-    ``workers=None`` uses every CPU this process may run on; one worker or a
-    single chunk runs in this process. Workers are spawned, not forked, so a
-    TensorFlow already initialised in the parent is never copied mid-state.
+    The default worker count of the app's process pools: a container or
+    ``taskset`` limit counts, not the machine's cores.
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    if workers is None:
-        workers = available_cpus()
-    workers = max(1, min(int(workers or 1), len(chunks)))
-    if workers == 1:
-        yield from map(func, chunks)
-        return
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        yield from pool.map(func, chunks)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from deepsci.core.errors import InputError
+from deepsci.core.parallel import process_map
 
 from ..targets import GILMER_TARGETS, HARTREE_EV
-from .base import HARTREE_TARGETS, Collector, MoleculeSet, canonical_unit, map_chunks
+from .base import HARTREE_TARGETS, Collector, MoleculeSet, available_cpus, canonical_unit
 from .geometry import mol_from_xyz
 
 __all__ = ["read_qm9pack", "qm9pack_dir", "qm9pack_rows"]
@@ -71,9 +72,8 @@ def read_qm9pack(*, limit: int | None = None, seed: int = 0, skip_invalid: bool 
 
 
 def from_qm9pack_frame(df: pd.DataFrame, folder: Path, skip_invalid: bool,
-                        workers: int | None = None) -> MoleculeSet:
-    from deepsci.core.progress import progress
-
+                       workers: int | None = None) -> MoleculeSet:
+    """Molecules and targets of qm9pack rows, built in ``workers`` processes (default: all CPUs)."""
     col = Collector(folder, skip_invalid)
     values = {}
     for src, name in _QM9PACK_COLUMNS.items():
@@ -81,17 +81,15 @@ def from_qm9pack_frame(df: pd.DataFrame, folder: Path, skip_invalid: bool,
         values[name] = v * HARTREE_EV if name in HARTREE_TARGETS else v
     records = list(zip(df["XYZ_file"], df["Elements"], df["XYZ_Ang"], df["SMILES"], strict=True))
     chunks = [records[s:s + _CHUNK] for s in range(0, len(records), _CHUNK)]
-    bar = progress(total=len(records), desc="read QM9", unit="mol")
     i = 0
-    for chunk in map_chunks(qm9pack_rows, chunks, workers=workers):
+    for chunk in process_map(qm9pack_rows, chunks, workers=workers or available_cpus(),
+                             desc="read QM9 (chunks)", progress=True):
         for name, mol, reason in chunk:
             if mol is None:
                 col.bad(name, reason)
             else:
                 col.add(name, mol, {n: values[n][i] for n in GILMER_TARGETS})
             i += 1
-        bar.update(len(chunk))
-    bar.close()
     return col.result({c: canonical_unit(c, None) for c in GILMER_TARGETS},
                       columns=list(GILMER_TARGETS))
 
