@@ -61,7 +61,7 @@ def test_heatmap_rerun_skips_finished_slides(trained, slide_dir, heatmaps):
     assert (heatmaps / "tumor_001.heatmap.tif").stat().st_mtime_ns == before
 
 
-def test_detect_and_evaluate(heatmaps, slide_dir, tmp_path):
+def test_detect_and_evaluate(heatmaps, slide_dir, tmp_path, official):
     det, ev = tmp_path / "det", tmp_path / "eval"
     assert main(["pathology", "detect", "--heatmaps", str(heatmaps), "--out", str(det),
                  "--threshold", "0.2"]) == 0
@@ -73,8 +73,46 @@ def test_detect_and_evaluate(heatmaps, slide_dir, tmp_path):
                  "--out", str(ev)]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert m["slide_auc"] == 1.0
-    assert m["lesions"] == 1 and 0.0 < m["froc"] <= 1.0
+    assert m["lesions"] == 1 and m["tumour_slides"] == 1 and m["slides"] == 2
     assert (ev / "froc.png").exists() and (ev / "roc.png").exists()
+    # The 1024-px masks stop at level 4 (the official script needs the level in the file):
+    # the CLI's FROC there equals Evaluation_FROC.py run on the written CSVs and mask TIFFs.
+    _evaluate_like_official(det, slide_dir, tmp_path / "eval4", official, level=4)
+    # A harder set from the same files: the detections at half their probability, a grid of
+    # points with random probabilities over the tumour slide (any error in where a point lands
+    # moves points between lesion and false positive) and false positives above the lesion's
+    # probability on the normal slide, so the score is neither 0 nor 1.
+    hard = tmp_path / "hard"
+    hard.mkdir()
+    grid = np.arange(8, 1024, 48)
+    gx, gy = np.meshgrid(grid, grid)
+    gp = np.round(np.random.default_rng(0).uniform(0, 0.45, gx.size), 3)  # ties, as in heatmaps
+    for path in det.glob("*.csv"):
+        if path.name != "slides.csv":
+            rows = [line.split(",") for line in path.read_text().splitlines()]
+            lines = [f"{float(p) / 2:.6f},{x},{y}" for p, x, y in rows]
+            if path.stem == "tumor_001":
+                lines += [f"{p:.3f},{x},{y}" for p, x, y in zip(gp, gx.ravel(), gy.ravel(), strict=True)]
+            if path.stem == "normal_001":
+                # (0.01: the script skips the lowest probability as a threshold; keep the lesion's)
+                lines += ["0.900000,40,40", "0.600000,1000,1000", "0.010000,500,500"]
+            (hard / path.name).write_text("".join(line + "\n" for line in lines))
+    score = _evaluate_like_official(hard, slide_dir, tmp_path / "eval_hard", official, level=4)
+    assert 0.0 < score < 1.0
+
+
+def _evaluate_like_official(det, truth, out, official, *, level: int) -> float:
+    """``deepsci pathology evaluate`` at ``level`` == the official script on the same files."""
+    assert main(["pathology", "evaluate", "--detections", str(det), "--truth", str(truth),
+                 "--out", str(out), "--level", str(level)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    want, fps, sens = official.from_files(det, truth, level)
+    assert m["froc"] == pytest.approx(want, abs=1e-9)
+    for point, value in m["sensitivity_at"].items():
+        assert value == pytest.approx(np.interp(float(point), fps[::-1], sens[::-1]), abs=1e-9), point
+    curve = np.loadtxt(out / "froc_curve.csv", delimiter=",", skiprows=1, ndmin=2)
+    np.testing.assert_allclose(curve, np.column_stack([fps, sens]), atol=1e-6)
+    return want
 
 
 def test_synth_and_tissue_commands(tmp_path):
@@ -112,7 +150,7 @@ def test_cli_bad_inputs(trained, slide_dir, tmp_path, capsys):
                                "--out", str(tmp_path / "d"), "--threshold", "2"])
 
 
-def test_multiscale_towers_end_to_end(tmp_path):
+def test_multiscale_towers_end_to_end(tmp_path, official):
     """40x/20x/10x towers: train -> heatmap (Dask-free) -> detect -> evaluate on 40x slides."""
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
 
@@ -137,5 +175,10 @@ def test_multiscale_towers_end_to_end(tmp_path):
     assert main(["pathology", "evaluate", "--detections", str(det), "--truth", str(slides),
                  "--out", str(ev)]) == 0
     m = json.loads((ev / "metrics.json").read_text())
-    assert m["slides"] == 2 and m["lesions"] == 1 and 0.0 <= m["froc"] <= 1.0
-    assert "slide_auc" in m
+    assert m["slides"] == 2 and m["lesions"] == 1
+    # 2048-px masks reach level 5: the default evaluation is exactly the official script's
+    want, _, _ = official.from_files(det, slides, 5)
+    assert m["froc"] == pytest.approx(want, abs=1e-9)
+    scores = dict(line.split(",") for line in (det / "slides.csv").read_text().splitlines()[1:])
+    tumour, normal = float(scores["tumor_001"]), float(scores["normal_001"])
+    assert m["slide_auc"] == (tumour > normal) + 0.5 * (tumour == normal)

@@ -1,7 +1,6 @@
 """NMS, the Camelyon16 FROC (hand-computed and vs. the official algorithm), slide AUC."""
 import numpy as np
 import pytest
-from scipy import ndimage as nd
 from skimage import measure
 
 from deepsci.apps.pathology import detect, evaluate
@@ -54,63 +53,8 @@ def test_evaluation_mask_growth_and_itc():
     assert 275 / px == pytest.approx(35.36, abs=0.01)
 
 
-# -- a direct transcription of the official Evaluation_FROC.py (Python 3) --------
-def _official_mask(mask, resolution, level):
-    pixelarray = np.where(mask, 255, 0)
-    distance = nd.distance_transform_edt(255 - pixelarray)
-    Threshold = 75 / (resolution * pow(2, level) * 2)
-    binary = distance < Threshold
-    filled_image = nd.binary_fill_holes(binary)
-    return measure.label(filled_image, connectivity=2)
-
-
-def _official_itc(evaluation_mask, resolution, level):
-    max_label = np.amax(evaluation_mask)
-    properties = measure.regionprops(evaluation_mask)
-    Isolated_Tumor_Cells = []
-    threshold = 275 / (resolution * pow(2, level))
-    for i in range(0, max_label):
-        if properties[i].axis_major_length < threshold:
-            Isolated_Tumor_Cells.append(i + 1)
-    return Isolated_Tumor_Cells
-
-
-def _official_fp_tp(Ycorr, Xcorr, Probs, is_tumor, evaluation_mask, Isolated_Tumor_Cells, level):
-    max_label = np.amax(evaluation_mask) if is_tumor else 0
-    FP_probs = []
-    TP_probs = np.zeros((max_label,), dtype=np.float32)
-    if is_tumor:
-        for i in range(0, len(Xcorr)):
-            HittedLabel = evaluation_mask[Ycorr[i] // pow(2, level), Xcorr[i] // pow(2, level)]
-            if HittedLabel == 0:
-                FP_probs.append(Probs[i])
-            elif HittedLabel not in Isolated_Tumor_Cells:
-                if Probs[i] > TP_probs[HittedLabel - 1]:
-                    TP_probs[HittedLabel - 1] = Probs[i]
-    else:
-        for i in range(0, len(Xcorr)):
-            FP_probs.append(Probs[i])
-    num_of_tumors = max_label - len(Isolated_Tumor_Cells)
-    return FP_probs, TP_probs, num_of_tumors
-
-
-def _official_froc(FROC_data):
-    unlisted_FPs = [item for sublist in FROC_data[1] for item in sublist]
-    unlisted_TPs = [item for sublist in FROC_data[2] for item in sublist]
-    total_FPs, total_TPs = [], []
-    all_probs = sorted(set(unlisted_FPs + unlisted_TPs))
-    for Thresh in all_probs[1:]:
-        total_FPs.append((np.asarray(unlisted_FPs) >= Thresh).sum())
-        total_TPs.append((np.asarray(unlisted_TPs) >= Thresh).sum())
-    total_FPs.append(0)
-    total_TPs.append(0)
-    total_FPs = np.asarray(total_FPs) / float(len(FROC_data[0]))
-    total_sensitivity = np.asarray(total_TPs) / float(sum(FROC_data[3]))
-    return total_FPs, total_sensitivity
-
-
 @pytest.mark.parametrize("seed", range(6))
-def test_froc_matches_official_algorithm_on_random_detections(seed):
+def test_froc_matches_official_algorithm_on_random_detections(seed, official):
     rng = np.random.default_rng(seed)
     level, mpp = 3, 0.5
     names, fp_l, tp_l, n_l, ours = [], [], [], [], []
@@ -128,15 +72,15 @@ def test_froc_matches_official_algorithm_on_random_detections(seed):
         xs = list(rng.integers(0, 96 * 8, n))
         ys = list(rng.integers(0, 96 * 8, n))
         if is_tumour and mask.any():
-            off = _official_mask(mask, mpp, level)
-            itc = _official_itc(off, mpp, level)
-            fp, tp, nt = _official_fp_tp(ys, xs, probs, True, off, itc, level)
+            off = official.mask(mask, mpp, level)
+            itc = official.itc(off, mpp, level)
+            fp, tp, nt = official.fp_tp(ys, xs, probs, True, off, itc, level)
             lab = evaluate.evaluation_mask(mask, mpp, level)
             np.testing.assert_array_equal(lab, off)
             assert evaluate.itc_labels(lab, mpp, level) == set(itc)
             ours.append(evaluate.slide_hits(probs, xs, ys, lab, set(itc), level))
         else:
-            fp, tp, nt = _official_fp_tp(ys, xs, probs, False, None, [], level)
+            fp, tp, nt = official.fp_tp(ys, xs, probs, False, None, [], level)
             ours.append(evaluate.slide_hits(probs, xs, ys, None, set(), level))
         names.append(s)
         fp_l.append(fp)
@@ -148,7 +92,7 @@ def test_froc_matches_official_algorithm_on_random_detections(seed):
         with pytest.raises(InputError):
             evaluate.froc_curve(ours)
         return
-    want_fps, want_sens = _official_froc([names, fp_l, tp_l, n_l])
+    want_fps, want_sens = official.froc([names, fp_l, tp_l, n_l])
     got_fps, got_sens = evaluate.froc_curve(ours)
     np.testing.assert_allclose(got_fps, want_fps)
     np.testing.assert_allclose(got_sens, want_sens)
