@@ -71,7 +71,7 @@ def _deepsci_cli(bam, ref, model, out, region, shards, scheduler) -> tuple[float
     t0, c0 = time.time(), _cpu(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.time() - t0
-    summary = json.loads((Path(out) / "run_summary.json").read_text())
+    summary = json.loads((Path(out) / "run.json").read_text())["results"]
     summary["cpu_seconds"] = _cpu(resource.RUSAGE_CHILDREN) - c0   # incl. its make-examples child
     return wall, summary
 
@@ -91,7 +91,7 @@ def _train(args, work: Path, bam, ref, truth, bed, train_reg: str) -> dict:
     from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
 
     done = work / "train_result.json"
-    if args.reuse and done.exists() and (work / "model" / "model.keras").exists():
+    if args.reuse and done.exists() and (work / "model" / "run.json").exists():
         return {**json.loads(done.read_text()), "reused": True}
     t0 = time.time()
     recipe = RecipeConfig(downsample=_fractions(args.downsample),
@@ -100,10 +100,14 @@ def _train(args, work: Path, bam, ref, truth, bed, train_reg: str) -> dict:
                           val_fraction=args.val_fraction, coverage=args.coverage,
                           read_length=150, homopolymer_slip=args.homopolymer_slip,
                           threads=args.threads)
-    tr = train_variants(_train_config(args, TrainVariantsConfig(
+    tr = train_variants(TrainVariantsConfig(
         reads=str(bam), ref=str(ref), truth_vcf=str(truth), confident_bed=str(bed),
         regions=train_reg, out_dir=str(work / "model"), recipe=recipe, shards=args.shards,
-        scheduler=args.scheduler), args.seed), progress=False)
+        scheduler=args.scheduler, ensemble=args.ensemble, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, width=args.width,
+        class_weight=args.class_weight, af_augment=args.af_augment,
+        af_augment_alleles=args.af_augment_alleles,
+        af_augment_min_vaf=args.af_augment_min_vaf), progress=False)
     made = tr["recipe"]
     res = {"model": tr["model"], "examples": tr["examples"], "val_examples": tr["val_examples"],
            "labels": made.labels, "val_labels": made.val_labels, "first": made.first,
@@ -115,34 +119,6 @@ def _train(args, work: Path, bam, ref, truth, bed, train_reg: str) -> dict:
                        "train": time.time() - t0 - sum(made.seconds.values())}}
     done.write_text(json.dumps(res))
     return res
-
-
-def _train_config(args, cfg, seed: int):
-    """The training options of the bench on a train config (recipe or examples mode)."""
-    cfg.epochs, cfg.batch_size, cfg.seed, cfg.width = args.epochs, args.batch_size, seed, \
-        args.width
-    cfg.class_weight, cfg.af_augment = args.class_weight, args.af_augment
-    cfg.af_augment_alleles, cfg.af_augment_min_vaf = args.af_augment_alleles, \
-        args.af_augment_min_vaf
-    return cfg
-
-
-def _members(args, work: Path, tr: dict) -> tuple[str, dict]:
-    """More ensemble members on the same examples with the next seeds (``train --examples``)."""
-    from deepsci.apps.variants.train import TrainVariantsConfig, train_variants
-
-    members, t = [tr["model"]], {}
-    for k in range(1, args.ensemble):
-        out = work / f"model_{k}"
-        if not (args.reuse and (out / "model.keras").exists()):
-            t0 = time.time()
-            train_variants(_train_config(args, TrainVariantsConfig(
-                examples=",".join(tr["examples"]),
-                val_examples=",".join(tr["val_examples"]) or None, out_dir=str(out)),
-                args.seed + k), progress=False)
-            t[f"train ensemble member {k}"] = time.time() - t0
-        members.append(str(out / "model.keras"))
-    return ",".join(members), t
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -171,7 +147,7 @@ def _parse(argv):
                         "of training on the first half")
     p.add_argument("--ensemble", type=int, default=1,
                    help="train this many models (seeds SEED, SEED+1, ...) on the same "
-                        "examples and call with their mean probabilities")
+                        "examples (train --ensemble) and call with their mean probabilities")
     p.add_argument("--reuse", action="store_true",
                    help="keep --work: reuse its simulation and trained model if present")
     p.add_argument("--repeats", type=int, default=2,
@@ -319,9 +295,6 @@ def main(argv=None) -> None:
         model = tr["model"]
         t.update({k: (old_stages.get(k) if tr.get("reused") else v)
                   for k, v in tr["seconds"].items()})
-        if args.ensemble > 1:
-            model, t_members = _members(args, work, tr)
-            t.update(t_members)
     stages_file.write_text(json.dumps(t))
     walls, cpus, loads, run, vcfs = _time_callers(args, work, sim, model, test_reg, test_bed)
     rows = _rows(work, sim, test_bed, walls, cpus, vcfs)

@@ -36,7 +36,31 @@ _NO_POS = np.zeros(0, np.int64)
 
 @dataclass
 class CandidateConfig:
-    """Read filters and allele thresholds (DeepVariant's defaults for Illumina)."""
+    """Read filters and allele thresholds (DeepVariant's defaults for Illumina).
+
+    Attributes
+    ----------
+    min_mapq : int
+        Minimum mapping quality of a read.
+    min_base_quality : int
+        Minimum base quality of an alt base.
+    min_count_snps : int
+        Reads that must show a SNP allele for a candidate.
+    min_fraction_snps : float
+        Share of the reads that must show a SNP allele.
+    min_count_indels : int
+        Reads that must show an indel allele for a candidate.
+    min_fraction_indels : float
+        Share of the reads that must show an indel allele.
+    max_alts : int
+        Most-supported alt alleles kept at one site.
+    keep_duplicates : bool
+        Use reads marked as duplicates.
+    downsample_fraction : float
+        Keep this share of read pairs (training augmentation).
+    downsample_seed : int
+        Seed of the read down-sampling.
+    """
 
     min_mapq: int = 5
     min_base_quality: int = 10
@@ -44,9 +68,9 @@ class CandidateConfig:
     min_fraction_snps: float = 0.12
     min_count_indels: int = 2
     min_fraction_indels: float = 0.06
-    max_alts: int = 3               # most-supported alt alleles kept at one site
+    max_alts: int = 3
     keep_duplicates: bool = False
-    downsample_fraction: float = 1.0    # keep this share of read pairs (training augmentation)
+    downsample_fraction: float = 1.0
     downsample_seed: int = 0
 
 

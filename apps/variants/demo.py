@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepsci.core.report import DemoResult
+from deepsci.core.runs import RunDir
 
 from . import io as vio
 from .baselines import bcftools_call
@@ -16,7 +18,26 @@ from .recipe import RecipeConfig
 from .synth import SimulateConfig, simulate
 from .train import TrainVariantsConfig, train_variants
 
-__all__ = ["run_demo", "plot_pileup"]
+__all__ = ["DemoConfig", "run_demo", "run_variants_demo", "plot_pileup"]
+
+
+@dataclass
+class DemoConfig:
+    """Options of ``deepsci variants demo``.
+
+    Attributes
+    ----------
+    out_dir : str
+        Output folder.
+    quick : bool
+        Seconds-scale settings (a 30 kb genome, one short epoch).
+    """
+
+    out_dir: str = field(default="variants-demo", metadata={"cli": "out"})
+    quick: bool = False
+
+    def validate(self) -> DemoConfig:
+        return self
 
 
 def plot_pileup(image, path, title: str = "") -> Path:
@@ -101,3 +122,12 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
                                           f"{k}: {v}" for k, v in metrics.items()))
     return DemoResult(app="variants", title="Germline variant calling from pileup images",
                       metrics=metrics, figures=figures, text=text)
+
+
+def run_variants_demo(config: DemoConfig, *, overwrite: bool = False) -> DemoResult:
+    """``deepsci variants demo``: :func:`run_demo` with its ``run.json``."""
+    with RunDir(config.out_dir, command="variants demo", config=config,
+                overwrite=overwrite) as run:
+        res = run_demo(run.path, quick=config.quick)
+        run.record(**res.metrics)
+    return res

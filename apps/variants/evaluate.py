@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_path, save_config, write_run_info
+from deepsci.core.io import atomic_path
+from deepsci.core.runs import RunDir
 
 from . import io as vio
 
-__all__ = ["EvaluateConfig", "evaluate_calls", "normalise", "load_alleles", "compare",
+__all__ = ["EvaluateConfig", "evaluate_calls", "run_evaluate", "normalise", "load_alleles", "compare",
            "format_table", "SUMMARY_COLUMNS"]
 
 HAP_WINDOW = 10        # bp between leftover alleles that are compared as one haplotype cluster
@@ -44,7 +45,21 @@ SUMMARY_COLUMNS = ["Type", "Filter", "TRUTH.TOTAL", "TRUTH.TP", "TRUTH.FN", "QUE
 
 @dataclass
 class EvaluateConfig:
-    """Options of ``deepsci variants evaluate``."""
+    """Options of ``deepsci variants evaluate``.
+
+    Attributes
+    ----------
+    calls : str
+        Call set VCF.
+    truth : str
+        Truth VCF.
+    ref : str
+        Reference FASTA.
+    confident_bed : str or None
+        Confident regions BED; None: everywhere.
+    out : str
+        hap.py-like summary CSV.
+    """
 
     calls: str = ""
     truth: str = ""
@@ -52,9 +67,12 @@ class EvaluateConfig:
     confident_bed: str | None = None
     out: str = "summary.csv"
 
-    def validate(self) -> None:
+    def validate(self) -> EvaluateConfig:
         if not (self.calls and self.truth and self.ref):
             raise ConfigError("expected --calls, --truth and --ref, found none")
+        if not self.out.endswith(".csv"):
+            raise ConfigError(f"expected --out ending in .csv, found {self.out!r}")
+        return self
 
 
 def normalise(vcf: str | os.PathLike, ref: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -257,6 +275,16 @@ def evaluate_calls(config: EvaluateConfig) -> list[dict]:
             f.write(",".join(SUMMARY_COLUMNS) + "\n")
             for r in rows:
                 f.write(",".join(str(r[c]) for c in SUMMARY_COLUMNS) + "\n")
-    save_config(config, out.with_name(out.stem + "_config.json"))
-    write_run_info(out.parent, command="variants evaluate", config=config)
+    return rows
+
+
+def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> list[dict]:
+    """``deepsci variants evaluate``: the summary CSV with its ``<csv>.run.json``."""
+    config.validate()
+    with RunDir(config.out, command="variants evaluate", config=config, overwrite=overwrite,
+                inputs=[config.calls, config.truth, config.ref, config.confident_bed],
+                file_output=True) as run:
+        rows = evaluate_calls(config)
+        run.record(**{f"{r['Type']} {r['Filter']}": {k: r[k] for k in SUMMARY_COLUMNS[2:]}
+                      for r in rows})
     return rows

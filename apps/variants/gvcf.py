@@ -10,7 +10,6 @@ MIN_DP is the lowest depth inside it (the GATK/DeepVariant gVCF convention).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
 
 __all__ = ["GQ_BANDS", "homref_gq", "reference_blocks"]
 
@@ -20,6 +19,10 @@ MAX_GQ = 99
 
 
 def _log_binom(k: np.ndarray, n: np.ndarray, p: float) -> np.ndarray:
+    # SciPy is imported on first use: the CLI imports this module for its configs, and
+    # `deepsci --help` should not pay SciPy's import time.
+    from scipy.special import gammaln
+
     return (gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
             + k * np.log(p) + (n - k) * np.log1p(-p))
 
@@ -37,6 +40,8 @@ def homref_gq(depth: np.ndarray, nonref: np.ndarray, *, error_rate: float = ERRO
     k = np.minimum(np.asarray(nonref, np.float64), n)
     logl = np.stack([_log_binom(k, n, error_rate), _log_binom(k, n, 0.5),
                      _log_binom(k, n, 1.0 - error_rate)])
+    from scipy.special import logsumexp
+
     log_post = logl - logsumexp(logl, axis=0)
     # 1 - P(hom-ref) computed as the sum of the other two posteriors (no cancellation).
     log_wrong = np.logaddexp(log_post[1], log_post[2])

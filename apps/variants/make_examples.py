@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_path, save_config, write_json, write_run_info
+from deepsci.core.io import atomic_path, write_json
+from deepsci.core.parallel import run_shards
+from deepsci.core.runs import RunDir
 
 from . import io as vio
 from .candidates import (
@@ -33,7 +35,7 @@ from .labels import Truth, label_image
 from .pileup import CHANNELS, HEIGHT, WIDTH, alt_sets, encode_pileup
 from .tfrecord import TFRecordWriter, encode_example
 
-__all__ = ["MakeExamplesConfig", "make_examples", "examples_in_region", "shard_regions",
+__all__ = ["MakeExamplesConfig", "make_examples", "run_make_examples", "examples_in_region", "shard_regions",
            "example_files", "parse_example"]
 
 CHUNK = 50_000         # bases of reads held in memory at once
@@ -41,21 +43,47 @@ CHUNK = 50_000         # bases of reads held in memory at once
 
 @dataclass
 class MakeExamplesConfig:
-    """Options of ``deepsci variants make-examples``."""
+    """Options of ``deepsci variants make-examples``.
+
+    Attributes
+    ----------
+    reads : str
+        Indexed, coordinate-sorted BAM or CRAM.
+    ref : str
+        Reference FASTA (the .fai is created when missing).
+    out_dir : str
+        Output folder of the example shards (``--out``).
+    regions : str or None
+        chr:start-end (1-based), a comma list, or a BED file; None: every contig.
+    truth_vcf : str or None
+        Truth VCF: label the examples (training mode).
+    confident_bed : str or None
+        Confident regions of the truth (with --truth-vcf).
+    shards : int
+        Split the regions into this many shards run in parallel (resumable).
+    scheduler : str or None
+        Dask scheduler: local (default), inline (this process) or tcp://host:port.
+    seed : int
+        Seed of the pileup rows' down-sampling.
+    gvcf : bool
+        Also write gVCF reference blocks.
+    candidates : CandidateConfig
+        Read filters, allele thresholds and read down-sampling.
+    """
 
     reads: str = ""
     ref: str = ""
-    out_dir: str = "examples"
+    out_dir: str = field(default="examples", metadata={"cli": "out"})
     regions: str | None = None
-    truth_vcf: str | None = None          # training mode when given
+    truth_vcf: str | None = None
     confident_bed: str | None = None
     shards: int = 1
-    scheduler: str | None = None          # None: Dask LocalCluster; "inline": this process
+    scheduler: str | None = None
     seed: int = 0
     gvcf: bool = True
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
 
-    def validate(self) -> None:
+    def validate(self) -> MakeExamplesConfig:
         if not self.reads or not self.ref:
             raise ConfigError("expected --reads and --ref, found none")
         if self.shards < 1:
@@ -64,11 +92,21 @@ class MakeExamplesConfig:
             raise ConfigError("expected --truth-vcf and --confident-bed together, found one")
         c = self.candidates
         if not 0.0 < c.downsample_fraction <= 1.0:
-            raise ConfigError(f"expected a down-sampling fraction in (0, 1], found "
+            raise ConfigError(f"expected --downsample-fraction in (0, 1], found "
                               f"{c.downsample_fraction}")
         for name in ("min_fraction_snps", "min_fraction_indels"):
             if not 0.0 <= getattr(c, name) <= 1.0:
-                raise ConfigError(f"expected {name} in [0, 1], found {getattr(c, name)}")
+                raise ConfigError(f"expected --{name.replace('_', '-')} in [0, 1], found "
+                                  f"{getattr(c, name)}")
+        for name in ("min_mapq", "min_base_quality"):
+            if getattr(c, name) < 0:
+                raise ConfigError(f"expected --{name.replace('_', '-')} >= 0, found "
+                                  f"{getattr(c, name)}")
+        for name in ("min_count_snps", "min_count_indels", "max_alts"):
+            if getattr(c, name) < 1:
+                raise ConfigError(f"expected --{name.replace('_', '-')} >= 1, found "
+                                  f"{getattr(c, name)}")
+        return self
 
 
 def shard_regions(regions: list[vio.Region], n: int) -> list[list[vio.Region]]:
@@ -245,8 +283,6 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
     contigs), the FASTA (and its ``.fai``), the regions, and in training mode the truth VCF
     and confident BED.
     """
-    from deepsci.core.parallel import run_shards
-
     config.validate()
     fa = vio.open_fasta(config.ref)
     af = vio.open_alignments(config.reads, config.ref)
@@ -262,8 +298,6 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
     if not regions:
         raise InputError("expected at least one FASTA contig in the alignments, found none",
                          config.reads)
-    if not regions:
-        raise InputError("expected at least one region to process, found none", config.regions)
     sample = _sample_name(af, config.reads)
     af.close()
     if config.truth_vcf:
@@ -303,8 +337,18 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
     meta = {"sample": sample, "contigs": lengths, "image_shape": [HEIGHT, WIDTH, CHANNELS],
                 "training": config.truth_vcf is not None, **summary}
     write_json(out / "examples_info.json", meta)
-    save_config(config, out / "config.json")
-    write_run_info(out, command="variants make-examples", config=config)
+    return summary
+
+
+def run_make_examples(config: MakeExamplesConfig, *, overwrite: bool = False,
+                      progress: bool = True) -> dict:
+    """``deepsci variants make-examples``: :func:`make_examples` with its ``run.json``."""
+    config.validate()
+    inputs = [config.reads, config.ref, config.truth_vcf, config.confident_bed]
+    with RunDir(config.out_dir, command="variants make-examples", config=config,
+                inputs=inputs, overwrite=overwrite) as run:
+        summary = make_examples(config, progress=progress)
+        run.record(**summary)
     return summary
 
 

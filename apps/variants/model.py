@@ -11,12 +11,15 @@ import os
 from pathlib import Path
 
 from .augment import augment_example
-from .pileup import CHANNELS, HEIGHT, WIDTH
+from .pileup import CHANNEL_NAMES, CHANNELS, HEIGHT, WIDTH
 
-__all__ = ["build_model", "example_dataset", "load_genotype_model", "INPUT_SHAPE"]
+__all__ = ["build_model", "example_dataset", "load_genotype_model", "genotype_card",
+           "INPUT_SHAPE", "HEAD", "CLASSES", "APP", "TASK"]
 
 INPUT_SHAPE = (HEIGHT, WIDTH, CHANNELS)
 HEAD = "genotype"
+CLASSES = ("hom_ref", "het", "hom_alt")
+APP, TASK = "variants", "genotype"
 
 
 def build_model(variant: str = "small", *, input_shape=INPUT_SHAPE, bn_momentum: float = 0.9,
@@ -138,19 +141,35 @@ def example_dataset(files: list[str | os.PathLike], *, batch_size: int, training
     return ds.prefetch(2)
 
 
+def genotype_card(*, training: dict, data: dict, metrics: dict, extra: dict):
+    """The :class:`~deepsci.core.models.card.ModelCard` of a genotype model."""
+    from deepsci.core.models.card import ModelCard
+
+    return ModelCard(
+        app=APP, task=TASK,
+        input_spec={"shape": list(INPUT_SHAPE), "dtype": "uint8", "channels": list(CHANNEL_NAMES),
+                    "layout": "(N, 100 rows: reference rows then reads, 221 bp, 7 channels)"},
+        outputs={HEAD: {"classes": list(CLASSES), "kind": "logits"}},
+        preprocessing={"scaling": "x / 127 - 1, inside the model"},
+        training=training, data=data, metrics=metrics, extra=extra,
+        name="deepsci variants genotype classifier",
+        description="Copies (0, 1, 2) of the shown alt alleles at a candidate site, from a "
+                    "DeepVariant-style pileup image.",
+        intended_use="Germline SNP and small indel calling from Illumina short reads "
+                     "(deepsci variants call-variants / run).",
+        limitations="Trained on the data named in `data`; other sequencers, depths or "
+                    "species need their own training set.")
+
+
 def load_genotype_model(path: str | os.PathLike):
-    """Load a saved variants model (``safe_mode=True``); returns ``(model, sidecar)``."""
-    from deepsci.core.errors import InputError
+    """Load a saved variants model (``safe_mode=True``); returns ``(model, card)``.
+
+    ``path`` is a ``model.keras`` or its training folder; another app's model, or one
+    without a card, is refused in one line.
+    """
     from deepsci.core.models.serialization import load_model
 
     path = Path(path)
     if path.is_dir():
         path = path / "model.keras"
-    if not path.is_file():
-        raise InputError("expected a model.keras from `deepsci variants train`, found nothing",
-                         path)
-    model, sidecar = load_model(path)
-    if sidecar.get("app") not in (None, "variants"):
-        raise InputError(f"expected a variants model, found one for {sidecar.get('app')!r}",
-                         path)
-    return model, sidecar
+    return load_model(path, expect=APP, task=TASK)

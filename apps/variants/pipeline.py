@@ -1,29 +1,60 @@
-"""``run``: make-examples, call-variants and postprocess-variants chained in one command."""
+"""``run``: make-examples, call-variants and postprocess-variants chained in one command.
+
+One output folder and one ``run.json``: each stage records its config, seconds and results
+inside it (``run.json["stages"]``), and the whole run's counts and timings are its results.
+"""
 from __future__ import annotations
 
-import multiprocessing
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepsci.core.errors import ConfigError, DeepSciError, InputError
-from deepsci.core.io import save_config, write_json, write_run_info
+from deepsci.core.io import read_json, write_json
+from deepsci.core.parallel import start_child
+from deepsci.core.runs import RunDir
 
 from .make_examples import MakeExamplesConfig, make_examples
 from .postprocess import PostprocessConfig, postprocess_variants
-from .predict import CallConfig, call_variants, load_classifier, model_paths
+from .predict import CallConfig, call_variants, check_models, load_genotype_ensemble
 
 __all__ = ["RunConfig", "run_pipeline"]
 
 
 @dataclass
 class RunConfig:
-    """Options of ``deepsci variants run``."""
+    """Options of ``deepsci variants run``.
+
+    Attributes
+    ----------
+    reads : str
+        Indexed, coordinate-sorted BAM or CRAM.
+    ref : str
+        Reference FASTA.
+    model : str
+        model.keras from ``train``, its folder (an ensemble's too) or several
+        comma-separated: their genotype probabilities are averaged.
+    out_dir : str
+        Output folder: examples/, calls.tsv.gz, calls.vcf.gz (+ calls.g.vcf.gz).
+    regions : str or None
+        chr:start-end (1-based), a comma list, or a BED file; None: every contig.
+    shards : int
+        Split the regions into this many make-examples shards (resumable).
+    scheduler : str or None
+        Dask scheduler of make-examples: local (default), inline or tcp://host:port.
+    gvcf : bool
+        Also write calls.g.vcf.gz.
+    haploid_contigs : list of str or None
+        Contigs called haploid, e.g. chrX,chrY.
+    batch_size : int
+        Examples per inference batch.
+    """
 
     reads: str = ""
     ref: str = ""
     model: str = ""
-    out_dir: str = "calls"
+    out_dir: str = field(default="calls", metadata={"cli": "out"})
     regions: str | None = None
     shards: int = 1
     scheduler: str | None = None
@@ -31,98 +62,98 @@ class RunConfig:
     haploid_contigs: list[str] | None = None
     batch_size: int = 64
 
-    def validate(self) -> None:
+    def validate(self) -> RunConfig:
         if not (self.reads and self.ref and self.model):
             raise ConfigError("expected --reads, --ref and --model, found none")
+        if self.shards < 1 or self.batch_size < 1:
+            raise ConfigError(f"expected --shards and --batch-size >= 1, found {self.shards} "
+                              f"and {self.batch_size}")
+        return self
 
 
-def run_pipeline(config: RunConfig, *, command: str | None = None) -> dict:
+def _stage_configs(config: RunConfig, out: Path):
+    me = MakeExamplesConfig(reads=config.reads, ref=config.ref, out_dir=str(out / "examples"),
+                            regions=config.regions, shards=config.shards,
+                            scheduler=config.scheduler, gvcf=config.gvcf)
+    cv = CallConfig(examples=str(out / "examples"), model=config.model,
+                    out=str(out / "calls.tsv.gz"), batch_size=config.batch_size)
+    pp = PostprocessConfig(calls=str(out / "calls.tsv.gz"), ref=config.ref,
+                           out=str(out / "calls.vcf.gz"),
+                           gvcf_out=str(out / "calls.g.vcf.gz") if config.gvcf else None,
+                           examples=str(out / "examples") if config.gvcf else None,
+                           haploid_contigs=config.haploid_contigs)
+    return me, cv, pp
+
+
+def run_pipeline(config: RunConfig, *, command: str | None = None,
+                 overwrite: bool = False) -> dict:
     """make-examples -> call-variants -> postprocess-variants; returns counts and timings.
 
-    Outputs in ``out_dir``: ``examples/``, ``calls.tsv.gz``, ``calls.vcf.gz`` (+ ``.tbi``)
-    and with ``gvcf`` ``calls.g.vcf.gz``.
+    Outputs in ``out_dir``: ``examples/``, ``calls.tsv.gz``, ``calls.vcf.gz`` (+ ``.tbi``),
+    with ``gvcf`` ``calls.g.vcf.gz``, and ``run.json``.
     """
     config.validate()
-    for m in model_paths(config.model):        # fail on a missing model before any work
-        if not Path(m).exists():
-            raise InputError("expected a model.keras from `deepsci variants train`, found "
-                             "nothing", m)
-    out = Path(config.out_dir)
-    t = {}
-    t0 = time.time()
-    me_cfg = MakeExamplesConfig(reads=config.reads, ref=config.ref,
-                                out_dir=str(out / "examples"), regions=config.regions,
-                                shards=config.shards, scheduler=config.scheduler,
-                                gvcf=config.gvcf)
-    # make-examples needs no TensorFlow: it runs in a child process while this one imports
-    # TensorFlow, loads the model and traces it -- seconds of fixed cost that would
-    # otherwise come after it on the critical path.
-    ctx = _mp_context()
-    recv, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_make_examples_job, args=(me_cfg, send), name="make-examples")
-    child.start()
-    send.close()
-    try:
-        t_load = time.time()
-        loaded = load_classifier(config.model, config.batch_size)
-        t["load model + trace (parent, overlapped)"] = time.time() - t_load
-        me = _unwrap(recv)
-    except BaseException:
-        child.terminate()
-        raise
-    finally:
-        child.join()
-    t["make_examples (child process)"] = me["wall_seconds"]
-    t["make_examples and load model, overlapped (wall)"] = time.time() - t0
-    t0 = time.time()
-    cv = call_variants(CallConfig(examples=str(out / "examples"), model=config.model,
-                                  out=str(out / "calls.tsv.gz"), batch_size=config.batch_size),
-                       loaded=loaded)
-    t["call_variants"] = time.time() - t0
-    t0 = time.time()
-    pp = postprocess_variants(PostprocessConfig(
-        calls=str(out / "calls.tsv.gz"), ref=config.ref, out=str(out / "calls.vcf.gz"),
-        gvcf_out=str(out / "calls.g.vcf.gz") if config.gvcf else None,
-        examples=str(out / "examples") if config.gvcf else None,
-        haploid_contigs=config.haploid_contigs), command=command)
-    t["postprocess_variants"] = time.time() - t0
-    save_config(config, out / "config.json")
-    write_run_info(out, command="variants run", config=config)
-    res = {"vcf": str(out / "calls.vcf.gz"), "candidates": me["candidates"],
-           "examples": cv["examples"], "filters": pp, "seconds": t,
-           "candidates_per_second": me["candidates_per_second"]}
-    write_json(out / "run_summary.json", res)         # stage times, for benchmarks and users
+    models = check_models(config.model)        # refuse a wrong model before any work
+    with RunDir(config.out_dir, command="variants run", config=config, overwrite=overwrite,
+                inputs=[config.reads, config.ref, *models]) as run:
+        me_cfg, cv_cfg, pp_cfg = _stage_configs(config, run.path)
+        t, t0 = {}, time.time()
+        # make-examples needs no TensorFlow: it runs in a child process while this one
+        # imports TensorFlow, loads the model and traces it -- seconds of fixed cost that
+        # would otherwise come after it on the critical path. fork: the child starts at once
+        # with this process's imports (no TensorFlow yet when run from the CLI).
+        with tempfile.TemporaryDirectory(prefix="deepsci-make-examples-") as tmp:
+            result = Path(tmp) / "result.json"
+            child = start_child(make_examples_job, (me_cfg, str(result)), name="make-examples",
+                                context="fork")
+            try:
+                with run.stage("load_model") as st:
+                    ensemble = load_genotype_ensemble(config.model, config.batch_size)
+                    st.record(models=[str(m) for m in models])
+                with run.stage("make_examples", me_cfg) as st:
+                    child.join()
+                    me = _unwrap(result)
+                    st.record(**me)
+            finally:
+                if child.is_alive():
+                    child.terminate()
+                child.join()
+        t["make_examples (child process)"] = me["wall_seconds"]
+        t["make_examples and load model, overlapped (wall)"] = time.time() - t0
+        with run.stage("call_variants", cv_cfg) as st:
+            cv = call_variants(cv_cfg, ensemble=ensemble)
+            st.record(**cv)
+        t["call_variants"] = cv["seconds"]
+        with run.stage("postprocess_variants", pp_cfg) as st:
+            t0 = time.time()
+            pp = postprocess_variants(pp_cfg, command=command)
+            st.record(filters=pp)
+        t["postprocess_variants"] = time.time() - t0
+        res = {"vcf": pp_cfg.out, "candidates": me["candidates"], "examples": cv["examples"],
+               "filters": pp, "seconds": t, "candidates_per_second": me["candidates_per_second"]}
+        run.record(**res)
     return res
 
 
-def _mp_context():
-    # fork: the child starts at once with this process's imports (no TensorFlow yet when
-    # run from the CLI); spawn where fork does not exist.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-
-
-def _make_examples_job(config, conn) -> None:
-    """Child process: run make-examples and send back its summary or its error."""
+def make_examples_job(config: MakeExamplesConfig, result: str) -> None:
+    """Child process: run make-examples and write its summary or its error to ``result``."""
     import traceback
 
     try:
-        conn.send({"ok": make_examples(config)})
+        write_json(result, {"ok": make_examples(config)})
     except DeepSciError as e:
         # Sent as data: the error's path survives (pickling an exception drops it).
-        conn.send({"error": type(e).__name__, "message": e.message, "path": e.path})
+        write_json(result, {"error": type(e).__name__, "message": e.message,
+                            "path": str(e.path) if e.path is not None else None})
     except BaseException:
-        conn.send({"bug": traceback.format_exc()})
+        write_json(result, {"bug": traceback.format_exc()})
         raise
-    finally:
-        conn.close()
 
 
-def _unwrap(conn) -> dict:
-    try:
-        res = conn.recv()
-    except EOFError:
-        raise RuntimeError("make-examples process died without a result") from None
+def _unwrap(result: Path) -> dict:
+    if not result.exists():
+        raise RuntimeError("make-examples process died without a result")
+    res = read_json(result)
     if "ok" in res:
         return res["ok"]
     if "bug" in res:

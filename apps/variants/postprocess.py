@@ -22,18 +22,17 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
-from pathlib import Path
 
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import read_json, save_config, write_run_info
+from deepsci.core.runs import RunDir
 
 from . import io as vio
 from .make_examples import example_files
-from .predict import read_calls
+from .predict import calls_meta, read_calls
 
-__all__ = ["PostprocessConfig", "postprocess_variants", "combine_genotypes", "prune_alleles",
+__all__ = ["PostprocessConfig", "postprocess_variants", "run_postprocess", "combine_genotypes", "prune_alleles",
            "site_record",
            "genotype_fields", "gvcf_records", "MIN_PROB"]
 
@@ -43,19 +42,42 @@ GVCF_ALT = "<*>"
 
 @dataclass
 class PostprocessConfig:
-    """Options of ``deepsci variants postprocess-variants``."""
+    """Options of ``deepsci variants postprocess-variants``.
+
+    Attributes
+    ----------
+    calls : str
+        calls.tsv.gz from call-variants.
+    ref : str
+        Reference FASTA.
+    out : str
+        Output VCF (.vcf.gz, bgzipped and tabix-indexed).
+    gvcf_out : str or None
+        Also write a gVCF (.g.vcf.gz).
+    examples : str or None
+        make-examples folder with the gVCF blocks (with --gvcf-out).
+    haploid_contigs : list of str or None
+        Contigs called haploid, e.g. chrX,chrY.
+    min_qual : float
+        QUAL below this is FILTER LowQual.
+    sample : str or None
+        Sample name of the VCF; None: the reads' read-group SM.
+    multi_allelic_qual_filter : float
+        At multi-allelic sites, drop alts whose own image gives QUAL below this
+        (DeepVariant's default 1; 0 keeps all).
+    """
 
     calls: str = ""
     ref: str = ""
     out: str = "calls.vcf.gz"
     gvcf_out: str | None = None
-    examples: str | None = None           # folder with gvcf-*.tsv.gz blocks (for --gvcf)
+    examples: str | None = None
     haploid_contigs: list[str] | None = None
-    min_qual: float = 1.0                 # below: FILTER LowQual
+    min_qual: float = 1.0
     sample: str | None = None
-    multi_allelic_qual_filter: float = 1.0   # 0: keep every alt of multi-allelic sites
+    multi_allelic_qual_filter: float = 1.0
 
-    def validate(self) -> None:
+    def validate(self) -> PostprocessConfig:
         if not self.calls or not self.ref:
             raise ConfigError("expected --calls and --ref, found none")
         if not self.out.endswith(".vcf.gz"):
@@ -70,6 +92,9 @@ class PostprocessConfig:
             if self.examples is None:
                 raise ConfigError("expected --examples (the make-examples folder with gVCF "
                                   "blocks) together with --gvcf-out, found none")
+        if self.min_qual < 0:
+            raise ConfigError(f"expected --min-qual >= 0, found {self.min_qual}")
+        return self
 
 
 def genotypes(n_alleles: int, ploidy: int = 2) -> list[tuple[int, ...]]:
@@ -289,9 +314,7 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
     fa = vio.open_fasta(config.ref)
     contigs = dict(zip(fa.references, fa.lengths, strict=True))
     rows = read_calls(config.calls)
-    info_path = Path(config.calls).with_name(Path(config.calls).name.split(".")[0] + "_info.json")
-    info = read_json(info_path) if info_path.exists() else {}
-    sample = config.sample or info.get("sample") or "SAMPLE"
+    sample = config.sample or calls_meta(config.calls).get("sample") or "SAMPLE"
     haploid_set = set(config.haploid_contigs or [])
     unknown = haploid_set - set(contigs)
     if unknown:
@@ -334,7 +357,16 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
         allrec = sorted(var + ref_recs, key=lambda r: (order[r["contig"]], r["pos"]))
         vio.write_vcf(allrec, config.gvcf_out, gheader)
         counts["gvcf_blocks"] = len(ref_recs)
-    out_dir = Path(config.out).parent
-    save_config(config, out_dir / (Path(config.out).name.split(".")[0] + "_config.json"))
-    write_run_info(out_dir, command="variants postprocess-variants", config=config)
     return dict(counts)
+
+
+def run_postprocess(config: PostprocessConfig, *, overwrite: bool = False,
+                    command: str | None = None) -> dict:
+    """``deepsci variants postprocess-variants``: the VCF with its ``<vcf>.run.json``."""
+    config.validate()
+    with RunDir(config.out, command="variants postprocess-variants", config=config,
+                inputs=[config.calls, config.ref, config.examples], overwrite=overwrite,
+                file_output=True) as run:
+        counts = postprocess_variants(config, command=command)
+        run.record(filters=counts, vcf=config.out, gvcf=config.gvcf_out)
+    return counts

@@ -1,27 +1,33 @@
 """Stage 2, ``call-variants``: batched inference, genotype probabilities per example.
 
-Output: ``calls.tsv.gz`` — one line per example with the candidate's alleles, which alts the
-image showed, its depth/allele depths and ``P(hom-ref), P(het), P(hom-alt)`` — plus
-``calls_info.json`` carrying the sample name and contigs from make-examples.
+Output: ``calls.tsv.gz`` — a ``##sample=`` line, then one line per example with the
+candidate's alleles, which alts the image showed, its depth/allele depths and
+``P(hom-ref), P(het), P(hom-alt)``. Inference runs through the core's predictor
+(:mod:`deepsci.core.predict`, one traced graph per model) and ensemble
+(:mod:`deepsci.core.ensemble`: several models' probabilities averaged).
 """
 from __future__ import annotations
 
 import gzip
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from deepsci.core.errors import ConfigError
-from deepsci.core.io import atomic_path, read_json, save_config, write_json, write_run_info
+from deepsci.core.ensemble import Ensemble, load_ensemble, model_paths
+from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import atomic_path, read_json
+from deepsci.core.models.card import read_card
 from deepsci.core.progress import progress
+from deepsci.core.runs import RunDir
 
 from .make_examples import example_files
-from .model import HEAD, INPUT_SHAPE, load_genotype_model
+from .model import APP, HEAD, INPUT_SHAPE, TASK
 
-__all__ = ["CallConfig", "call_variants", "load_classifier", "model_paths", "read_calls",
-           "COLUMNS"]
+__all__ = ["CallConfig", "call_variants", "run_call_variants", "check_models",
+           "load_genotype_ensemble",
+           "genotype_probabilities", "read_calls", "calls_meta", "COLUMNS"]
 
 COLUMNS = ("contig", "pos", "ref", "alts", "alt_idx", "dp", "ad", "p_homref", "p_het",
            "p_homalt")
@@ -29,18 +35,34 @@ COLUMNS = ("contig", "pos", "ref", "alts", "alt_idx", "dp", "ad", "p_homref", "p
 
 @dataclass
 class CallConfig:
-    """Options of ``deepsci variants call-variants``."""
+    """Options of ``deepsci variants call-variants``.
+
+    Attributes
+    ----------
+    examples : str
+        make-examples output folder.
+    model : str
+        model.keras from ``train``, a folder (model.keras, member_*/ or ensemble.json) or
+        several comma-separated: their genotype probabilities are averaged (an ensemble).
+    out : str
+        Output table (calls.tsv.gz).
+    batch_size : int
+        Examples per inference batch.
+    """
 
     examples: str = ""
     model: str = ""
     out: str = "calls.tsv.gz"
-    batch_size: int = 64
+    batch_size: int = field(default=64)
 
-    def validate(self) -> None:
+    def validate(self) -> CallConfig:
         if not self.examples or not self.model:
             raise ConfigError("expected --examples and --model, found none")
         if self.batch_size < 1:
             raise ConfigError(f"expected --batch-size >= 1, found {self.batch_size}")
+        if not self.out.endswith(".tsv.gz"):
+            raise ConfigError(f"expected --out ending in .tsv.gz, found {self.out!r}")
+        return self
 
 
 def _dataset(files, batch_size: int):
@@ -76,73 +98,71 @@ def _dataset(files, batch_size: int):
     return ds.map(parse, num_parallel_calls=2, deterministic=True).batch(batch_size).prefetch(2)
 
 
-def model_paths(spec: str | Path) -> list[str]:
-    """The model(s) of ``--model``: one path, or several comma-separated (an ensemble)."""
-    paths = [p for p in str(spec).split(",") if p]
-    if not paths:
-        raise ConfigError("expected --model, found none")
+def genotype_probabilities(outputs):
+    """Softmax of the genotype head, inside the predictor's graph (members average these)."""
+    import tensorflow as tf
+
+    return tf.nn.softmax(outputs[HEAD], axis=-1)
+
+
+def check_models(spec: str | Path) -> list[Path]:
+    """The model files ``spec`` names, their cards checked (no TensorFlow): refuses a
+    missing model or card and another app's or task's model, before any work starts."""
+    paths = model_paths(spec)
+    for path in paths:
+        read_card(path, expect=APP, task=TASK)
     return paths
 
 
-def load_classifier(model_path: str | Path, batch_size: int) -> tuple:
-    """Load a model (or an ensemble) and trace its inference graph for one batch shape.
+def load_genotype_ensemble(spec: str | Path, batch_size: int) -> Ensemble:
+    """Load a model or an ensemble and trace its inference graph for one batch shape.
 
     Tracing is done here, on a zero batch, so that :func:`run_pipeline` can do it while
     make-examples is still running in another process.
 
     Parameters
     ----------
-    model_path : str or Path
-        A ``model.keras`` (or its folder), or several comma-separated: their genotype
-        probabilities are averaged (a deep ensemble; models trained with different seeds
-        disagree mostly where each is unsure, and the mean is better calibrated).
+    spec : str or Path
+        A ``model.keras``, a training folder (``model.keras``, ``member_*/`` or
+        ``ensemble.json``) or several comma-separated: their genotype probabilities are
+        averaged (a deep ensemble; members trained with different seeds disagree mostly
+        where each is unsure, and the mean is better calibrated).
     batch_size : int
 
     Returns
     -------
-    models : list of keras.Model
-    sidecar : dict
-        The first model's sidecar.
-    infer : callable
-        ``(batch_size, 100, 221, 7) float32 -> (batch_size, 3)`` genotype probabilities.
+    Ensemble
+        ``ensemble.predict(x)``: ``(N, 100, 221, 7) float32 -> (N, 3)`` probabilities.
     """
-    import tensorflow as tf
-
-    loaded = [load_genotype_model(p) for p in model_paths(model_path)]
-    models = [m for m, _ in loaded]
-
-    def probs(x):
-        return tf.add_n([tf.nn.softmax(m(x, training=False)[HEAD], axis=-1)
-                         for m in models]) / len(models)
-
-    infer = tf.function(probs, reduce_retracing=True)
-    infer(tf.zeros((batch_size, *INPUT_SHAPE), tf.float32))
-    return models, loaded[0][1], infer
+    ens = load_ensemble(spec, expect=APP, task=TASK, batch_size=batch_size,
+                        postprocess=genotype_probabilities)
+    ens.predict(np.zeros((batch_size, *INPUT_SHAPE), np.float32))
+    return ens
 
 
-def call_variants(config: CallConfig, *, loaded: tuple | None = None) -> dict:
-    """Classify every example; returns the number of examples and examples per second.
+def call_variants(config: CallConfig, *, ensemble: Ensemble | None = None) -> dict:
+    """Classify every example into ``config.out``; returns counts and examples per second.
 
-    ``loaded`` is the result of :func:`load_classifier` for ``config.model`` and
+    ``ensemble`` is the result of :func:`load_genotype_ensemble` for ``config.model`` and
     ``config.batch_size``, when the caller has already loaded it.
     """
-    import tensorflow as tf
-
     config.validate()
+    if ensemble is None:
+        check_models(config.model)
     files = example_files(config.examples)
-    models, sidecar, infer = loaded or load_classifier(config.model, config.batch_size)
+    ens = ensemble or load_genotype_ensemble(config.model, config.batch_size)
+    src = Path(config.examples)
+    info = read_json(src / "examples_info.json") if (src / "examples_info.json").exists() \
+        else {}
     out = Path(config.out)
     n, t0 = 0, time.time()
     with atomic_path(out) as tmp:
         with gzip.open(tmp, "wt", compresslevel=3) as f:
+            f.write(f"##sample={info.get('sample', '')}\n")
             f.write("#" + "\t".join(COLUMNS) + "\n")
             for img, meta in progress(_dataset(files, config.batch_size), desc="call-variants",
                                       unit="batch"):
-                k = int(img.shape[0])
-                if k < config.batch_size:
-                    # Pad the last batch: one traced graph for all batches, no retrace.
-                    img = tf.pad(img, [[0, config.batch_size - k], [0, 0], [0, 0], [0, 0]])
-                probs = infer(img).numpy().astype(np.float64)[:k]
+                probs = ens.predict(img.numpy())
                 cols = {k: v.numpy() for k, v in meta.items()}
                 for i in range(probs.shape[0]):
                     f.write("\t".join([
@@ -152,29 +172,44 @@ def call_variants(config: CallConfig, *, loaded: tuple | None = None) -> dict:
                         cols["ad"][i].decode(),
                         *(f"{p:.6g}" for p in probs[i])]) + "\n")
                 n += probs.shape[0]
-    info = {}
-    src = Path(config.examples)
-    if src.is_dir() and (src / "examples_info.json").exists():
-        info = read_json(src / "examples_info.json")
-    info.update({"model": str(config.model), "models": len(models),
-                 "model_variant": sidecar.get("variant"), "examples": n})
-    write_json(out.with_name(out.name.split(".")[0] + "_info.json"), info)
-    save_config(config, out.with_name(out.name.split(".")[0] + "_config.json"))
-    write_run_info(out.parent, command="variants call-variants", config=config)
     wall = time.time() - t0
-    return {"examples": n, "seconds": wall, "examples_per_second": n / max(wall, 1e-9)}
+    return {"examples": n, "models": len(ens), "seconds": wall,
+            "examples_per_second": n / max(wall, 1e-9)}
+
+
+def run_call_variants(config: CallConfig, *, overwrite: bool = False) -> dict:
+    """``deepsci variants call-variants``: :func:`call_variants`, recorded beside the table."""
+    config.validate()
+    inputs = [config.examples, *check_models(config.model)]
+    with RunDir(config.out, command="variants call-variants", config=config, inputs=inputs,
+                overwrite=overwrite, file_output=True) as run:
+        res = call_variants(config)
+        run.record(**res)
+    return res
+
+
+def calls_meta(path) -> dict:
+    """The ``##key=value`` lines at the top of a ``calls.tsv.gz``."""
+    meta = {}
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            if not line.startswith("##"):
+                break
+            key, _, value = line[2:].rstrip("\n").partition("=")
+            meta[key] = value
+    return meta
 
 
 def read_calls(path) -> list[dict]:
     """Read ``calls.tsv.gz`` back into dicts (probabilities as a float array of 3)."""
-    from deepsci.core.errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError("expected calls.tsv.gz from call-variants, found nothing", path)
     rows = []
     with gzip.open(path, "rt") as f:
         header = f.readline()
+        while header.startswith("##"):
+            header = f.readline()
         if not header.startswith("#contig"):
             raise InputError(f"expected a call-variants table, found header {header[:40]!r}",
                              path)

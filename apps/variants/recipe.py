@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import read_json, write_json
+from deepsci.core.runs import RunDir
 
 from . import io as vio
 from .candidates import CandidateConfig, keep_read
@@ -196,13 +196,12 @@ def _regions_text(regions: list[vio.Region]) -> str:
     return ",".join(str(r) for r in regions)
 
 
-def _replicate(recipe: RecipeConfig, main: ReadSet, state: Path, out: Path, seed: int,
+def _replicate(recipe: RecipeConfig, main: ReadSet, run: RunDir, seed: int,
                depth: tuple[float, int]) -> tuple[ReadSet, dict]:
     """Simulate (or reuse) one replicate of the training regions; its read set and record."""
-    marker = state / f"replicate-{seed}.done.json"
-    if marker.exists():
-        sim = read_json(marker)
-    else:
+    key, out = f"replicate-{seed}", run.path / "replicates" / f"rep_{seed}"
+    sim = run.marker(key)
+    if sim is None:
         genome, offsets = replicate_genome(main.ref, main.fit + main.val)
         half = out / "genome.fa"
         vio.write_fasta(genome, half)
@@ -211,23 +210,22 @@ def _replicate(recipe: RecipeConfig, main: ReadSet, state: Path, out: Path, seed
             indel_rate=recipe.indel_rate, coverage=depth[0], read_length=depth[1],
             homopolymer_slip=recipe.homopolymer_slip, threads=recipe.threads, seed=seed))
         sim.update(seed=seed, offsets=offsets, coverage=depth[0], read_length=depth[1])
-        write_json(marker, sim)
+        run.mark(key, sim)
     offsets = sim["offsets"]
     return ReadSet(f"rep_{seed}", sim["bam"], sim["ref"], sim["truth"], sim["bed"],
                    _shift(main.fit, offsets), _shift(main.val, offsets)), sim
 
 
-def _examples(state: Path, key: str, cfg: MakeExamplesConfig, progress: bool) -> dict:
-    """make-examples of one read set, or its summary when an earlier run finished it."""
-    marker = state / f"{key}.done.json"
-    if marker.exists():
-        return read_json(marker)
-    summary = make_examples(cfg, progress=progress)
-    write_json(marker, summary)
+def _examples(run: RunDir, key: str, cfg: MakeExamplesConfig, progress: bool) -> dict:
+    """make-examples of one read set, or its summary when an earlier attempt finished it."""
+    summary = run.marker(key)
+    if summary is None:
+        summary = make_examples(cfg, progress=progress)
+        run.mark(key, summary)
     return summary
 
 
-def _read_sets(recipe: RecipeConfig, main: ReadSet, out: Path, seed: int
+def _read_sets(recipe: RecipeConfig, main: ReadSet, run: RunDir, seed: int
                ) -> tuple[list[ReadSet], list[dict], float]:
     """The user's read set and the simulated replicates (made or reused)."""
     sets, sims, t0 = [main], [], time.time()
@@ -237,25 +235,24 @@ def _read_sets(recipe: RecipeConfig, main: ReadSet, out: Path, seed: int
             measured = measure_reads(main.reads, main.ref, main.fit + main.val)
             depth = (depth[0] or round(measured[0], 1), depth[1] or measured[1])
         for r in range(recipe.replicates):
-            rs, sim = _replicate(recipe, main, out / ".state", out / "replicates" /
-                                 f"rep_{seed + 100 + r}", seed + 100 + r, depth)
+            rs, sim = _replicate(recipe, main, run, seed + 100 + r, depth)
             sets.append(rs)
             sims.append(sim)
     return sets, sims, time.time() - t0
 
 
-def make_training_examples(recipe: RecipeConfig, *, reads: str, ref: str, truth_vcf: str,
-                           confident_bed: str, out_dir: str | Path, regions: str | None = None,
+def make_training_examples(recipe: RecipeConfig, *, run: RunDir, reads: str, ref: str,
+                           truth_vcf: str, confident_bed: str, regions: str | None = None,
                            seed: int = 0, shards: int = 1, scheduler: str | None = None,
                            progress: bool = True) -> TrainingExamples:
-    """Make the recipe's labelled training and validation examples under ``out_dir``.
+    """Make the recipe's labelled training and validation examples in ``run``'s folder.
 
     Folders: ``replicates/rep_<seed>/`` (simulations), ``examples/<set>_<fraction>/``
-    (training) and ``examples/val_<set>/`` (validation). Finished parts are marked in
-    ``out_dir/.state`` and reused by a re-run.
+    (training) and ``examples/val_<set>/`` (validation). Finished parts are marked in the
+    run's resume markers and reused by a re-run.
     """
     recipe.validate()
-    out = Path(out_dir)
+    out = run.path
     fa = vio.open_fasta(ref)
     lengths = dict(zip(fa.references, fa.lengths, strict=True))
     af = vio.open_alignments(reads, ref)
@@ -266,8 +263,7 @@ def make_training_examples(recipe: RecipeConfig, *, reads: str, ref: str, truth_
     regs = regs if regions else [r for r in regs if r.contig in in_bam]
     fit, val = split_validation(regs, recipe.val_fraction)
     main = ReadSet("reads", str(reads), str(ref), str(truth_vcf), str(confident_bed), fit, val)
-    (out / ".state").mkdir(parents=True, exist_ok=True)
-    sets, sims, t_sim = _read_sets(recipe, main, out, seed)
+    sets, sims, t_sim = _read_sets(recipe, main, run, seed)
     t0, res = time.time(), TrainingExamples([], [], [0, 0, 0], [0, 0, 0], _regions_text(fit),
                                             _regions_text(val), sims,
                                             {"simulate replicates": t_sim}, {})
@@ -275,7 +271,7 @@ def make_training_examples(recipe: RecipeConfig, *, reads: str, ref: str, truth_
             for f in (recipe.downsample if rs is main else recipe.replicate_downsample)]
     for k, (rs, frac) in enumerate(jobs):
         d = out / "examples" / f"{rs.name}_{frac:g}"
-        s = _examples(out / ".state", f"examples-{rs.name}-{frac:g}", MakeExamplesConfig(
+        s = _examples(run, f"examples-{rs.name}-{frac:g}", MakeExamplesConfig(
             reads=rs.reads, ref=rs.ref, out_dir=str(d), regions=_regions_text(rs.fit),
             truth_vcf=rs.truth_vcf, confident_bed=rs.confident_bed, shards=shards,
             scheduler=scheduler, gvcf=False, seed=k,
@@ -288,7 +284,7 @@ def make_training_examples(recipe: RecipeConfig, *, reads: str, ref: str, truth_
     t0 = time.time()
     for rs in sets if val else []:
         d = out / "examples" / f"val_{rs.name}"
-        s = _examples(out / ".state", f"examples-val-{rs.name}", MakeExamplesConfig(
+        s = _examples(run, f"examples-val-{rs.name}", MakeExamplesConfig(
             reads=rs.reads, ref=rs.ref, out_dir=str(d), regions=_regions_text(rs.val),
             truth_vcf=rs.truth_vcf, confident_bed=rs.confident_bed, shards=shards,
             scheduler=scheduler, gvcf=False), progress)

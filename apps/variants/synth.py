@@ -16,6 +16,7 @@ import numpy as np
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import atomic_path
 from deepsci.core.progress import progress
+from deepsci.core.runs import RunDir
 
 from . import io as vio
 
@@ -29,6 +30,7 @@ __all__ = [
     "homopolymers",
     "align_pairs",
     "simulate",
+    "run_simulate",
 ]
 
 _BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -39,14 +41,50 @@ _COMP = bytes.maketrans(b"ACGTN", b"TGCAN")
 class SimulateConfig:
     """Options of ``deepsci variants simulate``.
 
-    Rates are per base of the reference; ``het_fraction`` is the share of heterozygous
-    variants (the rest are homozygous-alt).
+    Attributes
+    ----------
+    out_dir : str
+        Output folder.
+    fasta : str or None
+        Reference FASTA to plant variants in; None: a random genome.
+    genome_length : int
+        Length of the random genome (bp).
+    contigs : list of str or None
+        Use only these contigs of --fasta.
+    snp_rate : float
+        SNPs planted per base.
+    indel_rate : float
+        Indels (1 to ``max_indel`` bp) planted per base.
+    het_fraction : float
+        Share of heterozygous variants (the rest are homozygous-alt).
+    max_indel : int
+        Longest planted indel (bp).
+    coverage : float
+        Mean read depth.
+    read_length : int
+        Read length (bp), paired-end.
+    fragment_mean : float
+        Mean fragment length (bp).
+    fragment_sd : float
+        Standard deviation of the fragment length (bp).
+    indel_error_rate : float
+        Small indel sequencing errors per base.
+    homopolymer_slip : float
+        Slippage error chance at a 4-bp homopolymer: a read crossing a homopolymer of length
+        L >= 4 gains or loses one base with probability ``homopolymer_slip * 1.9 ** (L - 4)``
+        (at most 0.2), ~0.3 % at L = 8 and ~3 % at L = 12, as reported for Illumina; 0 off.
+    sample : str
+        Sample name (read group SM).
+    threads : int
+        BWA-MEM threads.
+    seed : int
+        Random seed (variants and reads).
     """
 
-    out_dir: str = "sim"
-    fasta: str | None = None            # None: make a random genome
-    genome_length: int = 50_000         # random genome only
-    contigs: list[str] | None = None    # restrict to these contigs of ``fasta``
+    out_dir: str = field(default="sim", metadata={"cli": "out"})
+    fasta: str | None = None
+    genome_length: int = field(default=50_000, metadata={"cli": "length"})
+    contigs: list[str] | None = None
     snp_rate: float = 1e-3
     indel_rate: float = 1e-4
     het_fraction: float = 0.6
@@ -55,30 +93,31 @@ class SimulateConfig:
     read_length: int = 150
     fragment_mean: float = 400.0
     fragment_sd: float = 50.0
-    indel_error_rate: float = 2e-4      # per base: small indel sequencing errors
-    # Polymerase slippage: a read crossing a homopolymer of length L >= 4 gains or loses one
-    # of its bases with probability homopolymer_slip * 1.9 ** (L - 4) (at most 0.2), so
-    # ~0.3 % at L = 8 and ~3 % at L = 12, the range reported for Illumina reads.
+    indel_error_rate: float = 2e-4
     homopolymer_slip: float = 2e-4
     sample: str = "SIM"
     threads: int = 2
     seed: int = 0
 
-    def validate(self) -> None:
+    def validate(self) -> SimulateConfig:
         for name in ("snp_rate", "indel_rate", "het_fraction", "indel_error_rate",
                      "homopolymer_slip"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"expected {name} in [0, 1], found {v}")
+                raise ConfigError(f"expected --{name.replace('_', '-')} in [0, 1], found {v}")
         if self.coverage <= 0 or self.read_length < 30:
-            raise ConfigError(f"expected coverage > 0 and read_length >= 30, found "
+            raise ConfigError(f"expected --coverage > 0 and --read-length >= 30, found "
                               f"{self.coverage} and {self.read_length}")
-        if self.fragment_mean < self.read_length:
-            raise ConfigError(f"expected fragment_mean >= read_length, found {self.fragment_mean}")
+        if self.fragment_mean < self.read_length or self.fragment_sd < 0:
+            raise ConfigError(f"expected --fragment-mean >= --read-length and --fragment-sd "
+                              f">= 0, found {self.fragment_mean} and {self.fragment_sd}")
         if not 1 <= self.max_indel <= 50:
-            raise ConfigError(f"expected max_indel in 1..50, found {self.max_indel}")
+            raise ConfigError(f"expected --max-indel in 1..50, found {self.max_indel}")
         if self.fasta is None and self.genome_length < 2_000:
-            raise ConfigError(f"expected genome_length >= 2000, found {self.genome_length}")
+            raise ConfigError(f"expected --length >= 2000, found {self.genome_length}")
+        if self.threads < 1:
+            raise ConfigError(f"expected --threads >= 1, found {self.threads}")
+        return self
 
 
 @dataclass
@@ -435,3 +474,13 @@ def simulate(config: SimulateConfig) -> dict:
     return {"ref": str(ref), "truth": str(truth), "bed": str(bed), "bam": str(bam),
             "reads": [str(out / "reads_1.fq.gz"), str(out / "reads_2.fq.gz")],
             "n_pairs": len(pairs), "n_snps": n_snp, "n_indels": len(variants) - n_snp}
+
+
+def run_simulate(config: SimulateConfig, *, overwrite: bool = False) -> dict:
+    """``deepsci variants simulate``: :func:`simulate` with its ``run.json`` in the folder."""
+    config.validate()
+    with RunDir(config.out_dir, command="variants simulate", config=config,
+                inputs=[config.fasta], overwrite=overwrite) as run:
+        res = simulate(config)
+        run.record(**res)
+    return res

@@ -5,13 +5,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deepsci.core.accelerator import AcceleratorConfig
+from deepsci.core.ensemble import member_seeds, write_ensemble
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import read_json, save_config, write_run_info
+from deepsci.core.io import config_to_dict, read_json
+from deepsci.core.runs import RunDir
 
 from .augment import AlleleFractionAugment
 from .candidates import CandidateConfig
 from .make_examples import example_files
-from .model import HEAD, INPUT_SHAPE, build_model, example_dataset, load_genotype_model
+from .model import HEAD, build_model, example_dataset, genotype_card, load_genotype_model
 from .recipe import RecipeConfig, TrainingExamples, make_training_examples
 
 __all__ = ["TrainVariantsConfig", "train_variants", "genotype_loss", "class_counts",
@@ -22,51 +25,128 @@ __all__ = ["TrainVariantsConfig", "train_variants", "genotype_loss", "class_coun
 class TrainVariantsConfig:
     """Options of ``deepsci variants train``; the defaults are the benchmark's recipe D.
 
-    Training data is either ``examples`` (labelled make-examples folders, comma-separated)
-    or ``reads`` + ``ref`` + ``truth_vcf`` + ``confident_bed``, from which the recipe
-    (:mod:`deepsci.apps.variants.recipe`) makes the examples under ``out_dir``:
-    down-sampled copies of the reads, simulated replicates and a held-out validation part.
+    Training data is either ``examples`` (labelled make-examples folders) or ``reads`` +
+    ``ref`` + ``truth_vcf`` + ``confident_bed``, from which the recipe
+    (:mod:`deepsci.apps.variants.recipe`) makes the examples under ``out_dir``.
+
+    Attributes
+    ----------
+    reads : str or None
+        Recipe: indexed BAM/CRAM of a sample with a truth set.
+    ref : str or None
+        Recipe: reference FASTA.
+    truth_vcf : str or None
+        Recipe: truth VCF of the reads.
+    confident_bed : str or None
+        Recipe: confident regions of the truth.
+    regions : str or None
+        Recipe: training regions (chr:start-end, comma list or BED); None: every contig.
+    examples : str or None
+        Instead of the recipe: labelled make-examples folder(s), comma-separated.
+    val_examples : str or None
+        With --examples: labelled validation examples; the best epoch is kept.
+    out_dir : str
+        Output folder: model.keras (or member_*/ and ensemble.json), checkpoints, examples.
+    recipe : RecipeConfig
+        How the recipe makes examples (read fractions, replicates, validation share).
+    shards : int
+        Recipe: make-examples shards per read set.
+    scheduler : str or None
+        Recipe: make-examples scheduler (local, inline or tcp://host:port).
+    variant : str
+        Network: small (trains on a CPU) or v3 (Inception-v3, DeepVariant's).
+    width : int
+        Filters per branch of the small Inception.
+    init_model : str or None
+        Start from this model.keras (warm start) instead of random weights.
+    epochs : int
+        Passes over the training examples.
+    batch_size : int
+        Global batch size.
+    learning_rate : float
+        Peak learning rate (cosine schedule).
+    lr_schedule : str
+        constant, cosine, exponential or step.
+    warmup_steps : int
+        Linear warm-up steps.
+    seed : int
+        Training seed (ensemble members: seed, seed+1, ...; replicates: seed+100+r).
+    ensemble : int
+        Train this many members on the same examples (member_*/, ensemble.json).
+    class_weight : str
+        Loss weight per genotype class: none, balanced (inverse class frequency) or
+        'w_homref,w_het,w_homalt'.
+    af_augment : float
+        Chance per het example and epoch that a random share of its alt reads is dropped
+        (never below 2 alt reads and the candidate VAF), so low-VAF hets are seen; 0 off.
+    af_augment_alleles : str
+        Which het examples --af-augment may thin: snp or all.
+    af_augment_min_vaf : float
+        Lowest allele fraction --af-augment thins a het to.
+    accel : AcceleratorConfig
+        Where and how to train (--strategy, --precision, --xla).
     """
 
-    examples: str | None = None           # make-examples folder(s), comma-separated
-    val_examples: str | None = None
-    reads: str | None = None              # recipe mode: reads, reference and truth
+    reads: str | None = None
     ref: str | None = None
     truth_vcf: str | None = None
     confident_bed: str | None = None
-    regions: str | None = None            # training regions of the recipe (default: all)
-    out_dir: str = "model"
+    regions: str | None = None
+    examples: str | None = None
+    val_examples: str | None = None
+    out_dir: str = field(default="model", metadata={"cli": "out"})
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
-    shards: int = 1                       # make-examples shards of the recipe
-    scheduler: str | None = None          # make-examples scheduler of the recipe
-    variant: str = "small"                # small | v3
+    shards: int = 1
+    scheduler: str | None = None
+    variant: str = field(default="small", metadata={"cli": "model-variant"})
     width: int = 16
-    warm_start: str | None = None         # an earlier model.keras (or its folder)
+    init_model: str | None = None
     epochs: int = 8
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = field(default=1e-3, metadata={"cli": "lr"})
     lr_schedule: str = "cosine"
     warmup_steps: int = 0
     seed: int = 0
-    strategy: str = "auto"
-    # Per-class loss weights: "none", "balanced" (inverse class frequency, normalised to a
-    # mean weight of 1 per example) or three comma-separated numbers (hom-ref,het,hom-alt).
+    ensemble: int = 1
     # Candidates that are really hom-ref are a small minority of the examples (~7 % on the
     # bench), yet they are where a caller's false positives come from.
     class_weight: str = "none"
-    # Allele-fraction augmentation: the chance, per het example and epoch, that a random
-    # share of its alt-supporting reads is dropped (down to the candidate thresholds), so the
-    # model sees the low-VAF binomial tail of true hets (see augment.py). 0 turns it off.
     af_augment: float = 0.25
-    af_augment_alleles: str = "snp"       # snp | all: which het images may be thinned
-    # Lowest VAF a thinned het may reach; the candidate thresholds (0.12 SNPs, 0.06 indels)
-    # apply when this is lower. True hets at 30x fall below VAF 0.2 less than 0.1 % of the
-    # time, while hom-ref candidates (errors) sit mostly below it; 0.15 kept the low-VAF
-    # het SNPs of the benchmark without adding indel false positives (recipe D).
+    af_augment_alleles: str = "snp"
+    # True hets at 30x fall below VAF 0.2 less than 0.1 % of the time, while hom-ref
+    # candidates (errors) sit mostly below it; 0.15 kept the low-VAF het SNPs of the
+    # benchmark without adding indel false positives (recipe D).
     af_augment_min_vaf: float = 0.15
-    extra: dict = field(default_factory=dict)
+    accel: AcceleratorConfig = field(default_factory=AcceleratorConfig)
 
     def validate(self) -> TrainVariantsConfig:
+        self._validate_inputs()
+        self.recipe.validate()
+        self.accel.validate()
+        if self.variant not in ("small", "v3"):
+            raise ConfigError(f"expected --model-variant small or v3, found {self.variant!r}")
+        for name, low in (("shards", 1), ("epochs", 1), ("batch_size", 1), ("width", 1),
+                          ("ensemble", 1), ("warmup_steps", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"expected --{name.replace('_', '-')} >= {low}, found "
+                                  f"{getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"expected --lr > 0, found {self.learning_rate}")
+        if self.lr_schedule not in ("constant", "cosine", "exponential", "step"):
+            raise ConfigError(f"expected --lr-schedule constant, cosine, exponential or step, "
+                              f"found {self.lr_schedule!r}")
+        _parse_class_weight(self.class_weight)
+        if not 0.0 <= self.af_augment <= 1.0:
+            raise ConfigError(f"expected --af-augment in [0, 1], found {self.af_augment}")
+        if not 0.0 <= self.af_augment_min_vaf < 0.5:
+            raise ConfigError(f"expected --af-augment-min-vaf in [0, 0.5), found "
+                              f"{self.af_augment_min_vaf}")
+        if self.af_augment_alleles not in ("snp", "all"):
+            raise ConfigError(f"expected --af-augment-alleles snp or all, found "
+                              f"{self.af_augment_alleles!r}")
+        return self
+
+    def _validate_inputs(self) -> None:
         recipe_inputs = (self.reads, self.ref, self.truth_vcf, self.confident_bed)
         if self.examples and any(recipe_inputs):
             raise ConfigError("expected --examples or --reads/--ref/--truth-vcf/"
@@ -78,27 +158,6 @@ class TrainVariantsConfig:
         if self.val_examples and not self.examples:
             raise ConfigError("expected --val-examples only with --examples (the recipe holds "
                               "out --val-fraction itself), found it alone")
-        self.recipe.validate()
-        if self.shards < 1:
-            raise ConfigError(f"expected --shards >= 1, found {self.shards}")
-        if self.variant not in ("small", "v3"):
-            raise ConfigError(f"expected --model-variant small or v3, found {self.variant!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(f"expected epochs and batch size >= 1, found {self.epochs} and "
-                              f"{self.batch_size}")
-        if self.width < 1 or not self.learning_rate > 0 or self.warmup_steps < 0:
-            raise ConfigError(f"expected --width >= 1, --lr > 0 and --warmup-steps >= 0, "
-                              f"found {self.width}, {self.learning_rate}, {self.warmup_steps}")
-        _parse_class_weight(self.class_weight)
-        if not 0.0 <= self.af_augment <= 1.0:
-            raise ConfigError(f"expected --af-augment in [0, 1], found {self.af_augment}")
-        if not 0.0 <= self.af_augment_min_vaf < 0.5:
-            raise ConfigError(f"expected --af-augment-min-vaf in [0, 0.5), found "
-                              f"{self.af_augment_min_vaf}")
-        if self.af_augment_alleles not in ("snp", "all"):
-            raise ConfigError(f"expected --af-augment-alleles snp or all, found "
-                              f"{self.af_augment_alleles!r}")
-        return self
 
 
 def _parse_class_weight(spec: str) -> tuple[float, float, float] | str | None:
@@ -214,27 +273,28 @@ def _augment_config(config: TrainVariantsConfig):
                                                     config.af_augment_min_vaf))
 
 
-def _fit(config: TrainVariantsConfig, examples: str, val_examples: str | None, out: Path):
+def _fit(config: TrainVariantsConfig, examples: str, val_examples: str | None, out: Path,
+         seed: int):
     """The core training loop over the examples; returns its result and the class counts."""
-    from deepsci.core.accelerator import resolve_strategy
+    from deepsci.core.accelerator import setup
     from deepsci.core.training import TrainConfig, train
 
     files = _check_training_examples(examples)
     val_files = _check_training_examples(val_examples) if val_examples else None
-    strategy = resolve_strategy(config.strategy)
+    strategy = setup(config.accel)
     counts = _label_counts(examples)
     weights = class_weights(config.class_weight, counts)
 
     def builder():
-        if config.warm_start:
-            model, _ = load_genotype_model(config.warm_start)
+        if config.init_model:
+            model, _ = load_genotype_model(config.init_model)
             return model
         return build_model(config.variant, width=config.width) if config.variant == "small" \
             else build_model(config.variant)
 
     tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
                        learning_rate=config.learning_rate, lr_schedule=config.lr_schedule,
-                       warmup_steps=config.warmup_steps, seed=config.seed,
+                       warmup_steps=config.warmup_steps, seed=seed,
                        monitor="val_loss" if val_files else "loss", clip_norm=5.0,
                        checkpoint_every=200)
     augment = _augment_config(config)
@@ -244,13 +304,13 @@ def _fit(config: TrainVariantsConfig, examples: str, val_examples: str | None, o
         # fails in BatchNormalization under MirroredStrategy; whole per-replica batches
         # (the last one padded by the core loop) do not.
         return example_dataset(files, batch_size=ctx.get_per_replica_batch_size(
-            config.batch_size), training=True, seed=config.seed, class_weights=weights)
+            config.batch_size), training=True, seed=seed, class_weights=weights)
 
     def train_ds_augmented(ctx, epoch):
         # Built per epoch (the core loop passes it), so the random thinning differs between
         # epochs yet is the same on resume.
         return example_dataset(files, batch_size=ctx.get_per_replica_batch_size(
-            config.batch_size), training=True, seed=config.seed, class_weights=weights,
+            config.batch_size), training=True, seed=seed, class_weights=weights,
             augment=augment, epoch=epoch)
 
     def val_ds(ctx):
@@ -266,61 +326,99 @@ def _fit(config: TrainVariantsConfig, examples: str, val_examples: str | None, o
     return res, counts, weights
 
 
-def _sidecar(config: TrainVariantsConfig, res, counts, weights,
-             made: TrainingExamples | None) -> dict:
-    train_config = {"epochs": config.epochs, "batch_size": config.batch_size,
-                    "learning_rate": config.learning_rate, "warm_start": config.warm_start,
-                    "seed": config.seed, "class_counts": counts, "class_weights": weights,
-                    "af_augment": config.af_augment,
-                    "af_augment_alleles": config.af_augment_alleles,
-                    "af_augment_min_vaf": config.af_augment_min_vaf}
+def _card(config: TrainVariantsConfig, res, counts, weights, made: TrainingExamples | None,
+          examples: str, member: int, seed: int):
+    """The model card of one trained member: recipe, data provenance, held-out metrics."""
+    hist = res.history or [{}]
+    best = min(hist, key=lambda h: h.get("val_loss", float("inf"))) if "val_loss" in hist[-1] \
+        else hist[-1]
+    data = {"name": config.reads or examples, "files": examples.split(","),
+            "synthetic": bool(made and made.replicates), "seeds": [seed]}
     if made is not None:
-        train_config["recipe"] = {**asdict(config.recipe), "fit_regions": made.fit_regions,
-                                  "val_regions": made.val_regions,
-                                  "val_class_counts": made.val_labels}
-    return {
-        "app": "variants",
-        "input_spec": {"shape": list(INPUT_SHAPE), "dtype": "uint8",
-                       "channels": "read_base,base_quality,mapping_quality,strand,"
-                                   "read_supports_variant,base_differs_from_ref,insert_size"},
-        "preprocessing": "x / 127 - 1 inside the model",
-        "classes": ["hom_ref", "het", "hom_alt"],
-        "variant": config.variant,
-        "train_config": train_config,
-        "metrics": res.history[-1] if res.history else {},
-    }
+        data.update(reads=config.reads, truth_vcf=config.truth_vcf,
+                    confident_bed=config.confident_bed, fit_regions=made.fit_regions,
+                    val_regions=made.val_regions, val_class_counts=made.val_labels,
+                    replicate_seeds=[r["seed"] for r in made.replicates])
+    metrics = ({"validation": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
+                "epoch": best.get("epoch")} if "val_loss" in best else
+               {"training": {k: best[k] for k in ("loss", "accuracy") if k in best}})
+    training = {"command": "variants train", "config": config_to_dict(config), "seed": seed,
+                "class_counts": counts, "class_weights": weights, "steps": res.steps}
+    return genotype_card(training=training, data=data, metrics=metrics,
+                         extra={"variant": config.variant, "width": config.width,
+                                "member": member, "ensemble": config.ensemble})
 
 
-def train_variants(config: TrainVariantsConfig, *, progress: bool = True) -> dict:
-    """Train (or warm-start and continue training) a genotype model; saves ``model.keras``.
+def _member(config: TrainVariantsConfig, run: RunDir, examples: str, val_examples: str | None,
+            made: TrainingExamples | None, k: int, seed: int) -> dict:
+    """Train (or reuse, when an earlier attempt finished it) ensemble member ``k``."""
+    from deepsci.core.models.serialization import save_model
+
+    key = f"member-{k}"
+    if run.done(key):
+        return run.marker(key)
+    out = run.path / f"member_{k}" if config.ensemble > 1 else run.path
+    t0 = time.time()
+    res, counts, weights = _fit(config, examples, val_examples, out, seed)
+    card = _card(config, res, counts, weights, made, examples, k, seed)
+    model_path = save_model(res.model, out / "model.keras", card=card)
+    result = {"model": str(model_path), "seed": seed, "history": res.history,
+              "best": res.best, "steps": res.steps, "seconds": time.time() - t0,
+              "class_counts": counts, "class_weights": weights, "metrics": card.metrics}
+    run.mark(key, result)
+    return result
+
+
+def train_variants(config: TrainVariantsConfig, *, progress: bool = True,
+                   overwrite: bool = False) -> dict:
+    """Train (or warm-start) a genotype model or an ensemble; records ``out_dir/run.json``.
 
     With ``config.examples`` it trains on those; otherwise it first makes the recipe's
     examples from ``config.reads`` (:func:`~deepsci.apps.variants.recipe.make_training_examples`).
-    Returns the history, the best monitored value, the saved model path, the example
-    folders trained and validated on, and (recipe mode) what the recipe made.
-    """
-    from deepsci.core.models.serialization import save_model
+    A re-run of an interrupted run resumes: finished example sets and members are reused
+    and training continues from its last checkpoint.
 
+    Returns
+    -------
+    dict
+        ``model`` (``model.keras``, or the folder of an ensemble), ``members``, the first
+        member's ``history``, ``best`` and ``steps``, ``class_counts``, ``class_weights``,
+        the ``examples`` and ``val_examples`` folders and, in recipe mode, ``recipe``
+        (a :class:`~deepsci.apps.variants.recipe.TrainingExamples`).
+    """
     config.validate()
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    made = None
-    examples, val_examples = config.examples, config.val_examples
-    if not examples:
-        made = make_training_examples(
-            config.recipe, reads=config.reads, ref=config.ref, truth_vcf=config.truth_vcf,
-            confident_bed=config.confident_bed, regions=config.regions, out_dir=out,
-            seed=config.seed, shards=config.shards, scheduler=config.scheduler,
-            progress=progress)
-        examples, val_examples = ",".join(made.examples), ",".join(made.val_examples) or None
-    t0 = time.time()
-    res, counts, weights = _fit(config, examples, val_examples, out)
-    model_path = out / "model.keras"
-    save_model(res.model, model_path, sidecar=_sidecar(config, res, counts, weights, made))
-    save_config(config, out / "config.json")
-    write_run_info(out, command="variants train", config=config)
-    return {"model": str(model_path), "history": res.history, "best": res.best,
-            "steps": res.steps, "seconds": time.time() - t0, "class_counts": counts,
-            "class_weights": weights, "examples": examples.split(","),
-            "val_examples": val_examples.split(",") if val_examples else [],
-            "recipe": made}
+    inputs = [config.reads, config.ref, config.truth_vcf, config.confident_bed,
+              *(config.examples or "").split(","), *(config.val_examples or "").split(","),
+              config.init_model]
+    with RunDir(config.out_dir, command="variants train", config=config, overwrite=overwrite,
+                inputs=[p for p in inputs if p]) as run:
+        made = None
+        examples, val_examples = config.examples, config.val_examples
+        if not examples:
+            with run.stage("make_examples", config.recipe) as st:
+                made = make_training_examples(
+                    config.recipe, run=run, reads=config.reads, ref=config.ref,
+                    truth_vcf=config.truth_vcf, confident_bed=config.confident_bed,
+                    regions=config.regions, seed=config.seed, shards=config.shards,
+                    scheduler=config.scheduler, progress=progress)
+                st.record(**asdict(made))
+            examples, val_examples = ",".join(made.examples), ",".join(made.val_examples) or None
+        members = []
+        with run.stage("train") as st:
+            for k, seed in enumerate(member_seeds(config.seed, config.ensemble)):
+                members.append(_member(config, run, examples, val_examples, made, k, seed))
+            st.record(members=[{m: r[m] for m in ("model", "seed", "best", "steps", "metrics")}
+                               for r in members])
+        model = members[0]["model"]
+        if config.ensemble > 1:
+            write_ensemble(run.path, [m["model"] for m in members],
+                           info={"seeds": [m["seed"] for m in members]})
+            model = str(run.path)
+        first = members[0]
+        res = {"model": model, "members": [m["model"] for m in members],
+               "history": first["history"], "best": first["best"], "steps": first["steps"],
+               "class_counts": first["class_counts"], "class_weights": first["class_weights"],
+               "examples": examples.split(","),
+               "val_examples": val_examples.split(",") if val_examples else []}
+        run.record(**{k: v for k, v in res.items() if k != "history"})
+    return {**res, "recipe": made}

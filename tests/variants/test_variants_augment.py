@@ -148,8 +148,12 @@ def test_bad_af_augment_is_a_config_error():
 def test_min_vaf_option_raises_the_floor_above_the_candidate_thresholds():
     from deepsci.apps.variants.train import TrainVariantsConfig, _augment_config
 
-    low = _augment_config(TrainVariantsConfig(examples="x", af_augment=0.3))
+    low = _augment_config(TrainVariantsConfig(examples="x", af_augment=0.3,
+                                              af_augment_min_vaf=0.0))
     assert (low.min_vaf, low.min_vaf_indels, low.min_count) == (0.12, 0.06, 2)
+    # The default is recipe D's floor, 0.15, above both candidate thresholds.
+    default = _augment_config(TrainVariantsConfig(examples="x"))
+    assert (default.min_vaf, default.min_vaf_indels) == (0.15, 0.15)
     high = _augment_config(TrainVariantsConfig(examples="x", af_augment=0.3,
                                                af_augment_min_vaf=0.2))
     assert (high.min_vaf, high.min_vaf_indels, high.probability) == (0.2, 0.2, 0.3)

@@ -17,6 +17,7 @@ from deepsci.apps.variants.recipe import (
 )
 from deepsci.apps.variants.train import TrainVariantsConfig
 from deepsci.core.errors import ConfigError
+from deepsci.core.runs import RunDir
 
 R = vio.Region
 
@@ -86,9 +87,10 @@ def test_recipe_makes_every_read_set_and_resumes(tiny_sim, tmp_path):
     recipe = RecipeConfig(downsample=(1.0, 0.5), replicates=1, replicate_downsample=(1.0,),
                           val_fraction=0.25, snp_rate=3e-3, indel_rate=5e-4)
     kw = dict(reads=sim["bam"], ref=sim["ref"], truth_vcf=sim["truth"],
-              confident_bed=sim["bed"], out_dir=tmp_path / "model", regions="chr1:1-6000",
-              seed=5, scheduler="inline", progress=False)
-    made = make_training_examples(recipe, **kw)
+              confident_bed=sim["bed"], regions="chr1:1-6000", seed=5, scheduler="inline",
+              progress=False)
+    with RunDir(tmp_path / "model", command="variants train") as run:
+        made = make_training_examples(recipe, run=run, **kw)
     ex = tmp_path / "model" / "examples"
     assert made.examples == [str(ex / "reads_1"), str(ex / "reads_0.5"), str(ex / "rep_105_1")]
     assert made.val_examples == [str(ex / "val_reads"), str(ex / "val_rep_105")]
@@ -110,6 +112,7 @@ def test_recipe_makes_every_read_set_and_resumes(tiny_sim, tmp_path):
     # A re-run reuses every finished part: same counts, shard files untouched.
     shards = sorted(ex.glob("*/examples-*.tfrecord.gz"))
     mtimes = [f.stat().st_mtime_ns for f in shards]
-    again = make_training_examples(recipe, **kw)
+    with RunDir(tmp_path / "model", command="variants train") as run:
+        again = make_training_examples(recipe, run=run, **kw)
     assert (again.labels, again.val_labels) == (made.labels, made.val_labels)
     assert [f.stat().st_mtime_ns for f in shards] == mtimes

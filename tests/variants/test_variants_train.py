@@ -68,11 +68,12 @@ def test_label_counts_from_make_examples_info_and_loose_shards(tmp_path):
 def _saved_model(path, seed):
     import keras
 
-    from deepsci.apps.variants.model import build_model
+    from deepsci.apps.variants.model import build_model, genotype_card
     from deepsci.core.models.serialization import save_model
 
     keras.utils.set_random_seed(seed)
-    save_model(build_model("small", width=4), path, sidecar={"app": "variants"})
+    save_model(build_model("small", width=4), path,
+               card=genotype_card(training={}, data={}, metrics={}, extra={}))
     return path
 
 
@@ -84,7 +85,11 @@ def test_ensemble_averages_member_probabilities(tmp_path):
     f = _shard(tmp_path / "ex" / "examples-00000-of-00001.tfrecord.gz", [0, 1, 2, 1, 0])
     a, b = _saved_model(tmp_path / "a.keras", 1), _saved_model(tmp_path / "b.keras", 2)
     probs = {}
-    for name, spec in (("a", str(a)), ("b", str(b)), ("ab", f"{a},{b}")):
+    # The same two members as an ensemble folder (ensemble.json) as `train --ensemble 2`
+    # writes it.
+    from deepsci.core.ensemble import write_ensemble
+    write_ensemble(tmp_path, [a, b])
+    for name, spec in (("a", str(a)), ("b", str(b)), ("ab", f"{a},{b}"), ("dir", str(tmp_path))):
         res = call_variants(CallConfig(examples=str(f.parent), model=spec, batch_size=2,
                                        out=str(tmp_path / name / "calls.tsv.gz")))
         assert res["examples"] == 5
@@ -92,6 +97,7 @@ def test_ensemble_averages_member_probabilities(tmp_path):
                                                                  "calls.tsv.gz")])
     assert not np.allclose(probs["a"], probs["b"], atol=1e-4)   # two different members
     np.testing.assert_allclose(probs["ab"], (probs["a"] + probs["b"]) / 2, atol=2e-5)
+    np.testing.assert_allclose(probs["dir"], probs["ab"], atol=1e-6)
     np.testing.assert_allclose(probs["ab"].sum(1), 1.0, atol=1e-5)
     with pytest.raises(InputError, match="missing.keras"):
         call_variants(CallConfig(examples=str(f.parent), model=f"{a},{tmp_path}/missing.keras",
