@@ -52,11 +52,13 @@ class ReplicaConsistentLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     """
 
     def check_finite(self, grads):
-        finite = tf.cast(super().check_finite(grads), tf.float32)
+        finite = super().check_finite(grads)
         ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            finite = ctx.all_reduce(tf.distribute.ReduceOp.MIN, finite)
-        return finite > 0.5
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return finite
+        # ReduceOp has no MIN: count the replicas that overflowed instead.
+        overflowed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+        return tf.equal(overflowed, 0.0)
 
 
 def make_schedule(cfg: TrainConfig, total_steps: int):

@@ -248,3 +248,27 @@ def test_mixed_precision_on_cpu_is_bfloat16_with_float32_variables_and_xla(tmp_p
     assert losses[-1] < 0.5 * losses[0]
     # bfloat16 keeps 8 bits of mantissa: the run follows float32 to about 2 %.
     np.testing.assert_allclose(losses, [h["loss"] for h in ref.history], rtol=0.05)
+
+
+def test_float16_loss_scaling_skips_an_overflow_on_every_replica(tmp_path, loops):
+    x, y = _regression()
+    big = y.copy()
+    big[16:32] *= 1e4  # the first step's batch of replica 1: its float16 gradient overflows
+    initial = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD()).initial_scale
+
+    def data(ctx):
+        return tf.data.Dataset.from_tensor_slices((x, big)).batch(ctx.get_per_replica_batch_size(32))
+
+    cfg = TrainConfig(epochs=1, batch_size=32, learning_rate=0.05, tensorboard=False, progress=False)
+    result = train(_mlp(), data, _mse, cfg, tmp_path,
+                   accelerator=AcceleratorConfig(strategy="mirrored", precision="mixed_float16"))
+    opt = loops[0].optimizer
+    assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
+    dense = [layer for layer in result.model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.compute_dtype for layer in dense] == ["float16", "float16"]
+    assert {v.dtype for v in result.model.weights} == {"float32"}
+    # Both replicas skipped that one step and halved the scale once; had only
+    # replica 1 skipped, replica 0 would apply and the weights turn to NaN.
+    assert float(np.asarray(opt.dynamic_scale)) == initial / 2
+    assert all(np.isfinite(w).all() for w in result.model.get_weights())
+    assert np.isfinite(result.history[0]["loss"])
