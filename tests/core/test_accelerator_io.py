@@ -55,6 +55,33 @@ def test_precision_policy_per_device():
         accelerator.set_precision("float32")
 
 
+def test_setup_sets_the_policy_and_becomes_current():
+    config = accelerator.AcceleratorConfig(strategy="cpu", precision="mixed", xla=True)
+    try:
+        assert accelerator.setup(config) is accelerator.resolve_strategy("cpu")
+        assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
+        assert accelerator.current() == config and accelerator.current().jit_compile
+        accelerator.current().xla = False  # a copy: the current config is not shared
+        assert accelerator.current().xla
+    finally:
+        accelerator.setup(accelerator.AcceleratorConfig())
+    assert accelerator.current() == accelerator.AcceleratorConfig()
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    with pytest.raises(ConfigError, match="precision among"):
+        accelerator.setup(accelerator.AcceleratorConfig(precision="half"))
+    assert accelerator.current().precision == "float32"  # a refused config changes nothing
+
+
+def test_config_fields_name_their_cli_options():
+    fields = dataclasses.fields(accelerator.AcceleratorConfig)
+    assert {f.name: f.metadata.get("cli") for f in fields} == {
+        "strategy": "strategy", "precision": "precision", "xla": "xla", "logical_cpus": None}
+    assert all(f.metadata["help"].strip() for f in fields)
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert train_fields["learning_rate"].metadata["cli"] == "lr"
+    assert all(f.metadata["help"].strip() for f in train_fields.values())
+
+
 def test_split_cpu_after_start_must_agree():
     accelerator.split_cpu(2)  # same as conftest: fine
     with pytest.raises(ConfigError, match="already initialised"):
