@@ -88,6 +88,9 @@ class MakeExamplesConfig:
             raise ConfigError("expected --reads and --ref, found none")
         if self.shards < 1:
             raise ConfigError(f"expected --shards >= 1, found {self.shards}")
+        if self.seed < 0 or self.candidates.downsample_seed < 0:
+            raise ConfigError(f"expected --seed and --downsample-seed >= 0, found {self.seed} "
+                              f"and {self.candidates.downsample_seed}")
         if (self.truth_vcf is None) != (self.confident_bed is None):
             raise ConfigError("expected --truth-vcf and --confident-bed together, found one")
         c = self.candidates

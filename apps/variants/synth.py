@@ -115,8 +115,9 @@ class SimulateConfig:
             raise ConfigError(f"expected --max-indel in 1..50, found {self.max_indel}")
         if self.fasta is None and self.genome_length < 2_000:
             raise ConfigError(f"expected --length >= 2000, found {self.genome_length}")
-        if self.threads < 1:
-            raise ConfigError(f"expected --threads >= 1, found {self.threads}")
+        if self.threads < 1 or self.seed < 0:
+            raise ConfigError(f"expected --threads >= 1 and --seed >= 0, found {self.threads} "
+                              f"and {self.seed}")
         return self
 
 

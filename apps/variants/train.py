@@ -126,7 +126,7 @@ class TrainVariantsConfig:
         if self.variant not in ("small", "v3"):
             raise ConfigError(f"expected --model-variant small or v3, found {self.variant!r}")
         for name, low in (("shards", 1), ("epochs", 1), ("batch_size", 1), ("width", 1),
-                          ("ensemble", 1), ("warmup_steps", 0)):
+                          ("ensemble", 1), ("warmup_steps", 0), ("seed", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"expected --{name.replace('_', '-')} >= {low}, found "
                                   f"{getattr(self, name)}")

@@ -81,3 +81,26 @@ def test_help_shows_at_most_15_options(verb, capsys):
     shown = [line for line in text.splitlines()
              if line.startswith("│") and line.lstrip("│ ").startswith("--")]
     assert 5 <= len(shown) <= 15, text
+
+
+@pytest.mark.parametrize("verb, option, value, message", [
+    ("make-examples", "--shards", "0", "expected --shards >= 1, found 0"),
+    ("make-examples", "--min-fraction-snps", "1.5", "expected --min-fraction-snps in [0, 1]"),
+    ("train", "--replicates", "-1", "expected --replicates >= 0, found -1"),
+    ("train", "--seed", "-3", "expected --seed >= 0, found -3"),
+    ("call-variants", "--batch-size", "0", "expected --batch-size >= 1, found 0"),
+    ("simulate", "--coverage", "0", "expected --coverage > 0"),
+])
+def test_option_ranges_are_one_line_errors(tiny_sim, tmp_path, capsys, verb, option, value,
+                                           message):
+    inputs = {"make-examples": ["--reads", tiny_sim["bam"], "--ref", tiny_sim["ref"]],
+              "train": ["--examples", str(tmp_path)],
+              "call-variants": ["--examples", str(tmp_path), "--model", "m.keras",
+                                "--out", str(tmp_path / "o" / "calls.tsv.gz")],
+              "simulate": []}[verb]
+    out = [] if verb == "call-variants" else ["--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert main(["variants", verb, *inputs, *out, option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {message}")
+    assert not (tmp_path / "o").exists()
