@@ -33,7 +33,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from deepsci.apps.connectomics.predict import model_info  # noqa: E402  (TensorFlow-free)
+from deepsci.apps.connectomics.predict import model_card  # noqa: E402  (TensorFlow-free)
 
 EM = Path(__file__).resolve().parents[2] / "shared" / "data" / "em" / "neuroproof_sample2_train"
 
@@ -66,8 +66,8 @@ def throughput(model_path, batch: int, repeats: int = 5) -> dict:
     from deepsci.core.bench import timeit
     from deepsci.core.models.ffn import FFNConfig, ffn_flops_per_fov
 
-    ff, side = load_flood_filler(model_path)
-    cfg = FFNConfig(**side["ffn"])
+    ff, card = load_flood_filler(model_path)
+    cfg = FFNConfig(**card.extra["ffn"])
     x = np.random.default_rng(0).standard_normal((batch, *cfg.fov_size, 2)).astype(np.float32)
     best = timeit(lambda: ff(x), repeats=repeats)
     flops = ffn_flops_per_fov(cfg) * batch
@@ -155,11 +155,11 @@ def train_model(args, img, lab, vs, work: Path) -> tuple[Path, str]:
     from deepsci.core.training import TrainConfig
 
     if args.model:
-        side = model_info(args.model)
+        card = model_card(args.model)
         hist = Path(args.model).with_name("history.json")
         steps = json.loads(hist.read_text())[-1]["step"] if hist.exists() else "?"
         return Path(args.model), (f"given model {args.model} ({steps} steps, final loss "
-                                  f"{side.get('metrics', {}).get('loss', float('nan')):.4f})")
+                                  f"{card.training.get('final_loss') or float('nan'):.4f})")
     k = args.train_slices - args.val_slices
     write_volume(work / "train.zarr", {"image": img[:k], "labels": lab[:k]}, voxel_size=vs)
     cfg = FFNTrainConfig(
@@ -196,13 +196,15 @@ def inference_config(args, *, training: bool = False):
 def train_agglo(args, model_path, img, lab, vs, work: Path) -> str:
     """The product's ``train-agglo`` on z < train_slices - val_slices; the classifier's path."""
     from deepsci.apps.connectomics.io import write_volume
-    from deepsci.apps.connectomics.train_agglo import run_train_agglo
+    from deepsci.apps.connectomics.train_agglo import TrainAggloRun, run_train_agglo
 
     k = args.train_slices - args.val_slices
     write_volume(work / "agglo_train.zarr", {"image": img[:k], "labels": lab[:k]}, voxel_size=vs)
     t0 = time.perf_counter()
-    res = run_train_agglo(model_path, str(work / "agglo_train.zarr:image"), str(work / "agglo_train.zarr:labels"),
-                          work / "agglo", icfg=inference_config(args, training=True), kind=args.agglo_kind)
+    res = run_train_agglo(TrainAggloRun(image=str(work / "agglo_train.zarr:image"),
+                                        labels=str(work / "agglo_train.zarr:labels"), out=str(work / "agglo"),
+                                        model=str(model_path), preset=args.segment_preset, kind=args.agglo_kind,
+                                        inference=inference_config(args, training=True)), overwrite=True)
     print(f"train-agglo on z < {k}: {res} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return res["classifier"]
 
@@ -258,7 +260,7 @@ def speed(args, model_path, seg: dict) -> list[dict]:
     from deepsci.core.bench import matmul_peak_gflops
     from deepsci.core.models.ffn import FFNConfig, ffn_flops_per_fov
 
-    mc = FFNConfig(**model_info(model_path)["ffn"])
+    mc = FFNConfig(**model_card(model_path).extra["ffn"])
     # Other jobs may share the cores: interleave the peak and the FFN measurements and keep the
     # best of each, so both see the same (least) contention.
     peak, raw, raw1 = 0.0, {"gflops": 0.0}, {"gflops": 0.0}
@@ -303,7 +305,7 @@ def main(argv=None) -> None:
                             inference=inference_config(args))
                if args.scaling_workers else [])
     load_after = os.getloadavg()
-    mc = FFNConfig(**model_info(model_path)["ffn"])
+    mc = FFNConfig(**model_card(model_path).extra["ffn"])
     cols = ["slab", "method", "vi_split", "vi_merge", "vi_total", "adapted_rand_error", "erl", "max_erl", "merges",
             "splits", "n_segments"]
     info = machine_info()

@@ -119,7 +119,7 @@ def pair_scores(labels: np.ndarray, image: np.ndarray, ff: FloodFiller, icfg: In
         pairs = [p for p in pairs if p["a"] in only or p["b"] in only]
     pairs = pairs[:cfg.max_pairs]
     for p in pairs:
-        box = _box(p["centre"], cfg.radius, ff.fov, labels.shape)
+        box = _box(p["centre"], cfg.box_radius(), ff.fov, labels.shape)
         sub = labels[box]
         a, b = sub == p["a"], sub == p["b"]
         allowed = None if cfg.boundary_threshold is None else bmap[box] < cfg.boundary_threshold

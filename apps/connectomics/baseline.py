@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -20,14 +19,14 @@ from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
-from deepsci.core.io import save_config, write_run_info
+from deepsci.core.runs import RunDir
 
-from .config import BaselineConfig, InferenceConfig
+from .config import BaselineConfig, BaselineRun, InferenceConfig
 from .evaluate import variation_of_information
 from .io import open_volume, write_volume
 from .labels import relabel
 
-__all__ = ["BaselineConfig", "boundary_map", "watershed_baseline", "supervoxels", "tune_watershed", "run_baseline"]
+__all__ = ["BaselineConfig", "BaselineRun", "boundary_map", "watershed_baseline", "supervoxels", "tune_watershed", "run_baseline"]
 
 
 def boundary_map(image: np.ndarray, *, sigma: float = 1.0) -> np.ndarray:
@@ -136,16 +135,16 @@ def tune_watershed(image: np.ndarray, labels: np.ndarray, *, markers: str = "pea
     return best
 
 
-def run_baseline(image: str | Path, out_dir: str | Path, cfg: BaselineConfig, *, voxel_size=None) -> dict:
-    """``deepsci connectomics baseline``: write ``segmentation.zarr`` (labels) with config and run info."""
+def run_baseline(cfg: BaselineRun, *, overwrite: bool = False) -> dict:
+    """``deepsci connectomics baseline``: write ``segmentation.zarr`` (labels) and ``run.json``; a summary."""
     t0 = time.perf_counter()
-    vol = open_volume(image, voxel_size=voxel_size)
-    labels = watershed_baseline(vol.read(), cfg, voxel_size=vol.voxel_size)
-    out_dir = Path(out_dir)
-    write_volume(out_dir / "segmentation.zarr", {"labels": labels}, voxel_size=vol.voxel_size,
-                 attrs={"source": vol.spec, "method": "watershed baseline"})
-    save_config(cfg, out_dir / "config.json")
-    summary = {"segmentation": str(out_dir / "segmentation.zarr"), "objects": int(labels.max()),
-               "seconds": round(time.perf_counter() - t0, 2)}
-    write_run_info(out_dir, command="connectomics baseline", config=cfg, extra={"image": vol.spec, "result": summary})
+    vol = open_volume(cfg.image, voxel_size=cfg.voxel_size)
+    labels = watershed_baseline(vol.read(), cfg.baseline, voxel_size=vol.voxel_size)
+    with RunDir(cfg.out, command="connectomics baseline", config=cfg, overwrite=overwrite,
+                inputs=[vol.spec.split(":")[0]]) as run:
+        write_volume(run.file("segmentation.zarr"), {"labels": labels}, voxel_size=vol.voxel_size,
+                     attrs={"source": vol.spec, "method": "watershed baseline"})
+        summary = {"segmentation": str(run.file("segmentation.zarr")), "objects": int(labels.max()),
+                   "seconds": round(time.perf_counter() - t0, 2)}
+        run.record(**summary)
     return summary

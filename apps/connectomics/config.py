@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from deepsci.core.errors import ConfigError
+from deepsci.core.io import config_from_dict
 
 __all__ = ["AgglomerationConfig", "InferenceConfig", "BaselineConfig", "SegmentConfig", "SEGMENT_PRESETS",
-           "preset_inference"]
+           "resolve_preset", "preset_inference", "SegmentRun", "TrainAggloRun", "BaselineRun", "EvaluateRun"]
+
+SEED_POLICIES = ("peaks", "membrane", "grid", "none", "watershed")
+
+
+def _cli(default, name: str):
+    """A field with its command-line spelling (where the field name alone would clash or say too little)."""
+    return field(default=default, metadata={"cli": name})
+
+
+def _check(checks) -> None:
+    """Raise the first failed ``(ok, what, found)`` as one ConfigError line."""
+    for ok, what, found in checks:
+        if not ok:
+            raise ConfigError(f"expected {what}, found {found!r}")
 
 
 @dataclass
@@ -44,29 +60,30 @@ class AgglomerationConfig:
         (:mod:`~deepsci.apps.connectomics.rag`); ``None``: the threshold rule.
     """
 
-    radius: tuple[int, int, int] = (12, 12, 12)
-    min_contact: int = 100
-    threshold: float = 0.8
-    boundary_threshold: float | None = None
-    max_pairs: int = 10000
-    rounds: int = 1
-    classifier: str | None = None
+    radius: tuple[int, ...] = _cli((12, 12, 12), "agglo-radius")
+    min_contact: int = _cli(100, "agglo-min-contact")
+    threshold: float = _cli(0.8, "agglo-threshold")
+    boundary_threshold: float | None = _cli(None, "agglo-boundary-threshold")
+    max_pairs: int = _cli(10000, "agglo-max-pairs")
+    rounds: int = _cli(1, "agglo-rounds")
+    classifier: str | None = _cli(None, "agglo-classifier")
 
-    @classmethod
-    def from_options(cls, *, radius: int | None = None, **given) -> AgglomerationConfig:
-        """From command-line options: ``radius`` one int for all axes; ``None`` (unset) keeps the default."""
-        if radius is not None:
-            given["radius"] = (radius,) * 3
-        return cls(**{k: v for k, v in given.items() if v is not None})
+    def box_radius(self) -> tuple[int, int, int]:
+        """``radius`` as (z, y, x): one value stands for all three axes."""
+        r = tuple(int(v) for v in self.radius)
+        return r * 3 if len(r) == 1 else r
 
     def validate(self) -> AgglomerationConfig:
-        if min(self.radius) < 1 or self.min_contact < 1 or self.max_pairs < 1 or self.rounds < 1:
-            raise ConfigError(f"expected radius, min_contact, max_pairs, rounds >= 1, found {self.radius}, "
-                              f"{self.min_contact}, {self.max_pairs}, {self.rounds}")
-        if not 0 < self.threshold <= 1:
-            raise ConfigError(f"expected 0 < threshold <= 1, found {self.threshold}")
-        if self.boundary_threshold is not None and not 0 < self.boundary_threshold < 1:
-            raise ConfigError(f"expected 0 < boundary_threshold < 1, found {self.boundary_threshold}")
+        _check([
+            (len(self.radius) in (1, 3) and min(self.radius) >= 1, "--agglo-radius of 1 or 3 values >= 1",
+             self.radius),
+            (self.min_contact >= 1, "--agglo-min-contact >= 1", self.min_contact),
+            (self.max_pairs >= 1, "--agglo-max-pairs >= 1", self.max_pairs),
+            (self.rounds >= 1, "--agglo-rounds >= 1", self.rounds),
+            (0 < self.threshold <= 1, "0 < --agglo-threshold <= 1", self.threshold),
+            (self.boundary_threshold is None or 0 < self.boundary_threshold < 1,
+             "0 < --agglo-boundary-threshold < 1", self.boundary_threshold),
+        ])
         return self
 
 
@@ -86,6 +103,12 @@ class InferenceConfig:
         no flood fill, the segments are the supervoxels of a peak-marker watershed of
         the boundary map (interior below ``boundary_threshold`` or Otsu's level, peaks
         ``peak_min_distance`` apart, every voxel kept) for the learned agglomeration.
+    grid_step : tuple of int, optional
+        (z, y, x) step of the ``grid`` seeds; default: half the FOV.
+    peak_min_distance : int
+        Minimum distance (voxels) between two seeds (and supervoxel peaks).
+    edge_sigma : float
+        Smoothing (voxels) of the local mean edge strength of the ``peaks`` seeds.
     move_threshold : float
         Face probability needed to move the FOV there.
     segment_threshold : float
@@ -142,40 +165,33 @@ class InferenceConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> InferenceConfig:
-        """Rebuild from :func:`dataclasses.asdict` output (JSON lists back to tuples)."""
-        d = dict(d)
-        agg = dict(d.pop("agglomeration", None) or {})
-        if "radius" in agg:
-            agg["radius"] = tuple(agg["radius"])
-        for key in ("min_boundary_dist", "grid_step"):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
-        return cls(**d, agglomeration=AgglomerationConfig(**agg))
+        """Rebuild from :func:`~deepsci.core.io.config_to_dict` output (JSON lists back to tuples)."""
+        return config_from_dict(cls, d)
 
     def validate(self) -> InferenceConfig:
-        checks = [
-            (self.seed_policy in ("peaks", "membrane", "grid", "none", "watershed"),
-             "seed_policy 'peaks', 'membrane', 'grid', 'none' or 'watershed'", self.seed_policy),
-            (self.seed_policy != "none" or self.reseed_unclaimed > 0, "reseed_unclaimed > 0 with seed_policy 'none'",
+        _check([
+            (self.seed_policy in SEED_POLICIES, f"--seed-policy among {', '.join(SEED_POLICIES)}", self.seed_policy),
+            (self.seed_policy != "none" or self.reseed_unclaimed > 0, "--reseed-unclaimed > 0 with --seed-policy none",
              self.reseed_unclaimed),
-            (self.boundary_threshold is None or 0 < self.boundary_threshold < 1, "0 < boundary_threshold < 1",
+            (self.boundary_threshold is None or 0 < self.boundary_threshold < 1, "0 < --boundary-threshold < 1",
              self.boundary_threshold),
-            (self.boundary_sigma >= 0, "boundary_sigma >= 0", self.boundary_sigma),
-            (0 < self.move_threshold < 1, "0 < move_threshold < 1", self.move_threshold),
-            (0 < self.segment_threshold < 1, "0 < segment_threshold < 1", self.segment_threshold),
-            (self.min_segment_size >= 1, "min_segment_size >= 1", self.min_segment_size),
-            (self.batch_size >= 1, "batch_size >= 1", self.batch_size),
-            (self.peak_min_distance >= 1, "peak_min_distance >= 1", self.peak_min_distance),
-            (self.max_fovs_per_object >= 1, "max_fovs_per_object >= 1", self.max_fovs_per_object),
-            (self.reseed_unclaimed >= 0, "reseed_unclaimed >= 0", self.reseed_unclaimed),
+            (self.grid_step is None or (len(self.grid_step) == 3 and min(self.grid_step) >= 1),
+             "--grid-step of 3 values >= 1", self.grid_step),
+            (len(self.min_boundary_dist) == 3 and min(self.min_boundary_dist) >= 0,
+             "--min-boundary-dist of 3 values >= 0", self.min_boundary_dist),
+            (self.boundary_sigma >= 0, "--boundary-sigma >= 0", self.boundary_sigma),
+            (self.edge_sigma > 0, "--edge-sigma > 0", self.edge_sigma),
+            (0 < self.move_threshold < 1, "0 < --move-threshold < 1", self.move_threshold),
+            (0 < self.segment_threshold < 1, "0 < --segment-threshold < 1", self.segment_threshold),
+            (self.min_segment_size >= 1, "--min-segment-size >= 1", self.min_segment_size),
+            (self.batch_size >= 1, "--batch-size >= 1", self.batch_size),
+            (self.peak_min_distance >= 1, "--peak-min-distance >= 1", self.peak_min_distance),
+            (self.max_fovs_per_object >= 1, "--max-fovs-per-object >= 1", self.max_fovs_per_object),
+            (self.reseed_unclaimed >= 0, "--reseed-unclaimed >= 0", self.reseed_unclaimed),
             (not self.reseed_unclaimed or self.boundary_threshold is not None,
-             "boundary_threshold with reseed_unclaimed", self.boundary_threshold),
-        ]
-        for ok, what, found in checks:
-            if not ok:
-                raise ConfigError(f"expected {what}, found {found!r}")
-        if self.agglomerate:
-            self.agglomeration.validate()
+             "--boundary-threshold with --reseed-unclaimed", self.boundary_threshold),
+        ])
+        self.agglomeration.validate()
         return self
 
 
@@ -205,13 +221,13 @@ class BaselineConfig:
     markers: str = "peaks"
 
     def validate(self) -> BaselineConfig:
-        if self.markers not in ("peaks", "components"):
-            raise ConfigError(f"expected markers 'peaks' or 'components', found {self.markers!r}")
-        if self.sigma < 0 or self.min_distance < 1 or self.min_size < 0:
-            raise ConfigError(f"expected sigma >= 0, min_distance >= 1, min_size >= 0, found {self.sigma}, "
-                              f"{self.min_distance}, {self.min_size}")
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise ConfigError(f"expected 0 < threshold < 1, found {self.threshold}")
+        _check([
+            (self.markers in ("peaks", "components"), "--markers peaks or components", self.markers),
+            (self.sigma >= 0, "--sigma >= 0", self.sigma),
+            (self.min_distance >= 1, "--min-distance >= 1", self.min_distance),
+            (self.min_size >= 0, "--min-size >= 0", self.min_size),
+            (self.threshold is None or 0 < self.threshold < 1, "0 < --threshold < 1", self.threshold),
+        ])
         return self
 
 
@@ -248,15 +264,16 @@ class SegmentConfig:
 
     def validate(self) -> SegmentConfig:
         self.inference.validate()
-        for name in ("block_size", "overlap", "chunks"):
-            v = getattr(self, name)
-            if v is not None and (len(v) != 3 or min(v) < (0 if name == "overlap" else 1)):
-                raise ConfigError(f"expected {name} of three positive sizes (z, y, x), found {v}")
-        if self.stitch_min_overlap < 1 or not 0 <= self.stitch_min_fraction <= 1:
-            raise ConfigError(f"expected stitch_min_overlap >= 1 and 0 <= stitch_min_fraction <= 1, found "
-                              f"{self.stitch_min_overlap}, {self.stitch_min_fraction}")
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"expected workers >= 1, found {self.workers}")
+        _check([
+            (self.block_size is None or (len(self.block_size) == 3 and min(self.block_size) >= 1),
+             "--block-size of 3 values >= 1", self.block_size),
+            (self.overlap is None or (len(self.overlap) == 3 and min(self.overlap) >= 0),
+             "--overlap of 3 values >= 0", self.overlap),
+            (len(self.chunks) == 3 and min(self.chunks) >= 1, "--chunks of 3 values >= 1", self.chunks),
+            (self.stitch_min_overlap >= 1, "--stitch-min-overlap >= 1", self.stitch_min_overlap),
+            (0 <= self.stitch_min_fraction <= 1, "0 <= --stitch-min-fraction <= 1", self.stitch_min_fraction),
+            (self.workers is None or self.workers >= 1, "--workers >= 1", self.workers),
+        ])
         return self
 
 
@@ -281,18 +298,25 @@ SEGMENT_PRESETS: dict[str, dict] = {
 }
 
 
-def preset_inference(preset: str = "ffn", *, training: bool = False, **overrides) -> InferenceConfig:
-    """The inference options of a named pipeline, with ``overrides`` (``None`` = keep the preset's) on top.
+def _over_defaults(cfg, values: dict, defaults):
+    """``cfg`` with every field still at its default (that of ``defaults``) set to ``values``' entry."""
+    return replace(cfg, **{k: v for k, v in values.items() if getattr(cfg, k) == getattr(defaults, k)})
+
+
+def resolve_preset(cfg: InferenceConfig, preset: str, *, training: bool = False) -> InferenceConfig:
+    """The options of a named pipeline: every field of ``cfg`` left at its default takes the preset's value.
+
+    A field set to anything else wins over the preset (to use a default the preset changes, start
+    from ``ffn``). Resolving twice changes nothing, so a recorded run re-runs as it ran.
 
     Parameters
     ----------
+    cfg : InferenceConfig
     preset : str
         A key of :data:`SEGMENT_PRESETS`.
     training : bool
         The options ``train-agglo`` fits this preset's classifier with: no agglomeration
         (the supervoxels it starts from), its box and contact settings kept, no classifier needed.
-    **overrides
-        InferenceConfig fields; ``agglomeration`` a dict of AgglomerationConfig fields.
 
     Returns
     -------
@@ -300,19 +324,198 @@ def preset_inference(preset: str = "ffn", *, training: bool = False, **overrides
         Validated; the ``learned`` preset without a classifier is refused.
     """
     if preset not in SEGMENT_PRESETS:
-        raise ConfigError(f"expected a preset among {', '.join(SEGMENT_PRESETS)}, found {preset!r}")
+        raise ConfigError(f"expected --preset among {', '.join(SEGMENT_PRESETS)}, found {preset!r}")
     values = copy.deepcopy(SEGMENT_PRESETS[preset])
-    agg = {**values.pop("agglomeration", {}), **{k: v for k, v in (overrides.pop("agglomeration", None) or {}).items()
-                                                 if v is not None}}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(InferenceConfig)}
-    if set(values) - known:
-        raise ConfigError(f"expected inference options among {sorted(known)}, found {sorted(set(values) - known)}")
-    cfg = replace(InferenceConfig(), **values, agglomeration=replace(AgglomerationConfig(), **agg))
+    agg = _over_defaults(cfg.agglomeration, values.pop("agglomeration", {}), AgglomerationConfig())
+    out = replace(_over_defaults(cfg, values, InferenceConfig()), agglomeration=agg)
     if training:
-        cfg = replace(cfg, agglomerate=False)
-        cfg.agglomeration.validate()
-    elif preset == "learned" and cfg.agglomeration.classifier is None:
-        raise ConfigError("expected a pair classifier (--agglo-classifier, from train-agglo) with --preset learned, "
+        out = replace(out, agglomerate=False)
+    elif out.agglomerate and preset == "learned" and out.agglomeration.classifier is None:
+        raise ConfigError("expected --agglo-classifier (a pair classifier from train-agglo) with --preset learned, "
                           "found none")
-    return cfg.validate()
+    return out.validate()
+
+
+def preset_inference(preset: str = "ffn", *, training: bool = False, **overrides) -> InferenceConfig:
+    """:func:`resolve_preset` of InferenceConfig fields given as keywords (``None``: not given).
+
+    ``agglomeration`` is a dict of AgglomerationConfig fields.
+    """
+    agg = {k: v for k, v in (overrides.pop("agglomeration", None) or {}).items() if v is not None}
+    known = {f.name for f in fields(InferenceConfig)}
+    if set(overrides) - known:
+        raise ConfigError(f"expected inference options among {sorted(known)}, found {sorted(set(overrides) - known)}")
+    cfg = InferenceConfig(**{k: v for k, v in overrides.items() if v is not None},
+                          agglomeration=AgglomerationConfig(**agg))
+    return resolve_preset(cfg, preset, training=training)
+
+
+def _check_volume(spec: str, what: str) -> None:
+    if not spec:
+        raise ConfigError(f"expected {what} (a volume PATH[:INNER]), found none")
+
+
+@dataclass
+class SegmentRun:
+    """``deepsci connectomics segment``: a trained FFN applied to a volume, block by block.
+
+    Attributes
+    ----------
+    model : str
+        ``model.keras`` from ``train``.
+    image : str
+        EM volume ``PATH[:INNER]`` (zarr, FILE.h5:DATASET, N5, slice folder, TIFF).
+    out : str
+        Output folder: ``segmentation.zarr`` (labels, probability) and ``run.json``.
+    preset : str
+        Pipeline (:data:`SEGMENT_PRESETS`): ffn (flood fill) | membrane (membrane seeds, boundary limit,
+        FFN agglomeration) | supervoxels (watershed over-segmentation for train-agglo) | learned
+        (supervoxels + learned agglomeration, needs --agglo-classifier; the best on real EM).
+        Options left at their default take the preset's value.
+    voxel_size : tuple of float, optional
+        (z, y, x) voxel size in nm; overrides the file's metadata.
+    segment : SegmentConfig
+        Blocks, stitching, scheduler and the inference options.
+    """
+
+    model: str
+    image: str
+    out: str
+    preset: str = "ffn"
+    voxel_size: tuple[float, float, float] | None = None
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+
+    def resolved(self) -> SegmentRun:
+        """The run with the preset's inference options applied (see :func:`resolve_preset`)."""
+        icfg = resolve_preset(self.segment.inference, self.preset)
+        return replace(self, segment=replace(self.segment, inference=icfg))
+
+    def validate(self) -> SegmentRun:
+        _check_volume(self.image, "--image")
+        _check([(self.preset in SEGMENT_PRESETS, f"--preset among {', '.join(SEGMENT_PRESETS)}", self.preset),
+                (self.voxel_size is None or (len(self.voxel_size) == 3 and min(self.voxel_size) > 0),
+                 "--voxel-size of 3 values > 0", self.voxel_size)])
+        self.segment.validate()
+        return self
+
+
+@dataclass
+class TrainAggloRun:
+    """``deepsci connectomics train-agglo``: fit the pair classifier of ``segment --preset learned``.
+
+    Attributes
+    ----------
+    image : str
+        EM volume ``PATH[:INNER]``.
+    labels : str
+        Its ground truth ``PATH[:INNER]`` (integer ids, 0 = unlabelled).
+    out : str
+        Output folder: ``pair_classifier.json`` and ``run.json``.
+    model : str, optional
+        FFN model.keras: its pair recoveries become features; default: boundary and size features only.
+    seg : str, optional
+        Un-agglomerated segmentation of IMAGE (``segment --preset supervoxels``); default: made here
+        with the preset's supervoxel settings.
+    preset : str
+        The pipeline whose classifier this is (its supervoxel, box and contact settings).
+    kind : str
+        forest (random forest) | logistic (logistic regression).
+    voxel_size : tuple of float, optional
+        (z, y, x) voxel size in nm; overrides the file's metadata.
+    inference : InferenceConfig
+        Supervoxel settings and the FFN pair runs' options (use the same at inference).
+    """
+
+    image: str
+    labels: str
+    out: str
+    model: str | None = None
+    seg: str | None = None
+    preset: str = "learned"
+    kind: str = "forest"
+    voxel_size: tuple[float, float, float] | None = None
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def resolved(self) -> TrainAggloRun:
+        """The run with the preset's options applied (agglomeration off: these are its inputs)."""
+        return replace(self, inference=resolve_preset(self.inference, self.preset, training=True))
+
+    def validate(self) -> TrainAggloRun:
+        _check_volume(self.image, "--image")
+        _check_volume(self.labels, "--labels")
+        _check([(self.kind in ("forest", "logistic"), "--kind forest or logistic", self.kind),
+                (self.preset in SEGMENT_PRESETS, f"--preset among {', '.join(SEGMENT_PRESETS)}", self.preset)])
+        self.inference.validate()
+        return self
+
+
+@dataclass
+class BaselineRun:
+    """``deepsci connectomics baseline``: boundary map -> seeded watershed.
+
+    Attributes
+    ----------
+    image : str
+        EM volume ``PATH[:INNER]``.
+    out : str
+        Output folder: ``segmentation.zarr`` (labels) and ``run.json``.
+    voxel_size : tuple of float, optional
+        (z, y, x) voxel size in nm; overrides the file's metadata.
+    baseline : BaselineConfig
+        The watershed's options.
+    """
+
+    image: str
+    out: str
+    voxel_size: tuple[float, float, float] | None = None
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def validate(self) -> BaselineRun:
+        _check_volume(self.image, "--image")
+        self.baseline.validate()
+        return self
+
+
+@dataclass
+class EvaluateRun:
+    """``deepsci connectomics evaluate``: VI, adapted Rand error, ERL, merges and splits.
+
+    Attributes
+    ----------
+    labels : str
+        Ground-truth volume ``PATH[:INNER]`` (integer ids, 0 = unlabelled, ignored).
+    seg : list of str
+        Segmentations ``[NAME=]PATH[:INNER]``, comma-separated.
+    out : str
+        Output folder: ``scores.json``, ``scores.md``, ``slices.png`` and ``run.json``.
+    image : str, optional
+        EM image: adds the slice figure and the watershed baseline.
+    baseline : bool
+        Score a watershed baseline too (needs --image).
+    min_overlap : int
+        Voxels for an overlap to count as a merge or split.
+    voxel_size : tuple of float, optional
+        (z, y, x) voxel size in nm; overrides the file's metadata.
+    """
+
+    labels: str
+    seg: list[str]
+    out: str
+    image: str | None = None
+    baseline: bool = True
+    min_overlap: int = 100
+    voxel_size: tuple[float, float, float] | None = None
+
+    def named(self) -> dict[str, str]:
+        """Name -> volume spec of every ``seg`` (unnamed: its folder's name)."""
+        out = {}
+        for s in self.seg:
+            name, _, spec = s.partition("=") if "=" in s.split(":")[0] else ("", "", s)
+            out[name or (Path(spec.split(":")[0]).parent.name or spec)] = spec
+        return out
+
+    def validate(self) -> EvaluateRun:
+        _check_volume(self.labels, "--labels")
+        _check([(bool(self.seg), "--seg (one or more segmentations)", self.seg),
+                (self.min_overlap >= 1, "--min-overlap >= 1", self.min_overlap)])
+        return self

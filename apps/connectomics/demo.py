@@ -42,7 +42,7 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     """
     from deepsci.core.training import TrainConfig
 
-    from .config import InferenceConfig, SegmentConfig
+    from .config import EvaluateRun, InferenceConfig, SegmentConfig
     from .io import write_volume
     from .scoring import run_evaluation
     from .segment import segment_volume
@@ -63,10 +63,10 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
                             scheduler="inline" if quick else "local", workers=None if not quick else 1)
     seg = segment_volume(out_dir / "model" / "model.keras", str(out_dir / "test.zarr:image"),
                          out_dir / "segment", seg_cfg, progress=not quick)
-    scores = run_evaluation(str(out_dir / "test.zarr:labels"),
-                            {"FFN": str(out_dir / "segment" / "segmentation.zarr:labels")},
-                            out_dir / "eval", image=str(out_dir / "test.zarr:image"), baseline=True,
-                            min_overlap=50)
+    scores = run_evaluation(EvaluateRun(labels=str(out_dir / "test.zarr:labels"),
+                                        seg=[f"FFN={out_dir / 'segment' / 'segmentation.zarr:labels'}"],
+                                        out=str(out_dir / "eval"), image=str(out_dir / "test.zarr:image"),
+                                        baseline=True, min_overlap=50))
     ffn, ws = scores["FFN"], scores["watershed baseline"]
     metrics = {
         "ffn_vi_split": ffn["vi_split"], "ffn_vi_merge": ffn["vi_merge"], "ffn_vi_total": ffn["vi_total"],

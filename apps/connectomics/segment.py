@@ -4,7 +4,7 @@ A volume is cut into overlapping blocks (``block_size``, ``overlap``); each
 block is flood-filled independently through :func:`deepsci.core.parallel.run_shards`
 (a Dask cluster by default), writing its local labels atomically to
 ``blocks/<key>.npz``. A killed run restarted with the same output folder
-skips finished blocks.
+skips finished blocks (their results and markers live in ``<out>/.state/``).
 
 Stitching (what google/ffn leaves to its users, google/ffn#137): for every
 pair of overlapping blocks the objects of both are compared on the shared
@@ -29,18 +29,20 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_dir, atomic_path, save_config, write_run_info
+from deepsci.core.io import atomic_dir, atomic_path
 from deepsci.core.parallel import run_shards, threads_per_worker
+from deepsci.core.runs import RunDir
 
 from .agglomerate import agglomerate
 from .baseline import boundary_map, supervoxels
-from .config import InferenceConfig, SegmentConfig
+from .config import InferenceConfig, SegmentConfig, SegmentRun
 from .fill import flood_fill, grid_seeds, membrane_seeds, peak_seeds
 from .io import create_output, open_volume
 from .labels import UnionFind, relabel, split_consensus
-from .predict import FloodFiller, load_flood_filler, model_info, normalise
+from .predict import FloodFiller, load_flood_filler, model_card, normalise
 
-__all__ = ["SegmentConfig", "segment_block", "plan_blocks", "stitch_blocks", "assemble_blocks", "segment_volume"]
+__all__ = ["SegmentConfig", "SegmentRun", "segment_block", "plan_blocks", "stitch_blocks", "assemble_blocks",
+           "segment_volume", "run_segment"]
 
 
 # ------------------------------------------------------------------ one block
@@ -159,12 +161,12 @@ def plan_blocks(shape, block_size, overlap) -> list[dict]:
 
 def run_block(task: dict) -> dict:
     """Flood-fill one block and write ``<block_dir>/<key>.npz`` (labels, prob) atomically."""
-    ff, side = load_flood_filler(task["model"], threads=task.get("threads"))
+    ff, card = load_flood_filler(task["model"], threads=task.get("threads"))
     vol = open_volume(task["image"], voxel_size=task["voxel_size"])
     box = tuple(slice(a, b) for a, b in zip(task["lo"], task["hi"], strict=True))
     image = vol[box]
     icfg = InferenceConfig.from_dict(task["inference"])
-    pre = side["preprocessing"]
+    pre = card.preprocessing
     res = segment_block(image, ff, icfg, mean=pre["image_mean"], std=pre["image_stddev"],
                         voxel_size=vol.voxel_size)
     out = Path(task["block_dir"]) / f"{task['key']}.npz"
@@ -260,8 +262,8 @@ def _fingerprint(model: str, image: str, cfg: SegmentConfig) -> str:
 
 
 def segment_volume(model: str | Path, image: str | Path, out_dir: str | Path, cfg: SegmentConfig, *,
-                   voxel_size=None, progress: bool = True) -> dict:
-    """Segment a volume with a trained FFN, block by block, and stitch.
+                   voxel_size=None, preset: str = "ffn", progress: bool = True, overwrite: bool = False) -> dict:
+    """Segment a volume with a trained FFN, block by block, and stitch (:func:`run_segment` of these settings).
 
     Parameters
     ----------
@@ -270,53 +272,69 @@ def segment_volume(model: str | Path, image: str | Path, out_dir: str | Path, cf
     image : str
         Volume spec (``PATH[:INNER]``, see :mod:`deepsci.apps.connectomics.io`).
     out_dir : path
-        Receives ``segmentation.zarr`` (arrays ``labels`` uint32 and
-        ``probability`` uint8, with the voxel size), ``blocks/`` (per-block
-        results and completion markers used to resume), ``config.json`` and
-        ``run_info.json``.
+        Receives ``segmentation.zarr`` and ``run.json``.
+    cfg : SegmentConfig
+    preset : str
+        Applied to the options of ``cfg.inference`` left at their defaults.
 
     Returns
     -------
     dict
-        Objects, blocks, FOV evaluations, seconds and the output path.
+        See :func:`run_segment`.
+    """
+    run = SegmentRun(model=str(model), image=str(image), out=str(out_dir), preset=preset,
+                     voxel_size=None if voxel_size is None else tuple(voxel_size), segment=cfg)
+    return run_segment(run.validate(), progress=progress, overwrite=overwrite)
+
+
+def run_segment(cfg: SegmentRun, *, progress: bool = True, overwrite: bool = False) -> dict:
+    """``deepsci connectomics segment``: blocks flood-filled on Dask, stitched into one id space.
+
+    Parameters
+    ----------
+    cfg : SegmentRun
+        Its preset is resolved first; the resolved run is what ``run.json`` records.
+
+    Returns
+    -------
+    dict
+        ``segmentation`` (path), ``objects``, ``blocks``, ``fov_evals``, ``block_seconds``,
+        ``seconds`` and ``voxels``. Also in ``run.json["results"]``. The block results and
+        their completion markers stay in ``<out>/.state/`` so a killed run resumes.
     """
     t0 = time.perf_counter()
-    cfg.inference.validate()
-    model = str(model)
-    if not Path(model).exists():
-        raise InputError("expected a trained model file (model.keras), found nothing", model)
-    vol = open_volume(image, voxel_size=voxel_size)
-    fov = tuple(model_info(model)["ffn"]["fov_size"])
-    block = tuple(cfg.block_size) if cfg.block_size else tuple(vol.shape)
-    if len(block) != 3 or any(b < f for b, f in zip(block, fov, strict=True)):
-        raise ConfigError(f"expected a block size of at least the model's FOV {fov}, found {block}")
+    cfg = cfg.resolved()
+    seg = cfg.segment
+    card = model_card(cfg.model)
+    vol = open_volume(cfg.image, voxel_size=cfg.voxel_size)
+    fov = tuple(card.extra["ffn"]["fov_size"])
+    block = tuple(seg.block_size) if seg.block_size else tuple(vol.shape)
+    if any(b < f for b, f in zip(block, fov, strict=True)):
+        raise ConfigError(f"expected a --block-size of at least the model's FOV {fov}, found {block}")
     if any(s < f for s, f in zip(vol.shape, fov, strict=True)):
         raise InputError(f"expected a volume of at least the model's FOV {fov}, found {vol.shape}", vol.spec)
-    overlap = tuple(cfg.overlap) if cfg.overlap else fov
-    blocks = plan_blocks(vol.shape, block, overlap)
-    out_dir = Path(out_dir)
-    work = out_dir / "blocks" / _fingerprint(model, vol.spec, cfg)
-    work.mkdir(parents=True, exist_ok=True)
-    workers = min(cfg.workers or os.cpu_count() or 1, len(blocks))
-    threads = threads_per_worker(cfg.scheduler, workers)
-    tasks = [{**b, "model": model, "image": vol.spec, "voxel_size": list(vol.voxel_size),
-              "inference": asdict(cfg.inference), "block_dir": str(work), "threads": threads} for b in blocks]
-    results = run_shards(run_block, tasks, key=lambda t: t["key"], state_dir=work,
-                         scheduler=cfg.scheduler, workers=workers, progress=progress,
-                         desc="blocks")
-    mapping = stitch_blocks(blocks, work, min_overlap=cfg.stitch_min_overlap,
-                            min_fraction=cfg.stitch_min_fraction)
-    seg_path = out_dir / "segmentation.zarr"
-    with atomic_dir(seg_path) as tmp:
-        group = create_output(tmp, vol.shape, {"labels": np.uint32, "probability": np.uint8},
-                              voxel_size=vol.voxel_size, chunks=cfg.chunks,
-                              attrs={"source": vol.spec, "model": model})
-        assemble_blocks(blocks, work, mapping, group["labels"], group["probability"])
-    save_config(cfg, out_dir / "config.json")
-    summary = {"segmentation": str(seg_path), "objects": len(set(mapping.values())), "blocks": len(blocks),
-               "fov_evals": int(sum(r["fov_evals"] for r in results.values())),
-               "block_seconds": round(sum(r["seconds"] for r in results.values()), 2),
-               "seconds": round(time.perf_counter() - t0, 2), "voxels": vol.size}
-    write_run_info(out_dir, command="connectomics segment", config=cfg,
-                   extra={"model": model, "image": vol.spec, "result": summary})
+    blocks = plan_blocks(vol.shape, block, tuple(seg.overlap) if seg.overlap else fov)
+    with RunDir(cfg.out, command="connectomics segment", config=cfg, overwrite=overwrite,
+                inputs=[cfg.model, vol.spec.split(":")[0] if ":" in vol.spec else vol.spec]) as run:
+        work = run.state_dir / "blocks" / _fingerprint(cfg.model, vol.spec, seg)
+        work.mkdir(parents=True, exist_ok=True)
+        workers = min(seg.workers or os.cpu_count() or 1, len(blocks))
+        threads = threads_per_worker(seg.scheduler, workers)
+        tasks = [{**b, "model": cfg.model, "image": vol.spec, "voxel_size": list(vol.voxel_size),
+                  "inference": asdict(seg.inference), "block_dir": str(work), "threads": threads} for b in blocks]
+        results = run_shards(run_block, tasks, key=lambda t: t["key"], state_dir=work, scheduler=seg.scheduler,
+                             workers=workers, progress=progress, desc="blocks")
+        mapping = stitch_blocks(blocks, work, min_overlap=seg.stitch_min_overlap,
+                                min_fraction=seg.stitch_min_fraction)
+        seg_path = run.file("segmentation.zarr")
+        with atomic_dir(seg_path) as tmp:
+            group = create_output(tmp, vol.shape, {"labels": np.uint32, "probability": np.uint8},
+                                  voxel_size=vol.voxel_size, chunks=seg.chunks,
+                                  attrs={"source": vol.spec, "model": cfg.model})
+            assemble_blocks(blocks, work, mapping, group["labels"], group["probability"])
+        summary = {"segmentation": str(seg_path), "objects": len(set(mapping.values())), "blocks": len(blocks),
+                   "fov_evals": int(sum(r["fov_evals"] for r in results.values())),
+                   "block_seconds": round(sum(r["seconds"] for r in results.values()), 2),
+                   "seconds": round(time.perf_counter() - t0, 2), "voxels": vol.size}
+        run.record(**summary)
     return summary

@@ -8,12 +8,17 @@ vesicle-like dots), blur, noise and a per-slice contrast jitter.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["SynthConfig", "synthetic_volume", "tube_paths"]
+from deepsci.core.errors import ConfigError
+from deepsci.core.runs import RunDir
+
+from .io import write_volume
+
+__all__ = ["SynthConfig", "SynthRun", "synthetic_volume", "tube_paths", "run_synth"]
 
 
 @dataclass
@@ -50,7 +55,7 @@ class SynthConfig:
     """
 
     shape: tuple[int, int, int] = (48, 96, 96)
-    n_neurites: int = 12
+    n_neurites: int = field(default=12, metadata={"cli": "neurites"})
     radius: tuple[float, float] = (3.0, 7.0)
     membrane: float = 0.12
     organelles: float = 0.4
@@ -60,6 +65,49 @@ class SynthConfig:
     gap: int = 0
     label_membranes: bool = True
     seed: int = 0
+
+    def validate(self) -> SynthConfig:
+        checks = [
+            (len(self.shape) == 3 and min(self.shape) >= 4, "--shape of 3 sizes >= 4", self.shape),
+            (self.n_neurites >= 1, "--neurites >= 1", self.n_neurites),
+            (len(self.radius) == 2 and 0 < self.radius[0] <= self.radius[1], "--radius MIN,MAX with 0 < MIN <= MAX",
+             self.radius),
+            (0 <= self.membrane <= 1, "0 <= --membrane <= 1", self.membrane),
+            (self.organelles >= 0, "--organelles >= 0", self.organelles),
+            (self.blur >= 0, "--blur >= 0", self.blur),
+            (self.noise >= 0, "--noise >= 0", self.noise),
+            (self.contrast_jitter >= 0, "--contrast-jitter >= 0", self.contrast_jitter),
+            (self.gap >= 0, "--gap >= 0", self.gap),
+        ]
+        for ok, what, found in checks:
+            if not ok:
+                raise ConfigError(f"expected {what}, found {found!r}")
+        return self
+
+
+@dataclass
+class SynthRun:
+    """``deepsci connectomics synth``: a synthetic EM-like volume with its ground truth.
+
+    Attributes
+    ----------
+    out : str
+        Output ``.zarr`` (arrays image and labels), its ``run.json`` inside.
+    voxel_size : tuple of float
+        (z, y, x) voxel size in nm stored with the volume.
+    synth : SynthConfig
+        The generator's parameters.
+    """
+
+    out: str
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+    def validate(self) -> SynthRun:
+        if len(self.voxel_size) != 3 or min(self.voxel_size) <= 0:
+            raise ConfigError(f"expected --voxel-size of 3 values > 0, found {self.voxel_size!r}")
+        self.synth.validate()
+        return self
 
 
 def tube_paths(
@@ -214,3 +262,14 @@ def synthetic_volume(config: SynthConfig | None = None, **overrides) -> tuple[np
     if not cfg.label_membranes:
         labels = np.where(edge, 0, labels).astype(np.uint32)
     return image, labels
+
+
+def run_synth(cfg: SynthRun, *, overwrite: bool = False) -> dict:
+    """Write ``cfg.out`` (zarr: ``image`` uint8, ``labels`` uint32) and its ``run.json``; a summary."""
+    image, labels = synthetic_volume(cfg.synth.validate())
+    with RunDir(cfg.out, command="connectomics synth", config=cfg, overwrite=overwrite) as run:
+        # The zarr group is replaced whole; run.json is written into it afterwards.
+        write_volume(run.path, {"image": image, "labels": labels}, voxel_size=cfg.voxel_size)
+        summary = {"volume": str(run.path), "shape": list(image.shape), "objects": int(len(np.unique(labels)) - 1)}
+        run.record(**summary)
+    return summary

@@ -32,15 +32,22 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from deepsci.core.accelerator import AcceleratorConfig
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import save_config, write_run_info
+from deepsci.core.io import config_to_dict
+from deepsci.core.models.card import ModelCard
 from deepsci.core.models.ffn import PRESETS, FFNConfig
+from deepsci.core.runs import RunDir
 from deepsci.core.training import TrainConfig
 
+from .io import check_same_shape, open_volume
 from .policy import SEED_IN, SEED_OUT, logit
+from .predict import APP, TASK
 
 __all__ = [
     "FFNTrainConfig",
+    "TrainRun",
+    "run_train",
     "compute_partitions",
     "sample_coordinates",
     "train_ffn",
@@ -376,21 +383,84 @@ def _initial_model(mc: FFNConfig, init_model: str | None):
     if init_model:
         if not Path(init_model).exists():
             raise InputError("expected a trained model file (model.keras) to start from, found nothing", init_model)
-        source, side = load_model(init_model)
-        if FFNConfig(**side["ffn"]) != mc:
-            raise InputError(f"expected a model of shape {mc.to_dict()} to start from, found {side['ffn']}",
+        source, card = load_model(init_model, expect=APP, task=TASK)
+        if FFNConfig(**card.extra["ffn"]) != mc:
+            raise InputError(f"expected a model of shape {mc.to_dict()} to start from, found {card.extra['ffn']}",
                              init_model)
         model.set_weights(source.get_weights())
     return model
 
 
-def _save(model, path: Path, sidecar: dict) -> None:
-    from deepsci.core.models.serialization import save_model
+@dataclass
+class TrainRun:
+    """``deepsci connectomics train``: an FFN trained on one labelled volume.
 
-    save_model(model, path, sidecar={"app": "connectomics", **sidecar})
+    Attributes
+    ----------
+    image : str
+        EM volume ``PATH[:INNER]``.
+    labels : str
+        Its dense ground truth ``PATH[:INNER]`` (integer ids, 0 = unlabelled).
+    out : str
+        Output folder: ``model.keras`` with its card, checkpoints (a rerun resumes), ``history.json``,
+        ``tensorboard/`` and ``run.json``.
+    voxel_size : tuple of float, optional
+        (z, y, x) voxel size in nm; overrides the files' metadata.
+    ffn : FFNTrainConfig
+        Model shape, example sampling, FOV movement and the training schedule.
+    accel : AcceleratorConfig
+        Strategy, precision and XLA.
+    """
+
+    image: str
+    labels: str
+    out: str
+    voxel_size: tuple[float, float, float] | None = None
+    ffn: FFNTrainConfig = field(default_factory=FFNTrainConfig)
+    accel: AcceleratorConfig = field(default_factory=AcceleratorConfig)
+
+    def validate(self) -> TrainRun:
+        for name in ("image", "labels", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"expected --{name}, found none")
+        self.ffn.validate()
+        self.accel.validate()
+        return self
 
 
-def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strategy=None) -> dict:
+def _coordinates(lab: np.ndarray, cfg: FFNTrainConfig, src) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced training centres (K, 3) and every evaluated voxel's partition."""
+    mc = cfg.model_config()
+    region = np.asarray(cfg.region_size())
+    lom = cfg.lom_radius or tuple(f // 2 for f in mc.fov_size)
+    coords, part = compute_partitions(lab, lom_radius=lom, thresholds=cfg.thresholds, stride=cfg.stride,
+                                      min_object_size=cfg.min_object_size, margin=tuple(region // 2 + 1))
+    coords = sample_coordinates(coords, part, max_per_partition=cfg.max_per_partition, seed=cfg.train.seed)
+    if len(coords) < cfg.train.batch_size:
+        raise InputError(f"expected at least {cfg.train.batch_size} labelled training positions (objects of "
+                         f">= {cfg.min_object_size} voxels away from the faces), found {len(coords)}", src)
+    return coords, part
+
+
+def _card(cfg: FFNTrainConfig, record: TrainRun, *, mean: float, std: float, voxel_size, loss, coords) -> ModelCard:
+    mc = cfg.model_config()
+    return ModelCard(
+        app=APP, task=TASK, name=f"FFN {mc.fov_size}, depth {mc.depth}, {mc.features} features",
+        input_spec={"fov_size": list(mc.fov_size), "channels": ["image", "logits"], "axes": "zyx",
+                    "dtype": "float32", "voxel_size": [float(v) for v in voxel_size]},
+        outputs={"object_logits": {"unit": "logit", "shape": [*mc.fov_size, 1]}},
+        preprocessing={"image_mean": mean, "image_stddev": std},
+        training={"command": "connectomics train", "config": config_to_dict(cfg), "final_loss": loss,
+                  "coordinates": int(coords)},
+        data={"name": record.image, "files": [record.image, record.labels]},
+        extra={"ffn": mc.to_dict()},
+        intended_use="Flood-filling segmentation of EM volumes like its training volume "
+                     "(deepsci connectomics segment).",
+        limitations="No held-out metrics on the card: score segmentations with `deepsci connectomics evaluate`.")
+
+
+def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strategy=None, accel=None,
+              record: TrainRun | None = None, overwrite: bool = False) -> dict:
     """Train an FFN on one labelled volume.
 
     Parameters
@@ -400,19 +470,23 @@ def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strate
         Dense object ids (0 = unlabelled).
     cfg : FFNTrainConfig
     out_dir : path
-        Receives ``model.keras`` + ``model.json``, checkpoints (a rerun resumes),
-        ``tensorboard/``, ``history.json``, ``config.json`` and ``run_info.json``.
+        Receives ``model.keras`` + ``model.card.json``, checkpoints (a rerun resumes),
+        ``tensorboard/``, ``history.json`` and ``run.json``.
+    record : TrainRun, optional
+        What ``run.json`` records (default: this call's volumes, folder and ``cfg``).
 
     Returns
     -------
     dict
-        ``model`` path, final ``loss``, ``steps``, ``coordinates`` and ``seconds``.
+        ``model`` path, final ``loss``, ``steps``, ``coordinates``, ``partitions`` and ``seconds``.
     """
+    from deepsci.core.models.serialization import save_model
     from deepsci.core.training import train
 
     t0 = time.perf_counter()
     cfg.validate()
-    out_dir = Path(out_dir)
+    record = record or TrainRun(image=getattr(image, "spec", ""), labels=getattr(labels, "spec", ""),
+                                out=str(out_dir), ffn=cfg, accel=accel or AcceleratorConfig())
     img = np.asarray(image[:, :, :] if not isinstance(image, np.ndarray) else image)
     lab = np.asarray(labels[:, :, :] if not isinstance(labels, np.ndarray) else labels)
     src = getattr(labels, "spec", "labels")
@@ -420,34 +494,30 @@ def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strate
         raise InputError(f"expected labels of the image's shape {img.shape}, found {lab.shape}", src)
     region = np.asarray(cfg.region_size())
     if np.any(np.asarray(img.shape) < region):
-        raise InputError(f"expected a training volume of at least {tuple(region)} voxels (FOV plus moves), found {img.shape}",
-                         getattr(image, "spec", None))
-    mc = cfg.model_config()
-    lom = cfg.lom_radius or tuple(f // 2 for f in mc.fov_size)
-    coords, part = compute_partitions(lab, lom_radius=lom, thresholds=cfg.thresholds, stride=cfg.stride,
-                                      min_object_size=cfg.min_object_size, margin=tuple(region // 2 + 1))
-    coords = sample_coordinates(coords, part, max_per_partition=cfg.max_per_partition, seed=cfg.train.seed)
-    if len(coords) < cfg.train.batch_size:
-        raise InputError(f"expected at least {cfg.train.batch_size} labelled training positions (objects of "
-                         f">= {cfg.min_object_size} voxels away from the faces), found {len(coords)}", src)
+        raise InputError(f"expected a training volume of at least {tuple(region)} voxels (FOV plus moves), found "
+                         f"{img.shape}", getattr(image, "spec", None))
+    coords, part = _coordinates(lab, cfg, src)
     mean, std = image_stats(img)
     forward, loss_fn = make_forward(cfg)
-    ds = _dataset(img, lab, coords, cfg, mean, std)
-    result = train(lambda: _initial_model(mc, cfg.init_model), ds, loss_fn, cfg.train, out_dir, forward=forward,
-                   strategy=strategy)
-    sidecar = {
-        "input_spec": {"fov_size": list(mc.fov_size), "channels": ["image", "logits"], "axes": "zyx"},
-        "ffn": mc.to_dict(),
-        "preprocessing": {"image_mean": mean, "image_stddev": std},
-        "train_config": {"moves": cfg.moves, "move_policy": cfg.move_policy, "coordinates": int(len(coords)),
-                         "init_model": cfg.init_model},
-        "metrics": {"loss": result.history[-1]["loss"] if result.history else None},
-        "voxel_size": list(getattr(image, "voxel_size", (1.0, 1.0, 1.0))),
-    }
-    _save(result.model, out_dir / "model.keras", sidecar)
-    save_config(cfg, out_dir / "config.json")
-    summary = {"model": str(out_dir / "model.keras"), "loss": sidecar["metrics"]["loss"], "steps": result.steps,
-               "coordinates": int(len(coords)), "partitions": int(len(np.unique(part))),
-               "seconds": round(time.perf_counter() - t0, 2)}
-    write_run_info(out_dir, command="connectomics train", config=cfg, extra={"result": summary})
+    inputs = [s.split(":")[0] for s in (record.image, record.labels) if s]
+    with RunDir(out_dir, command="connectomics train", config=record, inputs=inputs, overwrite=overwrite) as run:
+        result = train(lambda: _initial_model(cfg.model_config(), cfg.init_model),
+                       _dataset(img, lab, coords, cfg, mean, std), loss_fn, cfg.train, run.path, forward=forward,
+                       strategy=strategy, accelerator=accel)
+        loss = result.history[-1]["loss"] if result.history else None
+        save_model(result.model, run.file("model.keras"),
+                   card=_card(cfg, record, mean=mean, std=std, voxel_size=getattr(image, "voxel_size", (1, 1, 1)),
+                              loss=loss, coords=len(coords)))
+        summary = {"model": str(run.file("model.keras")), "loss": loss, "steps": result.steps,
+                   "coordinates": int(len(coords)), "partitions": int(len(np.unique(part))),
+                   "seconds": round(time.perf_counter() - t0, 2)}
+        run.record(**summary)
     return summary
+
+
+def run_train(cfg: TrainRun, *, overwrite: bool = False) -> dict:
+    """``deepsci connectomics train``: open the volumes of ``cfg`` and :func:`train_ffn` on them."""
+    img = open_volume(cfg.image, voxel_size=cfg.voxel_size)
+    lab = open_volume(cfg.labels, voxel_size=cfg.voxel_size, kind="labels")
+    check_same_shape(img, lab)
+    return train_ffn(img, lab, cfg.ffn, cfg.out, accel=cfg.accel, record=cfg, overwrite=overwrite)

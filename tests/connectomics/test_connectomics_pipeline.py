@@ -12,7 +12,7 @@ import pytest
 
 from deepsci.apps.cli import main
 
-FOV = ["--fov-size", "11", "11", "11", "--deltas", "3", "3", "3", "--depth", "3", "--features", "12"]
+FOV = ["--fov-size", "11,11,11", "--deltas", "3,3,3", "--depth", "3", "--features", "12"]
 #: Total variation of information (bits) the trained FFN must stay below on separable tubes,
 #: against the connected pieces of the tubes inside the volume. Leaving everything unsegmented
 #: scores H(ground truth), asserted to be well above the bound.
@@ -51,13 +51,17 @@ def _segment(work, out, *extra):
 
 
 def test_training_outputs(work):
-    side = json.loads((work / "model" / "model.json").read_text())
-    assert side["app"] == "connectomics" and side["ffn"]["fov_size"] == [11, 11, 11]
+    card = json.loads((work / "model" / "model.card.json").read_text())
+    assert card["app"] == "connectomics" and card["task"] == "ffn" and card["extra"]["ffn"]["fov_size"] == [11, 11, 11]
     hist = json.loads((work / "model" / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4] and hist[-1]["step"] == 400
     assert hist[-1]["loss"] < hist[0]["loss"]
-    for name in ("config.json", "run_info.json", "model.keras"):
-        assert (work / "model" / name).exists()
+    assert card["training"]["final_loss"] == pytest.approx(hist[-1]["loss"])
+    run = json.loads((work / "model" / "run.json").read_text())
+    assert run["status"] == "done" and run["config"]["ffn"]["train"]["epochs"] == 4
+    assert run["results"]["steps"] == 400 and (work / "model" / "model.keras").exists()
+    for name in ("config.json", "run_info.json", "model.json"):
+        assert not (work / "model" / name).exists()
 
 
 def _pieces(labels):
@@ -111,8 +115,10 @@ def test_segment_membrane_seeds_and_boundary_limit(work):
     assert labels.min() > 0  # every voxel belongs to an object
     s = evaluate_segmentation(gt, labels, voxel_size=(8, 8, 8), min_overlap=50)
     assert s.vi_total < VI_BOUND and s.merges == 0, s
-    cfg = json.loads((work / "seg_membrane" / "config.json").read_text())
+    cfg = json.loads((work / "seg_membrane" / "run.json").read_text())["config"]["segment"]
     assert cfg["inference"]["boundary_threshold"] == 0.7 and cfg["inference"]["fill_unclaimed"] is True
+    names = {p.name for p in (work / "seg_membrane").iterdir()}
+    assert {"run.json", "segmentation.zarr"} <= names <= {"run.json", "run.log", "segmentation.zarr", ".state"}, names
 
 
 def test_block_stitching_matches_one_block(work):
@@ -124,10 +130,10 @@ def test_block_stitching_matches_one_block(work):
     from deepsci.apps.connectomics.io import open_volume
 
     single = open_volume(f"{one}:labels", kind="labels").read()
-    blocks = _segment(work, work / "seg_blocks", "--block-size", "32", "30", "30", "--overlap", "11", "11", "11")
+    blocks = _segment(work, work / "seg_blocks", "--block-size", "32,30,30", "--overlap", "11,11,11")
     stitched = blocks.read()
-    info = json.loads((work / "seg_blocks" / "run_info.json").read_text())
-    assert info["result"]["blocks"] == 4
+    info = json.loads((work / "seg_blocks" / "run.json").read_text())
+    assert info["results"]["blocks"] == 4
     # The same objects up to relabelling, within what the flood fill itself changes near block
     # faces (other seeds, less context): at most one object split or merged, and most voxels of
     # the one-block objects inside their stitched counterpart. (Exact stitching of known pieces
@@ -154,13 +160,13 @@ def test_segment_resumes_finished_blocks(work, monkeypatch):
 
     monkeypatch.setattr(seg_mod, "run_block", dying)
     with pytest.raises(RuntimeError, match="killed"):
-        _segment(work, out, "--block-size", "32", "30", "30", "--overlap", "11", "11", "11")
+        _segment(work, out, "--block-size", "32,30,30", "--overlap", "11,11,11")
     assert not (out / "segmentation.zarr").exists()  # nothing half-written
-    done = sorted(p.name for p in (out / "blocks").rglob("*.done.json"))
-    assert len(done) == 2
+    done = sorted(p.name for p in (out / ".state").rglob("*.done.json"))
+    assert len(done) == 2 and json.loads((out / "run.json").read_text())["status"] == "failed"
     calls.clear()
     monkeypatch.setattr(seg_mod, "run_block", lambda t: (calls.append(t["key"]), real(t))[1])
-    resumed = _segment(work, out, "--block-size", "32", "30", "30", "--overlap", "11", "11", "11")
+    resumed = _segment(work, out, "--block-size", "32,30,30", "--overlap", "11,11,11")
     assert len(calls) == 2  # only the two unfinished blocks ran again
     fresh = work / "seg_blocks" / "segmentation.zarr"
     if fresh.exists():
@@ -175,8 +181,7 @@ def test_cli_baseline_and_evaluate(work, capsys):
     assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out",
                  str(work / "ws"), "--min-size", "50"]) == 0
     rc = main(["connectomics", "evaluate", "--labels", f"{work}/test.zarr:labels",
-               "--seg", f"FFN={work}/seg_one/segmentation.zarr:labels",
-               "--seg", f"ws={work}/ws/segmentation.zarr:labels",
+               "--seg", f"FFN={work}/seg_one/segmentation.zarr:labels,ws={work}/ws/segmentation.zarr:labels",
                "--image", f"{work}/test.zarr:image", "--out", str(work / "eval"), "--min-overlap", "50"])
     assert rc == 0
     scores = json.loads((work / "eval" / "scores.json").read_text())
@@ -204,9 +209,9 @@ def test_cli_bad_inputs(work, tmp_path, capsys):
         (["train", "--image", f"{h5}:img", "--labels", f"{h5}:lab_f"], "integer label"),
         (["segment", "--model", model, "--image", f"{h5}:flat"], "3-D"),
         (["segment", "--model", model, "--image", f"{h5}:empty"], "non-empty"),
-        (["segment", "--model", model, "--image", f"{h5}:img", "--block-size", "8", "8", "8"], "FOV"),
+        (["segment", "--model", model, "--image", f"{h5}:img", "--block-size", "8,8,8"], "FOV"),
         (["segment", "--model", str(tmp_path / "none.keras"), "--image", f"{h5}:img"], "trained model"),
-        (["segment", "--model", model, "--image", f"{h5}:img", "--boundary-threshold", "1.5"], "boundary_threshold"),
+        (["segment", "--model", model, "--image", f"{h5}:img", "--boundary-threshold", "1.5"], "--boundary-threshold"),
         (["evaluate", "--labels", f"{h5}:lab_small", "--seg", f"{h5}:img"], "same shape"),
     ]
     for args, match in cases:
@@ -232,9 +237,9 @@ def test_segment_reseed_and_ffn_agglomeration(work):
     assert joined_labels.min() > 0
     assert joined.vi_total < VI_BOUND and joined.vi_total <= split.vi_total + 0.05, (split, joined)
     assert joined.n_segments <= split.n_segments
-    cfg = json.loads((work / "seg_agglo" / "config.json").read_text())["inference"]
+    cfg = json.loads((work / "seg_agglo" / "run.json").read_text())["config"]["segment"]["inference"]
     assert cfg["agglomerate"] is True and cfg["reseed_unclaimed"] == 50 and cfg["agglomeration"]["min_contact"] == 20
-    assert cfg["agglomeration"]["threshold"] == 0.8 and cfg["agglomeration"]["radius"] == [8, 8, 8]
+    assert cfg["agglomeration"]["threshold"] == 0.8 and cfg["agglomeration"]["radius"] == [8]
     assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out", str(work / "ws_cc"),
                  "--markers", "components", "--threshold", "0.5"]) == 0
     assert main(["connectomics", "baseline", "--image", f"{work}/test.zarr:image", "--out", str(work / "ws_bad"),
@@ -276,3 +281,27 @@ def test_train_agglo_and_learned_agglomeration(work, capsys):
     assert main(["connectomics", "train-agglo", "--image", f"{work}/train.zarr:image",
                  "--labels", f"{work}/test.zarr:labels", "--seg", f"{work}/sv_train/segmentation.zarr:labels",
                  "--out", str(work / "agg_bad")]) == 2
+    # The product pipeline as presets: `--preset supervoxels` with this volume's settings makes the explicit
+    # run's supervoxels; `--preset learned` agglomerates them with the classifier as well as the explicit run
+    # (its own segment threshold 0.5 and batch 16); train-agglo without --seg makes the supervoxels itself.
+    same = ["--boundary-threshold", "0.5", "--peak-min-distance", "2"]
+    np.testing.assert_array_equal(_segment(work, work / "sv_preset0", "--preset", "supervoxels", *same).read(),
+                                  open_volume(f"{work}/sv_test/segmentation.zarr:labels", kind="labels").read())
+    learned = evaluate_segmentation(gt, _segment(work, work / "sv_preset", "--preset", "learned", *same,
+                                                 "--agglo-classifier", str(work / "agg" / "pair_classifier.json"),
+                                                 "--agglo-threshold", "0.5", "--agglo-min-contact", "20",
+                                                 "--agglo-radius", "8").read(), min_overlap=50)
+    assert learned.vi_total < pieces.vi_total - 0.3 and learned.vi_total < VI_BOUND, (pieces, learned)
+    rec = json.loads((work / "sv_preset" / "run.json").read_text())["config"]
+    inf = rec["segment"]["inference"]
+    assert rec["preset"] == "learned" and (inf["seed_policy"], inf["segment_threshold"], inf["batch_size"],
+                                           inf["consensus"], inf["agglomerate"]) == ("watershed", 0.5, 16, False, True)
+    assert (inf["boundary_threshold"], inf["agglomeration"]["threshold"], inf["agglomeration"]["radius"]) == (0.5, 0.5,
+                                                                                                                [8])
+    assert main(["connectomics", "train-agglo", "--image", f"{work}/train.zarr:image", *same,
+                 "--labels", f"{work}/train.zarr:labels", "--agglo-min-contact", "20",
+                 "--out", str(work / "agg_noseg")]) == 0
+    assert (json.loads((work / "agg_noseg" / "pair_classifier.json").read_text())
+            == json.loads((work / "agg_noffn" / "pair_classifier.json").read_text()))
+    assert main(["connectomics", "segment", "--model", model, "--image", f"{work}/test.zarr:image",
+                 "--out", str(work / "sv_nocls"), "--preset", "learned"]) == 2  # no classifier: one line

@@ -317,11 +317,13 @@ def test_split_consensus_cuts_merges():
 def test_training_can_start_from_a_model(tmp_path):
     """init_model: the run starts from those weights; a model of another shape is refused."""
     from deepsci.apps.connectomics.train import _initial_model
+    from deepsci.core.models.card import ModelCard
     from deepsci.core.models.ffn import PRESETS, FFNConfig, ffn_model
     from deepsci.core.models.serialization import save_model
 
     source = ffn_model(PRESETS["tiny"])
-    save_model(source, tmp_path / "m.keras", sidecar={"app": "connectomics", "ffn": PRESETS["tiny"].to_dict()})
+    save_model(source, tmp_path / "m.keras",
+               card=ModelCard(app="connectomics", task="ffn", extra={"ffn": PRESETS["tiny"].to_dict()}))
     start = _initial_model(PRESETS["tiny"], str(tmp_path / "m.keras"))
     for a, b in zip(start.get_weights(), source.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -331,6 +333,9 @@ def test_training_can_start_from_a_model(tmp_path):
         _initial_model(FFNConfig(fov_size=(9, 9, 9), deltas=(2, 2, 2), depth=2, features=4), str(tmp_path / "m.keras"))
     with pytest.raises(InputError, match="start from"):
         _initial_model(PRESETS["tiny"], str(tmp_path / "none.keras"))
+    save_model(source, tmp_path / "other.keras", card=ModelCard(app="molecules", task="qm9-properties"))
+    with pytest.raises(InputError, match="expected a connectomics model, found a molecules model"):
+        _initial_model(PRESETS["tiny"], str(tmp_path / "other.keras"))
 
 class _LeakyFFN:
     """Stands in for a FloodFiller whose FFN floods everything (an under-trained one)."""
@@ -501,7 +506,7 @@ def test_seed_policy_none_is_a_component_watershed_for_the_agglomeration():
     res = segment_block(img, _LeakyFFN(), cfg, mean=128.0, std=64.0)
     ws = watershed_baseline(img, BaselineConfig(sigma=0.0, threshold=0.5, min_size=10, markers="components"))
     assert res["fov_evals"] == 0 and np.array_equal(res["labels"], ws)
-    with pytest.raises(ConfigError, match="seed_policy 'none'"):
+    with pytest.raises(ConfigError, match="--seed-policy none"):
         InferenceConfig(seed_policy="none", boundary_threshold=0.5).validate()
 
 
@@ -579,3 +584,65 @@ def test_pair_classifier_learns_cuts_from_membranes_and_round_trips(tmp_path):
     (tmp_path / "bad.json").write_text('{"features": ["nope"], "kind": "forest", "params": {"trees": []}}')
     with pytest.raises(InputError):
         PairClassifier.load(tmp_path / "bad.json")
+
+
+def test_cli_refuses_another_apps_model_in_one_line(tmp_path, capsys):
+    """A molecules model card (or none) given to segment / train-agglo: one error line, exit 2, nothing written."""
+    import json
+
+    from deepsci.apps.cli import main
+    from deepsci.apps.connectomics.io import write_volume
+    from deepsci.apps.connectomics.synth import synthetic_volume
+
+    img, lab = synthetic_volume(shape=(16, 24, 24), n_neurites=3, seed=0)
+    write_volume(tmp_path / "v.zarr", {"image": img, "labels": lab})
+    (tmp_path / "m.keras").write_bytes(b"not read: the card is checked first")
+    card = {"schema": "deepsci.card/1", "app": "molecules", "task": "qm9-properties"}
+    (tmp_path / "m.card.json").write_text(json.dumps(card))
+    (tmp_path / "bare.keras").write_bytes(b"x")
+    vol = [f"{tmp_path}/v.zarr:image"]
+    cases = [
+        (["segment", "--model", str(tmp_path / "m.keras"), "--image", *vol], "expected a connectomics model, found a "
+                                                                               "molecules model"),
+        (["train-agglo", "--model", str(tmp_path / "m.keras"), "--image", *vol, "--labels", f"{tmp_path}/v.zarr:labels"],
+         "expected a connectomics model, found a molecules model"),
+        (["segment", "--model", str(tmp_path / "bare.keras"), "--image", *vol], "model card"),
+    ]
+    for args, match in cases:
+        capsys.readouterr()
+        assert main(["connectomics", *args, "--out", str(tmp_path / "o")]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and match in err[0], (args, err)
+        assert str(tmp_path) in err[0] and not (tmp_path / "o").exists()
+
+
+def test_cli_rerun_from_run_json_gives_the_same_output(tmp_path, capsys):
+    """baseline with non-default options, then --config <out>/run.json --out <other>: same labels, same config."""
+    import json
+
+    from deepsci.apps.cli import main
+    from deepsci.apps.connectomics.io import open_volume, write_volume
+    from deepsci.apps.connectomics.synth import synthetic_volume
+
+    img, lab = synthetic_volume(shape=(16, 32, 32), n_neurites=5, seed=3)
+    write_volume(tmp_path / "v.zarr", {"image": img, "labels": lab}, voxel_size=(8, 8, 8))
+    first = ["connectomics", "baseline", "--image", f"{tmp_path}/v.zarr:image", "--out", str(tmp_path / "a"),
+             "--markers", "components", "--threshold", "0.5", "--min-size", "20", "--sigma", "0.5"]
+    assert main(first) == 0
+    assert main(["connectomics", "baseline", "--config", str(tmp_path / "a" / "run.json"),
+                 "--out", str(tmp_path / "b")]) == 0
+    a = open_volume(f"{tmp_path}/a/segmentation.zarr:labels", kind="labels").read()
+    b = open_volume(f"{tmp_path}/b/segmentation.zarr:labels", kind="labels").read()
+    default = main(["connectomics", "baseline", "--image", f"{tmp_path}/v.zarr:image", "--out", str(tmp_path / "c")])
+    c = open_volume(f"{tmp_path}/c/segmentation.zarr:labels", kind="labels").read()
+    assert default == 0 and a.max() > 1 and np.array_equal(a, b) and not np.array_equal(a, c)
+    ra, rb = (json.loads((tmp_path / d / "run.json").read_text()) for d in "ab")
+    assert ra["config"]["baseline"] == rb["config"]["baseline"] == {
+        "sigma": 0.5, "threshold": 0.5, "min_distance": 4, "min_size": 20, "markers": "components"}
+    assert rb["config"]["out"] == str(tmp_path / "b") and ra["results"]["objects"] == rb["results"]["objects"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if p.name != "run.log") == ["run.json",
+                                                                                          "segmentation.zarr"]
+    capsys.readouterr()
+    assert main(["connectomics", "baseline", "--image", f"{tmp_path}/v.zarr:image", "--out", str(tmp_path / "d"),
+                 "--min-size", "-1"]) == 2
+    assert "expected --min-size >= 0, found -1" in capsys.readouterr().err
