@@ -132,12 +132,24 @@ def test_label_water_hf_sto3g(tmp_path, capsys):
     (["molecules", "evaluate", "nowhere.keras"], "expected a trained model"),
     (["molecules", "label", "x.smi", "--method", "b3lyp"], "expected --method"),
     (["molecules", "label", "x.smi"], "expected an existing molecule file"),
+    # Out-of-range options are refused by validate() before anything is read or written.
+    (["molecules", "train", "--units", "0"], "expected --units >= 1, found 0"),
+    (["molecules", "train", "--edge-hidden", "8,0"], "expected --edge-hidden as sizes >= 1"),
+    (["molecules", "train", "--ensemble", "0"], "expected --ensemble >= 1, found 0"),
+    (["molecules", "train", "--seed", "-1"], "expected --seed >= 0, found -1"),
+    (["molecules", "train", "--limit", "1"], "expected --limit >= 2, found 1"),
+    (["molecules", "train", "--time-budget", "0"], "expected --time-budget > 0, found 0"),
+    (["molecules", "train", "--val", "1.5"], "expected --val as a fraction < 1 or a count"),
+    (["molecules", "predict", "m.keras", "x.smi", "--batch-size", "0"], "expected --batch-size >= 1"),
+    (["molecules", "evaluate", "m.keras", "--batch-size", "0"], "expected --batch-size >= 1"),
+    (["molecules", "label", "x.smi", "--field", "0.5"], "expected --field in (0, 0.05) au"),
 ])
 def test_cli_bad_inputs(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rc = main(argv)
+    rc = main([*argv, "--out", str(tmp_path / "out")] if "--out" not in argv else argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even an empty folder
 
 
 def test_cli_invalid_smiles_row_and_skip(data_csv, tmp_path, capsys):
