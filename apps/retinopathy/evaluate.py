@@ -8,13 +8,14 @@ high-sensitivity point (sensitivity >= 97.5 %) and a high-specificity point
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import write_json, write_text
 from deepsci.core.runs import RunDir
@@ -252,15 +253,13 @@ class EvaluateConfig(InferenceConfig):
         Bootstrap resamples for the AUC interval.
     """
 
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the AUC CI."})
+    n_boot: int = option(1000, "Bootstrap resamples for the AUC CI.", min=1)
 
     def validate(self) -> EvaluateConfig:
         """Raise :class:`ConfigError` for impossible values; return self."""
-        super().validate()
+        check_ranges(self)
         if self.data.labels is None:
             raise ConfigError("expected --labels for evaluate, found none")
-        if self.n_boot < 1:
-            raise ConfigError(f"expected --n-boot >= 1, found {self.n_boot}")
         return self
 
 

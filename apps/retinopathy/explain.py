@@ -15,12 +15,13 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage as ndi
 
-from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.config import check_ranges, option
+from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
-from .io import load_image, option
+from .io import load_image
 from .predict import InferenceConfig, inference_table, load_trained, predict_arrays
 from .preprocess import (
     PreprocessConfig,
@@ -145,21 +146,15 @@ class ExplainConfig(InferenceConfig):
     """
 
     masks: Path | None = option(None, "Lesion masks <image>.png (e.g. synth's masks/) to score "
-                                    "saliency against.")
-    target: str = option("referable", "referable | grade")
-    steps: int = option(32, "Integrated-gradients steps.")
-    limit: int | None = option(None, "At most this many images.")
+                                      "saliency against.")
+    target: str = option("referable", "referable | grade", choices=TARGETS)
+    steps: int = option(32, "Integrated-gradients steps.", min=1)
+    limit: int | None = option(None, "At most this many images.", min=1)
     select: list[str] | None = field(default=None, metadata={"cli": False})
 
     def validate(self) -> ExplainConfig:
         """Raise :class:`ConfigError` for impossible values; return self."""
-        super().validate()
-        if self.target not in TARGETS:
-            raise ConfigError(f"expected --target referable|grade, found {self.target!r}")
-        if self.steps < 1:
-            raise ConfigError(f"expected --steps >= 1, found {self.steps}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"expected --limit >= 1, found {self.limit}")
+        check_ranges(self)
         return self
 
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
 
 FORMATS = ("auto", "eyepacs", "aptos", "idrid", "messidor2", "generic")
@@ -43,17 +44,6 @@ IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG",
 #: leaves room while stopping decompression bombs before they allocate.
 MAX_PIXELS = 100_000_000
 COLUMNS = ["image", "path", "grade", "dme", "gradable", "patient", "eye"]
-
-
-def option(default, text: str, **extra):
-    """A config dataclass field with the help (and ``cli`` name) its command-line option shows.
-
-    ``default`` may be a zero-argument callable (a ``default_factory``) for
-    mutable defaults.
-    """
-    if callable(default):
-        return field(default_factory=default, metadata={"help": text, **extra})
-    return field(default=default, metadata={"help": text, **extra})
 
 
 @dataclass
@@ -80,7 +70,8 @@ class DatasetSpec:
                                      "--image-col/--grade-col.")
     images: Path | None = option(None, "Image folder (default: the dataset's usual folder next to "
                                      "the CSV).")
-    fmt: str = option("auto", "auto|eyepacs|aptos|idrid|messidor2|generic", cli="format")
+    fmt: str = option("auto", "auto|eyepacs|aptos|idrid|messidor2|generic", cli="format",
+                      choices=FORMATS)
     image_col: str | None = option(None, "Generic CSV: image id column.")
     grade_col: str | None = option(None, "Generic CSV: ICDR grade column (0-4).")
     dme_col: str | None = option(None, "Generic CSV: referable DME column (0/1).")
@@ -94,8 +85,7 @@ class DatasetSpec:
 
     def validate(self) -> DatasetSpec:
         """Raise :class:`ConfigError` for an unknown format; return self."""
-        if self.fmt not in FORMATS:
-            raise ConfigError(f"expected --format in {FORMATS}, found {self.fmt!r}")
+        check_ranges(self)
         return self
 
 

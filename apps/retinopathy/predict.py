@@ -19,19 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import read_json, write_text
 from deepsci.core.runs import RunDir
 
-from .io import DatasetSpec, option, read_dataset
+from .io import DatasetSpec, read_dataset
 from .model import APP, TASK, to_probabilities
-from .preprocess import (
-    PreprocessConfig,
-    check_workers,
-    load_cached,
-    preprocess_table,
-    to_input,
-)
+from .preprocess import PreprocessConfig, load_cached, preprocess_table, to_input
 
 GRADE_COLS = [f"p_grade{k}" for k in range(5)]
 SPLITS = ("all", "train", "val", "test")
@@ -126,13 +121,13 @@ class InferenceConfig:
 
     model: Path = field(metadata={"help": "Model directory written by train."})
     out: Path = field(metadata={"help": "Output folder."})
-    files: list[Path] = option(list, "Fundus photographs.")
+    files: list[Path] = option(help="Fundus photographs.", factory=list)
     data: DatasetSpec = field(default_factory=DatasetSpec)
     split: str = option("all", "test|val|train|all: rows of the model's splits.csv (only when "
-                             "--labels is the training CSV).")
+                               "--labels is the training CSV).", choices=SPLITS)
     cache_dir: Path | None = option(None, "Preprocessed-image cache folder.", cli="cache")
-    workers: int = option(2, "Preprocessing threads.")
-    batch_size: int = option(32, "Images per inference batch.")
+    workers: int = option(2, "Preprocessing threads.", min=1)
+    batch_size: int = option(32, "Images per inference batch.", min=1)
 
     def __post_init__(self) -> None:
         self.model, self.out = Path(self.model), Path(self.out)
@@ -141,12 +136,7 @@ class InferenceConfig:
 
     def validate(self):
         """Raise :class:`ConfigError` for impossible values; return self."""
-        self.data.validate()
-        if self.split not in SPLITS:
-            raise ConfigError(f"expected --split in {SPLITS}, found {self.split!r}")
-        check_workers(self.workers)
-        if self.batch_size < 1:
-            raise ConfigError(f"expected --batch-size >= 1, found {self.batch_size}")
+        check_ranges(self)
         return self
 
     def inputs(self) -> list[Path]:

@@ -20,13 +20,14 @@ import pandas as pd
 from PIL import Image, ImageFilter
 from scipy import ndimage as ndi
 
+from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_path, write_json, write_text
 from deepsci.core.parallel import thread_map
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
-from .io import MAX_PIXELS, DatasetSpec, load_image, option, read_dataset
+from .io import MAX_PIXELS, DatasetSpec, load_image, read_dataset
 
 # Working resolution for FOV detection: the circle fit is sub-pixel accurate
 # at this size and costs a few milliseconds whatever the camera resolution.
@@ -55,22 +56,20 @@ class PreprocessConfig:
         Decompression-bomb cap.
     """
 
-    size: int = option(299, "Fundus diameter after rescaling (the network's input side).")
+    size: int = option(299, "Fundus diameter after rescaling (the network's input side).",
+                       min=32)
     local_contrast: bool = option(True, "Subtract a blurred copy (even illumination).")
-    min_brightness: float = option(0.08, "Mean FOV luminance (0-1) below which an image is too dark.")
-    min_sharpness: float = option(3.0, "Focus measure below which an image is too blurred.")
-    max_pixels: int = option(MAX_PIXELS, "Largest photograph decoded (decompression-bomb cap).")
+    min_brightness: float = option(0.08, "Mean FOV luminance (0-1) below which an image is too dark.",
+                                   min=0)
+    min_sharpness: float = option(3.0, "Focus measure below which an image is too blurred.", min=0)
+    max_pixels: int = option(MAX_PIXELS, "Largest photograph decoded (decompression-bomb cap).",
+                             min=1)
 
     def validate(self) -> PreprocessConfig:
         """Raise :class:`ConfigError` for impossible values; return self."""
-        if self.size < 32:
-            raise ConfigError(f"expected --size >= 32, found {self.size}")
-        if not 0 <= self.min_brightness < 1:
-            raise ConfigError(f"expected --min-brightness in [0, 1), found {self.min_brightness}")
-        if self.min_sharpness < 0:
-            raise ConfigError(f"expected --min-sharpness >= 0, found {self.min_sharpness}")
-        if self.max_pixels < 1:
-            raise ConfigError(f"expected --max-pixels >= 1, found {self.max_pixels}")
+        check_ranges(self)
+        if self.min_brightness >= 1:  # 1 would call every photograph too dark
+            raise ConfigError(f"expected --min-brightness < 1, found {self.min_brightness}")
         return self
 
 
@@ -91,7 +90,7 @@ class PreprocessRunConfig:
     out: Path = field(metadata={"help": "Output folder (cache/ + quality.csv)."})
     data: DatasetSpec = field(default_factory=DatasetSpec)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    workers: int = option(2, "Preprocessing threads.")
+    workers: int = option(2, "Preprocessing threads.", min=1)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -102,14 +101,8 @@ class PreprocessRunConfig:
             raise ConfigError("expected --labels, found none")
         self.data.validate()
         self.preprocess.validate()
-        check_workers(self.workers)
+        check_ranges(self)
         return self
-
-
-def check_workers(workers: int) -> None:
-    """``--workers`` must be at least 1."""
-    if workers < 1:
-        raise ConfigError(f"expected --workers >= 1, found {workers}")
 
 
 @dataclass

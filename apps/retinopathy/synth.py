@@ -33,12 +33,11 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage as ndi
 
+from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
-
-from .io import option
 
 #: Lesion codes used in the masks (0 is background).
 LESIONS = {1: "microaneurysm", 2: "haemorrhage", 3: "hard_exudate", 4: "cotton_wool_spot",
@@ -80,33 +79,25 @@ class SynthConfig:
     """
 
     out: Path = field(metadata={"help": "Output folder (EyePACS layout)."})
-    n_patients: int = option(50, "Patients (two eyes each).", cli="patients")
-    size: int = option(512, "Fundus diameter in pixels.")
+    n_patients: int = option(50, "Patients (two eyes each).", cli="patients", min=1)
+    size: int = option(512, "Fundus diameter in pixels.", min=64)
     seed: int = option(0, "Random seed (the same seed writes the same files).")
-    grade_probs: list[float] = option(lambda: [0.3, 0.15, 0.25, 0.15, 0.15],
-                                    "P(ICDR grade 0..4) of a patient's worse eye.")
-    dme_prob: float = option(0.3, "P(referable DME | grade >= 2).")
-    ungradable_frac: float = option(0.0, "Fraction of photographs blurred or darkened.")
-    jpeg_quality: int = option(92, "JPEG quality (1-100).")
+    grade_probs: list[float] = option(help="P(ICDR grade 0..4) of a patient's worse eye.", min=0,
+                                    factory=lambda: [0.3, 0.15, 0.25, 0.15, 0.15])
+    dme_prob: float = option(0.3, "P(referable DME | grade >= 2).", min=0, max=1)
+    ungradable_frac: float = option(0.0, "Fraction of photographs blurred or darkened.", min=0,
+                                    max=1)
+    jpeg_quality: int = option(92, "JPEG quality (1-100).", min=1, max=100)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
 
     def validate(self) -> SynthConfig:
         """Raise :class:`ConfigError` for impossible values; return self."""
-        if self.n_patients < 1:
-            raise ConfigError(f"expected --patients >= 1, found {self.n_patients}")
-        if self.size < 64:
-            raise ConfigError(f"expected --size >= 64, found {self.size}")
+        check_ranges(self)
         p = np.asarray(self.grade_probs, float)
-        if p.shape != (5,) or (p < 0).any() or p.sum() <= 0:
+        if p.shape != (5,) or p.sum() <= 0:
             raise ConfigError(f"expected 5 non-negative --grade-probs, found {self.grade_probs}")
-        if not 0 <= self.dme_prob <= 1:
-            raise ConfigError(f"expected --dme-prob in [0, 1], found {self.dme_prob}")
-        if not 0 <= self.ungradable_frac <= 1:
-            raise ConfigError(f"expected --ungradable-frac in [0, 1], found {self.ungradable_frac}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ConfigError(f"expected --jpeg-quality in 1-100, found {self.jpeg_quality}")
         return self
 
 

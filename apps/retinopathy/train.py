@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from deepsci.core.accelerator import AcceleratorConfig, setup
+from deepsci.core.config import check_ranges, option
 from deepsci.core.ensemble import member_seeds, write_ensemble
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import config_to_dict, read_json, write_text
@@ -31,7 +32,7 @@ from deepsci.core.runs import RunDir
 from deepsci.core.training import TrainConfig
 
 from .evaluate import bootstrap_auc, choose_operating_points
-from .io import DatasetSpec, option, patient_split, read_dataset, referable
+from .io import DatasetSpec, patient_split, read_dataset, referable
 from .model import (
     DME_HEADS,
     GRADES,
@@ -42,7 +43,7 @@ from .model import (
     recalibrate_batchnorm,
 )
 from .predict import load_members, predict_images
-from .preprocess import PreprocessConfig, check_workers, preprocess_table
+from .preprocess import PreprocessConfig, preprocess_table
 
 BALANCE = ("weights", "sampling", "none")
 
@@ -98,19 +99,23 @@ class RetinopathyConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=_train_defaults)
     accel: AcceleratorConfig = field(default_factory=AcceleratorConfig)
-    variant: str = option("small", "small (CPU) | v3 (full Inception-v3).")
-    width: int = option(32, "Small Inception base width.")
-    ensemble: int = option(1, "Models from seeds seed..seed+N-1.")
-    balance: str = option("weights", "weights|sampling|none")
+    variant: str = option("small", "small (CPU) | v3 (full Inception-v3).", choices=VARIANTS)
+    width: int = option(32, "Small Inception base width.", min=1)
+    ensemble: int = option(1, "Models from seeds seed..seed+N-1.", min=1)
+    balance: str = option("weights", "weights|sampling|none", choices=BALANCE)
     augment: bool = option(True, "Flips, rotation, colour jitter.")
-    val_frac: float = option(0.15, "Fraction of patients for validation.")
-    test_frac: float = option(0.15, "Fraction of patients held out for testing.")
+    val_frac: float = option(0.15, "Fraction of patients for validation.", min=0,
+                            min_exclusive=True, max=1)
+    test_frac: float = option(0.15, "Fraction of patients held out for testing.", min=0,
+                             max=1)
     split_seed: int = option(0, "Seed of the patient split.")
-    dme_head: str = option("auto", "auto|yes|no")
+    dme_head: str = option("auto", "auto|yes|no", choices=DME_HEADS)
     cache_dir: Path | None = option(None, "Preprocessed-image cache folder.", cli="cache")
-    target_sensitivity: float = option(0.975, "Sensitivity of the high-sensitivity point.")
-    target_specificity: float = option(0.98, "Specificity of the high-specificity point.")
-    workers: int = option(2, "Preprocessing threads.")
+    target_sensitivity: float = option(0.975, "Sensitivity of the high-sensitivity point.",
+                                      min=0, min_exclusive=True, max=1)
+    target_specificity: float = option(0.98, "Specificity of the high-specificity point.",
+                                      min=0, min_exclusive=True, max=1)
+    workers: int = option(2, "Preprocessing threads.", min=1)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -124,25 +129,10 @@ class RetinopathyConfig:
         self.preprocess.validate()
         self.train.validate()
         self.accel.validate()
-        checks = [
-            (self.variant in VARIANTS, f"--variant in {VARIANTS}", self.variant),
-            (self.balance in BALANCE, f"--balance in {BALANCE}", self.balance),
-            (self.dme_head in DME_HEADS, "--dme-head auto|yes|no", self.dme_head),
-            (self.width >= 1, "--width >= 1", self.width),
-            (self.ensemble >= 1, "--ensemble >= 1", self.ensemble),
-            (0 < self.val_frac < 1, "--val-frac in (0, 1)", self.val_frac),
-            (0 <= self.test_frac < 1, "--test-frac in [0, 1)", self.test_frac),
-            (self.val_frac + self.test_frac < 1, "--val-frac + --test-frac < 1",
-             self.val_frac + self.test_frac),
-            (0 < self.target_sensitivity <= 1, "--target-sensitivity in (0, 1]",
-             self.target_sensitivity),
-            (0 < self.target_specificity <= 1, "--target-specificity in (0, 1]",
-             self.target_specificity),
-        ]
-        for ok, what, found in checks:
-            if not ok:
-                raise ConfigError(f"expected {what}, found {found!r}")
-        check_workers(self.workers)
+        check_ranges(self)
+        if self.val_frac + self.test_frac >= 1:
+            raise ConfigError("expected --val-frac + --test-frac < 1, found "
+                              f"{self.val_frac} + {self.test_frac}")
         if self.variant == "v3" and self.preprocess.size < 75:
             raise ConfigError(f"expected --size >= 75 for Inception-v3, found {self.preprocess.size}")
         return self

@@ -222,3 +222,32 @@ def test_every_output_has_one_run_record(trained):
         assert json.loads((path / "run.json").read_text())["status"] == "done", folder
         for old in ("config.json", "run_info.json", "synth_config.json"):
             assert not (path / old).exists(), f"{folder}/{old}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["synth", "OUT", "--jpeg-quality", "101"], "expected --jpeg-quality <= 100, found 101"),
+    (["synth", "OUT", "--grade-probs", "0.5,0.5"],
+     "expected 5 non-negative --grade-probs, found (0.5, 0.5)"),
+    (["train", "--labels", "L.csv", "--out", "OUT", "--ensemble", "0"],
+     "expected --ensemble >= 1, found 0"),
+    (["train", "--labels", "L.csv", "--out", "OUT", "--val-frac", "0.6", "--test-frac", "0.4"],
+     "expected --val-frac + --test-frac < 1, found 0.6 + 0.4"),
+    (["train", "--labels", "L.csv", "--out", "OUT", "--size", "16"],
+     "expected --size >= 32, found 16"),
+    (["train", "--out", "OUT"], "expected --labels, found none"),
+    (["evaluate", "M", "--out", "OUT", "--labels", "L.csv", "--n-boot", "0"],
+     "expected --n-boot >= 1, found 0"),
+    (["predict", "M", "a.png", "--out", "OUT", "--batch-size", "0"],
+     "expected --batch-size >= 1, found 0"),
+    (["predict", "M", "a.png", "--out", "OUT", "--split", "dev"],
+     "expected --split all|train|val|test, found 'dev'"),
+    (["explain", "M", "a.png", "--out", "OUT", "--target", "dme"],
+     "expected --target referable|grade, found 'dme'"),
+])
+def test_option_ranges_are_checked_first(argv, message, tmp_path, capsys):
+    """Out-of-range options fail in one line before anything is read or written."""
+    argv = [str(tmp_path / a) if a in ("OUT", "M", "L.csv", "a.png") else a for a in argv]
+    rc = main(["retinopathy", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"error: {message}"]
+    assert not (tmp_path / "OUT").exists()
