@@ -224,9 +224,10 @@ def _epoch_row(s: dict, batch: int, out: Path) -> dict:
     """One epoch of the core training loop with precision mixed (compile time included)."""
     rng = np.random.default_rng(0)
     n = batch * s["epoch_steps"]
-    x = rng.normal(size=(n, s["size"], s["size"], 3)).astype("float32")
-    y = rng.integers(0, 2, size=n).astype("int32")
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+    # One batch repeated: a whole epoch of 299² images would be gigabytes of host memory.
+    x = rng.normal(size=(batch, s["size"], s["size"], 3)).astype("float32")
+    y = rng.integers(0, 2, size=batch).astype("int32")
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat(s["epoch_steps"])
     cfg = TrainConfig(epochs=1, batch_size=batch, optimizer="sgd", learning_rate=1e-3,
                       tensorboard=False, progress=False)
     t = time.perf_counter()

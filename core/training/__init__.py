@@ -52,34 +52,70 @@ def _outputs(out_dir: Path, cfg: TrainConfig, chief: bool):
             if cfg.tensorboard and chief else tf.summary.create_noop_writer())
 
 
+def _build(build_model, cfg: TrainConfig, strategy, total_steps: int):
+    """Model and optimizer, created inside the strategy's scope under the current policy."""
+    with strategy.scope():
+        model = build_model()
+        optimizer = make_optimizer(cfg, total_steps)
+        optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def _total_steps(cfg: TrainConfig, strategy, train_data) -> int:
+    steps_per_epoch = cfg.steps_per_epoch or count_steps(strategy, train_data)
+    if steps_per_epoch < 1:
+        raise ConfigError("expected at least one training batch, found an empty dataset")
+    return steps_per_epoch * cfg.epochs
+
+
+def _finish(runner: EpochRunner, ckpts: Checkpoints, cfg: TrainConfig, out_dir: Path) -> None:
+    """End with the best weights when asked; the chief writes the history."""
+    if cfg.restore_best and runner.best_weights is not None:
+        runner.loop.model.set_weights(runner.best_weights)
+    elif cfg.restore_best and runner.best is not None:
+        ckpts.restore_best()  # resumed after the best epoch: every worker reads the chief's copy
+    if ckpts.chief:
+        write_json(out_dir / "history.json", runner.history)
+
+
 def train(build_model: Callable[[], keras.Model], train_data, loss_fn: Callable, config: TrainConfig,
           out_dir: str | os.PathLike, *, val_data=None, metrics: dict[str, Callable] | None = None,
           strategy=None, forward: Callable | None = None,
           accelerator: AcceleratorConfig | None = None) -> TrainResult:
     """Train a model with the deepsci distributed loop; resumes from ``out_dir``'s checkpoints.
 
-    ``build_model()`` returns a built model (called in ``strategy.scope()``);
-    ``train_data`` / ``val_data`` are DataSources (:mod:`.data`); ``loss_fn(y_true,
-    y_pred)`` returns the per-example loss, shape (B,); ``metrics`` maps names to
-    Keras-metric factories; ``forward(model, x, training)`` replaces ``model(x)``.
-    ``accelerator`` is passed to :func:`~deepsci.core.accelerator.setup` (default: the
-    current one, whose ``xla`` compiles the step); ``strategy`` overrides its strategy.
-    ``out_dir`` receives ``checkpoints/``, ``best/``, ``tensorboard/``, ``history.json``
-    and ``train_config.json`` (the chief's only).
+    Parameters
+    ----------
+    build_model : callable
+        Returns a new, built ``keras.Model``; called inside ``strategy.scope()``.
+    train_data, val_data : DataSource
+        Batched ``(x, y[, sample_weight])`` datasets or ``fn(ctx[, epoch])`` (:mod:`.data`).
+    loss_fn : callable
+        ``loss_fn(y_true, y_pred)`` -> per-example loss, shape (B,); ``y_pred`` is float32.
+    config : TrainConfig
+    out_dir : path
+        ``checkpoints/``, ``best/``, ``tensorboard/``, ``history.json`` and
+        ``train_config.json`` (the chief's only); an existing checkpoint is resumed.
+    metrics : dict of name -> factory of a Keras metric, optional
+    strategy : tf.distribute.Strategy, optional
+        Overrides the accelerator's strategy.
+    forward : callable, optional
+        ``forward(model, x, training)`` when the model is not simply ``model(x)``.
+    accelerator : AcceleratorConfig, optional
+        Passed to :func:`~deepsci.core.accelerator.setup`; default: the current
+        one. Its ``xla`` (or ``config.jit_compile``) compiles the step.
+
+    Returns
+    -------
+    TrainResult
     """
     cfg, out_dir = config.validate(), Path(out_dir)
     strategy, xla = _strategy_and_xla(cfg, strategy, accelerator)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    steps_per_epoch = cfg.steps_per_epoch or count_steps(strategy, train_data)
-    if steps_per_epoch < 1:
-        raise ConfigError("expected at least one training batch, found an empty dataset")
-    total_steps = steps_per_epoch * cfg.epochs
-    with strategy.scope():
-        model = build_model()
-        optimizer = make_optimizer(cfg, total_steps)
-        optimizer.build(model.trainable_variables)
+    total_steps = _total_steps(cfg, strategy, train_data)
+    model, optimizer = _build(build_model, cfg, strategy, total_steps)
     # Bookkeeping and metrics live on the host, outside the strategy: they are
     # updated eagerly from reduced values, and strings cannot be mirrored.
     loop = Loop(model, optimizer, loss_fn, strategy, forward=forward, want_outputs=bool(metrics), xla=xla)
@@ -97,11 +133,6 @@ def train(build_model: Callable[[], keras.Model], train_data, loss_fn: Callable,
         runner.bar.close()
         writer.flush()
         ckpts.close()
-    if cfg.restore_best and runner.best_weights is not None:
-        model.set_weights(runner.best_weights)
-    elif cfg.restore_best and runner.best is not None:
-        ckpts.restore_best()  # resumed after the best epoch: every worker reads the chief's copy
-    if ckpts.chief:
-        write_json(out_dir / "history.json", runner.history)
+    _finish(runner, ckpts, cfg, out_dir)
     return TrainResult(model=model, history=runner.history, best=runner.best,
                        steps=int(loop.step.numpy()), out_dir=out_dir)
