@@ -86,7 +86,7 @@ def test_smiles_list(tmp_path):
 # ------------------------------------------------------------------ bad inputs
 def test_invalid_smiles_names_file_and_row_or_skips(tmp_path):
     p = tmp_path / "bad.csv"
-    pd.DataFrame({"smiles": ["CCO", "C1CC", "[Na+].[Cl-]", "C"], "gap": [1, 2, 3, 4]}).to_csv(p, index=False)
+    pd.DataFrame({"smiles": ["CCO", "C1CC", "[Na+].[Cl-]", "C"], "gap [eV]": [1, 2, 3, 4]}).to_csv(p, index=False)
     with pytest.raises(InputError) as e:
         io.read_csv(p, targets=["gap"])
     assert "row 3" in str(e.value) and "SMILES" in str(e.value) and str(p) in str(e.value)
@@ -104,10 +104,10 @@ def test_unsupported_element(tmp_path):
 
 def test_missing_column(tmp_path):
     p = tmp_path / "m.csv"
-    pd.DataFrame({"smi": ["C"], "gap": [1.0]}).to_csv(p, index=False)
+    pd.DataFrame({"smi": ["C"], "gap [eV]": [1.0]}).to_csv(p, index=False)
     with pytest.raises(InputError, match="expected a column 'smiles'"):
         io.read_csv(p)
-    pd.DataFrame({"smiles": ["C"], "gap": [1.0]}).to_csv(p, index=False)
+    pd.DataFrame({"smiles": ["C"], "gap [eV]": [1.0]}).to_csv(p, index=False)
     with pytest.raises(InputError, match=r"expected target column\(s\) \['u0'\]"):
         io.read_csv(p, targets=["u0"])
 
@@ -201,3 +201,36 @@ def test_qm9pack_rows_report_skip_reasons(monkeypatch):
     out = io.qm9pack.qm9pack_rows(rows)
     assert out[0][1] is not None and out[0][1].GetNumAtoms() == 3
     assert out[1][1] is None and "coordinates" in out[1][2]
+
+
+def test_moleculenet_qm9_csv_layout_is_hartree(tmp_path):
+    # MoleculeNet's qm9.csv header; methane and water rows in QM9's own units (Ha, kcal/mol).
+    cols = ("mol_id,smiles,A,B,C,mu,alpha,homo,lumo,gap,r2,zpve,u0,u298,h298,g298,cv,"
+            "u0_atom,u298_atom,h298_atom,g298_atom").split(",")
+    rows = [["gdb_1", "C", 157.7, 157.7, 157.7, 0.0, 13.21, -0.3877, 0.1171, 0.5048, 35.36,
+             0.044749, -40.47893, -40.476062, -40.475117, -40.498597, 6.469, -395.999,
+             -398.643, -401.014, -372.471],
+            ["gdb_3", "O", 799.6, 437.9, 282.9, 1.8511, 6.31, -0.2928, 0.0687, 0.3615, 19.0002,
+             0.021375, -76.404702, -76.401867, -76.400922, -76.422349, 6.002, -232.2, -233.1,
+             -233.7, -222.6]]
+    p = tmp_path / "qm9.csv"
+    pd.DataFrame(rows, columns=cols).to_csv(p, index=False)
+    ms = io.read_csv(p)
+    assert "MoleculeNet" in ms.units_note and "Hartree" in ms.units_note
+    df = pd.read_csv(p)
+    ha = 27.211386245988  # CODATA 2018, written out here independently of the app
+    for name, src in (("gap", "gap"), ("homo", "homo"), ("u0", "u0"), ("u", "u298"),
+                      ("h", "h298"), ("g", "g298"), ("zpve", "zpve")):
+        np.testing.assert_allclose(ms.targets[name], df[src] * ha, rtol=1e-12)
+    np.testing.assert_allclose(ms.targets["mu"], df["mu"], rtol=1e-12)
+    atom = io.read_csv(p, targets=["u0_atom"])
+    np.testing.assert_allclose(atom.targets["u0_atom"], df["u0_atom"] * 4.184 / 96.485332, rtol=1e-6)
+    # A bare header outside that layout, or eV values in it, is an error, never a guess.
+    pd.DataFrame({"smiles": ["C"], "gap": [13.7]}).to_csv(p, index=False)
+    with pytest.raises(InputError, match="expected a unit in the header"):
+        io.read_csv(p)
+    bad = pd.DataFrame(rows, columns=cols)
+    bad["gap"] = bad["gap"] * ha
+    bad.to_csv(p, index=False)
+    with pytest.raises(InputError, match="expected Hartree values"):
+        io.read_csv(p)

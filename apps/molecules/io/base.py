@@ -43,6 +43,8 @@ class MoleculeSet:
         Invalid rows skipped under ``skip_invalid``.
     skip_reasons : dict
         Reason → number of rows skipped for it.
+    units_note : str
+        The unit convention the targets were read with (printed by reports).
     """
 
     ids: list[str]
@@ -53,6 +55,7 @@ class MoleculeSet:
     source: str = ""
     n_skipped: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    units_note: str = ""
 
     def __len__(self) -> int:
         return len(self.mols)
@@ -65,7 +68,7 @@ class MoleculeSet:
             mols=[self.mols[i] for i in index],
             targets=self.targets.iloc[index].reset_index(drop=True),
             units=dict(self.units), source=self.source, n_skipped=self.n_skipped,
-            skip_reasons=dict(self.skip_reasons),
+            skip_reasons=dict(self.skip_reasons), units_note=self.units_note,
         )
 
 
@@ -104,7 +107,8 @@ class Collector:
         kind = reason.split(":")[0]
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
 
-    def result(self, units: dict[str, str], columns: list[str] | None = None) -> MoleculeSet:
+    def result(self, units: dict[str, str], columns: list[str] | None = None,
+               note: str = "") -> MoleculeSet:
         """The collected molecules as a :class:`MoleculeSet` (at least one, or InputError)."""
         table = pd.DataFrame(self.rows, columns=columns, dtype=np.float64)
         if columns is None and not self.rows:
@@ -114,7 +118,7 @@ class Collector:
         return MoleculeSet(self.ids, self.smiles, self.mols, table.reset_index(drop=True),
                            units={k: units[k] for k in table.columns if k in units},
                            source=self.path, n_skipped=self.n_skipped,
-                           skip_reasons=dict(self.reasons))
+                           skip_reasons=dict(self.reasons), units_note=note)
 
 
 def parse_float(text: str) -> float:

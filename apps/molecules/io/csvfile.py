@@ -18,8 +18,9 @@ from deepsci.core.io import atomic_path
 
 from ..featurize import embed_smiles
 from ..targets import column_name, convert
-from .base import Collector, MoleculeSet, canonical_unit, target_columns
+from .base import Collector, MoleculeSet, canonical_unit
 from .geometry import formal_charge, geometry_string, mol_from_xyz, parse_geometry
+from .units import MOLECULENET_NOTE, check_hartree, plan_units
 
 __all__ = ["read_csv", "write_csv"]
 
@@ -35,9 +36,11 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
     smiles_column : str
         Name of the SMILES column (case-insensitive).
     targets : list of str, optional
-        Target columns to read, named ``name`` or ``name [unit]``; units of the
-        known QM9 targets are converted to the canonical ones. ``None`` reads
-        whichever of the 12 Gilmer targets are present.
+        Target columns to read, named ``name [unit]``; units of the known QM9
+        targets are converted to the canonical ones. Bare ``name`` headers only in
+        MoleculeNet's/chemprop's ``qm9.csv`` layout (Hartree energies, see
+        :mod:`.units`); elsewhere a bare target header is an InputError. ``None``
+        reads whichever of the 12 Gilmer targets are present.
     skip_invalid : bool
         Skip rows that fail (and count them) instead of raising.
     seed : int
@@ -57,7 +60,7 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
         raise InputError(f"expected a column {smiles_column!r}, found columns {list(df.columns)}",
                          path)
     scol = lower[smiles_column.lower()]
-    tcols = target_columns([c for c in df.columns if c not in (scol,)], targets, path)
+    tcols, note = plan_units([c for c in df.columns if c not in (scol,)], targets, path)
     if require_targets and not tcols:
         raise InputError(f"expected target columns, found columns {list(df.columns)}", path)
     xcol = lower.get("xyz")
@@ -65,6 +68,8 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
     values, units = {}, {}
     for name, (col, unit) in tcols.items():
         v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+        if note == MOLECULENET_NOTE and unit == "Ha":
+            check_hartree(name, v, col, path)
         try:
             values[name], _ = convert(v, unit, name)
         except ValueError as exc:
@@ -87,7 +92,7 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
             continue
         ident = df[idcol].iloc[i] if idcol is not None else f"{path.name}:{i + 2}"
         col.add(ident, mol, {n: values[n][i] for n in tcols})
-    return col.result(units, columns=list(tcols))
+    return col.result(units, columns=list(tcols), note=note)
 
 
 def write_csv(path, *, ids, smiles, columns: dict[str, np.ndarray], units: dict[str, str],
