@@ -21,7 +21,7 @@ from deepsci.core.io import write_json, write_text
 from deepsci.core.runs import RunDir
 
 from .io import referable
-from .predict import GRADE_COLS, InferenceConfig, inference_table, load_trained, probabilities
+from .predict import GRADE_COLS, SPLITS, InferenceConfig, inference_table, load_trained, probabilities
 
 
 @dataclass
@@ -127,12 +127,55 @@ def choose_operating_points(y_true: np.ndarray, scores: np.ndarray, *,
     return {"high_sensitivity": high_sens, "high_specificity": high_spec}
 
 
-def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000,
-                  seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
-    """ROC AUC with a percentile bootstrap confidence interval.
+def weighted_auc(y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Exact ROC AUC (ties count one half) under per-image weights, many weightings at once.
 
-    Resamples images with replacement; resamples with one class only are
-    redrawn.
+    An integer weight is the same as repeating the image that many times, so a
+    bootstrap resample is a row of counts.
+
+    Parameters
+    ----------
+    y_true : array of {0, 1}, shape (N,)
+    scores : array of float, shape (N,)
+    weights : array of float, shape (B, N) or (N,)
+
+    Returns
+    -------
+    ndarray of float, shape (B,) (or a scalar array for 1-D weights)
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    _, group = np.unique(np.asarray(scores, np.float64).ravel(), return_inverse=True)
+    n_groups = group.max() + 1
+    # Weighted positives and negatives per distinct score, ascending.
+    pos = np.zeros((len(w), n_groups))
+    neg = np.zeros((len(w), n_groups))
+    np.add.at(pos.T, group[y], w[:, y].T)
+    np.add.at(neg.T, group[~y], w[:, ~y].T)
+    below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (below + 0.5 * neg)).sum(1)
+    auc = wins / (pos.sum(1) * neg.sum(1))
+    return auc if np.ndim(weights) == 2 else auc[0]
+
+
+def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, patients=None,
+                  n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+                  ) -> tuple[float, float, float]:
+    """ROC AUC with a percentile bootstrap confidence interval over patients.
+
+    Both eyes of a patient are correlated, so the resampling unit is the
+    patient: each resample draws ``P`` patients (``np.unique`` order) with
+    replacement by ``rng.integers(0, P, P)`` and takes all their images; a
+    resample with one class only is redrawn. ``patients=None`` resamples
+    images (every image its own patient), which gives too narrow an interval
+    when eyes are correlated.
+
+    Parameters
+    ----------
+    y_true : array of {0, 1}, shape (N,)
+    scores : array of float, shape (N,)
+    patients : array of str, shape (N,), optional
+        Patient id of each image.
 
     Returns
     -------
@@ -141,14 +184,19 @@ def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, n_boot: int = 1000,
     y = _check_binary(y_true)
     s = np.asarray(scores, dtype=np.float64).ravel()
     auc = float(roc_auc_score(y, s))
+    if patients is None:
+        patients = np.arange(len(y))
+    _, unit = np.unique(np.asarray(patients).astype(str), return_inverse=True)
+    n_units = unit.max() + 1
     rng = np.random.default_rng(seed)
-    n = len(y)
-    boots = []
-    while len(boots) < n_boot:
-        idx = rng.integers(0, n, n)
-        if y[idx].min() == y[idx].max():
+    counts = []
+    while len(counts) < n_boot:
+        w = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units)[unit]
+        if w[y == 1].sum() == 0 or w[y == 0].sum() == 0:
             continue
-        boots.append(roc_auc_score(y[idx], s[idx]))
+        counts.append(w)
+    boots = np.concatenate([weighted_auc(y, s, np.asarray(counts[i:i + 256]))
+                            for i in range(0, n_boot, 256)])
     lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
     return auc, float(lo), float(hi)
 
@@ -161,28 +209,36 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5) -> np.
 
 
 def quadratic_kappa(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 5) -> float:
-    """Quadratic weighted Cohen's kappa (same value as
-    ``sklearn.metrics.cohen_kappa_score(weights="quadratic")``).
+    """Quadratic weighted Cohen's kappa on the full ICDR scale 0 .. ``n_classes - 1``.
 
-    Only the grades that occur in ``y_true`` or ``y_pred`` enter the weights'
-    normalisation, as in scikit-learn.
+    The weights are ``(i - j)**2 / (K - 1)**2`` over all K grades whether or
+    not they occur, as ``sklearn.metrics.cohen_kappa_score(weights="quadratic",
+    labels=range(5))`` computes it (the Kaggle EyePACS convention); weighting
+    only the grades present would change the value when a grade is absent.
+    NaN when the expected disagreement is zero (one grade only on both sides).
     """
-    yt, yp = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
-    labels = np.unique(np.concatenate([yt, yp]))
-    k = len(labels)
-    if k < 2:
-        return float("nan") if k == 0 else 1.0 if np.array_equal(yt, yp) else 0.0
-    idx = {v: i for i, v in enumerate(labels)}
-    cm = confusion([idx[v] for v in yt], [idx[v] for v in yp], k).astype(np.float64)
-    w = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2 / 1.0
+    cm = confusion(y_true, y_pred, n_classes).astype(np.float64)
+    if cm.sum() == 0:
+        return float("nan")
+    w = (np.arange(n_classes)[:, None] - np.arange(n_classes)[None, :]) ** 2 / 1.0
     expected = np.outer(cm.sum(1), cm.sum(0)) / cm.sum()
     denom = (w * expected).sum()
-    return float(1 - (w * cm).sum() / denom) if denom else 1.0
+    return float(1 - (w * cm).sum() / denom) if denom else float("nan")
+
+
+#: How each number of :func:`screening_report` is computed, written into metrics.json.
+CONVENTIONS = {
+    "auc": "exact ROC AUC, ties count one half (sklearn roc_auc_score)",
+    "auc_ci": "95 % percentile bootstrap resampling patients (both eyes together)",
+    "kappa": "quadratic weighted kappa on the full ICDR scale 0-4 (sklearn "
+             "cohen_kappa_score weights='quadratic', labels=range(5))",
+    "operating_points": "thresholds chosen on validation patients, applied unchanged",
+}
 
 
 def screening_report(y_ref: np.ndarray, p_ref: np.ndarray, grade: np.ndarray,
                      p_grade: np.ndarray, points: dict[str, OperatingPoint], *,
-                     n_boot: int = 1000, seed: int = 0) -> dict:
+                     patients=None, n_boot: int = 1000, seed: int = 0) -> dict:
     """All test-set metrics for referable DR and the 5-class grade.
 
     Parameters
@@ -193,6 +249,8 @@ def screening_report(y_ref: np.ndarray, p_ref: np.ndarray, grade: np.ndarray,
     p_grade : array of float, shape (N, 5)
     points : dict of OperatingPoint
         Chosen on validation data; applied unchanged here.
+    patients : array of str, shape (N,), optional
+        Patient ids: the bootstrap resamples patients (images when None).
 
     Returns
     -------
@@ -201,10 +259,13 @@ def screening_report(y_ref: np.ndarray, p_ref: np.ndarray, grade: np.ndarray,
         sensitivity and specificity here, ``kappa``, ``accuracy``,
         ``confusion`` (5 x 5 list), ``n``, ``n_referable``.
     """
-    auc, lo, hi = bootstrap_auc(y_ref, p_ref, n_boot=n_boot, seed=seed)
+    auc, lo, hi = bootstrap_auc(y_ref, p_ref, patients=patients, n_boot=n_boot, seed=seed)
     pred_grade = np.asarray(p_grade).argmax(axis=1)
-    out = {"n": int(len(y_ref)), "n_referable": int(np.sum(y_ref)), "auc": auc,
-           "auc_ci_low": lo, "auc_ci_high": hi}
+    n_patients = len(np.unique(np.asarray(patients).astype(str))) if patients is not None else None
+    out = {"n": int(len(y_ref)), "n_referable": int(np.sum(y_ref)), "n_patients": n_patients,
+           "auc": auc, "auc_ci_low": lo, "auc_ci_high": hi,
+           "conventions": {**CONVENTIONS, **({} if patients is not None else {
+               "auc_ci": "95 % percentile bootstrap resampling images (no patient ids)"})}}
     for name, op in points.items():
         sens, spec = sens_spec(y_ref, p_ref, op.threshold)
         out[name] = {"threshold": op.threshold, "sensitivity": sens, "specificity": spec,
@@ -249,11 +310,17 @@ class EvaluateConfig(InferenceConfig):
 
     Attributes
     ----------
+    split : str
+        As for predict, but ``test`` by default: only patients held out of
+        training and validation (and every image of a label file other than
+        the training CSV) are scored.
     n_boot : int
-        Bootstrap resamples for the AUC interval.
+        Bootstrap resamples (of patients) for the AUC interval.
     """
 
-    n_boot: int = option(1000, "Bootstrap resamples for the AUC CI.", min=1)
+    split: str = option("test", "test|val|train|all: rows of the model's splits.csv (test: "
+                                "also every image not in it).", choices=SPLITS)
+    n_boot: int = option(1000, "Bootstrap resamples (patients) for the AUC CI.", min=1)
 
     def validate(self) -> EvaluateConfig:
         """Raise :class:`ConfigError` for impossible values; return self."""
@@ -284,18 +351,22 @@ def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
         p_ref = probs["p_referable"].to_numpy(float)[keep]
         metrics = screening_report(y_ref, p_ref, df["grade"].to_numpy()[keep],
                                    probs[GRADE_COLS].to_numpy(float)[keep], points,
-                                   n_boot=config.n_boot)
+                                   patients=df["patient"].to_numpy()[keep], n_boot=config.n_boot)
         metrics["n_ungradable_excluded"] = int((~keep).sum())
+        # Every number above is on these images: say which split they come from.
         metrics["split"] = config.split
+        metrics["split_images"] = {str(k): int(v) for k, v in
+                                   df.loc[keep, "split"].value_counts().sort_index().items()}
         write_json(run.file("metrics.json"), metrics)
         cm = pd.DataFrame(metrics["confusion"], index=[f"true_{k}" for k in range(5)],
                           columns=[f"pred_{k}" for k in range(5)])
         write_text(run.file("confusion.csv"), cm.to_csv())
         plot_roc(y_ref, p_ref, points, run.file("roc.png"))
-        res = pd.concat([df[["image", "grade", "dme"]], probs], axis=1)
+        res = pd.concat([df[["image", "patient", "split", "grade", "dme"]], probs], axis=1)
         res["referable_true"] = referable(df["grade"].to_numpy(), df["dme"].to_numpy())
         res["gradable"] = df["gradable"]
         write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.5f"))
-        run.record(**{k: metrics[k] for k in ("n", "n_referable", "auc", "auc_ci_low",
+        run.record(**{k: metrics[k] for k in ("split", "split_images", "n", "n_patients",
+                                               "n_referable", "auc", "auc_ci_low",
                                                "auc_ci_high", "kappa", "accuracy")})
     return metrics

@@ -178,6 +178,29 @@ def threshold_for(info: dict, spec: str) -> tuple[str, float]:
     return "threshold", t
 
 
+def with_split(df: pd.DataFrame, model_dir: Path, split: str) -> pd.DataFrame:
+    """Label each image with its split in the model's ``splits.csv`` and keep ``split``.
+
+    Images are matched by their file (not their id: another label file may
+    reuse ids); an image the model never saw is ``external`` and counts as
+    held out, so ``test`` keeps it.  ``all`` keeps every image.
+    """
+    splits = Path(model_dir) / "splits.csv"
+    if split == "all" and not splits.is_file():
+        return df.assign(split="unknown")
+    if not splits.is_file():
+        raise InputError("expected splits.csv written by train, found none", splits)
+    s = pd.read_csv(splits, dtype={"image": str, "path": str})
+    where = dict(zip(s["path"], s["split"], strict=True))
+    df = df.assign(split=[where.get(p, "external") for p in df["path"]])
+    if split != "all":
+        held_out = ("test", "external") if split == "test" else (split,)
+        df = df[df["split"].isin(held_out)].reset_index(drop=True)
+    if len(df) == 0:
+        raise InputError(f"expected images of split {split!r}, found none", splits)
+    return df
+
+
 def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFrame:
     """The images to run on, preprocessed with the models' own settings.
 
@@ -194,16 +217,7 @@ def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFram
         files) plus :func:`.preprocess.preprocess_table`'s.
     """
     if config.data.labels is not None:
-        df = read_dataset(config.data)
-        if config.split != "all":
-            splits = config.model / "splits.csv"
-            if not splits.is_file():
-                raise InputError("expected splits.csv written by train, found none", splits)
-            s = pd.read_csv(splits, dtype={"image": str})
-            df = df.merge(s[["image", "split"]], on="image", how="left")
-            df = df[df["split"] == config.split].reset_index(drop=True)
-            if len(df) == 0:
-                raise InputError(f"expected images of split {config.split!r}, found none", splits)
+        df = with_split(read_dataset(config.data), config.model, config.split)
     else:
         if not config.files:
             raise ConfigError("expected image files or --labels, found neither")
@@ -212,7 +226,8 @@ def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFram
                 raise InputError("expected an image file, found nothing", p)
         df = pd.DataFrame({"image": [p.stem for p in config.files],
                            "path": [str(p.absolute()) for p in config.files],
-                           "grade": -1, "dme": -1})
+                           "grade": -1, "dme": -1, "patient": [p.stem for p in config.files],
+                           "split": "external"})
     cache = config.cache_dir or config.model / "cache"
     return preprocess_table(df, PreprocessConfig(**preprocessing), cache, workers=config.workers)
 

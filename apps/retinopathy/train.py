@@ -427,7 +427,8 @@ def run_train(config: RetinopathyConfig, *, overwrite: bool = False) -> dict:
         points = choose_operating_points(y_val, val_probs["referable"],
                                          target_sensitivity=config.target_sensitivity,
                                          target_specificity=config.target_specificity)
-        auc, lo, hi = bootstrap_auc(y_val, val_probs["referable"], n_boot=200)
+        auc, lo, hi = bootstrap_auc(y_val, val_probs["referable"], patients=va["patient"].to_numpy(),
+                                    n_boot=200)
         info = {
             "heads": heads, "variant": config.variant,
             "operating_points": {k: dataclasses.asdict(v) for k, v in points.items()},

@@ -13,6 +13,7 @@ from deepsci.apps.retinopathy.evaluate import (
     quadratic_kappa,
     screening_report,
     sens_spec,
+    weighted_auc,
 )
 from deepsci.core.errors import InputError
 
@@ -105,10 +106,66 @@ def test_operating_points_perfect_and_degenerate():
 def test_kappa_matches_sklearn(pairs):
     a, b = np.array(pairs).T
     ours = quadratic_kappa(a, b)
-    ref = cohen_kappa_score(a, b, weights="quadratic")
-    if np.isnan(ref):
-        return
-    assert ours == pytest.approx(ref, abs=1e-10)
+    ref = cohen_kappa_score(a, b, weights="quadratic", labels=range(5))
+    assert ours == pytest.approx(ref, abs=1e-10, nan_ok=True)
+
+
+def test_kappa_full_icdr_scale_with_absent_grade():
+    # Grade 3 absent: weighting only the grades present would give another value.
+    a = np.array([0, 0, 1, 2, 4, 4, 2, 1])
+    b = np.array([0, 1, 1, 2, 4, 2, 2, 0])
+    full = cohen_kappa_score(a, b, weights="quadratic", labels=range(5))
+    assert quadratic_kappa(a, b) == pytest.approx(full, abs=1e-12)
+    assert abs(full - cohen_kappa_score(a, b, weights="quadratic")) > 1e-3
+
+
+def test_weighted_auc_equals_sklearn_with_ties():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 60)
+    s = np.round(rng.normal(y * 0.5, 1.0), 1)  # many ties
+    w = rng.integers(0, 4, (5, 60))
+    ours = weighted_auc(y, s, w)
+    for row, v in zip(w, ours, strict=True):
+        assert v == pytest.approx(roc_auc_score(y, s, sample_weight=row), abs=1e-12)
+
+
+def test_patient_bootstrap_equals_naive_transcription():
+    rng = np.random.default_rng(5)
+    patients = np.repeat([f"p{i}" for i in range(30)], 2)
+    y = np.repeat(rng.integers(0, 2, 30), 2)
+    s = np.round(y + rng.normal(0, 1, 60), 1)
+    auc, lo, hi = bootstrap_auc(y, s, patients=patients, n_boot=200, seed=9)
+    ids, unit = np.unique(patients, return_inverse=True)
+    r, boots = np.random.default_rng(9), []
+    while len(boots) < 200:
+        take = np.concatenate([np.nonzero(unit == k)[0] for k in r.integers(0, len(ids), len(ids))])
+        if y[take].min() == y[take].max():
+            continue
+        boots.append(roc_auc_score(y[take], s[take]))
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])), abs=1e-12)
+
+
+def test_patient_bootstrap_coverage_with_correlated_eyes():
+    # Binormal scores, both eyes of a patient share the label and a patient
+    # effect (correlation 0.8): true AUC = Phi(mu / sqrt(2)).
+    from scipy.stats import norm
+
+    mu, rho, n_pat, reps = 1.0, 0.8, 60, 300
+    true_auc = norm.cdf(mu / np.sqrt(2))
+    rng = np.random.default_rng(0)
+    cover = {"patient": 0, "image": 0}
+    for r in range(reps):
+        lab = np.repeat(rng.random(n_pat) < 0.4, 2).astype(int)
+        if lab.min() == lab.max():
+            lab[:2] = 1 - lab[2]
+        u = np.repeat(rng.normal(0, np.sqrt(rho), n_pat), 2)
+        s = mu * lab + u + rng.normal(0, np.sqrt(1 - rho), 2 * n_pat)
+        pats = np.repeat(np.arange(n_pat), 2)
+        for how, p in (("patient", pats), ("image", None)):
+            _, lo, hi = bootstrap_auc(lab, s, patients=p, n_boot=300, seed=r)
+            cover[how] += lo <= true_auc <= hi
+    assert 0.90 <= cover["patient"] / reps <= 0.99
+    assert cover["image"] / reps < cover["patient"] / reps - 0.04
 
 
 def test_auc_and_bootstrap_against_sklearn():
