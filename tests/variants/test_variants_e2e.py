@@ -94,12 +94,20 @@ def test_training_examples_are_labelled(e2e_sim, tmp_path):
     run = json.loads((ex / "run.json").read_text())
     assert run["status"] == "done" and run["results"]["labels"] == info["labels"]
 
-    # Training on these folders (not the recipe): class weights and validation plumbing.
+    # Training on these folders (not the recipe): class weights, validation, an ensemble.
     out = tmp_path / "model"
     assert main(["variants", "train", "--examples", str(ex), "--out", str(out), "--epochs", "1",
                  "--batch-size", "16", "--width", "4", "--class-weight", "balanced",
-                 "--val-examples", str(ex), "--af-augment", "0.5"]) == 0
-    card = json.loads((out / "model.card.json").read_text())
+                 "--val-examples", str(ex), "--af-augment", "0.5", "--ensemble", "2",
+                 "--seed", "3"]) == 0
+    members = json.loads((out / "ensemble.json").read_text())
+    assert members == {"seeds": [3, 4], "members": ["member_0/model.keras",
+                                                    "member_1/model.keras"]}
+    cards = [json.loads((out / f"member_{k}" / "model.card.json").read_text()) for k in (0, 1)]
+    assert [c["training"]["seed"] for c in cards] == [3, 4]
+    assert [c["extra"]["member"] for c in cards] == [0, 1]
+    card = cards[0]
+    out = out / "member_0"
     assert card["app"] == "variants" and card["task"] == "genotype"
     assert card["training"]["class_counts"] == info["labels"]
     assert card["training"]["config"]["af_augment"] == 0.5
@@ -109,7 +117,10 @@ def test_training_examples_are_labelled(e2e_sim, tmp_path):
     assert "loss" in card["metrics"]["validation"]
     hist = json.loads((out / "train" / "history.json").read_text())
     assert "val_loss" in hist[-1]
-    assert not any((out / n).exists() for n in ("config.json", "run_info.json", "model.json"))
+    # One run.json for the run; no config copies (training logs live under member_*/train/).
+    records = [p.relative_to(out.parent) for p in out.parent.rglob("*.json")]
+    assert sorted(str(p) for p in records if not {"train", ".state"} & set(p.parts)) == \
+        ["ensemble.json", "member_0/model.card.json", "member_1/model.card.json", "run.json"]
 
 
 def test_recipe_training_is_recorded(trained, e2e_sim):
