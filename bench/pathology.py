@@ -33,17 +33,16 @@ REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pathology"
 def _save_untrained(path: Path, variant: str, patch: int, width: int, mags=(20.0,)) -> tuple[Path, float]:
     # Throughput does not depend on the weights: an untrained model of the
     # same architecture is timed, so the benchmark needs no training run.
-    from deepsci.apps.pathology.model import build_model
+    from deepsci.apps.pathology.model import build_model, model_card
     from deepsci.apps.pathology.patches import PatchConfig
     from deepsci.apps.pathology.train import PathologyTrainConfig
     from deepsci.core.bench import model_flops
     from deepsci.core.models.serialization import save_model
 
-    cfg = PathologyTrainConfig(slides=".", out_dir=".", variant=variant, width=width,
+    cfg = PathologyTrainConfig(slides=".", out=".", variant=variant, width=width,
                                patch=PatchConfig(patch_size=patch, magnifications=mags, center_size=32))
     model = build_model(cfg)
-    save_model(model, path, sidecar={"app": "pathology", "input_spec": {
-        "patch_size": patch, "magnifications": list(mags), "center_size": 32}})
+    save_model(model, path, card=model_card(cfg, data={"name": "untrained", "synthetic": True}))
     return path, model_flops(model)
 
 
@@ -74,9 +73,9 @@ def _heatmap_run(model: Path, slides: Path, out: Path, *, stride: int, batch: in
     if cold:
         pr.drop_cached_models()  # as a user's new command starts (inline runs in this process)
     t0, epoch0 = time.perf_counter(), time.time()
-    res = hm.run_heatmaps(hm.HeatmapConfig(model=str(model), slides=str(slides), out_dir=str(out),
+    res = hm.run_heatmaps(hm.HeatmapConfig(model=str(model), slides=str(slides), out=str(out),
                                            stride=stride, batch_size=batch, scheduler=scheduler,
-                                           workers=workers, overwrite=True))
+                                           workers=workers), overwrite=True)
     wall = time.perf_counter() - t0
     r = list(res.values())
     tiles = sum(x["tiles"] for x in r)
@@ -213,19 +212,18 @@ def _heatmap_row(model: str, mode: str, batch: int, flops: float, best: dict, pe
 def bench_width(work: Path, args) -> list[dict]:
     """Model-only throughput of the folded small Inception at several widths (one process, all cores)."""
     import numpy as np
-    import tensorflow as tf
 
     from deepsci.apps.pathology import predict as pr
     from deepsci.core.bench import matmul_peak_gflops, timeit
 
     rows = []
-    x = tf.constant(np.random.default_rng(0).integers(0, 256, (args.batch_small, args.small_patch,
-                                                                args.small_patch, 3), dtype=np.uint8))
+    x = np.random.default_rng(0).integers(0, 256, (args.batch_small, args.small_patch, args.small_patch, 3),
+                                          dtype=np.uint8)
     for width in args.width_sweep:
         model, flops = _save_untrained(work / f"w{width}.keras", "small", args.small_patch, width)
         predict = pr.engine(str(model), args.batch_small, False, None)[0].predict
         n = max(2, 2048 // args.batch_small)
-        t = timeit(lambda f=predict, n=n: [f(x).numpy() for _ in range(n)], repeats=3) / (n * args.batch_small)
+        t = timeit(lambda f=predict, n=n: [f(x) for _ in range(n)], repeats=3) / (n * args.batch_small)
         peak = matmul_peak_gflops(repeats=3)
         rows.append({"width": width, "GFLOP/tile": flops / 1e9, "tiles/s": 1 / t,
                      "GFLOP/s": flops / 1e9 / t, "matmul peak GFLOP/s": peak,
@@ -237,13 +235,12 @@ def bench_width(work: Path, args) -> list[dict]:
 def bench_breakdown(work: Path, args) -> list[dict]:
     """Where one process's heatmap time goes on one slide (small Inception)."""
     import numpy as np
-    import tensorflow as tf
 
     from deepsci.apps.pathology import heatmap as hm
     from deepsci.apps.pathology import predict as pr
     from deepsci.apps.pathology.io import Slide
     from deepsci.apps.pathology.patches import PatchConfig, read_example, read_examples
-    from deepsci.apps.pathology.predict import predict_function
+    from deepsci.apps.pathology.predict import tile_predictor
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
     from deepsci.core.bench import matmul_peak_gflops, timeit
     from deepsci.core.models.serialization import load_model
@@ -252,7 +249,7 @@ def bench_breakdown(work: Path, args) -> list[dict]:
                              config=SynthConfig(width=args.hm_size, height=args.hm_size, mpp=0.5))[0].slide
     model, flops = _save_untrained(work / "bd_small.keras", "small", args.small_patch, args.small_width)
     bs, stride = args.batch_small, 32
-    cfg = hm.HeatmapConfig(model=str(model), slides=str(slide_path), out_dir=str(work / "bd"), stride=stride,
+    cfg = hm.HeatmapConfig(model=str(model), slides=str(slide_path), out=str(work / "bd"), stride=stride,
                            batch_size=bs, scheduler="inline")
     predict = pr.engine(str(model), bs, False, None)[0].predict  # what heatmap runs: BatchNorm folded
     pc = PatchConfig(patch_size=args.small_patch, magnifications=(20.0,), center_size=32)
@@ -266,18 +263,18 @@ def bench_breakdown(work: Path, args) -> list[dict]:
         t_rows = timeit(lambda: [read_examples(s, centres[i:i + bs], pc, choices) for i in range(0, n, bs)],
                         repeats=2)
         t_tile = timeit(lambda: [read_example(s, x, y, pc, choices) for x, y in centres], repeats=1, warmup=0)
-        batches = [tf.constant(b[0]) for b in (read_examples(s, centres[i:i + bs], pc, choices)
-                                               for i in range(0, n - bs + 1, bs))]
+        batches = [b[0] for b in (read_examples(s, centres[i:i + bs], pc, choices)
+                                  for i in range(0, n - bs + 1, bs))]
     # the same inference step on the model as saved (Conv, BatchNorm, ReLU)
-    unfolded = predict_function(load_model(model)[0], patch_size=args.small_patch, scales=1, batch_size=bs)
+    unfolded = tile_predictor(load_model(model, expect="pathology")[0], scales=1, batch_size=bs)
     per_tile = n / (len(batches) * bs)
     # the folded and unfolded models alternate, so both see the same load
     t_model = t_unfolded = float("inf")
-    predict(batches[0]).numpy(), unfolded(batches[0]).numpy()  # first calls (kernel set-up) before timing
+    predict(batches[0]), unfolded(batches[0])  # first calls (kernel set-up) before timing
     for _ in range(args.model_repeats):
-        t_model = min(t_model, per_tile * timeit(lambda: [predict(b).numpy() for b in batches],
+        t_model = min(t_model, per_tile * timeit(lambda: [predict(b) for b in batches],
                                                  repeats=1, warmup=0))
-        t_unfolded = min(t_unfolded, per_tile * timeit(lambda: [unfolded(b).numpy() for b in batches],
+        t_unfolded = min(t_unfolded, per_tile * timeit(lambda: [unfolded(b) for b in batches],
                                                        repeats=1, warmup=0))
     t_full = timeit(lambda: hm.heatmap_slide(slide_path, str(model), cfg), repeats=2)
     peak = matmul_peak_gflops(repeats=3)
@@ -371,7 +368,7 @@ def bench_accuracy(work: Path, args) -> tuple[list[dict], dict]:
     return [row], {"settings": settings}
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="reduced settings")
     p.add_argument("--skip-v3", action="store_true")
@@ -415,7 +412,11 @@ def main() -> None:
         args.train_tumour, args.train_normal, args.test_tumour, args.test_normal = 3, 2, 3, 3
         args.test_small, args.hm_repeats, args.v3_repeats = 1, 1, 1
         args.epochs, args.patches, args.size = 3, 768, 1536
+    return args
 
+
+def main() -> None:
+    args = _args()
     os.environ.setdefault("DEEPSCI_PROGRESS", "0")
     from deepsci.core.bench import machine_info, matmul_peak_gflops, table
 

@@ -40,12 +40,12 @@ def run_pipeline(out_dir: Path, s: DemoSettings, *, train_seed: int = 0, test_se
     """
     from deepsci.core.training import TrainConfig
 
-    from .detect import DetectConfig, detect
-    from .evaluate import EvaluateConfig, evaluate
+    from .detect import DetectConfig, run_detect
+    from .evaluate import EvaluateConfig, run_evaluate
     from .heatmap import HeatmapConfig, run_heatmaps
     from .patches import PatchConfig
     from .synth import SynthConfig, make_slides
-    from .train import PathologyTrainConfig, train
+    from .train import PathologyTrainConfig, run_train
 
     out_dir = Path(out_dir)
     syn = SynthConfig(width=s.size, height=s.size, mpp=0.5, tumour_radius_um=s.radius_um)
@@ -59,20 +59,20 @@ def run_pipeline(out_dir: Path, s: DemoSettings, *, train_seed: int = 0, test_se
         make_slides(out_dir / "test_slides", n_tumour=s.n_test_small, n_normal=0, seed=test_seed + 1,
                     config=small, prefix="test_small_")
     cfg = PathologyTrainConfig(
-        slides=str(out_dir / "train_slides"), out_dir=str(out_dir / "model"),
+        slides=str(out_dir / "train_slides"), out=str(out_dir / "model"),
         patch=PatchConfig(patch_size=s.patch, magnifications=(20.0,), center_size=s.center),
         width=s.width, patches_per_epoch=s.patches, val_patches=s.patches // 4,
         train=TrainConfig(epochs=s.epochs, batch_size=s.batch, monitor="val_auc", mode="max",
                           tensorboard=not s.quick, progress=not s.quick))
-    result = train(cfg)
+    result = run_train(cfg)
     hm = run_heatmaps(HeatmapConfig(
         model=str(out_dir / "model" / "model.keras"), slides=str(out_dir / "test_slides"),
-        out_dir=str(out_dir / "heatmaps"), stride=s.stride, scheduler=s.scheduler,
+        out=str(out_dir / "heatmaps"), stride=s.stride, scheduler=s.scheduler,
         workers=2 if s.scheduler == "local" else None))
-    detect(DetectConfig(heatmaps=str(out_dir / "heatmaps"), out_dir=str(out_dir / "detections"),
-                        threshold=0.1))
-    metrics = evaluate(EvaluateConfig(detections=str(out_dir / "detections"),
-                                      truth=str(out_dir / "test_slides"), out_dir=str(out_dir / "eval")))
+    run_detect(DetectConfig(heatmaps=str(out_dir / "heatmaps"), out=str(out_dir / "detections"),
+                            threshold=0.1))
+    metrics = run_evaluate(EvaluateConfig(detections=str(out_dir / "detections"),
+                                          truth=str(out_dir / "test_slides"), out=str(out_dir / "eval")))
     tiles = sum(v["tiles"] for v in hm.values())
     secs = sum(v["seconds"] for v in hm.values())
     return {"metrics": metrics, "history": result.history, "tiles": tiles, "heatmap_seconds": secs,

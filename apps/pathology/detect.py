@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.config import check_ranges, option
+from deepsci.core.errors import InputError
+from deepsci.core.io import write_text
+from deepsci.core.runs import RunDir
 
 from .io import read_heatmap, write_detections_csv
 
-__all__ = ["nms", "DetectConfig", "detect_heatmap", "detect"]
+__all__ = ["nms", "DetectConfig", "detect_heatmap", "run_detect"]
 
 
 def nms(heatmap: np.ndarray, *, radius: float, threshold: float,
@@ -54,30 +57,31 @@ def nms(heatmap: np.ndarray, *, radius: float, threshold: float,
 
 @dataclass
 class DetectConfig:
-    """Settings of ``deepsci pathology detect``.
+    """Settings of ``deepsci pathology detect`` (recorded in the output's ``run.json``).
 
     Attributes
     ----------
     heatmaps : str
         A folder of heatmaps written by ``heatmap`` (``*.heatmap.tif`` / ``.zarr``) or one file.
-    out_dir : str
+    out : str
+        Folder for ``<slide>.csv`` and ``slides.csv``.
     threshold : float
         Lowest probability reported as a lesion.
     radius_um : float
         NMS suppression radius in microns.
+    max_per_slide : int
+        Most lesions reported per slide.
     """
 
-    heatmaps: str
-    out_dir: str
-    threshold: float = 0.5
-    radius_um: float = 100.0
-    max_per_slide: int = 1000
+    heatmaps: str = option(help="Folder (or file) of heatmaps.")
+    out: str = option(help="Folder for <slide>.csv and slides.csv.")
+    threshold: float = option(0.5, "Lowest reported lesion probability.", min=0, max=1)
+    radius_um: float = option(100.0, "NMS radius in microns.", min=0, min_exclusive=True, cli="radius")
+    max_per_slide: int = option(1000, "Most lesions reported per slide.", min=1)
 
     def validate(self) -> DetectConfig:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"expected 0 <= threshold <= 1, found {self.threshold}")
-        if self.radius_um <= 0:
-            raise ConfigError(f"expected radius_um > 0, found {self.radius_um}")
+        """Raise ConfigError / InputError for out-of-range settings or missing heatmaps; return self."""
+        check_ranges(self)
         if not Path(self.heatmaps).exists():
             raise InputError("expected a heatmap file or folder, found none", self.heatmaps)
         return self
@@ -111,20 +115,19 @@ def _heatmap_files(root: Path) -> list[Path]:
     return out
 
 
-def detect(config: DetectConfig) -> dict[str, float]:
-    """Write ``<slide>.csv`` per heatmap and ``slides.csv``; return slide scores."""
-    from deepsci.core.io import save_config, write_run_info, write_text
-
+def run_detect(config: DetectConfig, *, overwrite: bool = False) -> dict[str, float]:
+    """Write ``<slide>.csv`` per heatmap and ``slides.csv`` (and ``run.json``); return slide scores."""
     cfg = config.validate()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "detect_config.json")
-    scores = {}
-    for path in _heatmap_files(Path(cfg.heatmaps)):
-        name, score, dets = detect_heatmap(path, cfg)
-        write_detections_csv(out / f"{name}.csv", [d[0] for d in dets], [d[1] for d in dets],
-                             [d[2] for d in dets])
-        scores[name] = score
-    write_text(out / "slides.csv", "image,score\n" + "".join(f"{k},{v:.6f}\n" for k, v in scores.items()))
-    write_run_info(out, command="pathology detect", config=cfg)
+    files = _heatmap_files(Path(cfg.heatmaps))
+    with RunDir(cfg.out, command="pathology detect", config=cfg, inputs=[cfg.heatmaps],
+                overwrite=overwrite) as run:
+        scores, lesions = {}, {}
+        for path in files:
+            name, score, dets = detect_heatmap(path, cfg)
+            write_detections_csv(run.file(f"{name}.csv"), [d[0] for d in dets], [d[1] for d in dets],
+                                 [d[2] for d in dets])
+            scores[name], lesions[name] = score, len(dets)
+        write_text(run.file("slides.csv"),
+                   "image,score\n" + "".join(f"{k},{v:.6f}\n" for k, v in scores.items()))
+        run.record(slide_scores=scores, lesions=lesions)
     return scores

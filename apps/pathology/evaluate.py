@@ -19,18 +19,21 @@ FROC follows the official ``Evaluation_FROC.py`` step by step:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import atomic_path, save_figure, write_json
+from deepsci.core.runs import RunDir
 
 from .io import SlideTruth, load_truth, read_detections_csv
 
 __all__ = [
     "FROC_POINTS", "evaluation_mask", "itc_labels", "slide_hits", "froc_curve", "froc_score",
-    "slide_auc", "EvaluateConfig", "evaluate", "SlideTruth", "load_truth",
+    "slide_auc", "EvaluateConfig", "run_evaluate", "SlideTruth", "load_truth",
 ]
 
 FROC_POINTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -141,7 +144,7 @@ def slide_auc(labels, scores) -> float:
 # --------------------------------------------------------------------------- files
 @dataclass
 class EvaluateConfig:
-    """Inputs of ``deepsci pathology evaluate``.
+    """Inputs of ``deepsci pathology evaluate`` (recorded in the output's ``run.json``).
 
     Attributes
     ----------
@@ -149,27 +152,36 @@ class EvaluateConfig:
         Folder of ``<slide>.csv`` lesion files (``prob,X,Y``) and ``slides.csv``.
     truth : str
         Folder of ``<slide>.xml`` / ``.geojson`` annotations or ``<slide>_Mask.tif``.
+    out : str
+        Folder for ``metrics.json``, ``per_slide.json``, the FROC curve and plots.
     slides : str, optional
         Folder of the slides (sizes, microns per pixel); defaults to ``truth``.
-    out_dir : str
     level : int
         Evaluation-mask level (downsample ``2**level``), 5 as Camelyon16.
+    mpp : float, optional
+        Microns per pixel at level 0, for slides that do not record it.
+    points : tuple of float
+        False positives per slide at which the sensitivity is averaged.
     """
 
-    detections: str
-    truth: str
-    out_dir: str
-    slides: str | None = None
-    level: int = 5
-    mpp: float | None = None
-    points: tuple[float, ...] = field(default_factory=lambda: FROC_POINTS)
+    detections: str = option(help="Folder from `detect`.")
+    truth: str = option(help="Folder of <slide>.xml/.geojson or <slide>_Mask.tif (absent = normal).")
+    out: str = option(help="Folder for metrics.json and plots.")
+    slides: str | None = option(None, "Folder of the slides (default: --truth).")
+    level: int = option(5, "Evaluation-mask level (Camelyon16: 5).", min=0, max=10)
+    mpp: float | None = option(None, "Microns per pixel at level 0, for slides that do not record "
+                               "it.", min=0, min_exclusive=True)
+    points: tuple[float, ...] = option(FROC_POINTS, "False positives per slide averaged by the FROC.",
+                                       min=0, min_exclusive=True)
 
     def validate(self) -> EvaluateConfig:
+        """Raise ConfigError / InputError for out-of-range settings or missing folders; return self."""
+        check_ranges(self)
+        if not self.points:
+            raise ConfigError("expected --points, found none")
         for name in ("detections", "truth"):
             if not Path(getattr(self, name)).is_dir():
                 raise InputError(f"expected a folder for --{name}, found none", getattr(self, name))
-        if not 0 <= self.level <= 10:
-            raise ConfigError(f"expected 0 <= level <= 10, found {self.level}")
         return self
 
 
@@ -187,25 +199,14 @@ def _read_slide_scores(path: Path) -> dict[str, float]:
     return scores
 
 
-def evaluate(config: EvaluateConfig) -> dict:
-    """FROC and slide AUC for a folder of detections; writes metrics and plots.
-
-    Returns
-    -------
-    dict
-        ``froc``, ``sensitivity_at`` (per FP rate), ``slide_auc`` (when both
-        classes are present), counts.
-    """
-    from deepsci.core.io import atomic_path, save_config, write_json, write_run_info
-
-    cfg = config.validate()
+def _score_slides(cfg: EvaluateConfig) -> tuple[list[SlideHits], list[dict], list[int], list[float]]:
+    """Every ``<slide>.csv`` against its truth: hits, per-slide rows, slide labels and scores."""
     det_dir, truth_dir = Path(cfg.detections), Path(cfg.truth)
     slides_dir = Path(cfg.slides) if cfg.slides else truth_dir
     csvs = sorted(p for p in det_dir.glob("*.csv") if p.name != "slides.csv")
     if not csvs:
         raise InputError("expected <slide>.csv detection files, found none", det_dir)
-    hits, rows = [], []
-    labels, scores = [], []
+    hits, rows, labels, scores = [], [], [], []
     slide_scores = _read_slide_scores(det_dir / "slides.csv") if (det_dir / "slides.csv").is_file() else {}
     for csv_path in csvs:
         name = csv_path.stem
@@ -222,6 +223,20 @@ def evaluate(config: EvaluateConfig) -> dict:
         rows.append({"image": name, "tumour": is_tumour, "score": score, "lesions": h.n_tumours,
                      "itc": len(itc), "detected": int((h.tp_probs > 0).sum()),
                      "false_positives": len(h.fp_probs)})
+    return hits, rows, labels, scores
+
+
+def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
+    """FROC and slide AUC for a folder of detections; writes metrics, plots and ``run.json``.
+
+    Returns
+    -------
+    dict
+        ``froc``, ``sensitivity_at`` (per FP rate), ``slide_auc`` (when both
+        classes are present), counts.
+    """
+    cfg = config.validate()
+    hits, rows, labels, scores = _score_slides(cfg)
     total_fps, sens = froc_curve(hits)
     froc, at = froc_score(total_fps, sens, tuple(cfg.points))
     metrics = {"froc": froc, "sensitivity_at": {str(k): v for k, v in at.items()},
@@ -229,18 +244,17 @@ def evaluate(config: EvaluateConfig) -> dict:
                "lesions": int(sum(h.n_tumours for h in hits))}
     if 0 < sum(labels) < len(labels):
         metrics["slide_auc"] = slide_auc(labels, scores)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "metrics.json", metrics)
-    save_config(cfg, out / "evaluate_config.json")
-    write_run_info(out, command="pathology evaluate", config=cfg, extra={"metrics": metrics})
-    write_json(out / "per_slide.json", rows)
-    _plot_froc(total_fps, sens, froc, out / "froc.png")
-    if "slide_auc" in metrics:
-        _plot_roc(labels, scores, metrics["slide_auc"], out / "roc.png")
-    with atomic_path(out / "froc_curve.csv") as tmp:
-        np.savetxt(tmp, np.column_stack([total_fps, sens]), delimiter=",",
-                   header="fps_per_slide,sensitivity", comments="", fmt="%.6g")
+    with RunDir(cfg.out, command="pathology evaluate", config=cfg, inputs=[cfg.detections, cfg.truth],
+                overwrite=overwrite) as run:
+        write_json(run.file("metrics.json"), metrics)
+        write_json(run.file("per_slide.json"), rows)
+        _plot_froc(total_fps, sens, froc, run.file("froc.png"))
+        if "slide_auc" in metrics:
+            _plot_roc(labels, scores, metrics["slide_auc"], run.file("roc.png"))
+        with atomic_path(run.file("froc_curve.csv")) as tmp:
+            np.savetxt(tmp, np.column_stack([total_fps, sens]), delimiter=",",
+                       header="fps_per_slide,sensitivity", comments="", fmt="%.6g")
+        run.record(**metrics)
     return metrics
 
 
@@ -250,7 +264,6 @@ def _plot_froc(total_fps, sens, froc, path: os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deepsci.core.io import save_figure
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(total_fps, sens, "-", color="k")
@@ -273,7 +286,6 @@ def _plot_roc(labels, scores, auc, path: os.PathLike) -> None:
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    from deepsci.core.io import save_figure
 
     fpr, tpr, _ = roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4, 4))

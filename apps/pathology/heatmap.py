@@ -17,85 +17,105 @@ worker keeps its ready model (:func:`.predict.engine`) between runs (:mod:`.clus
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
+import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import atomic_dir, atomic_path, config_from_dict, config_to_dict
+from deepsci.core.models.card import ModelCard, read_card
 from deepsci.core.parallel import (
     REMOTE_SCHEMES,
     marker_path,
     run_shards,
+    thread_map,
     threads_per_worker,
 )
+from deepsci.core.progress import progress
+from deepsci.core.runs import RunDir
 
 from .cluster import open_cluster, warm_up, worker_tf_threads
 from .io import Slide, list_slides, resize_mask, write_pyramid_tiff
+from .model import APP, TASK
+from .patches import PatchConfig, read_examples
 from .predict import engine, warm_worker
 from .tissue import TissueConfig, slide_tissue
 
-__all__ = ["HeatmapConfig", "heatmap_grid", "heatmap_slide", "heatmap_task", "run_heatmaps"]
+__all__ = ["HeatmapConfig", "FORMATS", "heatmap_grid", "heatmap_slide", "heatmap_task", "run_heatmaps"]
+
+FORMATS = ("tiff", "zarr", "both")
 
 
 @dataclass
 class HeatmapConfig:
-    """Settings of ``deepsci pathology heatmap``.
+    """Settings of ``deepsci pathology heatmap`` (recorded in the output's ``run.json``).
 
     Attributes
     ----------
     model : str
-        ``model.keras`` written by ``train`` (its sidecar gives patch size and magnifications).
+        ``model.keras`` written by ``train`` (its card gives patch size and magnifications).
     slides : str
         A slide file or a folder of slides.
-    out_dir : str
+    out : str
+        Output folder: ``<slide>.heatmap.tif`` / ``.zarr``, ``<slide>.overlay.png``, ``run.json``.
     stride : int, optional
         Window step in pixels at the model's finest magnification (default:
         the model's centre-region size).
     batch_size : int
+        Tiles per inference batch.
     tta : bool
         Average the 8 orientations (8x the compute).
     format : {"tiff", "zarr", "both"}
     scheduler : str, optional
-        ``"inline"``, ``"local"`` (Dask LocalCluster) or ``tcp://host:port``.
+        ``"inline"``, ``"local"`` (a Dask LocalCluster for this run) or
+        ``tcp://host:port`` (a running cluster, whose workers keep the loaded model).
     workers : int, optional
-        Dask workers (default: min(slides, CPUs)).
+        Local Dask workers (default: min(slides, CPUs)).
     threads : int, optional
-        TensorFlow threads per worker (default: the cores divided among the
-        local workers; all cores inline; TensorFlow's own default on a remote
-        cluster).
+        TensorFlow threads per worker (default: each machine's cores split
+        among its Dask threads; all cores inline).
+    mpp : float, optional
+        Microns per pixel at level 0, for slides that do not record it.
+    xla : bool
+        Compile the inference step with XLA.
+    tissue : TissueConfig
+        Which cells are evaluated (tissue detection).
     """
 
-    model: str
-    slides: str
-    out_dir: str
-    stride: int | None = None
-    batch_size: int = 128
-    tta: bool = False
-    format: str = "tiff"
-    scheduler: str | None = "local"
-    workers: int | None = None
-    threads: int | None = None
-    mpp: float | None = None
-    overwrite: bool = False
-    tissue: TissueConfig = field(default_factory=TissueConfig)
+    model: str = option(help="model.keras from `train`.")
+    slides: str = option(help="A slide or a folder of slides.")
+    out: str = option(help="Output folder.")
+    stride: int | None = option(None, "Window step in pixels at the finest scale (default: the "
+                                "centre region).", min=1)
+    batch_size: int = option(128, "Tiles per inference batch.", min=1)
+    tta: bool = option(False, "Average the 8 orientations.")
+    format: str = option("tiff", "tiff, zarr or both.", choices=FORMATS)
+    scheduler: str | None = option("local", "local (a Dask cluster started for this run), inline, "
+                                   "or tcp://host:port: a running cluster (`dask scheduler`; `dask "
+                                   "worker ADDRESS --nworkers N --nthreads 1`), whose workers keep "
+                                   "the loaded model, so runs after the first start at once.")
+    workers: int | None = option(None, "Local Dask workers (default: min(slides, cores)).", min=1)
+    threads: int | None = option(None, "TensorFlow threads per worker (default: each machine's "
+                                 "cores split among its Dask threads).", min=1)
+    mpp: float | None = option(None, "Microns per pixel at level 0, for slides that do not record "
+                               "it.", min=0, min_exclusive=True)
+    xla: bool = option(False, "Compile the inference step with XLA.")
+    tissue: TissueConfig = option(factory=TissueConfig)
 
     def validate(self) -> HeatmapConfig:
-        if self.format not in ("tiff", "zarr", "both"):
-            raise ConfigError(f"expected format tiff, zarr or both, found {self.format!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"expected threads >= 1, found {self.threads}")
+        """Raise ConfigError / InputError for impossible settings or missing inputs; return self."""
+        check_ranges(self)
         if self.scheduler not in (None, "local", "inline") and not str(self.scheduler).startswith(REMOTE_SCHEMES):
             raise ConfigError(f"expected a scheduler 'local', 'inline' or tcp://host:port, found {self.scheduler!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"expected batch_size >= 1, found {self.batch_size}")
-        if self.stride is not None and self.stride < 1:
-            raise ConfigError(f"expected stride >= 1, found {self.stride}")
         if not Path(self.model).is_file():
             raise InputError("expected a trained model (.keras), found no file", self.model)
         if not Path(self.slides).exists():
@@ -116,17 +136,11 @@ def heatmap_grid(slide: Slide, stride_px: float, tissue_cfg: TissueConfig) -> np
 
 def _tile_batches(slide: Slide, rows: np.ndarray, cols: np.ndarray, stride_px: float, pc, choices,
                   batch_size: int):
-    """``(rows, cols, [uint8 (batch_size, P, P, 3) per scale])``; the last batch is padded."""
-    from .patches import read_examples
-
+    """``(rows, cols, [uint8 (n, P, P, 3) per scale])``, ``n <= batch_size`` (the predictor pads)."""
     for start in range(0, len(rows), batch_size):
         r, c = rows[start:start + batch_size], cols[start:start + batch_size]
         centers = np.stack([(c + 0.5) * stride_px, (r + 0.5) * stride_px], axis=1)
-        scales = read_examples(slide, centers, pc, choices)
-        pad = batch_size - len(r)  # a fixed batch shape avoids retracing on the last batch
-        if pad:
-            scales = [np.concatenate([s, np.repeat(s[-1:], pad, 0)]) for s in scales]
-        yield r, c, scales
+        yield r, c, read_examples(slide, centers, pc, choices)
 
 
 _END = object()
@@ -180,14 +194,8 @@ def _prefetch(items, depth: int = 3):
 def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -> tuple[np.ndarray, dict]:
     """The heatmap ``(gh, gw)`` float32 of one slide and its metadata (no files written)."""
     t_start = time.perf_counter()
-    import tensorflow as tf
-
-    from deepsci.core.progress import progress
-
-    from .patches import PatchConfig
-
-    eng, cached = engine(model_path, cfg.batch_size, cfg.tta, cfg.threads)
-    spec = eng.meta["input_spec"]
+    eng, cached = engine(model_path, cfg.batch_size, cfg.tta, cfg.threads, xla=cfg.xla)
+    spec = eng.card.input_spec
     pc = PatchConfig(patch_size=int(spec["patch_size"]), magnifications=tuple(spec["magnifications"]),
                      center_size=int(spec["center_size"]))
     bs = cfg.batch_size
@@ -204,8 +212,7 @@ def heatmap_slide(slide_path: str | Path, model_path: str, cfg: HeatmapConfig) -
         bar = progress(total=len(rows), desc=f"heatmap {Path(slide_path).stem}", unit="tile")
         batches = _tile_batches(slide, rows, cols, stride_px, pc, choices, bs)
         for r, c, scales in _prefetch(batches):
-            probs = eng.predict(*[tf.constant(s) for s in scales]).numpy()
-            heat[r, c] = probs[: len(r)]
+            heat[r, c] = eng.predict(scales)
             bar.update(len(r))
         bar.close()
         seconds = time.perf_counter() - t0
@@ -244,8 +251,6 @@ def _overlay(thumb: np.ndarray, heat: np.ndarray, path: Path) -> None:
     from matplotlib import colormaps
     from PIL import Image
 
-    from deepsci.core.io import atomic_path
-
     hh, ww = thumb.shape[:2]
     gh, gw = heat.shape
     # Which heatmap cell each thumbnail pixel shows (PIL's nearest-neighbour rule):
@@ -262,24 +267,22 @@ def _overlay(thumb: np.ndarray, heat: np.ndarray, path: Path) -> None:
         Image.fromarray(out.astype(np.uint8)).save(tmp, format="PNG", compress_level=1)
 
 
+def _call(job: Callable):
+    return job()
+
+
 def heatmap_task(task: dict) -> dict:
     """One slide: compute and write its heatmap files (a :func:`run_shards` task)."""
-    from deepsci.core.io import atomic_dir
-
     started = time.time()
-    cfg = HeatmapConfig(**{**task["config"], "tissue": TissueConfig(**task["config"]["tissue"])})
+    cfg = config_from_dict(HeatmapConfig, task["config"])
     if cfg.threads is None and task.get("worker_threads") is not None:
         cfg.threads = _this_worker(task["worker_threads"])
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out)
     name = Path(task["slide"]).stem
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        # the overlay's thumbnail is read while the model runs (decoding releases the GIL)
-        thumb = pool.submit(_thumbnail, task["slide"], cfg.mpp)
-        heat, info = heatmap_slide(task["slide"], cfg.model, cfg)
-        t_write = time.perf_counter()
-        thumb = thumb.result()
+    # the overlay's thumbnail is read while the model runs (decoding releases the GIL)
+    thumb, (heat, info) = thread_map(_call, [partial(_thumbnail, task["slide"], cfg.mpp),
+                                             partial(heatmap_slide, task["slide"], cfg.model, cfg)], workers=2)
+    t_write = time.perf_counter()
     if cfg.format in ("tiff", "both"):
         write_pyramid_tiff(out / f"{name}.heatmap.tif", heat, mpp=info["mpp"] * info["stride"], tile=64,
                            compression="zlib", min_size=32, mode="max", description=info)
@@ -311,71 +314,58 @@ def _this_worker(mapping: dict[str, int | None]) -> int | None:
     return mapping[address] if address in mapping else worker_tf_threads()
 
 
-def _check_slides(slides: list[Path], meta: dict, mpp: float | None) -> None:
+def _check_slides(slides: list[Path], card: ModelCard, mpp: float | None) -> None:
     # Every slide opened up front: a bad file is a one-line error, not a worker traceback.
     for s in slides:
         with Slide(s, mpp=mpp) as slide:
-            for m in meta["input_spec"]["magnifications"]:
+            for m in card.input_spec["magnifications"]:
                 slide.select_level(m)
 
 
-def run_heatmaps(config: HeatmapConfig) -> dict[str, dict]:
-    """Heatmaps of every slide in ``config.slides``; returns per-slide info.
-
-    With ``scheduler="local"`` a Dask cluster is started for the run; with
-    ``tcp://host:port`` a running one is used, and its workers keep their
-    loaded model for the next run (see :mod:`.cluster`). Either way every
-    worker starts loading the model as soon as the cluster is up.
-    """
-    from deepsci.core.io import save_config, write_run_info
-
-    cfg = config.validate()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    slides = list_slides(cfg.slides)
-    cfg_dict = dataclasses.asdict(cfg)
-    cfg_dict["model"] = str(Path(cfg.model).resolve())
-    tasks = [{"slide": str(Path(s).resolve()), "config": cfg_dict} for s in slides]
-    state = out / ".state"
-    if cfg.overwrite:
-        for t in tasks:
-            marker_path(state, _key(t)).unlink(missing_ok=True)
-    meta = _sidecar(cfg.model)
-    save_config(cfg, out / "heatmap_config.json")
+def _run_slides(cfg: HeatmapConfig, tasks: list[dict], slides: list[Path], card: ModelCard,
+                state: Path) -> dict[str, dict]:
+    """Every slide's :func:`heatmap_task` in this process or on a Dask cluster."""
     todo = sum(not marker_path(state, _key(t)).exists() for t in tasks)
     workers = cfg.workers or max(1, min(todo, os.cpu_count() or 1))
     # One slide gains nothing from a cluster but would pay its start-up.
     scheduler = "inline" if (todo <= 1 and cfg.scheduler in (None, "local")) else cfg.scheduler
     if scheduler == "inline":
-        _check_slides(slides, meta, cfg.mpp)
+        _check_slides(slides, card, cfg.mpp)
         threads = cfg.threads or threads_per_worker(scheduler, workers)
         tasks = [{**t, "config": {**t["config"], "threads": threads}} for t in tasks]
-        results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, scheduler="inline", desc="slides")
-    else:
-        with open_cluster(scheduler, workers, cfg.threads) as (client, tf_threads):
-            warm = warm_up(client, tf_threads, warm_worker, cfg_dict["model"], cfg.batch_size, cfg.tta, todo=todo)
-            _check_slides(slides, meta, cfg.mpp)  # while the workers load the model
-            tasks = [{**t, "worker_threads": tf_threads} for t in tasks]
-            results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, client=client, desc="slides")
-            del warm  # held until the slides are done: a released future is cancelled
-    write_run_info(out, command="pathology heatmap", config=cfg,
-                   extra={"slides": {k: {kk: v[kk] for kk in ("tiles", "seconds", "score")}
-                                     for k, v in results.items()}})
+        return run_shards(heatmap_task, tasks, key=_key, state_dir=state, scheduler="inline", desc="slides")
+    with open_cluster(scheduler, workers, cfg.threads) as (client, tf_threads):
+        warm = warm_up(client, tf_threads, warm_worker, tasks[0]["config"]["model"], cfg.batch_size, cfg.tta,
+                       cfg.xla, todo=todo)
+        _check_slides(slides, card, cfg.mpp)  # while the workers load the model
+        tasks = [{**t, "worker_threads": tf_threads} for t in tasks]
+        results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, client=client, desc="slides")
+        del warm  # held until the slides are done: a released future is cancelled
+    return results
+
+
+def run_heatmaps(config: HeatmapConfig, *, overwrite: bool = False) -> dict[str, dict]:
+    """Heatmaps of every slide in ``config.slides``; returns per-slide info.
+
+    With ``scheduler="local"`` a Dask cluster is started for the run; with
+    ``tcp://host:port`` a running one is used, and its workers keep their
+    loaded model for the next run (see :mod:`.cluster`). Either way every
+    worker starts loading the model as soon as the cluster is up. A re-run
+    skips the slides finished before; ``overwrite`` recomputes them all.
+    """
+    cfg = config.validate()
+    slides = list_slides(cfg.slides)
+    card = read_card(cfg.model, expect=APP, task=TASK)  # no TensorFlow in this process
+    with RunDir(cfg.out, command="pathology heatmap", config=cfg, inputs=[cfg.model, cfg.slides],
+                overwrite=overwrite) as run:
+        if overwrite:  # an unfinished run's markers too
+            shutil.rmtree(run.state_dir, ignore_errors=True)
+        cfg_dict = {**config_to_dict(cfg), "model": str(Path(cfg.model).resolve()), "out": str(run.path)}
+        tasks = [{"slide": str(Path(s).resolve()), "config": cfg_dict} for s in slides]
+        results = _run_slides(cfg, tasks, slides, card, run.state_dir)
+        run.record(slides={k: {kk: v[kk] for kk in ("tiles", "seconds", "score")} for k, v in results.items()})
     return results
 
 
 def _key(task: dict) -> str:
     return Path(task["slide"]).stem
-
-
-def _sidecar(model_path: str) -> dict:
-    from deepsci.core.models.sidecar import (  # no TensorFlow in this process
-        read_sidecar,
-        sidecar_path,
-    )
-
-    meta = read_sidecar(model_path)
-    if meta.get("app") != "pathology" or "input_spec" not in meta:
-        raise InputError("expected a pathology model sidecar with input_spec, found another kind",
-                         sidecar_path(model_path))
-    return meta

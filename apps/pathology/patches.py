@@ -11,12 +11,13 @@ identically to every scale of an example, so their centres stay aligned.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepsci.core.errors import InputError
+from deepsci.core.config import check_ranges, option
+from deepsci.core.errors import ConfigError, InputError
 
 from .io import Slide, rasterize, read_annotations, resize_mask
 from .tissue import TissueConfig, slide_tissue
@@ -44,24 +45,25 @@ class PatchConfig:
         Resolution of the sampling masks, microns per pixel.
     """
 
-    patch_size: int = 96
-    magnifications: tuple[float, ...] = (40.0,)
-    center_size: int = 32
-    jitter: int = 8
-    grid_mpp: float = 4.0
-    tissue: TissueConfig = field(default_factory=TissueConfig)
+    patch_size: int = option(96, "Patch side in pixels at every scale.", min=16)
+    magnifications: tuple[float, ...] = option(
+        (40.0,), "Objective powers, finest first: 40 (single scale) or 40,20,10 (towers).",
+        min=0, min_exclusive=True)
+    center_size: int = option(32, "Label centre region (pixels, finest scale).", min=1)
+    jitter: int = option(8, "Largest random shift of the centre (pixels, finest scale).", min=0)
+    grid_mpp: float = option(4.0, "Sampling-mask microns per pixel.", min=0, min_exclusive=True)
+    tissue: TissueConfig = option(factory=TissueConfig)
 
     def validate(self) -> PatchConfig:
-        from deepsci.core.errors import ConfigError
-
-        if self.patch_size < 16:
-            raise ConfigError(f"expected patch_size >= 16, found {self.patch_size}")
-        if not self.magnifications or any(m <= 0 for m in self.magnifications):
-            raise ConfigError(f"expected positive magnifications, found {self.magnifications}")
+        """Raise ConfigError for impossible patch geometry; return self."""
+        check_ranges(self)
+        if not self.magnifications:
+            raise ConfigError("expected --magnifications like 40 or 40,20,10, found none")
         if list(self.magnifications) != sorted(self.magnifications, reverse=True):
-            raise ConfigError(f"expected magnifications finest first, found {self.magnifications}")
-        if not 1 <= self.center_size <= self.patch_size:
-            raise ConfigError(f"expected 1 <= center_size <= patch_size, found {self.center_size}")
+            raise ConfigError(f"expected --magnifications finest first, found {self.magnifications}")
+        if self.center_size > self.patch_size:
+            raise ConfigError(f"expected --center-size <= --patch-size ({self.patch_size}), "
+                              f"found {self.center_size}")
         return self
 
 

@@ -10,10 +10,11 @@
   kernel, so the narrow (16-64 channel) layers of the small Inception no
   longer pass over their activations three times. The copy computes the same
   probabilities (to float32 rounding) and is never saved or trained.
-* :func:`predict_function` - uint8 tiles in, tumour probabilities out (optionally
-  8-orientation TTA in the graph), traced once for one fixed batch shape.
-* :func:`engine` - this process's ready model (loaded, folded, traced, run once),
-  cached so that a Dask worker serves the next run on the same cluster at once.
+* :func:`tile_predictor` - uint8 tiles in, tumour probabilities out (optionally
+  8-orientation TTA in the graph): a core :class:`~deepsci.core.predict.Predictor`,
+  traced once for one fixed batch shape.
+* :func:`engine` - this process's ready model (card checked, loaded, folded, traced,
+  run once), kept so that a Dask worker serves the next run on the same cluster at once.
 """
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsci.core.errors import InputError
+from deepsci.core.models.card import ModelCard, read_card
 from deepsci.core.parallel import limit_tf_threads
 
+from .model import APP, TASK
 from .patches import preprocess
 
-__all__ = ["fold_batchnorm", "foldable_pairs", "predict_function", "Engine", "engine", "drop_cached_models",
-           "warm_worker"]
+__all__ = ["fold_batchnorm", "foldable_pairs", "TileModel", "tumour_probability", "orientation_mean",
+           "tile_predictor", "Engine", "engine", "drop_cached_models", "warm_worker"]
 
 
 def _sole_consumer(layer):
@@ -142,40 +144,84 @@ def _orientations(xs):
     return views
 
 
-def predict_function(model, *, patch_size: int, scales: int, batch_size: int, tta: bool = False):
-    """The heatmap's inference step, traced once for a fixed batch shape.
+class TileModel:
+    """uint8 tiles of every magnification -> tumour logits: what :func:`tile_predictor` traces.
+
+    Scaling to [-1, 1] and, with ``tta``, the 8 orientations (stacked along
+    the batch, so one model call with 8x the rows and bigger GEMMs; patches
+    are square) run inside the traced graph.
 
     Parameters
     ----------
     model : keras.Model
-        Pathology classifier (folded or not): ``(N, P, P, 3)`` per scale -> ``{"tumor": (N, 1)}`` logits.
-    patch_size, scales : int
-        ``P`` and the number of magnifications (model inputs).
-    batch_size : int
-        The only batch size it accepts; the caller pads the last batch, so
-        a slide never triggers a second trace.
+        Pathology classifier (folded or not): ``(N, P, P, 3)`` float per
+        magnification -> ``{"tumor": (N, 1)}`` logits.
+    scales : int
+        Number of magnifications (model inputs).
     tta : bool
-        Average the 8 orientations, stacked along the batch (patches are
-        square): one model call with 8x the rows, bigger GEMMs.
+        Return the logits of all 8 orientations, ``(8 N,)``, orientation-major.
+    """
+
+    def __init__(self, model, *, scales: int, tta: bool = False):
+        if scales < 1:
+            raise ValueError(f"Expected scales >= 1. Received: {scales}")
+        self.model, self.scales, self.tta = model, int(scales), bool(tta)
+
+    def __call__(self, xs, training: bool = False):
+        """``xs``: one uint8 ``(N, P, P, 3)`` per magnification (or one array) -> logits ``(N,)`` / ``(8 N,)``."""
+        import tensorflow as tf
+
+        xs = [preprocess(x) for x in (xs if isinstance(xs, (list, tuple)) else [xs])]
+        if len(xs) != self.scales:
+            raise ValueError(f"Expected {self.scales} inputs (one per magnification). Received: {len(xs)}")
+        if self.tta:
+            xs = [tf.concat([v[i] for v in _orientations(xs)], axis=0) for i in range(self.scales)]
+        return self.model(xs[0] if self.scales == 1 else tuple(xs), training=training)["tumor"][:, 0]
+
+
+def tumour_probability(logits):
+    """Tumour logits ``(N,)`` -> probabilities ``(N,)`` (the predictor's postprocess)."""
+    import tensorflow as tf
+
+    return tf.sigmoid(logits)
+
+
+def orientation_mean(logits):
+    """Logits of the 8 orientations ``(8 N,)`` -> mean tumour probability ``(N,)``."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.reshape(tf.sigmoid(logits), (8, -1)), axis=0)
+
+
+def tile_predictor(model, *, scales: int, batch_size: int, tta: bool = False, xla: bool = False):
+    """The heatmap's inference step: a core :class:`~deepsci.core.predict.Predictor` over tiles.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Pathology classifier (folded or not), see :class:`TileModel`.
+    scales : int
+        Number of magnifications.
+    batch_size : int
+        Rows per traced call; the last batch of a slide is padded, so a
+        slide never triggers a second trace.
+    tta : bool
+        Average the probabilities of the 8 orientations.
+    xla : bool
+        Compile the step with XLA.
 
     Returns
     -------
-    callable
-        ``f(*xs)`` with one uint8 tensor ``(batch_size, P, P, 3)`` per scale ->
-        float32 probabilities ``(batch_size,)``. Scaling to [-1, 1] runs in the graph.
+    deepsci.core.predict.Predictor
+        ``p(xs)``: one uint8 array ``(N, P, P, 3)`` per magnification (any
+        ``N``) -> float32 tumour probabilities ``(N,)``.
     """
-    import tensorflow as tf
+    from deepsci.core.predict import Predictor
 
-    def predict(*xs):
-        xs = [preprocess(x) for x in xs]
-        if tta:
-            xs = [tf.concat([v[i] for v in _orientations(xs)], axis=0) for i in range(scales)]
-        logits = model(xs[0] if scales == 1 else tuple(xs), training=False)["tumor"][:, 0]
-        probs = tf.sigmoid(logits)
-        return tf.reduce_mean(tf.reshape(probs, (8, -1)), axis=0) if tta else probs
-
-    spec = [tf.TensorSpec((batch_size, patch_size, patch_size, 3), tf.uint8)] * scales
-    return tf.function(predict, input_signature=spec).get_concrete_function()
+    # Not the core's per-model cache: its entries keep their model alive, and a
+    # long-lived worker must free a replaced model (see :func:`engine`).
+    return Predictor(TileModel(model, scales=scales, tta=tta), batch_size=batch_size, xla=xla,
+                     postprocess=orientation_mean if tta else tumour_probability)
 
 
 @dataclass
@@ -184,11 +230,11 @@ class Engine:
 
     Attributes
     ----------
-    meta : dict
-        The model's sidecar.
-    predict : callable
-        ``predict(*xs)``: one uint8 tensor ``(batch_size, P, P, 3)`` per scale
-        -> tumour probabilities ``(batch_size,)``.
+    card : ModelCard
+        The model's card (``input_spec``: patch size, magnifications, centre size).
+    predict : deepsci.core.predict.Predictor
+        ``predict(xs)``: one uint8 array ``(N, P, P, 3)`` per magnification
+        -> tumour probabilities ``(N,)``.
     threads : int
         TensorFlow intra-op threads in force in this process.
     built_at : float
@@ -197,17 +243,23 @@ class Engine:
         What building cost (TensorFlow import included on a process's first).
     """
 
-    meta: dict
+    card: ModelCard
     predict: Callable
     threads: int
     built_at: float
     build_seconds: float
 
 
+@dataclass
+class _Loaded:
+    folded: object  # the BatchNorm-folded keras.Model
+    card: ModelCard
+
+
 # Per process. A Dask worker outlives a run, so the next run on the same
 # cluster finds its model here and starts at once.
-_MODEL: dict[tuple, tuple] = {}     # (path, mtime_ns, size) -> (folded model, sidecar)
-_ENGINES: dict[tuple, Engine] = {}  # that key + (batch size, tta, TF threads) -> Engine
+_MODEL: dict[tuple, _Loaded] = {}   # (path, mtime_ns, size) -> loaded, folded model
+_ENGINES: dict[tuple, Engine] = {}  # that key + (batch size, tta, TF threads, xla) -> Engine
 
 
 def _model_key(model_path: str) -> tuple[str, int, int]:
@@ -215,34 +267,33 @@ def _model_key(model_path: str) -> tuple[str, int, int]:
     return (str(Path(model_path).resolve()), st.st_mtime_ns, st.st_size)
 
 
-def engine(model_path: str, batch_size: int, tta: bool, threads: int | None) -> tuple[Engine, bool]:
+def engine(model_path: str, batch_size: int, tta: bool, threads: int | None, *,
+           xla: bool = False) -> tuple[Engine, bool]:
     """This process's engine for the model file and settings, and whether it was cached.
 
     Cached by (model path, modification time, size, batch size, TTA, TF
-    threads): a second call with the same file and settings returns at once;
-    a changed file is loaded again (and the old one dropped). ``threads`` is
-    applied only if TensorFlow has not started in this process yet; the key
-    holds the count in force.
+    threads, XLA): a second call with the same file and settings returns at
+    once; a changed file is loaded again (and the old one dropped). ``threads``
+    is applied only if TensorFlow has not started in this process yet; the
+    key holds the count in force.
     """
     t0, started = time.perf_counter(), time.time()
     used = limit_tf_threads(threads)
     mkey = _model_key(model_path)
-    key = (*mkey, int(batch_size), bool(tta), used)
+    key = (*mkey, int(batch_size), bool(tta), used, bool(xla))
     if key in _ENGINES:
         return _ENGINES[key], True
     if mkey not in _MODEL:
         _MODEL.clear()
         _ENGINES.clear()
         _MODEL[mkey] = _load_folded(model_path)
-    model, meta = _MODEL[mkey]
-    spec = meta["input_spec"]
+    loaded = _MODEL[mkey]
+    spec = loaded.card.input_spec
     size, scales = int(spec["patch_size"]), len(spec["magnifications"])
-    predict = predict_function(model, patch_size=size, scales=scales, batch_size=batch_size, tta=tta)
-    import tensorflow as tf
-
+    predict = tile_predictor(loaded.folded, scales=scales, batch_size=batch_size, tta=tta, xla=xla)
     # The first call also builds the oneDNN kernels: done here, not on a slide's clock.
-    predict(*[tf.zeros((batch_size, size, size, 3), tf.uint8)] * scales).numpy()
-    _ENGINES[key] = Engine(meta, predict, used, started, time.perf_counter() - t0)
+    predict([np.zeros((batch_size, size, size, 3), np.uint8)] * scales)
+    _ENGINES[key] = Engine(loaded.card, predict, used, started, time.perf_counter() - t0)
     return _ENGINES[key], False
 
 
@@ -252,18 +303,18 @@ def drop_cached_models() -> None:
     _ENGINES.clear()
 
 
-def _load_folded(model_path: str) -> tuple:
+def _load_folded(model_path: str) -> _Loaded:
     from deepsci.core.models.serialization import load_model
 
-    model, meta = load_model(model_path)
-    if meta.get("app") != "pathology":
-        raise InputError(f"expected a pathology model, found one from app {meta.get('app')!r}", model_path)
+    card = read_card(model_path, expect=APP, task=TASK)  # a model without a card is refused too
+    model, _ = load_model(model_path, expect=APP, task=TASK)
     # Inference-only copy, same probabilities: Conv+BN+ReLU become one fused
     # kernel, ~1.3x the tiles/s of the narrow small Inception.
-    return fold_batchnorm(model), meta
+    return _Loaded(fold_batchnorm(model), card)
 
 
-def warm_worker(model_path: str, batch_size: int, tta: bool, threads: int | None) -> dict:
-    """Build this worker's engine ahead of its first slide (a Dask task run at cluster start)."""
-    eng, cached = engine(model_path, batch_size, tta, threads)
+def warm_worker(model_path: str, batch_size: int, tta: bool, xla: bool, threads: int | None) -> dict:
+    """Build this worker's engine ahead of its first slide (a Dask task run at cluster start:
+    :func:`.cluster.warm_up` appends the worker's ``threads``)."""
+    eng, cached = engine(model_path, batch_size, tta, threads, xla=xla)
     return {"worker_pid": os.getpid(), "cached": cached, "build_seconds": eng.build_seconds}

@@ -19,9 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from deepsci.core.config import check_ranges, option
+from deepsci.core.errors import ConfigError
+from deepsci.core.runs import RunDir
+
 from .io import Polygon, mask_to_polygons, rasterize, write_asap_xml, write_pyramid_tiff
 
-__all__ = ["SynthConfig", "SynthSlide", "render_slide", "write_slide", "make_slides"]
+__all__ = ["SynthConfig", "SynthSlide", "SynthSetConfig", "render_slide", "write_slide", "make_slides",
+           "run_synth"]
 
 
 @dataclass
@@ -206,3 +211,60 @@ def make_slides(out_dir: str | Path, *, n_tumour: int, n_normal: int, seed: int,
         name = f"{prefix}tumor_{i + 1:03d}" if tumour else f"{prefix}normal_{i - n_tumour + 1:03d}"
         out.append(write_slide(out_dir, name, cfg, int(seeds[i].generate_state(1)[0])))
     return out
+
+
+@dataclass
+class SynthSetConfig:
+    """``deepsci pathology synth``: a set of synthetic slides (recorded in the folder's ``run.json``).
+
+    Attributes
+    ----------
+    out : str
+        Output folder (slides, ASAP XML, ``*_Mask.tif``).
+    tumour, normal : int
+        Slides with and without metastases.
+    size : int
+        Level-0 width and height in pixels.
+    mpp : float
+        Microns per pixel at level 0 (0.25 = 40x).
+    lesions : int
+        Metastases per tumour slide.
+    radius_um : (float, float)
+        Range of the metastases' mean radius in microns.
+    seed : int
+        Seed of the set; every slide gets its own seed derived from it.
+    prefix : str
+        Prefix of the slide names.
+    """
+
+    out: str = option(help="Output folder (slides, ASAP XML, *_Mask.tif).")
+    tumour: int = option(4, "Slides with metastases.", min=0)
+    normal: int = option(4, "Slides without metastases.", min=0)
+    size: int = option(2048, "Level-0 width and height in pixels.", min=64)
+    mpp: float = option(0.5, "Microns per pixel at level 0 (0.25 = 40x).", min=0, min_exclusive=True)
+    lesions: int = option(1, "Metastases per tumour slide.", min=1)
+    radius_um: tuple[float, float] = option((120.0, 220.0), "Range of the metastases' radius (um).",
+                                            min=0, min_exclusive=True)
+    seed: int = option(0, "Seed of the set.")
+    prefix: str = option("", "Prefix of the slide names.")
+
+    def validate(self) -> SynthSetConfig:
+        """Raise ConfigError for an empty set or out-of-range sizes; return self."""
+        check_ranges(self)
+        if self.tumour + self.normal < 1:
+            raise ConfigError("expected --tumour + --normal >= 1, found 0")
+        if len(self.radius_um) != 2 or self.radius_um[0] > self.radius_um[1]:
+            raise ConfigError(f"expected --radius-um as low,high, found {self.radius_um}")
+        return self
+
+
+def run_synth(config: SynthSetConfig, *, overwrite: bool = False) -> list[SynthSlide]:
+    """Write the slide set of ``config`` into ``config.out`` with its ``run.json``."""
+    cfg = config.validate()
+    slide_cfg = SynthConfig(width=cfg.size, height=cfg.size, mpp=cfg.mpp, n_tumours=cfg.lesions,
+                            tumour_radius_um=tuple(cfg.radius_um))
+    with RunDir(cfg.out, command="pathology synth", config=cfg, overwrite=overwrite) as run:
+        slides = make_slides(run.path, n_tumour=cfg.tumour, n_normal=cfg.normal, seed=cfg.seed,
+                             config=slide_cfg, prefix=cfg.prefix)
+        run.record(slides=[s.name for s in slides], tumour_slides=cfg.tumour, normal_slides=cfg.normal)
+    return slides

@@ -8,10 +8,17 @@ split into "tissue" by noise alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TissueConfig", "tissue_mask", "slide_tissue"]
+from deepsci.core.config import check_ranges, option
+from deepsci.core.io import atomic_path
+from deepsci.core.runs import RunDir
+
+from .io import Slide
+
+__all__ = ["TissueConfig", "TissueRunConfig", "tissue_mask", "slide_tissue", "run_tissue"]
 
 
 @dataclass
@@ -30,10 +37,15 @@ class TissueConfig:
         Holes smaller than this inside tissue are filled (fat, tears).
     """
 
-    mpp: float = 8.0
-    min_saturation: float = 0.05
-    min_object_um2: float = 20000.0
-    min_hole_um2: float = 20000.0
+    mpp: float = option(8.0, "Tissue-mask microns per pixel.", min=0, min_exclusive=True, cli="resolution")
+    min_saturation: float = option(0.05, "Saturation floor of tissue.", min=0, max=1)
+    min_object_um2: float = option(20000.0, "Smallest tissue area kept (um^2).", min=0)
+    min_hole_um2: float = option(20000.0, "Largest hole filled (um^2).", min=0)
+
+    def validate(self) -> TissueConfig:
+        """Raise ConfigError for an out-of-range setting; return self."""
+        check_ranges(self)
+        return self
 
 
 def _remove_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
@@ -97,3 +109,52 @@ def slide_tissue(slide, config: TissueConfig | None = None) -> tuple[np.ndarray,
     cfg = config or TissueConfig()
     thumb, down = slide.thumbnail(cfg.mpp)
     return tissue_mask(thumb, mpp=slide.mpp * down, config=cfg), down
+
+
+@dataclass
+class TissueRunConfig:
+    """``deepsci pathology tissue``: one slide's tissue mask as a PNG (recorded in ``<png>.run.json``).
+
+    Attributes
+    ----------
+    slide : str
+        A whole-slide image.
+    out : str
+        PNG of the tissue mask (white = tissue).
+    mpp : float, optional
+        Microns per pixel at level 0, for slides that do not record it.
+    tissue : TissueConfig
+    """
+
+    slide: str = option(help="A whole-slide image.")
+    out: str = option(help="PNG of the tissue mask.")
+    mpp: float | None = option(None, "Microns per pixel at level 0, for slides that do not record "
+                               "it.", min=0, min_exclusive=True)
+    tissue: TissueConfig = option(factory=TissueConfig)
+
+    def validate(self) -> TissueRunConfig:
+        """Raise ConfigError for an out-of-range setting; return self."""
+        check_ranges(self)
+        return self
+
+
+def run_tissue(config: TissueRunConfig, *, overwrite: bool = False) -> tuple[np.ndarray, float]:
+    """Detect the tissue of ``config.slide`` and write the mask PNG ``config.out``.
+
+    Returns
+    -------
+    mask : ndarray, shape (h, w), bool
+    downsample : float
+        Level-0 pixels per mask pixel.
+    """
+    from PIL import Image
+
+    cfg = config.validate()
+    with RunDir(cfg.out, command="pathology tissue", config=cfg, inputs=[cfg.slide], overwrite=overwrite,
+                file_output=True) as run:
+        with Slide(cfg.slide, mpp=cfg.mpp) as s:
+            mask, down = slide_tissue(s, cfg.tissue)
+        with atomic_path(Path(cfg.out)) as tmp:
+            Image.fromarray((mask * 255).astype(np.uint8)).save(tmp, format="PNG")
+        run.record(tissue_fraction=float(mask.mean()), shape=list(mask.shape), downsample=float(down))
+    return mask, down

@@ -1,46 +1,66 @@
 """Training of the patch classifier on the deepsci training loop.
 
-The model is the core Inception (:mod:`.model`). Patches are drawn fresh every epoch (seeded by epoch, so a resumed run sees
-the same data) and read on the fly from the slides.
+The model is the core Inception (:mod:`.model`). Patches are drawn fresh every
+epoch (seeded by epoch, so a resumed run sees the same data) and read on the
+fly from the slides. The output folder holds ``model.keras`` with its card
+(``model.card.json``), the loop's checkpoints and history, and one ``run.json``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
+from deepsci.core.accelerator import AcceleratorConfig
+from deepsci.core.config import check_choice, check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.models.batchnorm import precise_batchnorm  # noqa: F401 - re-exported for the app's API
+from deepsci.core.io import config_to_dict
+from deepsci.core.models.batchnorm import precise_batchnorm
+from deepsci.core.runs import RunDir, read_run
 from deepsci.core.training import TrainConfig
 
 from .io import list_slides
-from .model import build_model
-from .patches import PatchConfig
+from .model import APP, TASK, build_model, model_card
+from .patches import PatchConfig, index_slide, make_dataset
 
-__all__ = ["PathologyTrainConfig", "find_annotation", "train"]
+__all__ = ["PathologyTrainConfig", "VARIANTS", "find_annotation", "run_train", "precise_batchnorm"]
 
 MODEL_NAME = "model.keras"
+VARIANTS = ("small", "v3")
+
+
+def _train_defaults() -> TrainConfig:
+    return TrainConfig(epochs=5, batch_size=32, monitor="val_auc", mode="max")
 
 
 @dataclass
 class PathologyTrainConfig:
-    """Everything ``deepsci pathology train`` needs.
+    """Everything ``deepsci pathology train`` needs (recorded in ``run.json``).
 
     Attributes
     ----------
     slides : str
         Folder of training slides (``*_Mask.tif`` and heatmaps are skipped).
+    out : str
+        Output folder: ``model.keras`` and its card, checkpoints; a rerun resumes.
     annotations : str, optional
         Folder of ``<slide>.xml`` / ``.geojson``; defaults to ``slides``. A slide
         without annotation is a normal (tumour-free) slide.
     val_slides : str, optional
         Folder of validation slides (annotations beside them); when absent,
         validation patches are drawn from the training slides with another seed.
-    out_dir : str
+    patch : PatchConfig
+        Patch size, magnifications (one tower each) and label centre.
     variant : {"small", "v3"}
         Core Inception variant.
     width : int
         Filters per branch of the small Inception.
+    blocks : tuple of int
+        Mixed blocks per stage of the small Inception.
+    dropout : float
     patches_per_epoch, val_patches : int
+        Training patches drawn per epoch; validation patches (0: no validation,
+        the best epoch follows the training loss).
     mpp : float, optional
         Microns per pixel for slides that do not record it.
     bn_batches : int
@@ -49,38 +69,48 @@ class PathologyTrainConfig:
     cache_dir : str, optional
         Keep a fixed pool of raw training patches here (read once from the
         slides); epochs then differ only by augmentation.
+    train : TrainConfig
+        The core loop's settings (epochs, batch size, learning rate, seed ...).
+    accel : AcceleratorConfig
+        Where and in which precision to train (``--strategy``, ``--precision``, ``--xla``).
     """
 
-    slides: str
-    out_dir: str
-    annotations: str | None = None
-    val_slides: str | None = None
-    patch: PatchConfig = field(default_factory=PatchConfig)
-    variant: str = "small"
-    width: int = 16
-    blocks: tuple[int, int, int] = (1, 1, 1)
-    dropout: float = 0.2
-    patches_per_epoch: int = 2048
-    val_patches: int = 256
-    mpp: float | None = None
-    strategy: str = "auto"
-    bn_batches: int = 16
-    cache_dir: str | None = None
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=32,
-                                                                   monitor="val_auc", mode="max"))
+    slides: str = option(help="Folder of training slides.")
+    out: str = option(help="Output folder (model.keras, checkpoints).")
+    annotations: str | None = option(None, "Folder of <slide>.xml (ASAP) / .geojson (QuPath); "
+                                     "default: --slides.")
+    val_slides: str | None = option(None, "Folder of validation slides.")
+    patch: PatchConfig = option(factory=PatchConfig)
+    variant: str = option("small", "Inception variant: small or v3.", choices=VARIANTS)
+    width: int = option(16, "Filters per branch (small Inception).", min=1)
+    blocks: tuple[int, int, int] = option((1, 1, 1), "Mixed blocks per stage (small Inception).", min=1)
+    dropout: float = option(0.2, "Dropout before the head.", min=0, max=0.99)
+    patches_per_epoch: int = option(2048, "Training patches per epoch.", min=1)
+    val_patches: int = option(256, "Validation patches (0: none).", min=0)
+    mpp: float | None = option(None, "Microns per pixel at level 0, for slides that do not record "
+                               "it.", min=0, min_exclusive=True)
+    bn_batches: int = option(16, "Batches that re-estimate BatchNorm statistics after training.", min=0)
+    cache_dir: str | None = option(None, "Cache a fixed pool of raw patches here (read once; epochs "
+                                   "differ by augmentation).", cli="cache")
+    train: TrainConfig = option(factory=_train_defaults)
+    accel: AcceleratorConfig = option(factory=AcceleratorConfig)
 
     def validate(self) -> PathologyTrainConfig:
+        """Raise ConfigError / InputError for impossible settings or missing slides; return self."""
         self.patch.validate()
-        if self.variant not in ("small", "v3"):
-            raise ConfigError(f"expected variant 'small' or 'v3', found {self.variant!r}")
+        self.train.validate()
+        self.accel.validate()
+        check_ranges(self)
+        check_choice("--variant", self.variant, VARIANTS)
+        if len(self.blocks) != 3:
+            raise ConfigError(f"expected --blocks as three integers, found {self.blocks}")
         if self.variant == "v3" and self.patch.patch_size < 75:
-            raise ConfigError(f"expected patch_size >= 75 for Inception-v3, found {self.patch.patch_size}")
+            raise ConfigError(f"expected --patch-size >= 75 for Inception-v3, found {self.patch.patch_size}")
         if self.patches_per_epoch < self.train.batch_size:
-            raise ConfigError(f"expected patches_per_epoch >= batch_size ({self.train.batch_size}), "
+            raise ConfigError(f"expected --patches-per-epoch >= --batch-size ({self.train.batch_size}), "
                               f"found {self.patches_per_epoch}")
         if not Path(self.slides).is_dir():
             raise InputError("expected a folder of slides, found none", self.slides)
-        self.train.validate()
         return self
 
 
@@ -115,50 +145,35 @@ def _auc_metric():
 def _index(folder, annotations, cfg: PathologyTrainConfig):
     from deepsci.core.progress import progress
 
-    from .patches import index_slide
-
     out = []
     for s in progress(list_slides(folder), desc="index slides", unit="slide"):
         out.append(index_slide(s, find_annotation(s, annotations), cfg.patch, mpp=cfg.mpp))
     return out
 
 
-def train(config: PathologyTrainConfig):
-    """Train the patch classifier; writes ``model.keras`` (+ sidecar) in ``out_dir``.
-
-    Returns
-    -------
-    deepsci.core.training.TrainResult
-    """
-    from deepsci.core import training
-    from deepsci.core.accelerator import resolve_strategy
-    from deepsci.core.io import save_config, write_run_info
-    from deepsci.core.models.serialization import save_model
-
-    from .patches import make_dataset
-
-    cfg = config.validate()
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
-    indices = _index(cfg.slides, cfg.annotations, cfg)
-    if not any(i.is_tumour for i in indices):
-        raise InputError("expected at least one training slide with tumour annotations "
-                         "(<slide>.xml or .geojson), found none", cfg.annotations or cfg.slides)
-    val_indices = _index(cfg.val_slides, None, cfg) if cfg.val_slides else indices
-    strategy = resolve_strategy(cfg.strategy)
+def _loop_config(cfg: PathologyTrainConfig) -> TrainConfig:
+    """The core loop's settings for this run (the recorded config is left as given)."""
     tc = cfg.train
-    steps = cfg.patches_per_epoch // tc.batch_size
-    tc.steps_per_epoch = steps
+    if not cfg.val_patches and tc.monitor.startswith("val_"):
+        # no validation patches: early stopping and the best epoch follow the training loss
+        tc = dataclasses.replace(tc, monitor="loss", mode="min")
+    return dataclasses.replace(tc, steps_per_epoch=cfg.patches_per_epoch // tc.batch_size)
 
-    def per_pipeline(n_global: int):
-        def fn(ctx, epoch=0, _n=n_global, _aug=True, _seed=tc.seed):
-            per_replica = ctx.get_per_replica_batch_size(tc.batch_size)
-            n = _n // ctx.num_input_pipelines
-            return make_dataset(indices, cfg.patch, n=n, batch_size=per_replica, seed=_seed, epoch=epoch,
-                                shard=ctx.input_pipeline_id, augment_patches=_aug, mpp=cfg.mpp,
-                                cache_dir=cfg.cache_dir)
-        return fn
+
+def _fit(cfg: PathologyTrainConfig, tc: TrainConfig, indices: list, out: Path):
+    """The core loop over freshly drawn patches; returns its TrainResult."""
+    from deepsci.core import training
+    from deepsci.core.accelerator import setup
+
+    strategy = setup(cfg.accel)
+    val_indices = _index(cfg.val_slides, None, cfg) if cfg.val_slides else indices
+
+    def train_fn(ctx, epoch=0):
+        per_replica = ctx.get_per_replica_batch_size(tc.batch_size)
+        n = tc.steps_per_epoch * tc.batch_size // ctx.num_input_pipelines
+        return make_dataset(indices, cfg.patch, n=n, batch_size=per_replica, seed=tc.seed, epoch=epoch,
+                            shard=ctx.input_pipeline_id, augment_patches=True, mpp=cfg.mpp,
+                            cache_dir=cfg.cache_dir)
 
     def val_fn(ctx):
         per_replica = ctx.get_per_replica_batch_size(tc.batch_size)
@@ -166,34 +181,59 @@ def train(config: PathologyTrainConfig):
                             batch_size=per_replica, seed=tc.seed + 10_000, epoch=0,
                             shard=ctx.input_pipeline_id, augment_patches=False, mpp=cfg.mpp)
 
-    result = training.train(
-        lambda: build_model(cfg), per_pipeline(steps * tc.batch_size), _loss, tc, out,
-        val_data=val_fn if cfg.val_patches > 0 else None, metrics={"auc": _auc_metric},
-        strategy=strategy)
-    last = result.history[-1] if result.history else {}
-    sidecar = {
-        "app": "pathology",
-        "input_spec": {"patch_size": cfg.patch.patch_size,
-                       "magnifications": list(cfg.patch.magnifications),
-                       "center_size": cfg.patch.center_size, "channels": "RGB"},
-        "preprocessing": "uint8 RGB / 127.5 - 1 (Inception range)",
-        "output": "tumor: logit of P(tumour in the patch's centre region)",
-        "train_config": {"variant": cfg.variant, "width": cfg.width, "blocks": list(cfg.blocks),
-                         "epochs": tc.epochs, "batch_size": tc.batch_size,
-                         "patches_per_epoch": cfg.patches_per_epoch,
-                         "slides": [str(i.path) for i in indices]},
-        "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float))},
-    }
-    save_model(result.model, out / MODEL_NAME, sidecar=sidecar)
-    if cfg.bn_batches > 0:
-        # A fresh, strategy-free copy: its statistics can be re-estimated eagerly.
-        from deepsci.core.models.serialization import load_model
+    return training.train(lambda: build_model(cfg), train_fn, _loss, tc, out,
+                          val_data=val_fn if cfg.val_patches > 0 else None, metrics={"auc": _auc_metric},
+                          strategy=strategy)
 
-        model, _ = load_model(out / MODEL_NAME)
-        data = make_dataset(indices, cfg.patch, n=cfg.bn_batches * tc.batch_size, batch_size=tc.batch_size,
-                            seed=tc.seed + 20_000, augment_patches=False, mpp=cfg.mpp)
-        precise_batchnorm(model, (x for x, _ in data))
-        sidecar["precise_batchnorm_batches"] = cfg.bn_batches
-        save_model(model, out / MODEL_NAME, sidecar=sidecar)
-    write_run_info(out, command="pathology train", config=cfg)
+
+def _provenance(cfg: PathologyTrainConfig, indices: list) -> dict:
+    record = Path(cfg.slides) / "run.json"
+    synthetic = False
+    if record.is_file():
+        try:
+            synthetic = read_run(record).get("command") == "pathology synth"
+        except InputError:
+            pass  # a foreign run.json says nothing about the slides
+    return {"name": Path(cfg.slides).resolve().name, "files": [str(i.path) for i in indices],
+            "synthetic": synthetic, "seeds": {"train": cfg.train.seed},
+            "validation": "val_slides" if cfg.val_slides else "other patches of the training slides"}
+
+
+def run_train(config: PathologyTrainConfig, *, overwrite: bool = False):
+    """Train the patch classifier; writes ``model.keras`` (+ card) and ``run.json`` in ``out``.
+
+    A rerun of an unfinished run resumes from its checkpoints; ``overwrite``
+    replaces a finished one.
+
+    Returns
+    -------
+    deepsci.core.training.TrainResult
+    """
+    from deepsci.core.models.serialization import load_model, save_model
+
+    cfg = config.validate()
+    with RunDir(cfg.out, command="pathology train", config=cfg,
+                inputs=[cfg.slides, cfg.annotations, cfg.val_slides], overwrite=overwrite) as run:
+        indices = _index(cfg.slides, cfg.annotations, cfg)
+        if not any(i.is_tumour for i in indices):
+            raise InputError("expected at least one training slide with tumour annotations "
+                             "(<slide>.xml or .geojson), found none", cfg.annotations or cfg.slides)
+        tc = _loop_config(cfg)
+        result = _fit(cfg, tc, indices, run.path)
+        last = result.history[-1] if result.history else {}
+        validation = {k: v for k, v in last.items() if k.startswith("val_") and isinstance(v, (int, float))}
+        card = model_card(cfg, training={"command": "pathology train", "config": config_to_dict(cfg),
+                                         "loop": config_to_dict(tc), "precise_batchnorm_batches": cfg.bn_batches},
+                          data=_provenance(cfg, indices), metrics={"validation": validation})
+        path = run.file(MODEL_NAME)
+        save_model(result.model, path, card=card)
+        if cfg.bn_batches > 0:
+            # A fresh, strategy-free copy: its statistics can be re-estimated eagerly.
+            model, _ = load_model(path, expect=APP, task=TASK)
+            data = make_dataset(indices, cfg.patch, n=cfg.bn_batches * tc.batch_size, batch_size=tc.batch_size,
+                                seed=tc.seed + 20_000, augment_patches=False, mpp=cfg.mpp)
+            precise_batchnorm(model, (x for x, _ in data))
+            save_model(model, path, card=card)
+        run.record(steps=result.steps, model=MODEL_NAME,
+                   last_epoch={k: v for k, v in last.items() if isinstance(v, (int, float))})
     return result

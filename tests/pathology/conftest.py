@@ -29,18 +29,17 @@ def rng():
 
 @pytest.fixture
 def tiny_model():
-    """``make(path, mags, patch=32, center=32)``: save an untrained width-4 pathology model with its sidecar."""
+    """``make(path, mags, patch=32, center=32)``: save an untrained width-4 pathology model with its card."""
     from deepsci.apps.pathology import patches
-    from deepsci.apps.pathology.model import build_model
+    from deepsci.apps.pathology.model import build_model, model_card
     from deepsci.apps.pathology.train import PathologyTrainConfig
     from deepsci.core.models.serialization import save_model
 
     def make(path, mags, patch=32, center=32):
-        cfg = PathologyTrainConfig(slides=".", out_dir=".", width=4,
+        cfg = PathologyTrainConfig(slides=".", out=".", width=4,
                                    patch=patches.PatchConfig(patch_size=patch, magnifications=mags,
                                                              center_size=center))
-        save_model(build_model(cfg), path, sidecar={"app": "pathology", "input_spec": {
-            "patch_size": patch, "magnifications": list(mags), "center_size": center}})
+        save_model(build_model(cfg), path, card=model_card(cfg))
         return path
 
     return make

@@ -28,12 +28,20 @@ def heatmaps(trained, slide_dir, tmp_path_factory):
     return out
 
 
-def test_train_outputs(trained):
-    meta = json.loads(trained.with_suffix(".json").read_text())
-    assert meta["app"] == "pathology"
-    assert meta["input_spec"]["magnifications"] == [20.0]
-    for name in ("config.json", "run_info.json", "history.json"):
-        assert (trained.parent / name).exists(), name
+def test_train_outputs(trained, slide_dir):
+    card = json.loads((trained.parent / "model.card.json").read_text())
+    assert (card["app"], card["task"]) == ("pathology", "patch-tumour")
+    assert card["input_spec"]["magnifications"] == [20.0] and card["input_spec"]["patch_size"] == 48
+    assert card["data"]["synthetic"] is False  # the fixture's slides come from make_slides, not `synth`
+    assert sorted(card["data"]["files"]) == sorted(str(p) for p in io.list_slides(slide_dir))
+    run = json.loads((trained.parent / "run.json").read_text())
+    assert run["command"] == "pathology train" and run["status"] == "done"
+    assert run["config"]["patch"]["center_size"] == 16 and run["config"]["train"]["epochs"] == 2
+    history = json.loads((trained.parent / "history.json").read_text())
+    assert run["results"]["last_epoch"]["val_auc"] == pytest.approx(history[-1]["val_auc"])
+    assert card["metrics"]["validation"]["val_auc"] == pytest.approx(history[-1]["val_auc"])
+    # one record per output folder: no config copies beside it
+    assert not {"config.json", "run_info.json", "model.json"} & {p.name for p in trained.parent.iterdir()}
 
 
 def test_heatmap_finds_the_tumour(heatmaps, slide_dir):
@@ -50,7 +58,10 @@ def test_heatmap_finds_the_tumour(heatmaps, slide_dir):
     normal, _ = io.read_heatmap(heatmaps / "normal_001.heatmap.tif")
     assert hm.max() > normal.max()
     assert (heatmaps / "tumor_001.overlay.png").exists()
-    assert (heatmaps / "run_info.json").exists() and (heatmaps / "heatmap_config.json").exists()
+    run = json.loads((heatmaps / "run.json").read_text())
+    assert run["command"] == "pathology heatmap" and run["config"]["stride"] == 32
+    assert run["results"]["slides"]["tumor_001"]["score"] == pytest.approx(float(hm.max()), abs=1e-6)
+    assert not {"run_info.json", "heatmap_config.json"} & {p.name for p in heatmaps.iterdir()}
 
 
 def test_heatmap_rerun_skips_finished_slides(trained, slide_dir, heatmaps):
@@ -162,7 +173,7 @@ def test_multiscale_towers_end_to_end(tmp_path, official):
                  "--magnifications", "40,20,10", "--patch-size", "48", "--center-size", "16",
                  "--width", "8", "--epochs", "2", "--batch-size", "32", "--patches-per-epoch", "256",
                  "--val-patches", "64"]) == 0
-    meta = json.loads((model / "model.json").read_text())
+    meta = json.loads((model / "model.card.json").read_text())
     assert meta["input_spec"]["magnifications"] == [40.0, 20.0, 10.0]
     assert main(["pathology", "heatmap", "--model", str(model / "model.keras"), "--slides", str(slides),
                  "--out", str(hm), "--scheduler", "inline", "--stride", "32"]) == 0
@@ -182,3 +193,43 @@ def test_multiscale_towers_end_to_end(tmp_path, official):
     scores = dict(line.split(",") for line in (det / "slides.csv").read_text().splitlines()[1:])
     tumour, normal = float(scores["tumor_001"]), float(scores["normal_001"])
     assert m["slide_auc"] == (tumour > normal) + 0.5 * (tumour == normal)
+
+
+def _one_line_error(capsys, args) -> str:
+    capsys.readouterr()
+    rc = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), (rc, err)
+    return err[0]
+
+
+def test_another_apps_model_is_refused(tmp_path, slide_dir, tiny_model, capsys):
+    """A molecules card (or none) beside the .keras: one line, exit 2, before any slide is read."""
+    from deepsci.core.io import write_json
+    from deepsci.core.models.card import ModelCard, card_path
+
+    path = tiny_model(tmp_path / "m.keras", (20.0,))
+    card = json.loads(card_path(path).read_text())
+    foreign = ModelCard.from_dict({**card, "app": "molecules", "task": "qm9-properties"})
+    write_json(card_path(path), foreign.to_dict())
+    args = ["pathology", "heatmap", "--model", str(path), "--slides", str(slide_dir),
+            "--out", str(tmp_path / "h"), "--scheduler", "inline"]
+    msg = _one_line_error(capsys, args)
+    assert "expected a pathology model, found a molecules model" in msg and "m.keras" in msg
+    card_path(path).unlink()
+    assert "m.card.json" in _one_line_error(capsys, args)
+    assert not (tmp_path / "h").exists()  # a refused run leaves no output folder
+
+
+def test_config_rerun_reproduces_detect(heatmaps, tmp_path):
+    """``detect --config <out>/run.json --out <other>`` re-runs the recorded run: same files."""
+    first, again = tmp_path / "det", tmp_path / "again"
+    assert main(["pathology", "detect", "--heatmaps", str(heatmaps), "--out", str(first),
+                 "--threshold", "0.3", "--radius", "60"]) == 0
+    assert main(["pathology", "detect", "--config", str(first / "run.json"), "--out", str(again)]) == 0
+    rec = json.loads((again / "run.json").read_text())
+    assert rec["config"]["threshold"] == 0.3 and rec["config"]["radius_um"] == 60.0
+    names = sorted(p.name for p in first.glob("*.csv"))
+    assert names == sorted(p.name for p in again.glob("*.csv")) and "tumor_001.csv" in names
+    for name in names:
+        assert (again / name).read_text() == (first / name).read_text(), name

@@ -21,7 +21,7 @@ def test_engine_is_cached_until_the_model_file_changes(tmp_path, monkeypatch, ti
 
     loads = []
     real = serialization.load_model
-    monkeypatch.setattr(serialization, "load_model", lambda p: loads.append(p) or real(p))
+    monkeypatch.setattr(serialization, "load_model", lambda p, **kw: loads.append(p) or real(p, **kw))
     path = tiny_model(tmp_path / "m.keras", (20.0,))
     predict.drop_cached_models()
     first, cached = predict.engine(str(path), 8, False, None)
@@ -58,7 +58,7 @@ def test_second_run_on_a_running_cluster_does_not_reload(tmp_path, tiny_model):
         assert heatmap._this_worker({}) is None  # not in a worker
 
         def run(out):
-            return heatmap.run_heatmaps(heatmap.HeatmapConfig(out_dir=str(tmp_path / out), scheduler=addr,
+            return heatmap.run_heatmaps(heatmap.HeatmapConfig(out=str(tmp_path / out), scheduler=addr,
                                                               **common))
 
         first = run("a")
@@ -88,5 +88,5 @@ def test_bad_scheduler_is_a_config_error(tmp_path, scheduler):
     from deepsci.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="scheduler"):
-        heatmap.HeatmapConfig(model=str(tmp_path / "m.keras"), slides=str(tmp_path), out_dir=str(tmp_path / "o"),
+        heatmap.HeatmapConfig(model=str(tmp_path / "m.keras"), slides=str(tmp_path), out=str(tmp_path / "o"),
                               scheduler=scheduler).validate()

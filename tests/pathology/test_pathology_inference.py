@@ -45,7 +45,7 @@ def test_folded_copy_gives_the_same_probabilities(variant, mags, patch):
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)  # the initial weights too: the check below must not depend on luck
-    cfg = PathologyTrainConfig(slides=".", out_dir=".", width=8, variant=variant,
+    cfg = PathologyTrainConfig(slides=".", out=".", width=8, variant=variant,
                                patch=patches.PatchConfig(patch_size=patch, magnifications=mags, center_size=16))
     model = build_model(cfg)
     n_bn = _randomise_batchnorm(model, seed=3)

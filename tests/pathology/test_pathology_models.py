@@ -3,25 +3,29 @@ import numpy as np
 import pytest
 
 from deepsci.apps.pathology import heatmap, io, patches, synth
-from deepsci.apps.pathology.model import build_model
+from deepsci.apps.pathology.model import build_model, model_card
 from deepsci.apps.pathology.train import PathologyTrainConfig, precise_batchnorm
+from deepsci.core.errors import InputError
 
 
 @pytest.mark.parametrize("mags", [(20.0,), (40.0, 20.0, 10.0)])
 def test_build_save_load_predict(tmp_path, mags):
     from deepsci.core.models.serialization import load_model, save_model
 
-    cfg = PathologyTrainConfig(slides=".", out_dir=".", width=4,
+    cfg = PathologyTrainConfig(slides=".", out=".", width=4,
                                patch=patches.PatchConfig(patch_size=32, magnifications=mags, center_size=8))
     model = build_model(cfg)
     x = [np.random.default_rng(i).uniform(-1, 1, (2, 32, 32, 3)).astype("float32") for i in range(len(mags))]
     inp = x[0] if len(mags) == 1 else x
     y = model(inp, training=False)["tumor"].numpy()
     assert y.shape == (2, 1)
-    save_model(model, tmp_path / "m.keras", sidecar={"app": "pathology"})
-    back, meta = load_model(tmp_path / "m.keras")
+    save_model(model, tmp_path / "m.keras", card=model_card(cfg))
+    back, card = load_model(tmp_path / "m.keras", expect="pathology", task="patch-tumour")
     np.testing.assert_allclose(back(inp, training=False)["tumor"].numpy(), y, rtol=1e-5, atol=1e-5)
-    assert meta["app"] == "pathology"
+    assert (card.app, card.task) == ("pathology", "patch-tumour")
+    assert card.input_spec["magnifications"] == list(mags) and card.input_spec["center_size"] == 8
+    with pytest.raises(InputError, match="expected a molecules model, found a pathology model"):
+        load_model(tmp_path / "m.keras", expect="molecules")
 
 
 def test_precise_batchnorm_sets_exact_batch_statistics():
@@ -42,12 +46,11 @@ def test_multiscale_heatmap_with_tta(tmp_path):
     rgb, *_ = synth.render_slide(synth.SynthConfig(width=512, height=512, mpp=0.25, n_tumours=0), seed=2)
     io.write_pyramid_tiff(tmp_path / "s.tif", rgb, mpp=0.25, tile=64, min_size=64)
     mags = (40.0, 20.0, 10.0)
-    cfg = PathologyTrainConfig(slides=".", out_dir=".", width=4,
+    cfg = PathologyTrainConfig(slides=".", out=".", width=4,
                                patch=patches.PatchConfig(patch_size=32, magnifications=mags, center_size=32))
-    save_model(build_model(cfg), tmp_path / "m.keras", sidecar={"app": "pathology", "input_spec": {
-        "patch_size": 32, "magnifications": list(mags), "center_size": 32}})
+    save_model(build_model(cfg), tmp_path / "m.keras", card=model_card(cfg))
     hc = heatmap.HeatmapConfig(model=str(tmp_path / "m.keras"), slides=str(tmp_path / "s.tif"),
-                               out_dir=str(tmp_path / "h"), stride=128, batch_size=8, tta=True,
+                               out=str(tmp_path / "h"), stride=128, batch_size=8, tta=True,
                                scheduler="inline")
     heat, info = heatmap.heatmap_slide(tmp_path / "s.tif", hc.model, hc)
     assert heat.shape == (4, 4) and info["stride"] == 128 and info["tta"]
@@ -66,7 +69,7 @@ def test_heatmap_equals_per_tile_prediction_with_tta(tmp_path, tiny_model):
     io.write_pyramid_tiff(tmp_path / "s.tif", rgb, mpp=0.25, tile=64, min_size=64)
     mags = (40.0, 20.0)
     path = tiny_model(tmp_path / "m.keras", mags, patch=32, center=16)
-    hc = heatmap.HeatmapConfig(model=str(path), slides=str(tmp_path / "s.tif"), out_dir=str(tmp_path / "h"),
+    hc = heatmap.HeatmapConfig(model=str(path), slides=str(tmp_path / "s.tif"), out=str(tmp_path / "h"),
                                stride=64, batch_size=16, tta=True, scheduler="inline")
     heat, info = heatmap.heatmap_slide(tmp_path / "s.tif", hc.model, hc)
     model, _ = load_model(path)
@@ -95,9 +98,9 @@ def test_dask_workers_split_the_cores(tmp_path, tiny_model):
         io.write_pyramid_tiff(tmp_path / "slides" / f"{name}.tif", rgb, mpp=0.5, tile=64, min_size=32)
     path = tiny_model(tmp_path / "m.keras", (20.0,))
     common = {"model": str(path), "slides": str(tmp_path / "slides"), "stride": 64, "batch_size": 4}
-    dask = heatmap.run_heatmaps(heatmap.HeatmapConfig(out_dir=str(tmp_path / "d"), scheduler="local",
+    dask = heatmap.run_heatmaps(heatmap.HeatmapConfig(out=str(tmp_path / "d"), scheduler="local",
                                                       workers=2, **common))
-    inline = heatmap.run_heatmaps(heatmap.HeatmapConfig(out_dir=str(tmp_path / "i"), scheduler="inline",
+    inline = heatmap.run_heatmaps(heatmap.HeatmapConfig(out=str(tmp_path / "i"), scheduler="inline",
                                                         **common))
     assert {r["tf_threads"] for r in dask.values()} == {max(1, (os.cpu_count() or 1) // 2)}
     for name in ("a", "b"):
