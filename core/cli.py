@@ -31,6 +31,8 @@ __all__ = ["config_command", "RunOptions", "Field", "flatten_fields", "MAX_SHOWN
 #: Options every config command adds (the output group) besides ``--help``.
 OUTPUT_OPTIONS = ("--config", "--overwrite", "--progress", "--verbose")
 MAX_SHOWN = 15 - len(OUTPUT_OPTIONS) - 1
+#: Spellings a config field cannot take (a nested one is prefixed with its parent's name).
+RESERVED = ("config", "overwrite", "progress", "verbose", "help", "v")
 
 
 @dataclass
@@ -116,7 +118,7 @@ def flatten_fields(config_cls, *, _prefix=(), _default=None, _taken=None) -> lis
     """The command-line fields of ``config_cls``, nested dataclasses flattened."""
     hints = typing.get_type_hints(config_cls)
     docs = _numpydoc_attributes(config_cls)
-    taken = set() if _taken is None else _taken
+    taken = set(RESERVED) if _taken is None else _taken
     out: list[Field] = []
     nested = []
     for f in dataclasses.fields(config_cls):
@@ -130,7 +132,10 @@ def flatten_fields(config_cls, *, _prefix=(), _default=None, _taken=None) -> lis
         kind, optional = _kind(hint)
         cli = f.metadata.get("cli") or f.name.replace("_", "-")
         if cli in taken:
-            cli = f"{_prefix[-1].replace('_', '-')}-{cli}" if _prefix else cli
+            if not _prefix:
+                raise ValueError(f"Expected config fields whose options differ from the output "
+                                 f"group's. Received: {f.name!r} in {config_cls.__name__}")
+            cli = f"{_prefix[-1].replace('_', '-')}-{cli}"
         taken.add(cli)
         path = (*_prefix, f.name)
         out.append(Field(path=path, param="__".join(path), cli=cli, kind=kind,
@@ -156,6 +161,8 @@ def _parameter(f: Field, *, hidden: bool, argument: bool) -> inspect.Parameter:
     if argument:
         info = typer.Argument(None, help=help_text, show_default=False, metavar=f.cli.upper())
         annotation = typing.Optional[py]  # noqa: UP045 - typer reads it
+        if f.kind in ("ints", "floats", "strs"):  # a list field takes any number of values
+            annotation = typing.Optional[list[str]]  # noqa: UP045
     elif f.kind == "bool":
         info = typer.Option(bool(f.default), f"--{f.cli}/--no-{f.cli}", help=help_text, hidden=hidden)
         annotation = bool
@@ -173,8 +180,11 @@ def _parameter(f: Field, *, hidden: bool, argument: bool) -> inspect.Parameter:
 def _convert(f: Field, value):
     if value is None:
         return None
-    if f.kind in ("ints", "floats", "strs") and isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
+    if f.kind in ("ints", "floats", "strs") and isinstance(value, (str, list, tuple)):
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+        else:  # a variadic argument: each value as given (paths may hold commas)
+            parts = [str(v) for v in value]
         cast = {"ints": int, "floats": float, "strs": str}[f.kind]
         try:
             return tuple(cast(p) for p in parts) if f.kind != "strs" else parts
@@ -222,7 +232,7 @@ def build_config(config_cls, fields: list[Field], values: dict, given: set[str],
     for f in fields:
         value = values.get(f.param)
         if f.param in given or recorded is None:
-            chosen = _convert(f, value) if f.param in given else (
+            chosen = _convert(f, value) if f.param in given and value not in (None, [], ()) else (
                 f.default if not f.required else None)
         else:
             chosen = _lookup(base, f.path)

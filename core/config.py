@@ -20,7 +20,7 @@ __all__ = ["option", "check_ranges", "check_choice"]
 
 
 def option(default=dataclasses.MISSING, help: str = "", *, min=None, max=None,  # noqa: A002
-           min_exclusive: bool = False, choices: Sequence | None = None, cli: str | None = None,
+           min_exclusive: bool = False, max_exclusive: bool = False, choices: Sequence | None = None, cli: str | None = None,
            factory=None):
     """A dataclass field with CLI help, spelling and valid range in its metadata."""
     meta = {"help": help}
@@ -29,6 +29,8 @@ def option(default=dataclasses.MISSING, help: str = "", *, min=None, max=None,  
             meta[key] = tuple(value) if key == "choices" else value
     if min_exclusive:
         meta["min_exclusive"] = True
+    if max_exclusive:
+        meta["max_exclusive"] = True
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -69,5 +71,6 @@ def check_ranges(config, *, prefix: str = "") -> None:
                 if lo is not None and (v <= lo if meta.get("min_exclusive") else v < lo):
                     op = ">" if meta.get("min_exclusive") else ">="
                     raise ConfigError(f"expected {name} {op} {lo}, found {v}")
-                if hi is not None and v > hi:
-                    raise ConfigError(f"expected {name} <= {hi}, found {v}")
+                if hi is not None and (v >= hi if meta.get("max_exclusive") else v > hi):
+                    op = "<" if meta.get("max_exclusive") else "<="
+                    raise ConfigError(f"expected {name} {op} {hi}, found {v}")

@@ -136,3 +136,47 @@ def test_too_many_shown_options_is_a_programming_error():
                 return self
 
         config_command(typer.Typer(), Big, name="x", shown=[f.name for f in dataclasses.fields(Big)])
+
+
+def test_output_group_names_are_reserved():
+    @dataclass
+    class Sub:
+        progress: bool = True
+
+    @dataclass
+    class Outer:
+        sub: Sub = field(default_factory=Sub)
+
+    assert [f.cli for f in flatten_fields(Outer)] == ["sub-progress"]
+
+    @dataclass
+    class Clash:
+        overwrite: bool = False
+
+    with pytest.raises(ValueError, match="output group"):
+        flatten_fields(Clash)
+
+
+def test_a_list_argument_takes_any_number_of_values(tmp_path):
+    @dataclass
+    class Many:
+        model: str = ""
+        images: list[str] | None = None
+
+        def validate(self):
+            return self
+
+    many = typer.Typer()
+    got = []
+
+    @config_command(many, Many, name="predict", arguments=["model", "images"])
+    def predict(cfg):
+        got.append(cfg)
+
+    @many.command()
+    def other():
+        pass
+
+    result = CliRunner().invoke(many, ["predict", "m.keras", "a,1.jpeg", "b.jpeg"])
+    assert result.exit_code == 0, result.output
+    assert got[0] == Many(model="m.keras", images=["a,1.jpeg", "b.jpeg"])

@@ -19,6 +19,7 @@ class Inner:
 class Cfg:
     batch_size: int = option(32, "Examples per step.", min=1)
     fraction: float = option(0.5, "A fraction.", min=0.0, max=1.0)
+    brightness: float = option(0.5, "Below one.", max=1.0, max_exclusive=True)
     mode: str = option("a", "Mode.", choices=("a", "b"))
     sizes: tuple[int, ...] = option((3, 3), "Sizes.", min=1)
     limit: int | None = option(None, "Optional.", min=1)
@@ -28,6 +29,7 @@ class Cfg:
 @pytest.mark.parametrize("kw,message", [
     ({"batch_size": 0}, "expected --batch-size >= 1, found 0"),
     ({"fraction": 1.5}, "expected --fraction <= 1.0, found 1.5"),
+    ({"brightness": 1.0}, "expected --brightness < 1.0, found 1.0"),
     ({"fraction": float("nan")}, "expected --fraction a number, found nan"),
     ({"mode": "c"}, "expected --mode a|b, found 'c'"),
     ({"sizes": (3, 0)}, "expected --sizes >= 1, found 0"),
