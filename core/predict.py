@@ -11,7 +11,6 @@ runtime (LiteRT for ``.tflite``) plugs in without touching the apps.
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from .litert import LiteRTModel
 
 __all__ = ["Predictor", "predictor", "load_predictor", "BACKENDS"]
 
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Predictor(BatchedPredictor):
@@ -82,7 +80,9 @@ def predictor(model, *, batch_size: int | None = None, xla: bool = False,
               threads: int | None = None, postprocess: Callable | None = None) -> Predictor:
     """The :class:`Predictor` of ``model`` for these settings, built once per process."""
     key = (batch_size, bool(xla), threads, postprocess)
-    per_model = _CACHE.setdefault(model, {})
+    # Kept on the model itself: a weak-keyed table whose values hold the model
+    # would keep every model alive; model <-> predictor is a cycle GC frees.
+    per_model = model.__dict__.setdefault("_deepsci_predictors", {})
     if key not in per_model:
         per_model[key] = Predictor(model, batch_size=batch_size, xla=xla, threads=threads,
                                    postprocess=postprocess)

@@ -41,6 +41,7 @@ from deepsci.core.runs import RunDir
 from deepsci.core.training import TrainConfig
 
 from .io import check_same_shape, open_volume
+from .model import build_model
 from .policy import SEED_IN, SEED_OUT, logit
 from .predict import APP, TASK
 
@@ -374,23 +375,6 @@ def make_forward(cfg: FFNTrainConfig):
 # ------------------------------------------------------------------ stage
 
 
-def _initial_model(mc: FFNConfig, init_model: str | None):
-    """A fresh FFN, or one holding the weights of ``init_model`` (same FOV, depth, features)."""
-    from deepsci.core.models.ffn import ffn_model
-    from deepsci.core.models.serialization import load_model
-
-    model = ffn_model(mc)
-    if init_model:
-        if not Path(init_model).exists():
-            raise InputError("expected a trained model file (model.keras) to start from, found nothing", init_model)
-        source, card = load_model(init_model, expect=APP, task=TASK)
-        if FFNConfig(**card.extra["ffn"]) != mc:
-            raise InputError(f"expected a model of shape {mc.to_dict()} to start from, found {card.extra['ffn']}",
-                             init_model)
-        model.set_weights(source.get_weights())
-    return model
-
-
 @dataclass
 class TrainRun:
     """``deepsci connectomics train``: an FFN trained on one labelled volume.
@@ -501,7 +485,7 @@ def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strate
     forward, loss_fn = make_forward(cfg)
     inputs = [s.split(":")[0] for s in (record.image, record.labels) if s]
     with RunDir(out_dir, command="connectomics train", config=record, inputs=inputs, overwrite=overwrite) as run:
-        result = train(lambda: _initial_model(cfg.model_config(), cfg.init_model),
+        result = train(lambda: build_model(cfg.model_config(), cfg.init_model),
                        _dataset(img, lab, coords, cfg, mean, std), loss_fn, cfg.train, run.path, forward=forward,
                        strategy=strategy, accelerator=accel)
         loss = result.history[-1]["loss"] if result.history else None

@@ -316,7 +316,7 @@ def test_split_consensus_cuts_merges():
 
 def test_training_can_start_from_a_model(tmp_path):
     """init_model: the run starts from those weights; a model of another shape is refused."""
-    from deepsci.apps.connectomics.train import _initial_model
+    from deepsci.apps.connectomics.model import build_model as _initial_model
     from deepsci.core.models.card import ModelCard
     from deepsci.core.models.ffn import PRESETS, FFNConfig, ffn_model
     from deepsci.core.models.serialization import save_model

@@ -131,3 +131,15 @@ def test_child_dies_with_its_parent(tmp_path):
     else:
         pytest.fail("the child outlived its killed parent")
     assert not flag.exists()
+
+
+def test_cached_predictor_does_not_keep_its_model_alive():
+    import gc
+    import weakref
+
+    m = _model(3)
+    predictor(m, batch_size=2)(np.ones((1, 4), "float32"))
+    ref = weakref.ref(m)
+    del m
+    gc.collect()
+    assert ref() is None

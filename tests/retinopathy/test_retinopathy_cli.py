@@ -69,7 +69,7 @@ def test_evaluate(trained):
     assert m["auc"] == pytest.approx(roc_auc_score(y, p), abs=2e-3)
     pred_grade = preds.loc[keep, [f"p_grade{k}" for k in range(5)]].to_numpy().argmax(1)
     assert m["kappa"] == pytest.approx(
-        cohen_kappa_score(preds.loc[keep, "grade"], pred_grade, weights="quadratic"), abs=1e-6)
+        cohen_kappa_score(preds.loc[keep, "grade"], pred_grade, weights="quadratic", labels=range(5)), abs=1e-6)
     for name in ("high_sensitivity", "high_specificity"):
         # Chosen on validation, applied unchanged.
         thr = m[name]["threshold"]

@@ -30,7 +30,7 @@ def test_notebook_executes(run_notebook, tmp_path, monkeypatch):
     y, p = preds.loc[keep, "referable_true"], preds.loc[keep, "p_referable"]
     assert m["auc"] == pytest.approx(roc_auc_score(y, p), abs=2e-3)
     pred_grade = preds.loc[keep, [f"p_grade{k}" for k in range(5)]].to_numpy().argmax(1)
-    expected_kappa = cohen_kappa_score(preds.loc[keep, "grade"], pred_grade, weights="quadratic")
+    expected_kappa = cohen_kappa_score(preds.loc[keep, "grade"], pred_grade, weights="quadratic", labels=range(5))
     assert m["kappa"] == pytest.approx(expected_kappa, abs=1e-6, nan_ok=True)
     for name in ("high_sensitivity", "high_specificity"):
         thr = m[name]["threshold"]
