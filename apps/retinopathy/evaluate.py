@@ -21,7 +21,14 @@ from deepsci.core.io import write_json, write_text
 from deepsci.core.runs import RunDir
 
 from .io import referable
-from .predict import GRADE_COLS, SPLITS, InferenceConfig, inference_table, load_trained, probabilities
+from .predict import (
+    GRADE_COLS,
+    SPLITS,
+    InferenceConfig,
+    inference_table,
+    load_trained,
+    probabilities,
+)
 
 
 @dataclass

@@ -3,8 +3,12 @@ import keras
 import numpy as np
 import pytest
 
-from deepsci.core.distill import (TeacherCache, distillation_loss, regression_distillation_loss,
-                                  soft_targets)
+from deepsci.core.distill import (
+    TeacherCache,
+    distillation_loss,
+    regression_distillation_loss,
+    soft_targets,
+)
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.export import export_litert
 from deepsci.core.models.card import ModelCard
