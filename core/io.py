@@ -7,13 +7,9 @@ either the old file or no file — never a truncated one.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import os
-import platform
 import shutil
-import socket
-import sys
 import tempfile
 import typing
 from collections.abc import Iterator
@@ -28,11 +24,8 @@ __all__ = [
     "write_text",
     "write_json",
     "read_json",
-    "save_config",
-    "load_config",
     "config_to_dict",
     "config_from_dict",
-    "write_run_info",
     "save_figure",
     "reading",
     "remove_stale_temporaries",
@@ -142,21 +135,6 @@ def config_to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable))
 
 
-def save_config(config, path: str | os.PathLike) -> Path:
-    """Write the resolved config of a run next to its outputs (JSON)."""
-    return write_json(path, {"config_class": type(config).__qualname__, **config_to_dict(config)})
-
-
-def load_config(cls, path: str | os.PathLike):
-    """Read a config written by :func:`save_config` back into dataclass ``cls``.
-
-    Unknown keys are an error; nested dataclass fields are rebuilt.
-    """
-    data = dict(read_json(path))
-    data.pop("config_class", None)
-    return config_from_dict(cls, data, path)
-
-
 def config_from_dict(cls, data: dict, path=None):
     """Rebuild dataclass ``cls`` from :func:`config_to_dict` output; unknown keys are an error."""
     hints = typing.get_type_hints(cls)
@@ -173,41 +151,6 @@ def config_from_dict(cls, data: dict, path=None):
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
-
-
-def write_run_info(out_dir: str | os.PathLike, *, command: str, config=None, extra: dict | None = None) -> Path:
-    """Write ``run_info.json``: version, command line, resolved config and machine.
-
-    Parameters
-    ----------
-    out_dir : path
-        Folder of the run's outputs.
-    command : str
-        The stage that ran, e.g. ``"molecules train"``.
-    config : dataclass, optional
-        The resolved config of the run.
-    extra : dict, optional
-        Anything else worth keeping (metrics, input checksums).
-    """
-    from . import __version__
-
-    info = {
-        "deepsci_version": __version__,
-        "command": command,
-        "argv": sys.argv,
-        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-    }
-    tf = sys.modules.get("tensorflow")
-    if tf is not None:
-        info["tensorflow"] = tf.__version__
-    if config is not None:
-        info["config"] = config_to_dict(config) if dataclasses.is_dataclass(config) else config
-    if extra:
-        info.update(extra)
-    return write_json(Path(out_dir) / "run_info.json", info)
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int | None = None) -> Path:

@@ -9,7 +9,6 @@ layer registered.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import importlib
 import os
 from pathlib import Path
@@ -19,10 +18,8 @@ import keras
 from ..errors import InputError
 from ..io import atomic_path, write_json
 from .card import ModelCard, card_path, read_card
-from .sidecar import read_sidecar, sidecar_path
 
-__all__ = ["register", "save_model", "load_model", "ModelCard", "card_path", "read_card",
-           "sidecar_path", "read_sidecar"]
+__all__ = ["register", "save_model", "load_model", "ModelCard", "card_path", "read_card"]
 
 register = keras.saving.register_keras_serializable(package="deepsci")
 
@@ -31,8 +28,7 @@ register = keras.saving.register_keras_serializable(package="deepsci")
 _LAYER_MODULES = ("deepsci.core.models.mpnn", "deepsci.core.models.ffn")
 
 
-def save_model(model: keras.Model, path: str | os.PathLike, *, card: ModelCard | None = None,
-               sidecar: dict | None = None) -> Path:
+def save_model(model: keras.Model, path: str | os.PathLike, *, card: ModelCard) -> Path:
     """Write ``model`` to ``path`` (``.keras``) and its card, both atomically.
 
     Parameters
@@ -41,26 +37,15 @@ def save_model(model: keras.Model, path: str | os.PathLike, *, card: ModelCard |
     path : path ending in ``.keras``
     card : ModelCard
         The model's card; version, commit and creation time are filled in.
-    sidecar : dict, optional
-        Deprecated JSON sidecar (``model.json``), kept only while apps move to cards.
     """
-    from .. import __version__
-
     path = Path(path)
     if path.suffix != ".keras":
         raise InputError(f"expected a model path ending in .keras, found {path.suffix or 'none'}", path)
-    if card is None and sidecar is None:
-        raise ValueError("Expected a model card. Received: none")
+    if not isinstance(card, ModelCard):
+        raise ValueError(f"Expected a ModelCard. Received: {type(card).__name__}")
     with atomic_path(path) as tmp:
         model.save(tmp)
-    if card is not None:
-        write_json(card_path(path), card.stamped().to_dict())
-    else:
-        if "app" not in sidecar:
-            raise ValueError(f"Expected the sidecar to name its app. Received keys: {sorted(sidecar)}")
-        meta = {"deepsci_version": __version__,
-                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), **sidecar}
-        write_json(sidecar_path(path), meta)
+    write_json(card_path(path), card.stamped().to_dict())
     return path
 
 
@@ -86,7 +71,7 @@ def load_keras(path: str | os.PathLike) -> keras.Model:
 
 
 def load_model(path: str | os.PathLike, *, expect: str | None = None,
-               task: str | None = None) -> tuple[keras.Model, ModelCard | dict]:
+               task: str | None = None) -> tuple[keras.Model, ModelCard]:
     """Load a model saved by :func:`save_model` with ``safe_mode=True``, checking its card.
 
     Parameters
@@ -100,16 +85,10 @@ def load_model(path: str | os.PathLike, *, expect: str | None = None,
     Returns
     -------
     (keras.Model, ModelCard)
-        The model and its card (a legacy ``dict`` sidecar for models saved
-        before cards, while apps move over).
+        The model and its card.
     """
     path = Path(path)
-    if card_path(path).exists() or not sidecar_path(path).exists():
-        meta = read_card(path, expect=expect, task=task)
-    else:
-        meta = read_sidecar(path)
-        if expect is not None and meta.get("app") != expect:
-            raise InputError(f"expected a {expect} model, found a {meta.get('app')} model", path)
+    meta = read_card(path, expect=expect, task=task)
     if path.suffix != ".keras":
         raise InputError(f"expected a Keras model file (.keras), found {path.suffix or 'no suffix'}", path)
     return load_keras(path), meta

@@ -32,15 +32,16 @@ def test_ffn_output_shape_and_additive_update(fov, depth, features):
 
 
 def test_ffn_round_trip(tmp_path):
+    from deepsci.core.models.card import ModelCard
     from deepsci.core.models.ffn import PRESETS, FFNConvStack, FFNResidualModule, ffn_model
     from deepsci.core.models.serialization import load_model, save_model
 
     model = ffn_model(PRESETS["tiny"])
     x = np.random.default_rng(1).standard_normal((2, 9, 9, 9, 2)).astype("float32")
-    save_model(model, tmp_path / "m.keras", sidecar={"app": "connectomics"})
-    loaded, side = load_model(tmp_path / "m.keras")
+    save_model(model, tmp_path / "m.keras", card=ModelCard(app="connectomics", task="ffn"))
+    loaded, card = load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-6)
-    assert side["app"] == "connectomics"
+    assert card.app == "connectomics"
     layer = FFNConvStack(depth=3, features=5, name="s")
     assert FFNConvStack.from_config(layer.get_config()).get_config() == layer.get_config()
     res = FFNResidualModule(4)

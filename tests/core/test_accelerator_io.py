@@ -1,5 +1,4 @@
 import dataclasses
-import json
 import os
 
 import keras
@@ -11,10 +10,7 @@ from deepsci.core.errors import ConfigError, InputError, expected
 from deepsci.core.io import (
     atomic_dir,
     atomic_path,
-    load_config,
     read_json,
-    save_config,
-    write_run_info,
 )
 from deepsci.core.training import TrainConfig
 
@@ -129,16 +125,19 @@ class _Outer:
     shape: tuple = (1, 2)
 
 
-def test_config_round_trip_and_run_info(tmp_path):
+def test_config_round_trip_and_run_record(tmp_path):
+    from deepsci.core.io import config_from_dict
+    from deepsci.core.runs import RunDir, config_from_run
+
     cfg = _Outer(name="run", train=TrainConfig(epochs=3), shape=(4, 5))
-    save_config(cfg, tmp_path / "config.json")
-    assert load_config(_Outer, tmp_path / "config.json") == cfg
-    (tmp_path / "bad.json").write_text(json.dumps({"nope": 1}))
+    with RunDir(tmp_path / "r", command="test run", config=cfg):
+        pass
+    assert config_from_run(tmp_path / "r" / "run.json", _Outer) == cfg
     with pytest.raises(InputError, match="unknown"):
-        load_config(_Outer, tmp_path / "bad.json")
-    info = read_json(write_run_info(tmp_path, command="test run", config=cfg))
+        config_from_dict(_Outer, {"nope": 1}, tmp_path / "bad.json")
+    info = read_json(tmp_path / "r" / "run.json")
     assert info["command"] == "test run" and info["config"]["train"]["epochs"] == 3
-    assert info["cpu_count"] == os.cpu_count()
+    assert info["machine"]["cpu_count"] == os.cpu_count()
 
 
 def test_error_text():

@@ -101,15 +101,19 @@ def test_exit_fast_at_shutdown_skips_teardown_but_flushes(tmp_path):
     assert not flag.exists()  # handlers registered before it (the slow teardown) are skipped
 
 
-def test_sidecar_reads_without_tensorflow(tmp_path):
+def test_card_reads_without_tensorflow(tmp_path):
+    import json
+
+    from deepsci.core.models.card import ModelCard
+
     (tmp_path / "m.keras").write_bytes(b"")
-    (tmp_path / "m.json").write_text('{"app": "x"}')
-    code = ("import sys; from deepsci.core.models.sidecar import read_sidecar;"
-            f"print(read_sidecar({str(tmp_path / 'm.keras')!r})['app'], 'tensorflow' in sys.modules)")
+    (tmp_path / "m.card.json").write_text(json.dumps(ModelCard(app="x", task="t").to_dict()))
+    code = ("import sys; from deepsci.core.models.card import read_card;"
+            f"print(read_card({str(tmp_path / 'm.keras')!r}).app, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["x", "False"]
     from deepsci.core.errors import InputError
-    from deepsci.core.models.sidecar import read_sidecar
-    (tmp_path / "m.json").unlink()
-    with pytest.raises(InputError, match="sidecar m.json"):
-        read_sidecar(tmp_path / "m.keras")
+    from deepsci.core.models.card import read_card
+    (tmp_path / "m.card.json").unlink()
+    with pytest.raises(InputError, match="model card m.card.json"):
+        read_card(tmp_path / "m.keras")
