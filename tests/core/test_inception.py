@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import tensorflow as tf
 from deepsci.core.accelerator import resolve_strategy
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.models import inception
+from deepsci.core.models.card import ModelCard
 from deepsci.core.models.serialization import load_model, save_model
 from deepsci.core.training import TrainConfig, train
 
@@ -79,23 +82,24 @@ def test_local_weights_file_spread_over_channels(tmp_path):
 def test_save_and_load_round_trip(tmp_path):
     model = inception.classifier((32, 32, 3), {"y": 3}, width=8)
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
-    path = save_model(model, tmp_path / "m.keras", sidecar={"app": "test", "input_spec": [32, 32, 3]})
+    card = ModelCard(app="test", task="y", input_spec={"shape": [32, 32, 3]})
+    path = save_model(model, tmp_path / "m.keras", card=card)
     loaded, meta = load_model(path)
     np.testing.assert_allclose(loaded(x)["y"], model(x)["y"], rtol=1e-6)
-    assert meta["app"] == "test" and meta["input_spec"] == [32, 32, 3] and "deepsci_version" in meta
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]
+    assert meta.app == "test" and meta.input_spec == {"shape": [32, 32, 3]} and meta.deepsci_version
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.card.json", "m.keras"]
 
 
 def test_load_errors_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="no file"):
         load_model(tmp_path / "none.keras")
     (tmp_path / "bad.keras").write_bytes(b"not a zip")
-    (tmp_path / "bad.json").write_text('{"app": "x"}')
+    (tmp_path / "bad.card.json").write_text(json.dumps(ModelCard(app="x", task="t").to_dict()))
     with pytest.raises(InputError, match="does not load"):
         load_model(tmp_path / "bad.keras")
     with pytest.raises(InputError, match=".keras"):
         save_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]), tmp_path / "m.h5",
-                   sidecar={"app": "x"})
+                   card=ModelCard(app="x", task="t"))
 
 
 def test_small_inception_learns_a_toy_task(tmp_path):
