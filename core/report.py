@@ -8,12 +8,52 @@ from pathlib import Path
 
 from .io import write_text
 
-__all__ = ["DemoResult", "write_report"]
+__all__ = ["DemoResult", "DemoRow", "write_report"]
+
+
+@dataclass
+class DemoRow:
+    """One metric of deepsci beside a baseline on the same data.
+
+    Attributes
+    ----------
+    metric : str
+        What is measured, e.g. ``"SNP F1"``.
+    deepsci, baseline : float or None
+        The two values (``None`` where the baseline has no such number).
+    baseline_name : str
+        e.g. ``"bcftools call -m"``.
+    higher_is_better : bool
+        Decides :attr:`verdict`.
+    model, data : str
+        Which model and which data produced the deepsci number.
+    tolerance : float
+        Differences up to this count as a tie.
+    """
+
+    metric: str
+    deepsci: float | None
+    baseline: float | None = None
+    baseline_name: str = ""
+    higher_is_better: bool = True
+    model: str = ""
+    data: str = ""
+    tolerance: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        """``"ahead"``, ``"tied"``, ``"behind"`` or ``"-"`` (no baseline)."""
+        if self.deepsci is None or self.baseline is None:
+            return "-"
+        diff = (self.deepsci - self.baseline) * (1 if self.higher_is_better else -1)
+        if abs(diff) <= self.tolerance:
+            return "tied"
+        return "ahead" if diff > 0 else "behind"
 
 
 @dataclass
 class DemoResult:
-    """What one app's demo produced."""
+    """What one app's demo produced: comparison rows, other metrics, figures."""
 
     app: str
     title: str
@@ -21,6 +61,7 @@ class DemoResult:
     figures: list[Path] = field(default_factory=list)
     text: str = ""
     seconds: float | None = None
+    rows: list[DemoRow] = field(default_factory=list)
 
 
 def _fmt(v) -> str:
@@ -43,6 +84,18 @@ def write_report(results: list[DemoResult], out_dir: str | os.PathLike) -> Path:
         if r.text:
             md += [r.text, ""]
             body.append(f"<p>{html.escape(r.text)}</p>")
+        if r.rows:
+            head = ["metric", "deepsci", "baseline", "", "model", "data"]
+            cells = [[x.metric, _fmt(x.deepsci) if x.deepsci is not None else "-",
+                      (f"{_fmt(x.baseline)} ({x.baseline_name})" if x.baseline is not None else "-"),
+                      x.verdict, x.model, x.data] for x in r.rows]
+            md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            md += ["| " + " | ".join(c) + " |" for c in cells]
+            md.append("")
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                          for row in cells)
+            ths = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            body.append(f"<table><tr>{ths}</tr>{trs}</table>")
         if r.metrics:
             md += ["| metric | value |", "|---|---|"]
             md += [f"| {k} | {_fmt(v)} |" for k, v in r.metrics.items()]
