@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: importing the config must not load TensorFlow
+    import keras
 
 __all__ = ["TrainConfig", "TrainResult", "OPTIMIZERS", "SCHEDULES"]
 

@@ -77,6 +77,6 @@ def test_two_process_run_agrees_and_only_the_chief_writes(tmp_path):
     assert len(logs) == 1 and f".{chief['pid']}." in logs[0]
     ckpt = {f"checkpoints/ckpt-{n}.{ext}" for n in (44, 46, 48)
             for ext in ("index", "data-00000-of-00001")}
-    assert files - set(logs) == {"train_config.json", "history.json", "checkpoints/checkpoint",
+    assert files - set(logs) == {"history.json", "checkpoints/checkpoint",
                                  "best/weights.index", "best/weights.data-00000-of-00001", *ckpt}
     assert json.loads((out / "history.json").read_text()) == h0
