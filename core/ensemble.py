@@ -166,7 +166,7 @@ class Ensemble:
 
 
 def load_ensemble(spec, *, expect: str, task: str | None = None, default_name: str = "model.keras",
-                  batch_size: int | None = None, xla: bool = False, threads: int | None = None,
+                  batch_size: int | None = None, xla: bool | None = None, threads: int | None = None,
                   postprocess: Callable | None = None) -> Ensemble:
     """Load every member ``spec`` names (see :func:`model_paths`), checked against each other.
 

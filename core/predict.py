@@ -32,8 +32,9 @@ class Predictor(BatchedPredictor):
         Inputs are cut into batches of this many rows, the last one padded,
         so the function has one signature. ``None``: each call's input is
         passed as it is (ragged graph batches), with a relaxed signature.
-    xla : bool
-        Compile the function with XLA.
+    xla : bool, optional
+        Compile the function with XLA; ``None`` (default) follows the current
+        accelerator (:func:`deepsci.core.accelerator.current`, ``--xla``).
     threads : int, optional
         TensorFlow intra-op threads of this process, set before its first op.
     postprocess : callable, optional
@@ -48,12 +49,13 @@ class Predictor(BatchedPredictor):
     (6, 2)
     """
 
-    def __init__(self, model, *, batch_size: int | None = None, xla: bool = False,
+    def __init__(self, model, *, batch_size: int | None = None, xla: bool | None = None,
                  threads: int | None = None, postprocess: Callable | None = None):
         if batch_size is not None and int(batch_size) < 1:
             raise ValueError(f"Expected batch_size >= 1. Received: {batch_size}")
         import tensorflow as tf
 
+        xla = _xla(xla)
         if threads:
             from .parallel import limit_tf_threads
 
@@ -76,10 +78,19 @@ class Predictor(BatchedPredictor):
         return to_numpy(self._fn(x), rows)
 
 
-def predictor(model, *, batch_size: int | None = None, xla: bool = False,
+def _xla(xla: bool | None) -> bool:
+    if xla is None:
+        from .accelerator import current
+
+        return bool(current().xla)
+    return bool(xla)
+
+
+def predictor(model, *, batch_size: int | None = None, xla: bool | None = None,
               threads: int | None = None, postprocess: Callable | None = None) -> Predictor:
     """The :class:`Predictor` of ``model`` for these settings, built once per process."""
-    key = (batch_size, bool(xla), threads, postprocess)
+    xla = _xla(xla)
+    key = (batch_size, xla, threads, postprocess)
     # Kept on the model itself: a weak-keyed table whose values hold the model
     # would keep every model alive; model <-> predictor is a cycle GC frees.
     per_model = model.__dict__.setdefault("_deepsci_predictors", {})

@@ -46,6 +46,19 @@ def test_predictor_dict_inputs_and_xla():
     np.testing.assert_allclose(y["y"], m(x)["y"].numpy(), rtol=1e-5)
 
 
+def test_predictor_xla_follows_the_current_accelerator(monkeypatch):
+    from deepsci.core import accelerator
+
+    m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert Predictor(m, batch_size=2).xla is False  # before any setup(): the defaults
+    monkeypatch.setattr(accelerator, "_ACTIVE", [accelerator.AcceleratorConfig(xla=True)])
+    p = Predictor(m, batch_size=2)
+    assert p.xla is True and Predictor(m, batch_size=2, xla=False).xla is False
+    assert predictor(m, batch_size=2).xla is True
+    x = np.ones((3, 3), "float32")
+    np.testing.assert_allclose(p(x), m(x).numpy(), rtol=1e-5)
+
+
 def test_ensemble_is_the_mean_of_its_members(tmp_path):
     import tensorflow as tf
 
