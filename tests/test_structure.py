@@ -1,6 +1,8 @@
 """The house rules of the code's shape, checked on the source tree itself.
 
 * no import cycle among deepsci modules (imports inside functions count);
+* imports flow one way, core <- apps/<app> <- cli, in the source and at run time;
+* ``deepsci --help`` imports no TensorFlow;
 * no module over 600 lines, no function or method over 80 lines;
 * every app has the same stages: io, synth, model, train, predict, evaluate, cli, demo;
 * no command's ``--help`` shows more than 15 options.
@@ -11,6 +13,9 @@ a planted tree or command so that the check itself is known to fire.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +42,33 @@ def _modules(root: Path) -> dict[str, tuple[Path, bool]]:
     return found
 
 
+def _import_statements(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[str, list[str]]]:
+    """``(base, names)`` for every import in a file, at any depth (inside functions too).
+
+    Relative bases are resolved against ``module``; ``import X.Y`` gives
+    ``("X.Y", [])``; ``importlib.import_module`` with a constant (or f-string)
+    name gives that name, with ``*`` for the variable part.
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                kept = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(kept + ([node.module] if node.module else []))
+            yield base, [alias.name for alias in node.names if alias.name != "*"]
+        elif (isinstance(node, ast.Call) and node.args and ast.unparse(node.func) in
+              ("importlib.import_module", "import_module", "__import__")):
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                yield arg.value, []
+            elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+                yield f"{arg.values[0].value}*", []
+
+
 def _import_targets(tree: ast.AST, module: str, is_package: bool,
                     known: set[str]) -> set[str]:
     """The deepsci modules ``module`` imports anywhere in its file, relative ones resolved.
@@ -44,20 +76,12 @@ def _import_targets(tree: ast.AST, module: str, is_package: bool,
     ``from X import a`` depends on ``X.a`` when that is a module, else on ``X``;
     ``import X.Y`` on ``X.Y``. Names outside ``known`` (other libraries) are dropped.
     """
-    package = module if is_package else module.rpartition(".")[0]
     targets = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            targets.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                kept = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(kept + ([node.module] if node.module else []))
-            subs = {f"{base}.{alias.name}" for alias in node.names} & known
-            targets.update(subs)
-            if len(subs) < len(node.names):
-                targets.add(base)
+    for base, names in _import_statements(tree, module, is_package):
+        subs = {f"{base}.{n}" for n in names} & known
+        targets.update(subs)
+        if not names or len(subs) < len(names):
+            targets.add(base)
     return (targets & known) - {module}
 
 
@@ -151,6 +175,101 @@ def test_cycle_check_fires_on_a_planted_cycle(tmp_path):
     assert cycle_report(graph) == [
         "3 modules: deepsci.core.a, deepsci.core.b, deepsci.core.sub.c; "
         "e.g. deepsci.core.a -> deepsci.core.b -> deepsci.core.sub.c -> deepsci.core.a"]
+
+
+# --------------------------------------------------------------------------- import direction
+
+def _module_name(path: Path, root: Path) -> tuple[str, bool]:
+    """``core/models/ffn.py`` -> ``("deepsci.core.models.ffn", False)``; packages give True."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts.pop()
+    return ".".join(["deepsci", *parts]), is_package
+
+
+def _direction_violations(root: Path) -> list[str]:
+    """``module -> import`` for every import that breaks core <- apps/<app> <- cli."""
+    apps = {p.parent.name for p in (root / "apps").glob("*/__init__.py")}
+    bad = []
+    for top in ("core", "apps"):
+        for path in sorted((root / top).rglob("*.py")):
+            module, is_package = _module_name(path, root)
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            parts = module.split(".")
+            own = parts[2] if top == "apps" and len(parts) > 2 and parts[2] in apps else None
+            targets = {base for base, _ in _import_statements(tree, module, is_package)} | {
+                f"{base}.{n}" for base, names in _import_statements(tree, module, is_package) for n in names}
+            for target in sorted(targets):
+                if not target.startswith("deepsci.apps"):
+                    continue
+                owner = (target.split(".") + [""])[2]
+                if top == "core":
+                    bad.append(f"{module} -> {target} (the core imports an app)")
+                elif own is not None and owner != own and (owner in apps or owner in
+                                                           ("cli", "__main__", "*")):
+                    bad.append(f"{module} -> {target} (an app imports another app or the top CLI)")
+    return bad
+
+
+def test_imports_flow_one_way_core_apps_cli():
+    """No module under core/ imports deepsci.apps; no app imports another app or apps/cli.py.
+
+    Fails on any such import anywhere in the file, inside a function or not,
+    absolute or relative (``from ...variants import io``), or by a constant name
+    through ``importlib.import_module``.
+    """
+    assert len(list((ROOT / "apps").rglob("*.py"))) > 20  # the walk really saw the tree
+    assert _direction_violations(ROOT) == []
+
+
+def test_importing_the_core_loads_no_app():
+    """At run time too: fails if importing the core's modules pulls in any deepsci.apps module."""
+    modules = sorted(_module_name(p, ROOT)[0] for p in (ROOT / "core").rglob("*.py"))
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('deepsci.apps')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_direction_check_catches_planted_imports(tmp_path):
+    planted = {
+        "core/__init__.py": "",
+        "core/a.py": "def f():\n    from deepsci.apps.variants import io\n",
+        "core/b.py": "import importlib\nimportlib.import_module(f'deepsci.apps.{name}.demo')\n",
+        "apps/__init__.py": "APPS = ()\n",
+        "apps/cli.py": "import deepsci.apps.variants.cli\n",
+        "apps/variants/__init__.py": "",
+        "apps/variants/io.py": "from . import synth\nfrom .synth import x\nimport deepsci.core.io\n",
+        "apps/variants/synth.py": "def g():\n    from ..molecules import featurize\n",
+        "apps/molecules/__init__.py": "from deepsci.apps import APPS\n",
+        "apps/molecules/cli.py": "from deepsci.apps.cli import app\n",
+    }
+    for name, text in planted.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert _direction_violations(tmp_path) == [
+        "deepsci.core.a -> deepsci.apps.variants (the core imports an app)",
+        "deepsci.core.a -> deepsci.apps.variants.io (the core imports an app)",
+        "deepsci.core.b -> deepsci.apps.* (the core imports an app)",
+        "deepsci.apps.molecules.cli -> deepsci.apps.cli (an app imports another app or the top CLI)",
+        "deepsci.apps.molecules.cli -> deepsci.apps.cli.app (an app imports another app or the top CLI)",
+        "deepsci.apps.variants.synth -> deepsci.apps.molecules (an app imports another app or the top CLI)",
+        "deepsci.apps.variants.synth -> deepsci.apps.molecules.featurize "
+        "(an app imports another app or the top CLI)",
+    ]
+
+
+def test_the_command_line_loads_without_tensorflow():
+    """``deepsci --help`` and every app's help stay fast: TensorFlow loads inside commands only."""
+    code = ("import sys\nimport deepsci.apps.cli\n"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 # --------------------------------------------------------------------------- sizes
