@@ -23,6 +23,7 @@ from deepsci.core.cli import RunOptions, config_command
 from deepsci.core.errors import ConfigError
 
 from .config import BaselineRun, EvaluateRun, SegmentRun, TrainAggloRun
+from .import_ffn import ImportFFNConfig
 from .synth import SynthRun
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def synth(cfg: SynthRun, opts: RunOptions) -> None:
 def segment(cfg: SegmentRun, opts: RunOptions) -> None:
     """Segment a volume block by block and stitch (rerun to resume).
 
+    Without --model: the shipped default FFN and its pair classifier (--preset learned).
     Options left at their default take the --preset's value.
     """
     from .segment import run_segment
@@ -82,6 +84,16 @@ def evaluate(cfg: EvaluateRun, opts: RunOptions) -> None:
 
     run_evaluation(cfg, overwrite=opts.overwrite)
     typer.echo((Path(cfg.out) / "scores.md").read_text())
+
+
+@config_command(app, ImportFFNConfig, name="import-ffn", arguments=["checkpoint"],
+                shown=["checkpoint", "out", "fov_size", "deltas", "voxel_size_nm", "image_mean", "image_stddev",
+                       "scope", "training_data", "licence"])
+def import_ffn(cfg: ImportFFNConfig) -> None:
+    """Import a google/ffn convstack_3d TF checkpoint as a deepsci FFN (model.keras + card)."""
+    from .import_ffn import import_ffn as run_import
+
+    typer.echo(json.dumps(run_import(cfg)))
 
 
 def _tuple(name: str, text: str | None, cast=int) -> tuple | None:

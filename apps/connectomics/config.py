@@ -361,34 +361,47 @@ class SegmentRun:
 
     Attributes
     ----------
-    model : str
-        ``model.keras`` from ``train``.
     image : str
         EM volume ``PATH[:INNER]`` (zarr, FILE.h5:DATASET, N5, slice folder, TIFF).
     out : str
         Output folder: ``segmentation.zarr`` (labels, probability) and ``run.json``.
+    model : str, optional
+        FFN ``model.keras`` from ``train``, or a shipped model's name; default: the shipped default
+        (``connectomics-neuroproof-ffn``) with its pair classifier.
     preset : str
-        Pipeline (:data:`SEGMENT_PRESETS`): ffn (flood fill) | membrane (membrane seeds, boundary limit,
-        FFN agglomeration) | supervoxels (watershed over-segmentation for train-agglo) | learned
-        (supervoxels + learned agglomeration, needs --agglo-classifier; the best on real EM).
-        Options left at their default take the preset's value.
+        Pipeline (:data:`SEGMENT_PRESETS`): learned (the default and the best on real EM: watershed supervoxels,
+        FFN pair recoveries, learned agglomeration; the classifier is the shipped model's, else
+        --agglo-classifier) | ffn (flood fill) | membrane (membrane seeds, boundary limit, FFN agglomeration) |
+        supervoxels (watershed over-segmentation for train-agglo). Options left at their default take the
+        preset's value.
     voxel_size : tuple of float, optional
         (z, y, x) voxel size in nm; overrides the file's metadata.
     segment : SegmentConfig
         Blocks, stitching, scheduler and the inference options.
     """
 
-    model: str
     image: str
     out: str
-    preset: str = "ffn"
+    model: str | None = None
+    preset: str = "learned"
     voxel_size: tuple[float, float, float] | None = None
     segment: SegmentConfig = field(default_factory=SegmentConfig)
 
     def resolved(self) -> SegmentRun:
-        """The run with the preset's inference options applied (see :func:`resolve_preset`)."""
-        icfg = resolve_preset(self.segment.inference, self.preset)
-        return replace(self, segment=replace(self.segment, inference=icfg))
+        """The run with its models found (shipped names, defaults) and the preset's options applied.
+
+        See :func:`~deepsci.apps.connectomics.shipped.resolve_segment_models` and :func:`resolve_preset`;
+        a shipped model used is named in one line on stderr.
+        """
+        from .shipped import resolve_segment_models
+
+        inf = self.segment.inference
+        # The learned preset always agglomerates with a classifier (agglomerate's default, False, is its value).
+        model, clf = resolve_segment_models(self.model, inf.agglomeration.classifier,
+                                            wants_classifier=self.preset == "learned")
+        inf = replace(inf, agglomeration=replace(inf.agglomeration, classifier=clf))
+        icfg = resolve_preset(inf, self.preset)
+        return replace(self, model=model, segment=replace(self.segment, inference=icfg))
 
     def validate(self) -> SegmentRun:
         _check_volume(self.image, "--image")
@@ -412,7 +425,8 @@ class TrainAggloRun:
     out : str
         Output folder: ``pair_classifier.json`` and ``run.json``.
     model : str, optional
-        FFN model.keras: its pair recoveries become features; default: boundary and size features only.
+        FFN model.keras or a shipped FFN's name: its pair recoveries become features; default: boundary and
+        size features only.
     seg : str, optional
         Un-agglomerated segmentation of IMAGE (``segment --preset supervoxels``); default: made here
         with the preset's supervoxel settings.
@@ -437,8 +451,12 @@ class TrainAggloRun:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def resolved(self) -> TrainAggloRun:
-        """The run with the preset's options applied (agglomeration off: these are its inputs)."""
-        return replace(self, inference=resolve_preset(self.inference, self.preset, training=True))
+        """The run with the preset's options applied (agglomeration off: these are its inputs), a shipped
+        FFN's name turned into its path."""
+        from .shipped import resolve_ffn
+
+        return replace(self, model=resolve_ffn(self.model),
+                       inference=resolve_preset(self.inference, self.preset, training=True))
 
     def validate(self) -> TrainAggloRun:
         _check_volume(self.image, "--image")

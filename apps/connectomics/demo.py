@@ -1,11 +1,27 @@
-"""Demo: synthetic EM volume -> train an FFN -> blockwise segmentation -> scores beside watershed."""
+"""Demo: the shipped synthetic models on a fresh synthetic EM volume, beside the watershed baseline.
+
+By default (``deepsci demo``) the demo paints a synthetic volume with a seed the
+shipped models never saw (:data:`DEMO_SEED`; the build's seeds are on the cards),
+segments it with ``connectomics-synthetic-ffn`` + ``connectomics-synthetic-agglo``
+through ``segment --preset learned`` (watershed supervoxels, FFN pair recoveries,
+random-forest agglomeration) and scores it beside the watershed baseline whose
+settings were tuned on the build's validation volume (another seed), applied
+unchanged. ``train=True`` is the older demo: train an FFN from scratch and flood-fill.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from deepsci.core.report import DemoResult
+from deepsci.core.errors import ConfigError
+from deepsci.core.report import DemoResult, DemoRow
 
-__all__ = ["run_demo", "demo_settings"]
+__all__ = ["run_demo", "demo_settings", "DEMO_SEED", "DEMO_FFN"]
+
+#: Seed of the demo's test volume: never one of the build's (checked against the card).
+DEMO_SEED = 9301
+DEMO_FFN = "connectomics-synthetic-ffn"
+_ROWS = (("VI total (bits)", "vi_total"), ("VI split (bits)", "vi_split"), ("VI merge (bits)", "vi_merge"),
+         ("adapted Rand error", "adapted_rand_error"))
 
 
 def demo_settings(quick: bool) -> dict:
@@ -24,8 +40,95 @@ def demo_settings(quick: bool) -> dict:
                           "fill_unclaimed": True}}
 
 
-def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
-    """Run the connectomics pipeline end to end on synthetic data.
+def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> DemoResult:
+    """The shipped models on a fresh synthetic volume beside the watershed (``train``: train from scratch).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Receives ``test.zarr`` (image, labels), ``segment/`` (deepsci's segmentation),
+        ``baseline.zarr`` (the watershed's labels), ``scores.json`` and ``slices.png``
+        (with ``train``: ``train.zarr``, ``model/``, ``segment/``, ``eval/``).
+    quick : bool
+        A smaller volume (what the tests call).
+    train : bool
+        The older demo (:func:`train_demo`).
+
+    Returns
+    -------
+    DemoResult
+        Rows VI total/split/merge and adapted Rand error of deepsci and of the baseline on the
+        same volume, each naming the models and the data.
+    """
+    if train:
+        return train_demo(out_dir, quick=quick)
+    return shipped_demo(out_dir, quick=quick)
+
+
+def _demo_volume(card, quick: bool) -> tuple[dict, int]:
+    """The demo's synthetic volume parameters (those of the training volumes) and its seed."""
+    seeds = {int(v) for v in card.data.get("seeds", {}).values()}
+    if DEMO_SEED in seeds:
+        raise ConfigError(f"expected a demo seed the shipped model never saw, found {DEMO_SEED} among its "
+                          f"build's seeds {sorted(seeds)}")
+    synth = dict(card.data["synth"])
+    synth["shape"], synth["radius"] = tuple(synth["shape"]), tuple(synth["radius"])
+    if quick:
+        synth.update(shape=(24, 48, 48), n_neurites=8)
+    return synth, DEMO_SEED
+
+
+def shipped_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
+    """Segment a fresh synthetic volume with the shipped synthetic models and the watershed; score both."""
+    from deepsci.core.io import write_json
+    from deepsci.core.models.registry import shipped
+
+    from .baseline import watershed_baseline
+    from .config import BaselineConfig
+    from .figures import orthogonal_slices
+    from .io import write_volume
+    from .release import learned_segment, scores
+    from .synth import synthetic_volume
+
+    out_dir = Path(out_dir)
+    ffn = shipped(DEMO_FFN)
+    agglo = shipped(ffn.card.extra["agglo_model"])
+    synth, seed = _demo_volume(ffn.card, quick)
+    img, gt = synthetic_volume(seed=seed, **synth)
+    vs = (10.0, 10.0, 10.0)
+    write_volume(out_dir / "test.zarr", {"image": img, "labels": gt}, voxel_size=vs)
+    seg, summary = learned_segment(ffn.path, agglo.path, str(out_dir / "test.zarr:image"), out_dir / "segment",
+                                   overrides=ffn.card.extra.get("segment_options", {}))
+    base = ffn.card.extra["baseline"]
+    ws_cfg = BaselineConfig(**base["config"])
+    ws = watershed_baseline(img, ws_cfg, voxel_size=vs)
+    write_volume(out_dir / "baseline.zarr", {"labels": ws}, voxel_size=vs)
+    ours, theirs = scores(gt, seg), scores(gt, ws)
+    write_json(out_dir / "scores.json", {"deepsci": ours, "watershed": theirs, "seed": seed,
+                                         "synth": {k: list(v) if isinstance(v, tuple) else v for k, v in synth.items()}})
+    fig = orthogonal_slices(img, {"ground truth": gt, "deepsci (learned)": seg, "watershed": ws},
+                            out_dir / "slices.png", voxel_size=vs)
+    val_seed = ffn.card.data.get("seeds", {}).get("validation")
+    model = f"{ffn.name} + {agglo.name} (segment --preset learned)"
+    data = (f"synthetic EM volume {tuple(synth['shape'])}, seed {seed} (the build used seeds "
+            f"{sorted(ffn.card.data.get('seeds', {}).values())})")
+    bname = (f"watershed (threshold {ws_cfg.threshold or 'otsu'}, min distance {ws_cfg.min_distance}, sigma "
+             f"{ws_cfg.sigma}; tuned on validation seed {val_seed})")
+    rows = [DemoRow(metric=label, deepsci=ours[k], baseline=theirs[k], baseline_name=bname, higher_is_better=False,
+                    model=model, data=data, tolerance=0.005) for label, k in _ROWS]
+    metrics = {f"deepsci_{k}": ours[k] for _, k in _ROWS} | {f"baseline_{k}": theirs[k] for _, k in _ROWS}
+    metrics |= {"fov_evals": summary["fov_evals"], "deepsci_segments": ours["n_segments"],
+                "baseline_segments": theirs["n_segments"]}
+    text = (f"Shipped models {ffn.name} and {agglo.name} (trained on synthetic seeds "
+            f"{sorted(ffn.card.data.get('seeds', {}).values())}) segmented a fresh synthetic {tuple(synth['shape'])} "
+            f"volume (seed {seed}) with the learned pipeline ({summary['fov_evals']} FFN FOV evaluations); the "
+            "watershed baseline ran with the settings tuned on the build's validation volume.")
+    return DemoResult(app="connectomics", title="Neuron segmentation: shipped FFN + learned agglomeration "
+                      "vs watershed (synthetic EM)", metrics=metrics, figures=[fig], text=text, rows=rows)
+
+
+def train_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
+    """Run the connectomics pipeline end to end on synthetic data, training an FFN from scratch.
 
     Parameters
     ----------

@@ -41,7 +41,7 @@ def work(tmp_path_factory):
 
 
 def _segment(work, out, *extra):
-    rc = main(["connectomics", "segment", "--model", str(work / "model" / "model.keras"),
+    rc = main(["connectomics", "segment", "--preset", "ffn", "--model", str(work / "model" / "model.keras"),
                "--image", f"{work}/test.zarr:image", "--out", str(out), "--scheduler", "inline",
                "--min-segment-size", "50", *extra])
     assert rc == 0
@@ -207,9 +207,9 @@ def test_cli_bad_inputs(work, tmp_path, capsys):
         (["train", "--image", f"{h5}:missing", "--labels", f"{h5}:lab_small"], "expected dataset 'missing'"),
         (["train", "--image", f"{h5}:img", "--labels", f"{h5}:lab_small"], "same shape"),
         (["train", "--image", f"{h5}:img", "--labels", f"{h5}:lab_f"], "integer label"),
-        (["segment", "--model", model, "--image", f"{h5}:flat"], "3-D"),
-        (["segment", "--model", model, "--image", f"{h5}:empty"], "non-empty"),
-        (["segment", "--model", model, "--image", f"{h5}:img", "--block-size", "8,8,8"], "FOV"),
+        (["segment", "--preset", "ffn", "--model", model, "--image", f"{h5}:flat"], "3-D"),
+        (["segment", "--preset", "ffn", "--model", model, "--image", f"{h5}:empty"], "non-empty"),
+        (["segment", "--preset", "ffn", "--model", model, "--image", f"{h5}:img", "--block-size", "8,8,8"], "FOV"),
         (["segment", "--model", str(tmp_path / "none.keras"), "--image", f"{h5}:img"], "trained model"),
         (["segment", "--model", model, "--image", f"{h5}:img", "--boundary-threshold", "1.5"], "--boundary-threshold"),
         (["evaluate", "--labels", f"{h5}:lab_small", "--seg", f"{h5}:img"], "same shape"),
@@ -253,7 +253,7 @@ def test_train_agglo_and_learned_agglomeration(work, capsys):
 
     model = str(work / "model" / "model.keras")
     sv = ["--seed-policy", "watershed", "--boundary-threshold", "0.5", "--peak-min-distance", "2", "--no-consensus"]
-    assert main(["connectomics", "segment", "--model", model, "--image", f"{work}/train.zarr:image",
+    assert main(["connectomics", "segment", "--preset", "ffn", "--model", model, "--image", f"{work}/train.zarr:image",
                  "--out", str(work / "sv_train"), "--scheduler", "inline", *sv]) == 0
     capsys.readouterr()
     assert main(["connectomics", "train-agglo", "--image", f"{work}/train.zarr:image",
