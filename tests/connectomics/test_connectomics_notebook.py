@@ -64,10 +64,11 @@ def test_notebook_executes(run_notebook, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_demo_quick(tmp_path):
+def test_demo_quick_train(tmp_path):
+    """The train-from-scratch demo (``deepsci demo --train``); the shipped-model demo is in test_release."""
     from deepsci.apps.connectomics.demo import run_demo
 
-    result = run_demo(tmp_path, quick=True)
+    result = run_demo(tmp_path, quick=True, train=True)
     assert result.app == "connectomics"
     ffn, base, empty = _recompute(f"{tmp_path}/test.zarr:labels", f"{tmp_path}/segment/segmentation.zarr:labels",
                                   f"{tmp_path}/test.zarr:image", min_overlap=50)
