@@ -185,3 +185,14 @@ def test_shipped_demo_rows_recomputed_from_its_outputs(registry, tmp_path):
         assert not r.higher_is_better
     assert json.loads((d / "scores.json").read_text())["seed"] == DEMO_SEED
     assert Path(res.figures[0]).is_file()
+
+
+def test_import_ffn_command_is_wired(tmp_path, capsys):
+    """`connectomics import-ffn CHECKPOINT --out M.keras` reaches import_ffn: a missing checkpoint is one line."""
+    capsys.readouterr()
+    rc = main(["connectomics", "import-ffn", str(tmp_path / "no-such-ckpt"), "--out", str(tmp_path / "m.keras")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "no-such-ckpt" in err[0], err
+    assert not (tmp_path / "m.keras").exists()
+    rc = main(["connectomics", "import-ffn", str(tmp_path), "--out", str(tmp_path / "m.txt")])
+    assert rc == 2 and "--out ending in .keras" in capsys.readouterr().err
