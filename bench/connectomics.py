@@ -145,7 +145,96 @@ def parse_args(argv):
     p.add_argument("--scaling-block", type=int, nargs=3, default=(25, 72, 72))
     p.add_argument("--keep", action="store_true", help="reuse a trained model in --work")
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.connectomics.md")))
+    p.add_argument("--fib25", default=None, metavar="CHECKPOINT",
+                   help="only import this google/ffn convstack_3d checkpoint (models/fib25/model.ckpt-27465036) and "
+                        "score it on a crop of the test slab beside --model and the watershed baseline")
+    p.add_argument("--fib25-crop", type=int, default=64, help="y, x < this for the --fib25 comparison")
+    p.add_argument("--record", action="store_true", help="with --fib25: record its rows in bench/results")
     return p.parse_args(argv)
+
+
+def fib25(args, img, lab, vs, work: Path) -> list[dict]:
+    """google/ffn's FIB-25 FFN (imported) vs ``--model`` vs the watershed on a crop of the test slab.
+
+    No resampling: the checkpoint was trained on the NeuroProof ``validation_sample``, the same
+    acquisition (and voxel size) as this volume, and google/ffn's own inference config runs it on
+    ``training_sample2`` as it is. The FFN needs 33 slices of context and the test slab has 25, so
+    every method segments z >= train_slices - 16 (image only) and is scored on z >= train_slices.
+    """
+    from deepsci.apps.connectomics.baseline import tune_watershed, watershed_baseline
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation, skeleton_graph
+    from deepsci.apps.connectomics.import_ffn import ImportFFNConfig, import_ffn
+
+    k, v, c = args.train_slices, args.val_slices, args.fib25_crop
+    imp = import_ffn(ImportFFNConfig(checkpoint=args.fib25, out=str(work / "fib25.keras"),
+                                     voxel_size_nm=tuple(vs)))
+    print(f"import-ffn: {imp}", flush=True)
+    lo = k - 16
+    image, truth = img[lo:, :c, :c], lab[k:, :c, :c]
+    ws_cfg, _ = tune_watershed(img[k - v:k, :c, :c], lab[k - v:k, :c, :c], voxel_size=vs)
+    graph = skeleton_graph(truth, voxel_size=vs)
+    segs = {"watershed baseline tuned on the validation slab": (watershed_baseline(image, ws_cfg, voxel_size=vs),
+                                                                 {})}
+    models = [("google/ffn FIB-25 FFN, imported", work / "fib25.keras")]
+    if args.model:
+        models.append((f"deepsci FFN ({Path(args.model).parent.name or args.model})", Path(args.model)))
+    for name, path in models:
+        t0 = time.perf_counter()
+        labels, seg = run_ffn(args, path, image, vs, work, f"fib25-{len(segs)}")
+        segs[name] = (labels, {"fov_evals": seg["fov_evals"], "seconds": round(time.perf_counter() - t0, 1)})
+    rows = []
+    for name, (labels, info) in segs.items():
+        sc = evaluate_segmentation(truth, labels[k - lo:], voxel_size=vs, graph=graph).as_dict()
+        rows.append({"method": name, **sc, **info})
+        print(rows[-1], flush=True)
+    return [{**r, "import": imp} for r in rows]
+
+
+def fib25_main(args, argv) -> None:
+    """``--fib25``: the imported checkpoint's exactness and its scores, printed (and with ``--record``, kept)."""
+    from deepsci.core.bench import machine_info, table
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    img, lab, vs, origin = load_data(args)
+    load = os.getloadavg()[0]
+    rows = fib25(args, img, lab, vs, work)
+    imp = rows[0]["import"]
+    cols = ["method", "vi_split", "vi_merge", "vi_total", "adapted_rand_error", "erl", "n_segments", "fov_evals",
+            "seconds"]
+    print(table(rows, cols))
+    if not args.record:
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from render_results import write_app_results
+
+    by = {r["method"]: r for r in rows}
+    ours = by["google/ffn FIB-25 FFN, imported"]
+    ws = by["watershed baseline tuned on the validation slab"]
+    own = [r for m, r in by.items() if m.startswith("deepsci FFN")]
+    crop = f"z >= {args.train_slices}, y, x < {args.fib25_crop} ({tuple(int(s) for s in lab[args.train_slices:, :args.fib25_crop, :args.fib25_crop].shape)})"
+    cmd = (f"python bench/connectomics.py --fib25 CHECKPOINT --fib25-crop {args.fib25_crop}"
+           + ("" if inference_config(args).consensus else " --no-consensus") + (" --model MODEL" if args.model else ""))
+    info = machine_info()
+    write_app_results("connectomics", [
+        {"metric": "import-ffn of google/ffn models/fib25/model.ckpt-27465036 (depth 12, 32 features, FOV 33³): "
+                   "max |logit difference| of the imported Keras model vs tf.nn.conv3d on the checkpoint's variables "
+                   "(random inputs; the test also checks it against a NumPy convstack)",
+         "deepsci": f"{imp['max_abs_diff']:.3g} (depth {imp['depth']}, {imp['features']} features, "
+                    f"{imp['parameters']} parameters, step {imp['global_step']})",
+         "peer": "google/ffn's variables", "goal": "<= 1e-3", "met": bool(imp["max_abs_diff"] <= 1e-3),
+         "command": cmd},
+        {"metric": f"total VI (bits), NeuroProof test slab crop {crop}, flood fill (segment --preset ffn, "
+                   f"{'consensus' if inference_config(args).consensus else 'no consensus'}) with the imported FIB-25 "
+                   "FFN; not resampled (it was trained on the NeuroProof validation_sample, same acquisition); image "
+                   "z >= 84 given as context (33-slice FOV)",
+         "deepsci": f"{ours['vi_total']:.3f} (split {ours['vi_split']:.3f}, merge {ours['vi_merge']:.3f}; "
+                    f"{ours['fov_evals']} FOVs, {ours['seconds']} s)",
+         "peer": f"watershed baseline tuned on the validation slab (same crop): {ws['vi_total']:.3f}"
+                 + "".join(f"; {r['method']}, same pipeline: {r['vi_total']:.3f} ({r['seconds']} s)" for r in own),
+         "goal": None, "met": None, "command": cmd},
+    ], machine=json.loads((Path(__file__).with_name("results") / "connectomics.json").read_text())["machine"]
+       + f"; the FIB-25 rows: {info['cores']} CPU cores, load average {load:.1f} at their start")
 
 
 def train_model(args, img, lab, vs, work: Path) -> tuple[Path, str]:
@@ -288,6 +377,8 @@ def main(argv=None) -> None:
     from deepsci.core.models.ffn import FFNConfig
 
     args = parse_args(argv)
+    if args.fib25:
+        return fib25_main(args, argv)
     work = Path(args.work)
     if work.exists() and not args.keep:
         shutil.rmtree(work)
