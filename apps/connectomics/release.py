@@ -171,7 +171,7 @@ def _train_ffn(work: Path, vols: dict, recipe: Recipe) -> tuple[Path, dict]:
 
     out = work / "ffn"
     if (out / "model.keras").is_file() and read_run(out / "run.json").get("status") == "done":
-        return out / "model.keras", read_run(out / "run.json")["results"]
+        return out / "model.keras", {**read_run(out / "run.json")["results"], "resumed": True}
     if not (work / "train.zarr").exists():
         write_volume(work / "train.zarr", {"image": vols["train"][0], "labels": vols["train"][1]},
                      voxel_size=(10.0, 10.0, 10.0))
@@ -223,24 +223,54 @@ def learned_segment(ffn: str | Path, classifier: str | Path, image: str, out: st
     return open_volume(Path(out) / "segmentation.zarr:labels", kind="labels").read(), summary
 
 
-def scores(gt: np.ndarray, seg: np.ndarray) -> dict:
-    """VI split/merge/total (bits), adapted Rand error and ERL (nm) of ``seg`` (10 nm voxels)."""
+def scores(gt: np.ndarray, seg: np.ndarray, graph: dict | None = None) -> dict:
+    """VI split/merge/total (bits), adapted Rand error and ERL (nm) of ``seg`` (10 nm voxels).
+
+    ``graph``: :func:`~.evaluate.skeleton_graph` of ``gt`` when already computed (it only depends on ``gt``).
+    """
     from .evaluate import evaluate_segmentation, skeleton_graph
 
     vs = (10.0, 10.0, 10.0)
-    s = evaluate_segmentation(gt, seg, voxel_size=vs, graph=skeleton_graph(gt, voxel_size=vs)).as_dict()
+    graph = graph if graph is not None else skeleton_graph(gt, voxel_size=vs)
+    s = evaluate_segmentation(gt, seg, voxel_size=vs, graph=graph).as_dict()
     keep = ("vi_split", "vi_merge", "vi_total", "adapted_rand_error", "erl", "n_segments")
     return {k: (float(s[k]) if k != "n_segments" else int(s[k])) for k in keep}
 
 
+def baseline_scores(work: Path, vols: dict) -> dict:
+    """The watershed tuned on the validation volume, scored on validation and test; kept in ``work``.
+
+    It does not depend on the models, so a resumed build (or one started beside the FFN's training)
+    reuses ``work/baseline.json``.
+    """
+    from .baseline import tune_watershed, watershed_baseline
+    from .evaluate import skeleton_graph
+
+    cache = work / "baseline.json"
+    if cache.is_file():
+        return {**read_json(cache), "reused": True}
+    t0, vs = time.perf_counter(), (10.0, 10.0, 10.0)
+    ws_cfg, _ = tune_watershed(*vols["validation"], voxel_size=vs)
+    out = {"config": asdict(ws_cfg)}
+    for split in ("validation", "test"):
+        img, gt = vols[split]
+        out[split] = scores(gt, watershed_baseline(img, ws_cfg, voxel_size=vs),
+                            skeleton_graph(gt, voxel_size=vs))
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(cache, out)
+    return out
+
+
 def _score(work: Path, vols: dict, ffn: Path, clf: Path, recipe: Recipe) -> dict:
     """Learned pipeline and the validation-tuned watershed on the validation and test volumes."""
-    from .baseline import tune_watershed, watershed_baseline
     from .io import write_volume
 
     vs = (10.0, 10.0, 10.0)
-    ws_cfg, _ = tune_watershed(*vols["validation"], voxel_size=vs)
-    out = {"baseline_config": asdict(ws_cfg)}
+    base = baseline_scores(work, vols)
+    out = {"baseline_config": base["config"], "baseline_seconds": base["seconds"]}
+    if base.get("reused"):
+        out["baseline_reused"] = True
     for split in ("validation", "test"):
         img, gt = vols[split]
         write_volume(work / f"{split}.zarr", {"image": img}, voxel_size=vs)
@@ -248,8 +278,7 @@ def _score(work: Path, vols: dict, ffn: Path, clf: Path, recipe: Recipe) -> dict
                                        overrides=recipe.inference)
         out[split] = {**scores(gt, seg), "fov_evals": int(summary["fov_evals"]),
                       "seconds": float(summary["seconds"])}
-        ws = scores(gt, watershed_baseline(img, ws_cfg, voxel_size=vs))
-        out[split].update({f"watershed_{k}": v for k, v in ws.items()})
+        out[split].update({f"watershed_{k}": v for k, v in base[split].items()})
     return out
 
 
@@ -329,18 +358,23 @@ def _build_pair(pair: Pair, out_root: Path, tiny: bool) -> list[Path]:
     work.mkdir(parents=True, exist_ok=True)
     vols, data = pair_data(pair, tiny=tiny)
     steps = {}
-    t = time.perf_counter()
     ffn, trained = _train_ffn(work, vols, pair.tiny if tiny else pair.full)
-    steps["ffn_train"] = {"seconds": round(time.perf_counter() - t, 1), "steps": trained.get("steps"),
-                          "final_loss": trained.get("loss")}
+    # The training's own time (also when this build resumed a finished training from the work folder).
+    steps["ffn_train"] = {"seconds": trained["seconds"], "steps": trained.get("steps"),
+                          "final_loss": trained.get("loss"), "resumed": bool(trained.get("resumed"))}
     t = time.perf_counter()
     recipe = pair.tiny if tiny else pair.full
     clf, agglo = _train_agglo(work, ffn, recipe)
     steps["train_agglo"] = {"seconds": round(time.perf_counter() - t, 1), "examples": agglo["examples"]}
     t = time.perf_counter()
     scored = _score(work, vols, ffn, clf, recipe)
-    steps["scoring"] = {"seconds": round(time.perf_counter() - t, 1)}
+    steps["scoring"] = {"seconds": round(time.perf_counter() - t, 1), "baseline_seconds": scored["baseline_seconds"]}
+    # Wall time of one uninterrupted build: this call's, plus a resumed training's and a reused baseline's.
     seconds = time.perf_counter() - t0
+    if trained.get("resumed"):
+        seconds += trained["seconds"]
+    if "baseline_reused" in scored:
+        seconds += scored["baseline_seconds"]
     fcard = _ffn_card(pair, ffn, data, scored, steps, seconds, tiny)
     acard = _agglo_card(pair, clf, agglo, fcard)
     stage = out_root / f".{pair.key}.stage"
