@@ -11,10 +11,12 @@ import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import save_figure, write_json, write_text
+from deepsci.core.models.registry import resolve_model
 from deepsci.core.runs import RunDir
 
 from .graphs import featurize_set
 from .io import read_molecules, write_csv
+from .model import APP, TASK
 from .predict import load_members, output_units, predict_table, prediction_columns
 from .targets import TARGETS
 
@@ -27,10 +29,12 @@ class EvaluateConfig:
 
     Attributes
     ----------
-    model : str
-        A training folder (all members), one ``model.keras`` or comma-separated model files.
+    model : str or None
+        A training folder (all members), one ``model.keras``, comma-separated model
+        files or a shipped model's name; none: the shipped default (molecules-qm9).
     data : str or None
-        Labelled molecules (any readable format); ``None``: the folder's ``test_set.csv.gz``.
+        Labelled molecules (any readable format); ``None``: the training folder's
+        ``test_set.csv.gz`` (a shipped model needs ``--data``).
     out : str or None
         Output folder for metrics.json, metrics.md, parity.png and predictions.csv;
         ``None``: ``<training folder>/eval``.
@@ -42,7 +46,7 @@ class EvaluateConfig:
         Skip unreadable molecules and report how many.
     """
 
-    model: str
+    model: str | None = None
     data: str | None = None
     out: str | None = None
     batch_size: int = 1024
@@ -131,10 +135,11 @@ def evaluate_run(cfg: EvaluateConfig, *, overwrite: bool = False) -> dict:
     ``metrics.md``, ``parity.png``, ``predictions.csv`` and ``run.json``.
     """
     cfg.validate()
-    ens = load_members(cfg.model)
+    model = resolve_model(cfg.model, app=APP, task=TASK)
+    ens = load_members(model)
     data = cfg.data
     if data is None:
-        folder = _training_folder(cfg.model)
+        folder = _training_folder(model)
         data = folder / "test_set.csv.gz"
         if not data.exists():
             raise InputError("expected --data or a test_set.csv.gz in the training folder, found "
@@ -146,7 +151,9 @@ def evaluate_run(cfg: EvaluateConfig, *, overwrite: bool = False) -> dict:
     if not have:
         raise InputError(f"expected labels for at least one of {names}, found columns "
                          f"{list(ms.targets.columns)}", data)
-    out = Path(cfg.out) if cfg.out else _training_folder(cfg.model) / "eval"
+    if cfg.out is None and cfg.model is None:
+        raise ConfigError("expected --out with the shipped default model, found none")
+    out = Path(cfg.out) if cfg.out else _training_folder(model) / "eval"
     with RunDir(out, command="molecules evaluate", config=cfg, inputs=[data, *ens.paths],
                 overwrite=overwrite) as run:
         table = featurize_set(ms, ens.card.input_spec["graph"], workers=1)
@@ -156,7 +163,7 @@ def evaluate_run(cfg: EvaluateConfig, *, overwrite: bool = False) -> dict:
         metrics = target_metrics(y_true, y_pred, have, units)
         md = metrics_table(metrics)
         write_text(run.file("metrics.md"), f"# Evaluation on {Path(data).name}\n\nmodel: "
-                   f"{cfg.model} ({len(ens)} member(s)); {len(ms)} molecules, {ms.n_skipped} "
+                   f"{model} ({len(ens)} member(s)); {len(ms)} molecules, {ms.n_skipped} "
                    f"skipped\n\n{md}\n")
         summary = {"data": str(data), "n": len(ms), "n_skipped": ms.n_skipped,
                    "members": [str(p) for p in ens.paths], "targets": metrics}

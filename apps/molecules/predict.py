@@ -14,6 +14,7 @@ import numpy as np
 
 from deepsci.core.ensemble import Ensemble, combine, load_ensemble
 from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.models.registry import resolve_model
 from deepsci.core.parallel import thread_map
 from deepsci.core.runs import RunDir
 
@@ -30,11 +31,12 @@ class PredictConfig:
 
     Attributes
     ----------
-    model : str
-        Training folder (ensemble), one ``model.keras`` or comma-separated model files.
     inputs : str
         ``.smi``/``.txt`` (one SMILES per line), ``.csv`` (SMILES column, optional
         ``xyz``), ``.sdf``, ``.xyz``, a folder or a tarball of xyz files.
+    model : str or None
+        Training folder (ensemble), one ``model.keras``, comma-separated model
+        files, or a shipped model's name; none: the shipped default (molecules-qm9).
     out : str
         Output CSV (``.csv`` or ``.csv.gz``); headers ``name [unit]`` and, for
         ensembles, ``name_std [unit]``.
@@ -51,8 +53,8 @@ class PredictConfig:
         inputs, a few seconds of compilation first.
     """
 
-    model: str
     inputs: str
+    model: str | None = None
     out: str = "predictions.csv"
     batch_size: int = 1024
     smiles_column: str = "smiles"
@@ -215,7 +217,7 @@ def predict_molecules(cfg: PredictConfig, *, overwrite: bool = False) -> dict:
     always replaced atomically.
     """
     cfg.validate()
-    ens = load_members(cfg.model, xla=cfg.xla)
+    ens = load_members(resolve_model(cfg.model, app=APP, task=TASK), xla=cfg.xla)
     names, units = output_units(ens.card)
     # Targets in the input file are not needed; read the molecules only.
     ms = read_molecules(cfg.inputs, targets=None, smiles_column=cfg.smiles_column,

@@ -36,7 +36,7 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys, check_reported_mae):
     assert record["status"] == "done" and record["config"]["targets"] == ["gap", "u0", "mu"]
     assert record["results"]["n_train"] + record["results"]["n_val"] + record["results"]["n_test"] == 46
 
-    rc = main(["molecules", "evaluate", str(run)])
+    rc = main(["molecules", "evaluate", "--model", str(run)])
     out = capsys.readouterr().out
     assert rc == 0 and "MAE / chem. acc." in out
     metrics = json.loads((run / "eval/metrics.json").read_text())["targets"]
@@ -53,10 +53,10 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys, check_reported_mae):
     smi = tmp_path / "new.smi"
     smi.write_text("CCO ethanol\nc1ccccc1 benzene\nCC(C)(C)O\n")
     pred = tmp_path / "pred.csv"
-    rc = main(["molecules", "predict", str(run), str(smi), "--out", str(pred)])
+    rc = main(["molecules", "predict", str(smi), "--model", str(run), "--out", str(pred)])
     assert rc == 0, capsys.readouterr().err
     df = pd.read_csv(pred)
-    rc = main(["molecules", "predict", str(run), str(smi), "--out", str(tmp_path / "x.csv"), "--xla"])
+    rc = main(["molecules", "predict", str(smi), "--model", str(run), "--out", str(tmp_path / "x.csv"), "--xla"])
     assert rc == 0, capsys.readouterr().err
     np.testing.assert_allclose(pd.read_csv(tmp_path / "x.csv")["gap [eV]"], df["gap [eV]"],
                                rtol=1e-5, atol=1e-5)
@@ -66,7 +66,7 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys, check_reported_mae):
     # The ensemble columns are the mean and sample std of the members' own predictions.
     members = []
     for k in (0, 1):
-        rc = main(["molecules", "predict", str(run / f"member_{k}/model.keras"), str(smi), "--out",
+        rc = main(["molecules", "predict", str(smi), "--model", str(run / f"member_{k}/model.keras"), "--out",
                    str(tmp_path / f"m{k}.csv")])
         assert rc == 0, capsys.readouterr().err
         members.append(pd.read_csv(tmp_path / f"m{k}.csv"))
@@ -85,11 +85,11 @@ def test_train_evaluate_predict(data_csv, tmp_path, capsys, check_reported_mae):
     # A bad row names the file and line; --skip-invalid skips it and says how many.
     bad = tmp_path / "bad.smi"
     bad.write_text("CCO\nC1CC broken\nCCl chloro\n")
-    rc = main(["molecules", "predict", str(run), str(bad), "--out", str(tmp_path / "b.csv")])
+    rc = main(["molecules", "predict", str(bad), "--model", str(run), "--out", str(tmp_path / "b.csv")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "line 2" in err[0] and "bad.smi" in err[0]
     assert not (tmp_path / "b.csv").exists()
-    rc = main(["molecules", "predict", str(run), str(bad), "--out", str(tmp_path / "b.csv"),
+    rc = main(["molecules", "predict", str(bad), "--model", str(run), "--out", str(tmp_path / "b.csv"),
                "--skip-invalid"])
     assert rc == 0 and "skipped 2 invalid molecule(s)" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "b.csv")) == 1
@@ -129,7 +129,7 @@ def test_label_water_hf_sto3g(tmp_path, capsys):
 @pytest.mark.parametrize("argv,msg", [
     (["molecules", "train", "--data", "missing.csv"], "expected an existing molecule file"),
     (["molecules", "train", "--split", "time"], "expected --split"),
-    (["molecules", "evaluate", "nowhere.keras"], "expected a trained model"),
+    (["molecules", "evaluate", "--model", "nowhere.keras"], "expected a trained model"),
     (["molecules", "label", "x.smi", "--method", "b3lyp"], "expected --method"),
     (["molecules", "label", "x.smi"], "expected an existing molecule file"),
     # Out-of-range options are refused by validate() before anything is read or written.
@@ -140,8 +140,8 @@ def test_label_water_hf_sto3g(tmp_path, capsys):
     (["molecules", "train", "--limit", "1"], "expected --limit >= 2, found 1"),
     (["molecules", "train", "--time-budget", "0"], "expected --time-budget > 0, found 0"),
     (["molecules", "train", "--val", "1.5"], "expected --val as a fraction < 1 or a count"),
-    (["molecules", "predict", "m.keras", "x.smi", "--batch-size", "0"], "expected --batch-size >= 1"),
-    (["molecules", "evaluate", "m.keras", "--batch-size", "0"], "expected --batch-size >= 1"),
+    (["molecules", "predict", "x.smi", "--model", "m.keras", "--batch-size", "0"], "expected --batch-size >= 1"),
+    (["molecules", "evaluate", "--model", "m.keras", "--batch-size", "0"], "expected --batch-size >= 1"),
     (["molecules", "label", "x.smi", "--field", "0.5"], "expected --field in (0, 0.05) au"),
 ])
 def test_cli_bad_inputs(argv, msg, capsys, tmp_path, monkeypatch):
@@ -209,7 +209,7 @@ def test_config_rerun_reproduces_the_recorded_run(data_csv, tmp_path, capsys):
 
     smi = tmp_path / "new.smi"
     smi.write_text("CCO ethanol\nN#CC#N\n")
-    rc = main(["molecules", "predict", str(first), str(smi), "--out", str(tmp_path / "p.csv")])
+    rc = main(["molecules", "predict", str(smi), "--model", str(first), "--out", str(tmp_path / "p.csv")])
     assert rc == 0, capsys.readouterr().err
     rc = main(["molecules", "predict", "--config", str(tmp_path / "p.csv.run.json"), "--out",
                str(tmp_path / "q.csv")])
@@ -238,8 +238,8 @@ def test_another_apps_model_is_refused_in_one_line(data_csv, tmp_path, capsys):
     (nocard / "model.keras").write_bytes(model.read_bytes())
     for path, msg in ((other / "model.keras", "expected a molecules model, found a variants model"),
                       (nocard / "model.keras", "expected the model card model.card.json")):
-        for verb in (["predict", str(path), str(smi), "--out", str(tmp_path / "o.csv")],
-                     ["evaluate", str(path), "--data", str(data_csv), "--out", str(tmp_path / "e")]):
+        for verb in (["predict", str(smi), "--model", str(path), "--out", str(tmp_path / "o.csv")],
+                     ["evaluate", "--model", str(path), "--data", str(data_csv), "--out", str(tmp_path / "e")]):
             rc = main(["molecules", *verb])
             err = capsys.readouterr().err.strip().splitlines()
             assert rc == 2 and len(err) == 1 and msg in err[0] and str(path) in err[0], err

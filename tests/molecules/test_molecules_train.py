@@ -73,7 +73,7 @@ def test_atomref_scaling_recovers_composition():
 def test_demo_quick(tmp_path):
     from deepsci.apps.molecules.demo import run_demo
 
-    res = run_demo(tmp_path, quick=True)
+    res = run_demo(tmp_path, quick=True, train=True)
     assert res.app == "molecules" and "gap MAE [eV]" in res.metrics and "u0 MAE/chem.acc." in res.metrics
     assert all(p.exists() for p in res.figures)
     assert len([k for k in res.metrics if k.endswith("]")]) == 12
