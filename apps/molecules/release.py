@@ -32,7 +32,7 @@ from deepsci.core.training import TrainConfig
 from .model import ModelConfig
 from .targets import TARGETS
 
-__all__ = ["NAME", "build", "build_config", "qm9_index", "FULL_BUDGET_MIN"]
+__all__ = ["NAME", "build", "build_config", "qm9_index", "rebuild_command", "FULL_BUDGET_MIN"]
 
 NAME = "molecules-qm9"
 FULL_BUDGET_MIN = 50.0
@@ -66,6 +66,16 @@ def build_config(out: Path, *, tiny: bool, budget_min: float = FULL_BUDGET_MIN):
 def qm9_index(mol_id: str) -> int:
     """QM9's molecule index from an id like ``dsgdb9nsd_000123`` (or its .xyz file name)."""
     return int(str(mol_id).split("_")[-1].split(".")[0])
+
+
+def rebuild_command(tiny: bool, budget_min: float | None) -> str:
+    """The command that rebuilds the model with this budget."""
+    if tiny:
+        return "deepsci models build molecules --tiny"
+    if budget_min == FULL_BUDGET_MIN:
+        return "deepsci models build molecules"
+    return ("python -c 'from pathlib import Path; from deepsci.apps.molecules.release import "
+            f"build; build(Path(\"data/models\"), budget_min={budget_min:g})'")
 
 
 def _cpu_seconds() -> float:
@@ -124,7 +134,7 @@ def _card(run: Path, cfg, summary: dict, scores: dict, split: dict, timing: dict
     hist = read_json(member.parent / "history.json") if (member.parent / "history.json").exists() \
         else []
     steps = card.training.get("steps")
-    card.training = {"command": "deepsci models build molecules" + (" --tiny" if tiny else ""),
+    card.training = {"command": rebuild_command(tiny, cfg.time_budget),
                      "config": config_to_dict(cfg), "steps": steps, "epochs_run": len(hist),
                      "time_budget_min": cfg.time_budget, "wall_seconds": timing["wall"],
                      "cpu_seconds": timing["cpu"], "baseline": "baseline.json (ridge on "
