@@ -1,11 +1,27 @@
-"""Demo: synthetic slides -> brief training -> heatmaps -> lesions -> FROC and slide AUC."""
+"""Demo: the shipped patch classifier beside the stain-density baseline on fresh synthetic slides.
+
+The default demo (:func:`shipped_demo`) synthesises held-out slides with
+seeds the shipped model's build never used, runs the product's ``heatmap``,
+``detect`` and ``evaluate`` stages with ``pathology-synthetic-demo`` and the
+same stages on the classical baseline's heatmaps (:mod:`.baseline`, fitted at
+build time on the model's training slides), and reports FROC, slide AUC and
+patch AUC side by side. ``train=True`` runs the older demo, which trains a
+model from scratch (:func:`train_demo`).
+"""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from deepsci.core.report import DemoResult
+from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import write_json
+from deepsci.core.report import DemoResult, DemoRow
 
-__all__ = ["DemoSettings", "run_pipeline", "run_demo"]
+__all__ = ["DEMO_SEEDS", "DemoSettings", "run_pipeline", "run_demo", "shipped_demo", "train_demo"]
+
+#: Seeds of the demo's slides (quick, full); the shipped model's build used others (checked).
+DEMO_SEEDS = {True: 4211, False: 4201}
+BASELINE_NAME = "rgb2hed H+E density, logistic fit on the training slides"
 
 
 class DemoSettings:
@@ -79,8 +95,8 @@ def run_pipeline(out_dir: Path, s: DemoSettings, *, train_seed: int = 0, test_se
             "heatmaps": hm}
 
 
-def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
-    """Run the whole pathology pipeline on synthetic whole-slide images.
+def train_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
+    """Train a model from scratch and run the whole pipeline on synthetic whole-slide images.
 
     Returns
     -------
@@ -112,3 +128,88 @@ def run_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
             f"ITC excluded).")
     return DemoResult(app="pathology", title="Metastasis detection in whole-slide images (Camelyon16-style)",
                       metrics=metrics, figures=figures, text=text)
+
+
+def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> DemoResult:
+    """The shipped model beside the baseline on fresh slides (``train``: :func:`train_demo`).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Receives ``slides/`` (the held-out slides, masks, XML), ``heatmaps/``
+        and ``baseline_heatmaps/`` (``<slide>.heatmap.tif``), ``deepsci/`` and
+        ``baseline/`` (``detections/``, ``eval/``) and ``scores.json``.
+    quick : bool
+        Two small slides (what the tests call) instead of six.
+    train : bool
+        The older demo that trains a model first.
+
+    Returns
+    -------
+    DemoResult
+        Rows FROC, slide AUC and patch AUC of deepsci and of the baseline on
+        the same slides, each naming the model and the data.
+    """
+    if train:
+        return train_demo(out_dir, quick=quick)
+    return shipped_demo(out_dir, quick=quick)
+
+
+def _demo_slides(out: Path, card, quick: bool) -> tuple[Path, str]:
+    """Write the held-out slides (sizes of the training slides unless quick); (folder, description)."""
+    from .release import TINY, Recipe, make_split
+
+    seed = DEMO_SEEDS[quick]
+    used = {int(v) for v in card.data.get("seeds", {}).values()}
+    if seed in used:
+        raise ConfigError(f"expected a demo seed the shipped model never saw, found {seed} among its "
+                          f"build's seeds {sorted(used)}")
+    built = card.training.get("recipe", {})
+    if quick:
+        recipe = TINY
+    else:
+        # Training-like metastases on smaller slides (fewer pixels, the same tissue): the 30-s budget.
+        recipe = Recipe(**{**built, "size": 1536, "test": (3, 3), "radius_um": (120.0, 180.0)})
+    make_split(out, recipe, "test", seed)
+    n = sum(recipe.test)
+    return out, (f"{n} fresh synthetic slides, {recipe.size}x{recipe.size} px at 0.5 um/px, seed {seed} "
+                 f"(build seeds {sorted(used)})")
+
+
+def shipped_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
+    """The shipped default model and the baseline on the same fresh slides."""
+    from deepsci.core.models.registry import default_model
+
+    from .baseline import write_baseline_heatmaps
+    from .heatmap import HeatmapConfig, run_heatmaps
+    from .model import APP, TASK
+    from .release import score_heatmaps
+
+    out_dir = Path(out_dir)
+    m = default_model(APP, TASK)
+    if m is None:
+        raise InputError("expected a shipped pathology model (`deepsci models build pathology`), found none")
+    card = m.card
+    stride, threshold = int(card.extra["heatmap_stride"]), float(card.extra["detect_threshold"])
+    t0 = time.perf_counter()
+    slides, data = _demo_slides(out_dir / "slides", card, quick)
+    run_heatmaps(HeatmapConfig(model=str(m.path), slides=str(slides), out=str(out_dir / "heatmaps"),
+                               stride=stride, scheduler="inline"), overwrite=True)
+    write_baseline_heatmaps(slides, out_dir / "baseline_heatmaps", card.extra["baseline"])
+    ours = score_heatmaps(out_dir / "heatmaps", slides, out_dir / "deepsci", threshold)
+    base = score_heatmaps(out_dir / "baseline_heatmaps", slides, out_dir / "baseline", threshold)
+    write_json(out_dir / "scores.json", {"deepsci": ours, "baseline": base, "model": m.name, "data": data})
+    rows = [DemoRow(label, ours[key], base[key], BASELINE_NAME, True, m.name, data, tolerance=0.005)
+            for key, label in (("froc", "Camelyon16 FROC (ITC excluded)"), ("slide_auc", "slide ROC AUC"),
+                               ("patch_auc", "patch (heatmap cell) ROC AUC"))]
+    overlays = sorted((out_dir / "heatmaps").glob("tumor_*.overlay.png"))
+    figures = overlays[:1] + [p for p in (out_dir / "deepsci" / "eval" / "froc.png",
+                                          out_dir / "deepsci" / "eval" / "roc.png") if p.exists()]
+    metrics = {"sens_at_1fp": ours["sens_at_1fp"], "baseline_sens_at_1fp": base["sens_at_1fp"],
+               "held_out_slides": ours["slides"], "lesions": ours["lesions"], "tissue_cells": ours["cells"],
+               "seconds": round(time.perf_counter() - t0, 1)}
+    text = (f"{m.name} (shipped; synthetic-only demo model) on {data}; lesion FROC per the Camelyon16 "
+            f"rules, slide score = heatmap maximum, patch AUC over tissue cells of the {stride}-px grid. "
+            f"Baseline: {BASELINE_NAME} (fitted at build time, no tuning on these slides).")
+    return DemoResult(app="pathology", title="Metastasis detection in whole-slide images (Camelyon16-style)",
+                      metrics=metrics, figures=figures, text=text, rows=rows)

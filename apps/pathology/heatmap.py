@@ -17,6 +17,7 @@ worker keeps its ready model (:func:`.predict.engine`) between runs (:mod:`.clus
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import shutil
@@ -48,6 +49,7 @@ from .io import Slide, list_slides, resize_mask, write_pyramid_tiff
 from .model import APP, TASK
 from .patches import PatchConfig, read_examples
 from .predict import engine, warm_worker
+from .shipped import resolve_patch_model
 from .tissue import TissueConfig, slide_tissue
 
 __all__ = ["HeatmapConfig", "FORMATS", "heatmap_grid", "heatmap_slide", "heatmap_task", "run_heatmaps"]
@@ -61,8 +63,9 @@ class HeatmapConfig:
 
     Attributes
     ----------
-    model : str
-        ``model.keras`` written by ``train`` (its card gives patch size and magnifications).
+    model : str, optional
+        ``model.keras`` written by ``train`` (its card gives patch size and
+        magnifications), or a shipped model's name; ``None``: the shipped default.
     slides : str
         A slide file or a folder of slides.
     out : str
@@ -91,9 +94,10 @@ class HeatmapConfig:
         Which cells are evaluated (tissue detection).
     """
 
-    model: str = option(help="model.keras from `train`.")
     slides: str = option(help="A slide or a folder of slides.")
     out: str = option(help="Output folder.")
+    model: str | None = option(None, "model.keras from `train` or a shipped name (default: the "
+                               "shipped default, `deepsci models list`).")
     stride: int | None = option(None, "Window step in pixels at the finest scale (default: the "
                                 "centre region).", min=1)
     batch_size: int = option(128, "Tiles per inference batch.", min=1)
@@ -116,7 +120,8 @@ class HeatmapConfig:
         check_ranges(self)
         if self.scheduler not in (None, "local", "inline") and not str(self.scheduler).startswith(REMOTE_SCHEMES):
             raise ConfigError(f"expected a scheduler 'local', 'inline' or tcp://host:port, found {self.scheduler!r}")
-        if not Path(self.model).is_file():
+        named = self.model is not None and os.sep not in self.model and not self.model.endswith(".keras")
+        if self.model is not None and not named and not Path(self.model).is_file():
             raise InputError("expected a trained model (.keras), found no file", self.model)
         if not Path(self.slides).exists():
             raise InputError("expected a slide file or folder, found none", self.slides)
@@ -355,6 +360,9 @@ def run_heatmaps(config: HeatmapConfig, *, overwrite: bool = False) -> dict[str,
     """
     cfg = config.validate()
     slides = list_slides(cfg.slides)
+    if cfg.model is None or not Path(cfg.model).is_file():
+        # omitted or a shipped name: the registry's file, said in one line
+        cfg = dataclasses.replace(cfg, model=resolve_patch_model(cfg.model, slides)).validate()
     card = read_card(cfg.model, expect=APP, task=TASK)  # no TensorFlow in this process
     with RunDir(cfg.out, command="pathology heatmap", config=cfg, inputs=[cfg.model, cfg.slides],
                 overwrite=overwrite) as run:

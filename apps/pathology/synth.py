@@ -25,8 +25,11 @@ from deepsci.core.runs import RunDir
 
 from .io import Polygon, mask_to_polygons, rasterize, write_asap_xml, write_pyramid_tiff
 
-__all__ = ["SynthConfig", "SynthSlide", "SynthSetConfig", "render_slide", "write_slide", "make_slides",
+__all__ = ["SYNTH_MARKER", "SynthConfig", "SynthSlide", "SynthSetConfig", "render_slide", "write_slide", "make_slides",
            "run_synth"]
+
+#: Key of the JSON in level 0's ImageDescription of every slide written here.
+SYNTH_MARKER = "deepsci_synthetic"
 
 
 @dataclass
@@ -184,8 +187,10 @@ def write_slide(out_dir: str | Path, name: str, config: SynthConfig, seed: int) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rgb, polys, _, tumour = render_slide(config, seed)
+    # The marker tells deepsci's own slides from real ones (a demo model warns on real ones).
     slide = write_pyramid_tiff(out_dir / f"{name}.tif", rgb, mpp=config.mpp, tile=config.tile,
-                               compression="jpeg", min_size=64)
+                               compression="jpeg", min_size=64,
+                               description={SYNTH_MARKER: "pathology synth", "seed": int(seed)})
     if not polys:
         return SynthSlide(name, slide, None, None, False)
     xml = write_asap_xml(out_dir / f"{name}.xml", polys)
