@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deepsci.core.errors import ConfigError, DeepSciError, InputError
 from deepsci.core.io import read_json, write_json
+from deepsci.core.models.registry import resolve_model
 from deepsci.core.parallel import start_child
 from deepsci.core.runs import RunDir
 
@@ -35,6 +36,7 @@ class RunConfig:
     model : str
         model.keras from ``train``, its folder (an ensemble's too) or several
         comma-separated: their genotype probabilities are averaged.
+        Omitted: the shipped default (``deepsci models list``); a shipped name works too.
     out_dir : str
         Output folder: examples/, calls.tsv.gz, calls.vcf.gz (+ calls.g.vcf.gz).
     regions : str or None
@@ -63,8 +65,10 @@ class RunConfig:
     batch_size: int = 64
 
     def validate(self) -> RunConfig:
-        if not (self.reads and self.ref and self.model):
-            raise ConfigError("expected --reads, --ref and --model, found none")
+        if not (self.reads and self.ref):
+            raise ConfigError("expected --reads and --ref, found none")
+        # No --model: the shipped default (named in one line); a shipped name: its path.
+        self.model = resolve_model(self.model, app="variants", task="genotype")
         if self.shards < 1 or self.batch_size < 1:
             raise ConfigError(f"expected --shards and --batch-size >= 1, found {self.shards} "
                               f"and {self.batch_size}")

@@ -19,6 +19,7 @@ from deepsci.core.ensemble import Ensemble, load_ensemble, model_paths
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_path, read_json
 from deepsci.core.models.card import read_card
+from deepsci.core.models.registry import resolve_model
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
@@ -44,6 +45,7 @@ class CallConfig:
     model : str
         model.keras from ``train``, a folder (model.keras, member_*/ or ensemble.json) or
         several comma-separated: their genotype probabilities are averaged (an ensemble).
+        Omitted: the shipped default (``deepsci models list``); a shipped name works too.
     out : str
         Output table (calls.tsv.gz).
     batch_size : int
@@ -56,8 +58,9 @@ class CallConfig:
     batch_size: int = field(default=64)
 
     def validate(self) -> CallConfig:
-        if not self.examples or not self.model:
-            raise ConfigError("expected --examples and --model, found none")
+        if not self.examples:
+            raise ConfigError("expected --examples, found none")
+        self.model = resolve_model(self.model, app="variants", task="genotype")
         if self.batch_size < 1:
             raise ConfigError(f"expected --batch-size >= 1, found {self.batch_size}")
         if not self.out.endswith(".tsv.gz"):
