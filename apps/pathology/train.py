@@ -15,7 +15,6 @@ from deepsci.core.accelerator import AcceleratorConfig
 from deepsci.core.config import check_choice, check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import config_to_dict
-from deepsci.core.models.batchnorm import precise_batchnorm
 from deepsci.core.runs import RunDir, read_run
 from deepsci.core.training import TrainConfig
 
@@ -23,7 +22,7 @@ from .io import list_slides
 from .model import APP, TASK, build_model, model_card
 from .patches import PatchConfig, index_slide, make_dataset
 
-__all__ = ["PathologyTrainConfig", "VARIANTS", "find_annotation", "run_train", "precise_batchnorm"]
+__all__ = ["PathologyTrainConfig", "VARIANTS", "find_annotation", "run_train"]
 
 MODEL_NAME = "model.keras"
 VARIANTS = ("small", "v3")
@@ -232,6 +231,8 @@ def run_train(config: PathologyTrainConfig, *, overwrite: bool = False):
             model, _ = load_model(path, expect=APP, task=TASK)
             data = make_dataset(indices, cfg.patch, n=cfg.bn_batches * tc.batch_size, batch_size=tc.batch_size,
                                 seed=tc.seed + 20_000, augment_patches=False, mpp=cfg.mpp)
+            from deepsci.core.models.batchnorm import precise_batchnorm  # loads Keras
+
             precise_batchnorm(model, (x for x, _ in data))
             save_model(model, path, card=card)
         run.record(steps=result.steps, model=MODEL_NAME,

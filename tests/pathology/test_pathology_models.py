@@ -4,8 +4,9 @@ import pytest
 
 from deepsci.apps.pathology import heatmap, io, patches, synth
 from deepsci.apps.pathology.model import build_model, model_card
-from deepsci.apps.pathology.train import PathologyTrainConfig, precise_batchnorm
+from deepsci.apps.pathology.train import PathologyTrainConfig
 from deepsci.core.errors import InputError
+from deepsci.core.models.batchnorm import precise_batchnorm
 
 
 @pytest.mark.parametrize("mags", [(20.0,), (40.0, 20.0, 10.0)])
