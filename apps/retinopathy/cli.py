@@ -85,8 +85,8 @@ def train(cfg: RetinopathyConfig, opts: RunOptions) -> None:
                f"{v['auc']:.3f} (95% CI {v['auc_ci_low']:.3f}-{v['auc_ci_high']:.3f}), n={v['n']}")
 
 
-@config_command(app, EvaluateConfig, name="evaluate", arguments=["model"],
-                exclude=["files"], shown=["out", *DATA, "split", "n-boot", "cache", "workers"])
+@config_command(app, EvaluateConfig, name="evaluate", exclude=["files"],
+                shown=["model", "out", *DATA, "split", "n-boot", "cache", "workers"])
 def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> None:
     """Referable AUC (bootstrap CI), both operating points, kappa, confusion, ROC plot."""
     from .evaluate import run_evaluate
@@ -103,8 +103,8 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> None:
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'roc.png'}, {out / 'confusion.csv'}")
 
 
-@config_command(app, PredictConfig, name="predict", arguments=["model", "files"],
-                shown=["out", *DATA, "split", "operating-point", "cache", "workers"])
+@config_command(app, PredictConfig, name="predict", arguments=["files"],
+                shown=["model", "out", *DATA, "split", "operating-point", "cache", "workers"])
 def predict(cfg: PredictConfig, opts: RunOptions) -> None:
     """Grade photographs: probabilities, grade, referable decision, gradability (CSV)."""
     from .predict import run_predict
@@ -116,8 +116,9 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> None:
                f"{cfg.operating_point}, {n_ungr} ungradable; wrote {cfg.out / 'predictions.csv'}")
 
 
-@config_command(app, ExplainConfig, name="explain", arguments=["model", "files"],
-                shown=["out", "labels", "split", "masks", "target", "steps", "limit", "cache"])
+@config_command(app, ExplainConfig, name="explain", arguments=["files"],
+                shown=["model", "out", "labels", "split", "masks", "target", "steps", "limit",
+                       "cache"])
 def explain(cfg: ExplainConfig, opts: RunOptions) -> None:
     """Integrated-gradients saliency overlays showing which lesions drove the score."""
     from .explain import run_explain

@@ -26,8 +26,9 @@ from .predict import (
     SPLITS,
     InferenceConfig,
     inference_table,
-    load_trained,
+    open_model,
     probabilities,
+    warn_demo,
 )
 
 
@@ -345,10 +346,11 @@ def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
     Ungradable or unlabelled images are counted and excluded from the metrics.
     """
     config.validate()
-    ensemble, info = load_trained(config.model, batch_size=config.batch_size)
+    config, ensemble, info = open_model(config)
     with RunDir(config.out, command="retinopathy evaluate", config=config,
                 inputs=config.inputs(), overwrite=overwrite) as run:
         df = inference_table(config, ensemble.card.preprocessing)
+        warn_demo(ensemble.card, df["path"].tolist())
         probs = probabilities(ensemble, df)
         keep = ((df["gradable"].astype(int) == 1) & (df["grade"] >= 0)).to_numpy()
         if keep.sum() == 0:
@@ -372,7 +374,8 @@ def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
         res = pd.concat([df[["image", "patient", "split", "grade", "dme"]], probs], axis=1)
         res["referable_true"] = referable(df["grade"].to_numpy(), df["dme"].to_numpy())
         res["gradable"] = df["gradable"]
-        write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.5f"))
+        # 9 significant digits round-trip float32, so metrics recompute exactly from the file.
+        write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.9g"))
         run.record(**{k: metrics[k] for k in ("split", "split_images", "n", "n_patients",
                                                "n_referable", "auc", "auc_ci_low",
                                                "auc_ci_high", "kappa", "accuracy")})

@@ -22,7 +22,7 @@ from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
 from .io import load_image
-from .predict import InferenceConfig, inference_table, load_trained, predict_arrays
+from .predict import InferenceConfig, inference_table, open_model, predict_arrays, warn_demo
 from .preprocess import (
     PreprocessConfig,
     circle_mask,
@@ -187,7 +187,7 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
     ``select`` keeps only those image ids; ``limit`` the first ones.
     """
     config.validate()
-    ensemble, _ = load_trained(config.model, batch_size=config.batch_size)
+    config, ensemble, _ = open_model(config)
     preprocessing = ensemble.card.preprocessing
     size = preprocessing["size"]
     # Clinicians look at the photograph, not the network's contrast-normalised
@@ -197,6 +197,7 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
     with RunDir(config.out, command="retinopathy explain", config=config,
                 inputs=config.inputs(), overwrite=overwrite) as run:
         df = inference_table(config, preprocessing)
+        warn_demo(ensemble.card, df["path"].tolist())
         df = df[df["cache"] != ""].reset_index(drop=True)
         if config.select is not None:
             df = df[df["image"].isin(list(config.select))].reset_index(drop=True)

@@ -389,3 +389,22 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
         raise InputError(f"expected a readable image, found a corrupt or truncated file ({e})",
                          path) from None
     return rgb
+
+
+#: The JPEG comment ``retinopathy synth`` writes into every photograph: how a
+#: photograph is recognised as deepsci-synthetic (the only kind the shipped
+#: demo model was trained on).
+SYNTH_MARKER = b"deepsci-synthetic retinopathy"
+
+
+def is_synthetic(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a photograph written by ``retinopathy synth`` (its JPEG comment
+    starts with :data:`SYNTH_MARKER`); unreadable files and every other image are not."""
+    try:
+        with Image.open(path) as im:
+            comment = im.info.get("comment", b"")
+    except (OSError, ValueError):
+        return False
+    if isinstance(comment, str):
+        comment = comment.encode("latin-1", "replace")
+    return comment.startswith(SYNTH_MARKER)

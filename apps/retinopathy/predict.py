@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +24,10 @@ import pandas as pd
 from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import read_json, write_text
+from deepsci.core.models.registry import demo_warning, resolve_model
 from deepsci.core.runs import RunDir
 
-from .io import DatasetSpec, read_dataset
+from .io import DatasetSpec, is_synthetic, read_dataset
 from .model import APP, TASK, to_probabilities
 from .preprocess import PreprocessConfig, load_cached, preprocess_table, to_input
 
@@ -100,10 +103,11 @@ class InferenceConfig:
 
     Attributes
     ----------
-    model : Path
-        A directory written by ``train``.
     out : Path
         Output folder.
+    model : Path or None
+        A directory written by ``train`` or a shipped model's name; ``None``
+        takes the shipped default (:func:`resolve`).
     files : list of Path
         Unlabelled fundus photographs (predict, explain).
     data : DatasetSpec
@@ -119,8 +123,9 @@ class InferenceConfig:
         Images per inference batch.
     """
 
-    model: Path = field(metadata={"help": "Model directory written by train."})
     out: Path = field(metadata={"help": "Output folder."})
+    model: Path | None = option(None, "Model directory written by train, or a shipped name "
+                                      "(default: the shipped default).")
     files: list[Path] = option(help="Fundus photographs.", factory=list)
     data: DatasetSpec = field(default_factory=DatasetSpec)
     split: str = option("all", "test|val|train|all: rows of the model's splits.csv (only when "
@@ -130,7 +135,8 @@ class InferenceConfig:
     batch_size: int = option(32, "Images per inference batch.", min=1)
 
     def __post_init__(self) -> None:
-        self.model, self.out = Path(self.model), Path(self.out)
+        self.out = Path(self.out)
+        self.model = None if self.model is None else Path(self.model)
         self.files = [Path(f) for f in self.files]
         self.cache_dir = None if self.cache_dir is None else Path(self.cache_dir)
 
@@ -141,7 +147,51 @@ class InferenceConfig:
 
     def inputs(self) -> list[Path]:
         """The user's files this run reads (recorded in run.json)."""
-        return [self.model, *self.files, *([self.data.labels] if self.data.labels else [])]
+        return [*([self.model] if self.model is not None else []), *self.files,
+                *([self.data.labels] if self.data.labels else [])]
+
+
+def resolve(config: InferenceConfig) -> InferenceConfig:
+    """``config`` with ``model`` made a path: the shipped default when ``None``, a shipped
+    model's folder for its name.  Says which shipped model on stderr (one line); whether
+    it is a demo model is said by :func:`warn_demo` once the inputs are known.
+    """
+    lines: list[str] = []
+    path = resolve_model(None if config.model is None else str(config.model), app=APP,
+                         task=TASK, say=lines.append)
+    for line in lines:
+        if not line.startswith("warning:"):
+            print(line, file=sys.stderr)
+    return dataclasses.replace(config, model=Path(path))
+
+
+def open_model(config: InferenceConfig):
+    """Resolve ``config.model`` and load its ensemble.
+
+    Returns
+    -------
+    config : InferenceConfig
+        With ``model`` a path (recorded so in run.json).
+    ensemble : deepsci.core.ensemble.Ensemble
+    info : dict
+        ``ensemble.json``.
+    """
+    config = resolve(config)
+    ensemble, info = load_trained(config.model, batch_size=config.batch_size)
+    return config, ensemble, info
+
+
+def warn_demo(card, paths) -> bool:
+    """Print the demo-model warning when a synthetic-only model meets a photograph that
+    ``retinopathy synth`` did not write (:func:`.io.is_synthetic`); return whether it did."""
+    warning = demo_warning(card)
+    if warning is None:
+        return False
+    real = [p for p in paths if not is_synthetic(p)]
+    if real:
+        print(f"{warning} ({len(real)} of {len(paths)} photographs are not deepsci "
+              f"synthetic, e.g. {Path(real[0]).name})", file=sys.stderr)
+    return bool(real)
 
 
 @dataclass
@@ -188,6 +238,10 @@ def with_split(df: pd.DataFrame, model_dir: Path, split: str) -> pd.DataFrame:
     splits = Path(model_dir) / "splits.csv"
     if split == "all" and not splits.is_file():
         return df.assign(split="unknown")
+    if split == "test" and not splits.is_file() and (Path(model_dir) / "ensemble.json").is_file():
+        # A shipped model keeps no splits.csv: its training photographs were
+        # generated at build time and are not the user's, so every image is unseen.
+        return df.assign(split="external")
     if not splits.is_file():
         raise InputError("expected splits.csv written by train, found none", splits)
     s = pd.read_csv(splits, dtype={"image": str, "path": str})
@@ -257,11 +311,12 @@ def run_predict(config: PredictConfig, *, overwrite: bool = False) -> pd.DataFra
     gradability.  Ungradable images are flagged and get no grade or decision.
     """
     config.validate()
-    ensemble, info = load_trained(config.model, batch_size=config.batch_size)
+    config, ensemble, info = open_model(config)
     name, thr = threshold_for(info, config.operating_point)
     with RunDir(config.out, command="retinopathy predict", config=config,
                 inputs=config.inputs(), overwrite=overwrite) as run:
         df = inference_table(config, ensemble.card.preprocessing)
+        warn_demo(ensemble.card, df["path"].tolist())
         probs = probabilities(ensemble, df)
         res = pd.concat([df[["image"]], probs], axis=1)
         gradable = df["gradable"].astype(int) == 1
@@ -275,7 +330,7 @@ def run_predict(config: PredictConfig, *, overwrite: bool = False) -> pd.DataFra
         # Empty cells, not numbers, where no grade was given.
         for col in ("grade", "referable"):
             res[col] = res[col].astype("Int64").mask(~gradable)
-        write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.5f"))
+        write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.9g"))
         run.record(images=len(res), gradable=int(gradable.sum()),
                    referable=int((res["referable"] == 1).sum()), operating_point=name,
                    threshold=thr, members=len(ensemble))

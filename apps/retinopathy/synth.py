@@ -39,6 +39,8 @@ from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
+from .io import SYNTH_MARKER
+
 #: Lesion codes used in the masks (0 is background).
 LESIONS = {1: "microaneurysm", 2: "haemorrhage", 3: "hard_exudate", 4: "cotton_wool_spot",
            5: "venous_beading", 6: "neovascularisation", 7: "preretinal_haemorrhage"}
@@ -531,7 +533,9 @@ def run_synth(config: SynthConfig, *, overwrite: bool = False) -> pd.DataFrame:
             with atomic_path(png) as tmp:
                 Image.fromarray(lab).save(tmp, format="PNG")
             with atomic_path(jpg) as tmp:
-                Image.fromarray(img).save(tmp, format="JPEG", quality=config.jpeg_quality)
+                # The comment marks the photograph as synthetic (io.is_synthetic).
+                Image.fromarray(img).save(tmp, format="JPEG", quality=config.jpeg_quality,
+                                          comment=SYNTH_MARKER + f" seed={config.seed}".encode())
             rows.append({"image": name, "level": g, "dme": int(dme), **info})
         table = pd.DataFrame(rows)
         write_text(out / "trainLabels.csv", table[["image", "level", "dme"]].to_csv(index=False))

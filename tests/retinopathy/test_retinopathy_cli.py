@@ -52,7 +52,7 @@ def test_training_learns(trained):
 
 def test_evaluate(trained):
     out = trained / "eval"
-    assert main(["retinopathy", "evaluate", str(trained / "model"), "--labels",
+    assert main(["retinopathy", "evaluate", "--model", str(trained / "model"), "--labels",
                  str(trained / "data" / "trainLabels.csv"), "--split", "test", "--out", str(out),
                  "--n-boot", "200"]) == 0
     m = json.loads((out / "metrics.json").read_text())
@@ -82,7 +82,7 @@ def test_evaluate(trained):
     assert (out / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert (pd.read_csv(out / "confusion.csv", index_col=0).to_numpy() == cm).all()
     # predict on the same images gives the same probabilities.
-    assert main(["retinopathy", "predict", str(trained / "model"), "--labels",
+    assert main(["retinopathy", "predict", "--model", str(trained / "model"), "--labels",
                  str(trained / "data" / "trainLabels.csv"), "--split", "test",
                  "--out", str(trained / "pred_test")]) == 0
     again = pd.read_csv(trained / "pred_test" / "predictions.csv", dtype={"image": str})
@@ -104,7 +104,7 @@ def test_predict_flags_ungradable(trained, tmp_path):
     files.append(tmp_path / "black.png")
     Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(files[-1])
     out = tmp_path / "pred"
-    assert main(["retinopathy", "predict", str(trained / "model"), *map(str, files), "--out",
+    assert main(["retinopathy", "predict", "--model", str(trained / "model"), *map(str, files), "--out",
                  str(out), "--operating-point", "high_specificity",
                  "--cache", str(tmp_path / "cache")]) == 0
     df = pd.read_csv(out / "predictions.csv")
@@ -122,7 +122,7 @@ def test_predict_flags_ungradable(trained, tmp_path):
 def test_explain_saliency_on_lesions(trained):
     out = trained / "explain"
     splits = pd.read_csv(trained / "model" / "splits.csv", dtype={"image": str})
-    assert main(["retinopathy", "explain", str(trained / "model"), "--labels",
+    assert main(["retinopathy", "explain", "--model", str(trained / "model"), "--labels",
                  str(trained / "data" / "trainLabels.csv"), "--split", "test", "--out", str(out),
                  "--masks", str(trained / "data" / "masks"), "--steps", "16", "--limit", "8"]) == 0
     table = pd.read_csv(out / "saliency.csv")
@@ -143,22 +143,22 @@ def _err(capsys, argv):
 
 def test_bad_inputs_exit_2(trained, tmp_path, capsys):
     model = str(trained / "model")
-    rc, err = _err(capsys, ["retinopathy", "evaluate", model, "--labels",
+    rc, err = _err(capsys, ["retinopathy", "evaluate", "--model", model, "--labels",
                             str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: label file not found")
     (tmp_path / "train").mkdir()
     (tmp_path / "trainLabels.csv").write_text("image,level\n5_left,7\n")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "train" / "5_left.jpeg")
-    rc, err = _err(capsys, ["retinopathy", "evaluate", model, "--labels",
+    rc, err = _err(capsys, ["retinopathy", "evaluate", "--model", model, "--labels",
                             str(tmp_path / "trainLabels.csv"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "ICDR grade in 0-4, found '7'" in err[0]
-    rc, err = _err(capsys, ["retinopathy", "predict", model, str(tmp_path / "missing.jpeg"),
+    rc, err = _err(capsys, ["retinopathy", "predict", "--model", model, str(tmp_path / "missing.jpeg"),
                             "--out", str(tmp_path / "o")])
     assert rc == 2 and "missing.jpeg" in err[0]
-    rc, err = _err(capsys, ["retinopathy", "predict", model, str(tmp_path / "train" / "5_left.jpeg"),
+    rc, err = _err(capsys, ["retinopathy", "predict", "--model", model, str(tmp_path / "train" / "5_left.jpeg"),
                             "--out", str(tmp_path / "o"), "--operating-point", "loose"])
     assert rc == 2 and "operating point" in err[0]
-    rc, err = _err(capsys, ["retinopathy", "predict", str(tmp_path), str(tmp_path / "x.png"),
+    rc, err = _err(capsys, ["retinopathy", "predict", "--model", str(tmp_path), str(tmp_path / "x.png"),
                             "--out", str(tmp_path / "o")])
     assert rc == 2 and err[0].startswith("error: expected a model directory")
     rc, err = _err(capsys, ["retinopathy", "train", "--labels", str(tmp_path / "trainLabels.csv"),
@@ -201,7 +201,7 @@ def test_config_rerun_reproduces_predictions(trained, tmp_path):
         files.append(tmp_path / f"photo{i}.jpeg")
         Image.fromarray(img).save(files[-1])
     first, second = tmp_path / "first", tmp_path / "second"
-    assert main(["retinopathy", "predict", str(trained / "model"), *map(str, files), "--out",
+    assert main(["retinopathy", "predict", "--model", str(trained / "model"), *map(str, files), "--out",
                  str(first), "--operating-point", "0.3", "--cache", str(tmp_path / "c")]) == 0
     assert main(["retinopathy", "predict", "--config", str(first / "run.json"),
                  "--out", str(second)]) == 0
@@ -235,13 +235,13 @@ def test_every_output_has_one_run_record(trained):
     (["train", "--labels", "L.csv", "--out", "OUT", "--size", "16"],
      "expected --size >= 32, found 16"),
     (["train", "--out", "OUT"], "expected --labels, found none"),
-    (["evaluate", "M", "--out", "OUT", "--labels", "L.csv", "--n-boot", "0"],
+    (["evaluate", "--model", "M", "--out", "OUT", "--labels", "L.csv", "--n-boot", "0"],
      "expected --n-boot >= 1, found 0"),
-    (["predict", "M", "a.png", "--out", "OUT", "--batch-size", "0"],
+    (["predict", "--model", "M", "a.png", "--out", "OUT", "--batch-size", "0"],
      "expected --batch-size >= 1, found 0"),
-    (["predict", "M", "a.png", "--out", "OUT", "--split", "dev"],
+    (["predict", "--model", "M", "a.png", "--out", "OUT", "--split", "dev"],
      "expected --split all|train|val|test, found 'dev'"),
-    (["explain", "M", "a.png", "--out", "OUT", "--target", "dme"],
+    (["explain", "--model", "M", "a.png", "--out", "OUT", "--target", "dme"],
      "expected --target referable|grade, found 'dme'"),
 ])
 def test_option_ranges_are_checked_first(argv, message, tmp_path, capsys):

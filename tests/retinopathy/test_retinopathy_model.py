@@ -75,7 +75,7 @@ def test_other_apps_model_is_refused(model, tmp_path, capsys):
                                                   "sensitivity": 1.0, "specificity": 0.5}}}))
     photo = tmp_path / "eye.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
-    rc = main(["retinopathy", "predict", str(mdir), str(photo), "--out", str(tmp_path / "o")])
+    rc = main(["retinopathy", "predict", "--model", str(mdir), str(photo), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert err[0] == (f"error: expected a retinopathy model, found a molecules model "
