@@ -79,12 +79,30 @@ models_app = typer.Typer(help="The trained models that ship with deepsci: list, 
 app.add_typer(models_app, name="models")
 
 
+#: Leaf names of a card's metrics that make a one-line headline, and branches that hold a
+#: peer's score rather than the model's.
+_HEADLINE = ("f1", "mae", "auc", "froc", "slide_auc", "vi_split", "vi_merge", "kappa")
+_PEERS = ("bcftools", "ridge", "baseline", "watershed")
+
+
+def _leaves(tree, prefix=""):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield f"{prefix}{k}", v
+
+
 def _fmt_metric(card) -> str:
     for split in ("test", "validation"):
-        scores = card.metrics.get(split) or {}
-        items = [(k, v) for k, v in scores.items() if isinstance(v, (int, float))][:2]
+        scores = card.metrics.get(split)
+        if not isinstance(scores, dict):
+            continue
+        leaves = [(k, v) for k, v in _leaves(scores)
+                  if not any(p in k.lower() for p in _PEERS)]
+        items = [(k, v) for k, v in leaves if k.rsplit(".", 1)[-1] in _HEADLINE] or leaves
         if items:
-            return f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in items)
+            return f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in items[:2])
     return "-"
 
 
@@ -99,7 +117,7 @@ def models_list() -> None:
         return
     for m in models:
         flags = ("default" if m.default else "") + (" synthetic-only" if m.synthetic_only else "")
-        typer.echo(f"{m.name:32s} {m.card.app}/{m.card.task:14s} {flags.strip() or '-':24s} "
+        typer.echo(f"{m.name:30s} {m.card.app + '/' + m.card.task:28s} {flags.strip() or '-':24s} "
                    f"{m.size_bytes / 1e6:6.2f} MB  {_fmt_metric(m.card)}")
 
 

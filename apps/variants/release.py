@@ -110,11 +110,13 @@ def build(out_root: str | Path, *, tiny: bool = False, work: str | Path | None =
     # Resumable: a killed build keeps its simulation and trained model in `work`.
     done = work / "stages.json"
     stages = read_json(done) if done.exists() else {}
+    # Seconds spent by earlier, killed invocations; this one's are added once per stage.
+    before = stages.get("seconds", 0.0)
     if "sim" not in stages:
         vio.write_fasta(genome, work / "source.fa")
         stages["sim"] = simulate(SimulateConfig(out_dir=str(work / "sim"), fasta=str(work / "source.fa"),
                                                 coverage=30.0, read_length=150, seed=_SIM_SEED))
-        stages["seconds"] = time.time() - t0
+        stages["seconds"] = before + (time.time() - t0)
         write_json(done, stages)
     sim = stages["sim"]
     cfg = TrainVariantsConfig(reads=sim["bam"], ref=sim["ref"], truth_vcf=sim["truth"],
@@ -123,14 +125,19 @@ def build(out_root: str | Path, *, tiny: bool = False, work: str | Path | None =
                               epochs=s["epochs"], batch_size=s["batch"], width=s["width"])
     if "model" not in stages:
         stages["model"] = train_variants(cfg, progress=False, overwrite=True)["model"]
-        stages["seconds"] = stages.get("seconds", 0.0) + time.time() - t0
+        stages["seconds"] = before + (time.time() - t0)
         write_json(done, stages)
     held_out = _score(work, sim, stages["model"], (contig, s["train_bp"], length - 200))
-    seconds = stages["seconds"] + (time.time() - t0)
+    seconds = before + (time.time() - t0)
     path = _install(out_root, stages["model"], cfg, data, sim, held_out, seconds, tiny)
     if scratch:
         shutil.rmtree(work, ignore_errors=True)
     return [path]
+
+
+def _machine() -> str:
+    m = machine_info()
+    return f"{m.get('cores', '?')} CPU cores ({m.get('cpu', '')}), shared"
 
 
 def _install(out_root: Path, model: str, cfg: TrainVariantsConfig, data: dict, sim: dict,
@@ -153,7 +160,7 @@ def _install(out_root: Path, model: str, cfg: TrainVariantsConfig, data: dict, s
                     "panels, other read lengths, somatic or low-fraction variants, or polyploid "
                     "genomes. Check it against a truth set of your own before relying on it.",
         extra={**card.extra, "shipped": {"default": True, "build_seconds": round(seconds, 1),
-                                         "build_machine": machine_info().get("cpu", "")}})
+                                         "build_machine": _machine()}})
     final = out_root / NAME
     tmp = out_root / f".{NAME}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -113,6 +113,22 @@ def test_models_commands(root, monkeypatch, capsys):
     assert "expected a shipped model name" in capsys.readouterr().err
 
 
+def test_models_list_headline_reads_nested_metrics_and_skips_the_peers():
+    from deepsci.apps.cli import _fmt_metric
+
+    card = ModelCard(app="variants", task="genotype", metrics={
+        "validation": {"loss": 0.04},
+        "test": {"region": "I:1-9", "bcftools": {"SNP": {"f1": 1.0}},
+                 "deepsci": {"SNP": {"f1": 0.75, "tp": 3}, "INDEL": {"f1": 0.5}}}})
+    assert _fmt_metric(card) == "test: deepsci.SNP.f1 0.75, deepsci.INDEL.f1 0.5"
+    card = ModelCard(app="molecules", task="qm9", metrics={
+        "test": {"gap": {"mae": 0.125, "unit": "eV", "ridge_rdkit_mae": 0.3, "chemical_accuracy": 0.043}}})
+    assert _fmt_metric(card) == "test: gap.mae 0.125"
+    assert _fmt_metric(ModelCard(app="x", task="y", metrics={"validation": {"loss": 0.5}})) == \
+        "validation: loss 0.5"
+    assert _fmt_metric(ModelCard(app="x", task="y")) == "-"
+
+
 # --------------------------------------------------------------------------- the package's own models
 
 def test_the_shipped_models_have_complete_cards_and_fit_the_size_budget():
