@@ -355,7 +355,7 @@ def bench_accuracy(work: Path, args) -> tuple[list[dict], dict]:
            "lesions (non-ITC)": m["lesions"], "FROC": m["froc"],
            **{f"sens@{k}": v for k, v in m["sensitivity_at"].items()},
            "ITC (excluded)": sum(r["itc"] for r in read_json(work / "accuracy" / "eval" / "per_slide.json")),
-           "slide AUC": m.get("slide_auc"), "patch val AUC": (r["history"][-1] or {}).get("val_auc"),
+           "slide AUC": m.get("slide_auc"), "patch val AUC (Keras 200-threshold approx.)": (r["history"][-1] or {}).get("val_auc"),
            "minutes": (time.perf_counter() - t) / 60}
     settings = (f"train seed 0: {s.n_train[0]} tumour + {s.n_train[1]} normal slides (metastasis radius "
                 f"{s.radius_um[0]:g}-{s.radius_um[1]:g} um); held-out seed 1: {s.n_test[0]} tumour + "

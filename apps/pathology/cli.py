@@ -58,7 +58,9 @@ def train(cfg: PathologyTrainConfig, opts: RunOptions) -> None:
 
     result = run_train(cfg, overwrite=opts.overwrite)
     last = result.history[-1] if result.history else {}
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k in ("loss", "auc", "val_loss", "val_auc"))
+    # The history's auc/val_auc are Keras' 200-threshold approximation, not the exact patch
+    # AUC: only the losses are printed.
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k in ("loss", "val_loss"))
     typer.echo(f"trained {result.steps} steps: {shown} -> {Path(cfg.out) / MODEL_NAME}")
 
 
@@ -84,11 +86,12 @@ def detect(cfg: DetectConfig, opts: RunOptions) -> None:
 
 
 @config_command(app, EvaluateConfig, name="evaluate",
-                shown=["detections", "truth", "out", "slides", "level", "mpp"])
+                shown=["detections", "truth", "out", "slides", "reference", "pixel-size", "level", "mpp"])
 def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> None:
     """Camelyon16 FROC (official rules) and slide-level ROC AUC, with plots."""
-    from .evaluate import run_evaluate
+    from .evaluate import pixel_size_text, run_evaluate
 
     m = run_evaluate(cfg, overwrite=opts.overwrite)
     auc = f", slide AUC {m['slide_auc']:.4f}" if "slide_auc" in m else ""
-    typer.echo(f"FROC {m['froc']:.4f} over {m['slides']} slides ({m['lesions']} lesions){auc} -> {cfg.out}")
+    typer.echo(f"FROC {m['froc']:.4f} over {m['slides']} slides ({m['lesions']} lesions; "
+               f"{pixel_size_text(m)}){auc} -> {cfg.out}")

@@ -220,7 +220,10 @@ def run_train(config: PathologyTrainConfig, *, overwrite: bool = False):
         tc = _loop_config(cfg)
         result = _fit(cfg, tc, indices, run.path)
         last = result.history[-1] if result.history else {}
-        validation = {k: v for k, v in last.items() if k.startswith("val_") and isinstance(v, (int, float))}
+        # keras.metrics.AUC sums 200 thresholds: an approximation, named so in the card (the
+        # exact patch AUC is release/demo's sklearn one).
+        validation = {(f"{k}_approx" if k == "val_auc" else k): v for k, v in last.items()
+                      if k.startswith("val_") and isinstance(v, (int, float))}
         card = model_card(cfg, training={"command": "pathology train", "config": config_to_dict(cfg),
                                          "loop": config_to_dict(tc), "precise_batchnorm_batches": cfg.bn_batches},
                           data=_provenance(cfg, indices), metrics={"validation": validation})

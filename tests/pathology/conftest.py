@@ -89,7 +89,9 @@ def _official_froc(FROC_data):
     unlisted_FPs = [item for sublist in FROC_data[1] for item in sublist]
     unlisted_TPs = [item for sublist in FROC_data[2] for item in sublist]
     total_FPs, total_TPs = [], []
-    all_probs = sorted(set(unlisted_FPs + unlisted_TPs))
+    # key=float: under NumPy 2 a Python float and a float32 compare in float32, so the script's
+    # plain sort can misorder p and float32(p); the script was written for exact-value order.
+    all_probs = sorted(set(unlisted_FPs + unlisted_TPs), key=float)
     for Thresh in all_probs[1:]:
         total_FPs.append((np.asarray(unlisted_FPs) >= Thresh).sum())
         total_TPs.append((np.asarray(unlisted_TPs) >= Thresh).sum())

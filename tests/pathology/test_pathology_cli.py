@@ -39,7 +39,7 @@ def test_train_outputs(trained, slide_dir):
     assert run["config"]["patch"]["center_size"] == 16 and run["config"]["train"]["epochs"] == 2
     history = json.loads((trained.parent / "history.json").read_text())
     assert run["results"]["last_epoch"]["val_auc"] == pytest.approx(history[-1]["val_auc"])
-    assert card["metrics"]["validation"]["val_auc"] == pytest.approx(history[-1]["val_auc"])
+    assert card["metrics"]["validation"]["val_auc_approx"] == pytest.approx(history[-1]["val_auc"])
     # one record per output folder: no config copies beside it
     assert not {"config.json", "run_info.json", "model.json"} & {p.name for p in trained.parent.iterdir()}
 
@@ -81,7 +81,7 @@ def test_detect_and_evaluate(heatmaps, slide_dir, tmp_path, official):
     scores = dict(line.split(",") for line in (det / "slides.csv").read_text().splitlines()[1:])
     assert float(scores["tumor_001"]) > float(scores["normal_001"])
     assert main(["pathology", "evaluate", "--detections", str(det), "--truth", str(slide_dir),
-                 "--out", str(ev)]) == 0
+                 "--out", str(ev), "--pixel-size", "slide"]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert m["slide_auc"] == 1.0
     assert m["lesions"] == 1 and m["tumour_slides"] == 1 and m["slides"] == 2
@@ -115,7 +115,7 @@ def test_detect_and_evaluate(heatmaps, slide_dir, tmp_path, official):
 def _evaluate_like_official(det, truth, out, official, *, level: int) -> float:
     """``deepsci pathology evaluate`` at ``level`` == the official script on the same files."""
     assert main(["pathology", "evaluate", "--detections", str(det), "--truth", str(truth),
-                 "--out", str(out), "--level", str(level)]) == 0
+                 "--out", str(out), "--level", str(level), "--pixel-size", "slide"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     want, fps, sens = official.from_files(det, truth, level)
     assert m["froc"] == pytest.approx(want, abs=1e-9)
@@ -184,7 +184,7 @@ def test_multiscale_towers_end_to_end(tmp_path, official):
     assert heat[truth & evaluated].mean() > heat[~truth & evaluated].mean()
     assert main(["pathology", "detect", "--heatmaps", str(hm), "--out", str(det), "--threshold", "0.2"]) == 0
     assert main(["pathology", "evaluate", "--detections", str(det), "--truth", str(slides),
-                 "--out", str(ev)]) == 0
+                 "--out", str(ev), "--pixel-size", "slide"]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert m["slides"] == 2 and m["lesions"] == 1
     # 2048-px masks reach level 5: the default evaluation is exactly the official script's

@@ -53,6 +53,24 @@ def test_evaluation_mask_growth_and_itc():
     assert 275 / px == pytest.approx(35.36, abs=0.01)
 
 
+def _froc_in_exact_order(froc_data):
+    """The script's computeFROC with its thresholds sorted by exact value.
+
+    ``sorted(set(fps + tps))`` meets a float and a float32 of nearly the same value; NumPy 2
+    compares those two in float32, finds them equal and leaves them in set order, so p can
+    come after float32(p) > p and the false positives rise with the threshold. NumPy 1, which
+    the script was written for, compares them exactly.
+    """
+    fps = [p for sub in froc_data[1] for p in sub]
+    tps = [t for sub in froc_data[2] for t in sub]
+    n_fp, n_tp = [], []
+    for thresh in sorted(set(fps + tps), key=float)[1:]:
+        n_fp.append((np.asarray(fps) >= thresh).sum())
+        n_tp.append((np.asarray(tps) >= thresh).sum())
+    return (np.asarray(n_fp + [0]) / float(len(froc_data[0])),
+            np.asarray(n_tp + [0]) / float(sum(froc_data[3])))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_froc_matches_official_algorithm_on_random_detections(seed, official):
     rng = np.random.default_rng(seed)
@@ -67,8 +85,10 @@ def test_froc_matches_official_algorithm_on_random_detections(seed, official):
                 rr, cc = np.ogrid[:96, :96]
                 mask |= (rr - r) ** 2 + (cc - c) ** 2 <= rad ** 2
         n = int(rng.integers(0, 40))
-        # probabilities on a coarse grid so ties happen, as with real heatmaps
-        probs = list(np.round(rng.random(n), 2))
+        # probabilities on a coarse grid so ties happen, as with real heatmaps, and as Python
+        # floats parsed from the %.6f text detect writes (what the script reads): NumPy compares
+        # a float64 scalar with the script's float32 lesion array in float64, a float in float32
+        probs = [float(f"{p:.6f}") for p in np.round(rng.random(n), 2)]
         xs = list(rng.integers(0, 96 * 8, n))
         ys = list(rng.integers(0, 96 * 8, n))
         if is_tumour and mask.any():
@@ -92,7 +112,10 @@ def test_froc_matches_official_algorithm_on_random_detections(seed, official):
         with pytest.raises(InputError):
             evaluate.froc_curve(ours)
         return
-    want_fps, want_sens = official.froc([names, fp_l, tp_l, n_l])
+    want_fps, want_sens = _froc_in_exact_order([names, fp_l, tp_l, n_l])
+    # the fixture's sweep visits the same thresholds, only perhaps in another order
+    fixture = official.froc([names, fp_l, tp_l, n_l])
+    assert sorted(zip(*fixture, strict=True)) == sorted(zip(want_fps, want_sens, strict=True))
     got_fps, got_sens = evaluate.froc_curve(ours)
     np.testing.assert_allclose(got_fps, want_fps)
     np.testing.assert_allclose(got_sens, want_sens)

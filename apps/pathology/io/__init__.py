@@ -35,7 +35,7 @@ from .slide import (
     open_slide,
 )
 from .submission import read_detections_csv, write_detections_csv
-from .truth import SlideTruth, find_file, load_truth
+from .truth import ANNOTATION_SUFFIXES, SlideTruth, find_file, load_truth, truth_file
 
 __all__ = [
     "Slide",
@@ -62,4 +62,6 @@ __all__ = [
     "SlideTruth",
     "load_truth",
     "find_file",
+    "truth_file",
+    "ANNOTATION_SUFFIXES",
 ]

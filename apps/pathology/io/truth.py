@@ -1,7 +1,8 @@
 """A slide's ground truth at the evaluation level: ``<slide>_Mask.tif`` or its annotations.
 
-Camelyon16 ships the truth both ways (mask TIFFs and ASAP XML); a slide with
-neither is a normal slide.
+Camelyon16 ships the truth both ways (mask TIFFs and ASAP XML). Whether a
+slide without either is a normal slide is the caller's decision (the
+evaluation asks the slide's name or a reference list, as Camelyon16 does).
 """
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from deepsci.core.errors import InputError
 from .annotations import rasterize, read_annotations, resize_mask
 from .slide import SLIDE_SUFFIXES, Slide
 
-__all__ = ["SlideTruth", "find_file", "load_truth"]
+__all__ = ["SlideTruth", "find_file", "truth_file", "load_truth", "ANNOTATION_SUFFIXES"]
+
+#: Annotation files of a slide, in the order they are looked for (after ``<slide>_Mask.tif``).
+ANNOTATION_SUFFIXES = (".xml", ".geojson", ".json")
 
 
 @dataclass
@@ -49,16 +53,30 @@ def find_file(folder: Path | None, stem: str, suffixes: Sequence[str]) -> Path |
     return None
 
 
+def truth_file(name: str, truth_dir: Path) -> Path | None:
+    """The ground-truth file of slide ``name``: ``<name>_Mask.tif``, else its XML/GeoJSON, else ``None``.
+
+    Parameters
+    ----------
+    name : str
+        Slide name (file stem).
+    truth_dir : Path
+        Folder of the masks and annotations.
+    """
+    return (find_file(truth_dir, f"{name}_Mask", (".tif", ".tiff"))
+            or find_file(truth_dir, name, ANNOTATION_SUFFIXES))
+
+
 def load_truth(name: str, *, slides_dir: Path | None, truth_dir: Path, level: int,
                mpp: float | None = None) -> SlideTruth:
     """Tumour mask of slide ``name`` at ``level``, from ``<name>_Mask.tif`` or XML/GeoJSON.
 
-    A slide with neither file is a normal slide. The slide itself (in
-    ``slides_dir``) gives the size and microns per pixel; a mask TIFF can stand
-    in for it.
+    A slide with neither file gets an empty mask (:func:`truth_file` tells). The slide
+    itself (in ``slides_dir``) gives the size and microns per pixel; a mask
+    TIFF can stand in for it.
     """
     mask_path = find_file(truth_dir, f"{name}_Mask", (".tif", ".tiff"))
-    ann_path = find_file(truth_dir, name, (".xml", ".geojson", ".json"))
+    ann_path = find_file(truth_dir, name, ANNOTATION_SUFFIXES)
     slide_path = find_file(slides_dir, name, SLIDE_SUFFIXES)
     ref = slide_path or mask_path
     if ref is None:
