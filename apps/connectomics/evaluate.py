@@ -1,18 +1,26 @@
 """Segmentation metrics: variation of information, adapted Rand error, ERL, merges/splits.
 
-All pairwise metrics are computed from one sparse contingency table of
-(ground truth, prediction) ids, so they scale to large volumes. Conventions
-match ``skimage.metrics``: ``variation_of_information(gt, seg)`` returns
-``(H(seg|gt), H(gt|seg))`` — the first is the *split* part (one true object
-cut into several), the second the *merge* part — and ``adapted_rand_error``
-ignores ground-truth label 0 by default.
+One label-0 rule holds for every metric (:data:`CONVENTIONS`):
 
-Expected run length (ERL) follows Januszewski et al. (2018): the ground truth
-is skeletonised, every skeleton edge whose two end voxels lie in the same
-predicted segment is "correct", pieces of correct edges form runs, and
-``ERL = sum(run_length**2) / total_skeleton_length``. A predicted segment that
-touches the skeletons of two or more true objects is a merge and its runs
-count zero, so merges are punished as in the paper.
+* ground-truth label 0 (background, unlabelled) is left out: its voxels are not scored, as
+  in CREMI and SNEMI3D;
+* predicted label 0 inside scored ground truth (voxels no segment claimed) is not one
+  segment: each such voxel is a segment of its own (:func:`relabel_unclaimed`), as the
+  SNEMI3D adapted-Rand script counts its predicted-0 column, so unclaimed voxels count as
+  splits and can never merge two objects. The same holds here for VI, ERL and the counts.
+
+The pairwise metrics come from one sparse contingency table of (ground truth,
+prediction) ids, so they scale to large volumes. Orders and units are
+``skimage.metrics``': :func:`variation_of_information` returns ``(H(seg|gt), H(gt|seg))``
+in bits, the *split* then the *merge* part, and :func:`adapted_rand_error` returns
+``(error, precision, recall)``; each equals skimage's on the relabelled arrays.
+
+Expected run length (ERL) follows Januszewski et al. (2018): the ground truth is
+skeletonised (TEASAR, :mod:`~deepsci.apps.connectomics.skeleton`), every skeleton edge
+whose two end nodes lie in the same predicted segment is "correct", connected pieces of
+correct edges form runs, and ``ERL = sum(run_length**2) / total_skeleton_length``. A
+predicted segment holding skeleton nodes of two or more true objects is a merge and its
+edges count zero, so merges are punished as in the paper.
 """
 from __future__ import annotations
 
@@ -21,8 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from .skeleton import TeasarParams, teasar_graph
+
 __all__ = [
+    "CONVENTIONS",
+    "LABEL_ZERO_RULE",
     "contingency",
+    "relabel_unclaimed",
     "variation_of_information",
     "adapted_rand_error",
     "skeleton_graph",
@@ -32,12 +45,42 @@ __all__ = [
     "SegmentationScores",
 ]
 
+#: The label-0 rule in one line (printed beside every score table).
+LABEL_ZERO_RULE = ("label 0: ground-truth 0 is not scored; predicted 0 inside scored ground truth is one "
+                   "segment per voxel (unclaimed voxels count as splits), for every metric")
+
+#: How every number of :func:`evaluate_segmentation` is computed (written beside the scores).
+CONVENTIONS = {
+    "label_zero": LABEL_ZERO_RULE,
+    "ground_truth_background": "voxels with ground-truth label 0 are left out of every metric",
+    "unclaimed_prediction": "predicted label 0 inside scored ground truth: each voxel its own segment "
+                            "(as SNEMI3D's adapted Rand counts it), in VI, adapted Rand, ERL and the "
+                            "counts alike; they reach a merge/split overlap only when min_overlap is 1",
+    "vi": "variation of information in bits (log2): vi_split = H(seg|gt), vi_merge = H(gt|seg)",
+    "adapted_rand": "skimage.metrics.adapted_rand_error: 1 - F-score of Rand precision and recall",
+    "erl": "expected run length (Januszewski et al. 2018) in voxel-size units on TEASAR skeletons of the "
+           "ground-truth objects (deepsci.apps.connectomics.skeleton; tips pulled a voxel off the surface); "
+           "a segment holding skeleton nodes of two true objects counts zero; max_erl is the ground truth's "
+           "own ERL; merged_skeleton_fraction is the skeleton length in merged segments over the total",
+    "merges_splits": "overlaps of at least min_overlap voxels: a segment overlapping k objects adds k - 1 "
+                     "merges, an object overlapping k segments adds k - 1 splits",
+}
+
 
 def contingency(gt: np.ndarray, seg: np.ndarray, *, ignore_gt=(), ignore_seg=()) -> sparse.csr_matrix:
     """Sparse voxel counts ``n[i, j]`` of ground-truth id ``i`` with predicted id ``j``.
 
-    Voxels whose label is in ``ignore_gt`` / ``ignore_seg`` are left out. Ids
-    are compacted: rows and columns follow ``np.unique`` order.
+    A plain table of two labellings (no label-0 rule): voxels whose label is in
+    ``ignore_gt`` / ``ignore_seg`` are left out. Ids are compacted: rows and columns
+    follow ``np.unique`` order.
+
+    Parameters
+    ----------
+    gt, seg : ndarray of int, shape (Z, Y, X)
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of float64, shape (n_gt_ids, n_seg_ids)
     """
     if gt.shape != seg.shape:
         raise ValueError(f"Expected arrays of one shape. Received: {gt.shape} and {seg.shape}")
@@ -55,6 +98,54 @@ def contingency(gt: np.ndarray, seg: np.ndarray, *, ignore_gt=(), ignore_seg=())
     return sparse.coo_matrix((data, (gi, si)), shape=shape).tocsr()
 
 
+def _check_labels(a: np.ndarray, name: str) -> None:
+    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+        raise TypeError(f"Expected integer labels for {name}. Received dtype {a.dtype}")
+    if np.issubdtype(a.dtype, np.signedinteger) and a.size and a.min() < 0:
+        raise ValueError(f"Expected non-negative labels for {name}. Received minimum {a.min()}")
+
+
+def relabel_unclaimed(gt: np.ndarray, seg: np.ndarray, *, ignore_labels=(0,)) -> np.ndarray:
+    """``seg`` with every predicted-0 voxel inside scored ground truth given an id of its own.
+
+    Parameters
+    ----------
+    gt, seg : ndarray of non-negative int, shape (Z, Y, X)
+        Any integer dtypes; ``gt`` voxels with a label in ``ignore_labels`` are not scored,
+        and predicted 0 there stays 0.
+    ignore_labels : sequence of int
+
+    Returns
+    -------
+    ndarray of uint64, shape (Z, Y, X)
+        Claimed voxels keep their id; the ``n`` unclaimed ones get ``m + 1 .. m + n`` with
+        ``m`` the largest id (ids are first compacted in order if that would overflow).
+    """
+    if gt.shape != seg.shape:
+        raise ValueError(f"Expected arrays of one shape. Received: {gt.shape} and {seg.shape}")
+    _check_labels(gt, "gt")
+    _check_labels(seg, "seg")
+    unclaimed = seg == 0
+    if len(ignore_labels):
+        unclaimed &= ~np.isin(gt, np.asarray(ignore_labels))
+    out = seg.astype(np.uint64)  # a copy: the caller's array is never changed
+    n = int(np.count_nonzero(unclaimed))
+    if n == 0:
+        return out
+    top = int(out.max())
+    if top > np.iinfo(np.uint64).max - n:
+        _, inv = np.unique(out, return_inverse=True)  # 0 is present, so it stays 0
+        out = inv.reshape(out.shape).astype(np.uint64)
+        top = int(out.max())
+    out[unclaimed] = np.arange(top + 1, top + 1 + n, dtype=np.uint64)
+    return out
+
+
+def _scored_table(gt: np.ndarray, seg: np.ndarray, ignore_labels) -> sparse.csr_matrix:
+    """Contingency table under the label-0 rule (see the module docstring)."""
+    return contingency(gt, relabel_unclaimed(gt, seg, ignore_labels=ignore_labels), ignore_gt=ignore_labels)
+
+
 def _xlogx(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float64)
     out = np.zeros_like(v)
@@ -63,37 +154,23 @@ def _xlogx(v: np.ndarray) -> np.ndarray:
     return out
 
 
-def variation_of_information(gt: np.ndarray, seg: np.ndarray, *, ignore_labels=()) -> tuple[float, float]:
-    """``(split, merge)`` = ``(H(seg|gt), H(gt|seg))`` in bits (skimage's order and units).
-
-    ``ignore_labels`` drops voxels whose *ground-truth* label is one of them
-    (skimage's semantics).
-    """
-    c = contingency(gt, seg, ignore_gt=ignore_labels)
+def _vi(c: sparse.csr_matrix) -> tuple[float, float]:
     n = c.sum()
     if n == 0:
         return 0.0, 0.0
-    p = c.data / n
-    h_joint = -_xlogx(p).sum()
+    h_joint = -_xlogx(c.data / n).sum()
     h_gt = -_xlogx(np.asarray(c.sum(axis=1)).ravel() / n).sum()
     h_seg = -_xlogx(np.asarray(c.sum(axis=0)).ravel() / n).sum()
     return float(h_joint - h_gt), float(h_joint - h_seg)
 
 
-def adapted_rand_error(gt: np.ndarray, seg: np.ndarray, *, ignore_labels=(0,)) -> tuple[float, float, float]:
-    """``(error, precision, recall)`` of the adapted Rand index (as ``skimage.metrics``).
-
-    Voxels whose *ground-truth* label is in ``ignore_labels`` are left out.
-    """
-    c = contingency(gt, seg, ignore_gt=ignore_labels)
+def _rand(c: sparse.csr_matrix) -> tuple[float, float, float]:
     n = c.sum()
     if n == 0:
         return 0.0, 1.0, 1.0
     sum_p_ij2 = (c.data ** 2).sum() - n
-    a = np.asarray(c.sum(axis=1)).ravel()
-    b = np.asarray(c.sum(axis=0)).ravel()
-    sum_a2 = (a ** 2).sum() - n
-    sum_b2 = (b ** 2).sum() - n
+    sum_a2 = (np.asarray(c.sum(axis=1)).ravel() ** 2).sum() - n
+    sum_b2 = (np.asarray(c.sum(axis=0)).ravel() ** 2).sum() - n
     # skimage's naming: precision against the true sizes, recall against the predicted ones.
     precision = sum_p_ij2 / sum_a2 if sum_a2 else 1.0
     recall = sum_p_ij2 / sum_b2 if sum_b2 else 1.0
@@ -101,99 +178,143 @@ def adapted_rand_error(gt: np.ndarray, seg: np.ndarray, *, ignore_labels=(0,)) -
     return float(1.0 - f), float(precision), float(recall)
 
 
-def skeleton_graph(gt: np.ndarray, *, voxel_size=(1.0, 1.0, 1.0), ignore_labels=(0,)) -> dict:
-    """Skeletonise every ground-truth object and list its 26-connected edges.
+def _merges_splits(c: sparse.csr_matrix, min_overlap: int) -> dict:
+    c = c.tocoo()
+    big = c.data >= min_overlap
+    per_seg = np.bincount(c.col[big], minlength=c.shape[1])
+    per_gt = np.bincount(c.row[big], minlength=c.shape[0])
+    return {"merges": int(np.clip(per_seg - 1, 0, None).sum()), "splits": int(np.clip(per_gt - 1, 0, None).sum())}
+
+
+def variation_of_information(gt: np.ndarray, seg: np.ndarray, *, ignore_labels=(0,)) -> tuple[float, float]:
+    """``(split, merge)`` = ``(H(seg|gt), H(gt|seg))`` in bits, under the label-0 rule.
+
+    Parameters
+    ----------
+    gt, seg : ndarray of non-negative int, shape (Z, Y, X)
+    ignore_labels : sequence of int
+        Ground-truth labels left out (skimage's semantics); predicted 0 inside the rest is
+        one segment per voxel.
+
+    Returns
+    -------
+    (float, float)
+        ``skimage.metrics.variation_of_information(gt, relabel_unclaimed(gt, seg), ignore_labels=...)``.
+    """
+    return _vi(_scored_table(gt, seg, ignore_labels))
+
+
+def adapted_rand_error(gt: np.ndarray, seg: np.ndarray, *, ignore_labels=(0,)) -> tuple[float, float, float]:
+    """``(error, precision, recall)`` of the adapted Rand index, under the label-0 rule.
+
+    Parameters
+    ----------
+    gt, seg : ndarray of non-negative int, shape (Z, Y, X)
+    ignore_labels : sequence of int
+        Ground-truth labels left out.
+
+    Returns
+    -------
+    (float, float, float)
+        ``skimage.metrics.adapted_rand_error(gt, relabel_unclaimed(gt, seg), ignore_labels=...)``.
+    """
+    return _rand(_scored_table(gt, seg, ignore_labels))
+
+
+def skeleton_graph(gt: np.ndarray, *, voxel_size=(1.0, 1.0, 1.0), ignore_labels=(0,),
+                   params: TeasarParams | None = None) -> dict:
+    """TEASAR skeleton of every ground-truth object, as one graph of voxel nodes.
+
+    Parameters
+    ----------
+    gt : ndarray of non-negative int, shape (Z, Y, X)
+    voxel_size : sequence of 3 float
+        (z, y, x); lengths and ``params`` are in its units (nm).
+    params : TeasarParams, optional
+        Skeletonisation knobs (:class:`~deepsci.apps.connectomics.skeleton.TeasarParams`).
 
     Returns
     -------
     dict
-        ``nodes`` (K, 3) voxel coordinates, ``label`` (K,) their object,
-        ``edges`` (E, 2) node indices, ``length`` (E,) Euclidean edge length
-        in voxel-size units.
+        ``nodes`` (K, 3) voxel coordinates, ``label`` (K,) their object, ``edges`` (E, 2)
+        node indices, ``length`` (E,) edge length in voxel-size units, ``radius`` (K,)
+        distance to the object's boundary.
     """
-    from scipy import ndimage as ndi
-    from skimage.morphology import skeletonize
+    _check_labels(gt, "gt")
+    return teasar_graph(gt, voxel_size=voxel_size, ignore_labels=ignore_labels, params=params)
 
-    nodes, labels = [], []
-    for i, box in enumerate(ndi.find_objects(gt.astype(np.int64)), start=1):
-        if box is None or i in ignore_labels:
-            continue
-        pad = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
-        mask = gt[pad] == i
-        sk = skeletonize(mask) > 0
-        if not sk.any():  # a tiny object still has one skeleton voxel
-            sk = np.zeros_like(mask)
-            sk[tuple(np.argwhere(mask)[0])] = True
-        pts = np.argwhere(sk) + np.asarray([p.start for p in pad])
-        nodes.append(pts)
-        labels.append(np.full(len(pts), i))
-    if not nodes:
-        return {"nodes": np.zeros((0, 3), int), "label": np.zeros(0, int), "edges": np.zeros((0, 2), int),
-                "length": np.zeros(0)}
-    nodes, labels = np.concatenate(nodes), np.concatenate(labels)
-    index = {tuple(p): k for k, p in enumerate(nodes)}
-    edges = []
-    offsets = [o for o in np.ndindex(3, 3, 3) if o > (1, 1, 1)]  # each undirected edge once
-    for k, p in enumerate(nodes):
-        for o in offsets:
-            q = tuple(p + np.asarray(o) - 1)
-            j = index.get(q)
-            if j is not None and labels[j] == labels[k]:
-                edges.append((k, j))
-    edges = np.asarray(edges, int).reshape(-1, 2)
-    vs = np.asarray(voxel_size, float)
-    length = np.linalg.norm((nodes[edges[:, 0]] - nodes[edges[:, 1]]) * vs, axis=1) if len(edges) else np.zeros(0)
-    return {"nodes": nodes, "label": labels, "edges": edges, "length": length}
+
+def _runs_erl(comp_edges: np.ndarray, ok: np.ndarray, length: np.ndarray, n: int, total: float) -> float:
+    """``sum(run**2) / total`` over the connected pieces of the edges where ``ok``."""
+    a, b = comp_edges[ok, 0], comp_edges[ok, 1]
+    g = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    _, comp = sparse.csgraph.connected_components(g, directed=False)
+    run = np.bincount(comp[a], weights=length[ok], minlength=n)
+    return float((run ** 2).sum() / total)
 
 
 def expected_run_length(graph: dict, seg: np.ndarray) -> dict:
     """ERL of a segmentation on ground-truth skeletons (see the module docstring).
 
+    Parameters
+    ----------
+    graph : dict
+        :func:`skeleton_graph` of the ground truth.
+    seg : ndarray of non-negative int, shape (Z, Y, X)
+        Predicted label 0 at a skeleton node is a segment of that node alone.
+
     Returns
     -------
     dict
-        ``erl`` (length units of the graph), ``max_erl`` (ERL of a perfect
-        segmentation on these skeletons), ``merged_segments``.
+        ``erl`` (length units of the graph), ``max_erl`` (the ERL of the ground truth
+        itself), ``merged_segments`` (segments holding nodes of two or more objects),
+        ``merged_skeleton_fraction`` (skeleton length in those segments, each edge's length
+        split evenly between its end nodes, over the total) and ``skeleton_length``.
     """
     nodes, lab, edges, length = graph["nodes"], graph["label"], graph["edges"], graph["length"]
-    if len(edges) == 0:
-        return {"erl": 0.0, "max_erl": 0.0, "merged_segments": 0}
+    total = float(length.sum())
+    if len(edges) == 0 or total == 0:
+        return {"erl": 0.0, "max_erl": 0.0, "merged_segments": 0, "merged_skeleton_fraction": 0.0,
+                "skeleton_length": total}
+    _check_labels(seg, "seg")
     pred = seg[tuple(nodes.T)]
-    # A segment touching skeleton nodes of two true objects is a merger.
-    pairs = np.unique(np.stack([pred, lab], 1)[pred != 0], axis=0)
-    seg_ids, n_obj = np.unique(pairs[:, 0], return_counts=True) if len(pairs) else (np.zeros(0), np.zeros(0))
-    merged = set(seg_ids[n_obj > 1].tolist())
+    _, pi = np.unique(pred, return_inverse=True)
+    zero = pred == 0
+    pi[zero] = pi.max() + 1 + np.arange(int(zero.sum()))  # the label-0 rule: one segment per node
+    _, li = np.unique(lab, return_inverse=True)
+    # A segment holding skeleton nodes of two true objects is a merger.
+    pairs = np.unique(pi.astype(np.int64) * (int(li.max()) + 1) + li)
+    per_seg = np.bincount(pairs // (int(li.max()) + 1), minlength=int(pi.max()) + 1)
+    merged = per_seg[pi] > 1
     a, b = edges[:, 0], edges[:, 1]
-    ok = (pred[a] == pred[b]) & (pred[a] != 0) & ~np.isin(pred[a], list(merged))
-    total = length.sum()
-    # Runs: connected components of the correct edges, per object.
+    ok = (pi[a] == pi[b]) & ~merged[a]
     n = len(nodes)
-    g = sparse.coo_matrix((np.ones(ok.sum()), (a[ok], b[ok])), shape=(n, n))
-    _, comp = sparse.csgraph.connected_components(g, directed=False)
-    run = np.bincount(comp[a[ok]], weights=length[ok], minlength=n)
-    full = np.bincount(lab[a], weights=length)
-    return {"erl": float((run ** 2).sum() / total), "max_erl": float((full ** 2).sum() / total),
-            "merged_segments": len(merged)}
+    merged_len = float((0.5 * length * (merged[a].astype(float) + merged[b])).sum())
+    return {"erl": _runs_erl(edges, ok, length, n, total),
+            "max_erl": _runs_erl(edges, li[a] == li[b], length, n, total),
+            "merged_segments": int((per_seg > 1).sum()), "merged_skeleton_fraction": merged_len / total,
+            "skeleton_length": total}
 
 
 def count_merges_splits(gt: np.ndarray, seg: np.ndarray, *, min_overlap: int = 100, ignore_labels=(0,)) -> dict:
     """Count merge and split errors from overlaps of at least ``min_overlap`` voxels.
 
-    A *merge* is one extra true object inside a predicted segment (a segment
-    overlapping k objects adds k - 1); a *split* is one extra segment inside a
-    true object. Background (predicted 0) is neither.
+    A *merge* is one extra true object inside a predicted segment (a segment overlapping
+    k objects adds k - 1); a *split* is one extra segment inside a true object. Under the
+    label-0 rule an unclaimed voxel is a one-voxel segment, so it counts as a split only
+    when ``min_overlap`` is 1.
+
+    Returns
+    -------
+    dict
+        ``merges`` and ``splits`` (int).
     """
-    c = contingency(gt, seg, ignore_gt=ignore_labels, ignore_seg=(0,)).tocoo()
-    big = c.data >= min_overlap
-    rows, cols = c.row[big], c.col[big]
-    per_seg = np.bincount(cols) if len(cols) else np.zeros(0, int)
-    per_gt = np.bincount(rows) if len(rows) else np.zeros(0, int)
-    return {"merges": int(np.clip(per_seg - 1, 0, None).sum()), "splits": int(np.clip(per_gt - 1, 0, None).sum())}
+    return _merges_splits(_scored_table(gt, seg, ignore_labels), min_overlap)
 
 
 @dataclass
 class SegmentationScores:
-    """Every score of one segmentation against one ground truth."""
+    """Every score of one segmentation against one ground truth (see :data:`CONVENTIONS`)."""
 
     vi_split: float
     vi_merge: float
@@ -203,9 +324,11 @@ class SegmentationScores:
     rand_recall: float
     erl: float
     max_erl: float
+    merged_skeleton_fraction: float
     merges: int
     splits: int
     n_segments: int
+    unclaimed_voxels: int
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -213,22 +336,35 @@ class SegmentationScores:
 
 def evaluate_segmentation(gt: np.ndarray, seg: np.ndarray, *, voxel_size=(1.0, 1.0, 1.0), min_overlap: int = 100,
                           graph: dict | None = None) -> SegmentationScores:
-    """All metrics of ``seg`` against ``gt`` (ground-truth label 0 ignored).
+    """All metrics of ``seg`` against ``gt`` under one label-0 rule (see :data:`CONVENTIONS`).
 
     Parameters
     ----------
-    gt, seg : ndarray of int, shape (Z, Y, X)
+    gt, seg : ndarray of non-negative int, shape (Z, Y, X)
     voxel_size : sequence of 3 float
         ERL is reported in these units (nm for real data).
+    min_overlap : int
+        Voxels for an overlap to count as a merge or split.
     graph : dict, optional
         Precomputed :func:`skeleton_graph` of ``gt`` (to score many segmentations).
+
+    Returns
+    -------
+    SegmentationScores
+        ``n_segments`` counts the predicted ids other than 0; ``unclaimed_voxels`` the
+        predicted-0 voxels inside scored ground truth (each scored as its own segment).
     """
-    vi_split, vi_merge = variation_of_information(gt, seg, ignore_labels=(0,))
-    are, prec, rec = adapted_rand_error(gt, seg)
+    scored = relabel_unclaimed(gt, seg, ignore_labels=(0,))
+    c = contingency(gt, scored, ignore_gt=(0,))
+    vi_split, vi_merge = _vi(c)
+    are, prec, rec = _rand(c)
     graph = graph if graph is not None else skeleton_graph(gt, voxel_size=voxel_size)
-    erl = expected_run_length(graph, seg)
-    ms = count_merges_splits(gt, seg, min_overlap=min_overlap)
+    erl = expected_run_length(graph, scored)
+    ms = _merges_splits(c, min_overlap)
+    claimed = seg[seg != 0]
     return SegmentationScores(vi_split=vi_split, vi_merge=vi_merge, vi_total=vi_split + vi_merge,
                               adapted_rand_error=are, rand_precision=prec, rand_recall=rec,
-                              erl=erl["erl"], max_erl=erl["max_erl"], merges=ms["merges"], splits=ms["splits"],
-                              n_segments=int(len(np.unique(seg[seg != 0]))))
+                              erl=erl["erl"], max_erl=erl["max_erl"],
+                              merged_skeleton_fraction=erl["merged_skeleton_fraction"],
+                              merges=ms["merges"], splits=ms["splits"], n_segments=int(len(np.unique(claimed))),
+                              unclaimed_voxels=int(np.count_nonzero((seg == 0) & (gt != 0))))

@@ -1,6 +1,7 @@
 """``deepsci connectomics evaluate``: score segmentations against ground truth, beside the watershed baseline.
 
-The metrics are :mod:`~deepsci.apps.connectomics.evaluate`'s; this stage reads the
+The metrics are :mod:`~deepsci.apps.connectomics.evaluate`'s, under its one label-0
+rule (:data:`~deepsci.apps.connectomics.evaluate.CONVENTIONS`); this stage reads the
 volumes, adds the baseline and writes the tables and the slice figure.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from deepsci.core.runs import RunDir
 
 from .baseline import watershed_baseline
 from .config import EvaluateRun
-from .evaluate import evaluate_segmentation, skeleton_graph
+from .evaluate import CONVENTIONS, LABEL_ZERO_RULE, evaluate_segmentation, skeleton_graph
 from .figures import orthogonal_slices
 from .io import check_same_shape, open_volume
 
@@ -42,7 +43,9 @@ def run_evaluation(cfg: EvaluateRun, *, overwrite: bool = False) -> dict:
     cfg : EvaluateRun
         Ground truth, segmentations, and the EM image that enables the orthogonal-slice
         figure and (with ``cfg.baseline``) a watershed baseline scored by the same code.
-        ``cfg.out`` receives ``scores.json``, ``scores.md``, ``slices.png`` and ``run.json``.
+        ``cfg.out`` receives ``scores.json`` (name -> scores), ``metrics.json`` (``conventions``,
+        how each number is computed, and ``scores``), ``scores.md`` (the table, with the
+        label-0 rule in one line), ``slices.png`` and ``run.json``.
 
     Returns
     -------
@@ -58,14 +61,15 @@ def run_evaluation(cfg: EvaluateRun, *, overwrite: bool = False) -> dict:
     rows = [{"segmentation": n, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()}}
             for n, s in scores.items()]
     cols = ["segmentation", "vi_split", "vi_merge", "vi_total", "adapted_rand_error", "erl", "max_erl",
-            "merges", "splits", "n_segments"]
-    md = (f"Scores against `{cfg.labels}` (VI in bits, ERL in voxel-size units {tuple(vs)}; "
-          "ground-truth label 0 ignored)\n\n" + table(rows, cols) + "\n")
+            "merged_skeleton_fraction", "merges", "splits", "n_segments", "unclaimed_voxels"]
+    md = (f"Scores against `{cfg.labels}` (VI in bits, ERL in voxel-size units {tuple(vs)}, next to its "
+          f"maximum, the ground truth's own ERL)\n\n{LABEL_ZERO_RULE}.\n\n" + table(rows, cols) + "\n")
     inputs = [s.split(":")[0] for s in (cfg.labels, *cfg.named().values(), cfg.image) if s]
     with RunDir(cfg.out, command="connectomics evaluate", config=cfg, overwrite=overwrite, inputs=inputs) as run:
         write_json(run.file("scores.json"), scores)
+        write_json(run.file("metrics.json"), {"conventions": CONVENTIONS, "scores": scores})
         write_text(run.file("scores.md"), md)
         if img is not None:
             orthogonal_slices(img, {"ground truth": gt, **segs}, run.file("slices.png"), voxel_size=vs)
-        run.record(scores=scores)
+        run.record(scores=scores, conventions=CONVENTIONS)
     return scores

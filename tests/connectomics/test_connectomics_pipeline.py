@@ -13,10 +13,16 @@ import pytest
 from deepsci.apps.cli import main
 
 FOV = ["--fov-size", "11,11,11", "--deltas", "3,3,3", "--depth", "3", "--features", "12"]
-#: Total variation of information (bits) the trained FFN must stay below on separable tubes,
-#: against the connected pieces of the tubes inside the volume. Leaving everything unsegmented
-#: scores H(ground truth), asserted to be well above the bound.
+#: Total variation of information (bits) the pipelines must stay below on separable tubes,
+#: against the connected pieces of the tubes inside the volume.
 VI_BOUND = 1.6
+#: The same for the bare flood fill: voxels no object claims count as singletons
+#: (evaluate.LABEL_ZERO_RULE), so they cost splits, and the tiny FFN leaves a sixth to a fifth
+#: of the tube voxels unclaimed (split 2.3-2.6 bits over runs, merge ~0). Leaving everything
+#: unsegmented scores about log2 of the voxel count (~12 bits), asserted below.
+FLOOD_VI_BOUND = 3.2
+#: At most this fraction of scored voxels may be left unclaimed.
+UNCLAIMED_BOUND = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,7 @@ def _pieces(labels):
 
 
 def test_inference_recovers_separable_tubes(work):
-    from deepsci.apps.connectomics.evaluate import evaluate_segmentation, variation_of_information
+    from deepsci.apps.connectomics.evaluate import evaluate_segmentation
     from deepsci.apps.connectomics.io import open_volume
 
     seg = _segment(work, work / "seg_one")
@@ -88,10 +94,11 @@ def test_inference_recovers_separable_tubes(work):
     labels = seg.read()
     assert np.all((prob > 0) == (labels > 0))
     s = evaluate_segmentation(gt, labels, voxel_size=(8, 8, 8), min_overlap=50)
-    empty = sum(variation_of_information(gt, np.zeros_like(gt), ignore_labels=(0,)))
-    assert empty > VI_BOUND + 0.5
-    assert s.vi_total < VI_BOUND, s
-    assert s.merges == 0, s
+    empty = evaluate_segmentation(gt, np.zeros_like(gt), voxel_size=(8, 8, 8), min_overlap=50)
+    assert empty.vi_total > FLOOD_VI_BOUND + 5
+    assert s.vi_total < FLOOD_VI_BOUND, s
+    assert s.vi_merge < 0.1 and s.merges == 0, s
+    assert s.unclaimed_voxels < UNCLAIMED_BOUND * np.count_nonzero(gt), s
     # Every sizeable piece is found, and most voxels of the pieces lie in their best-matching segment.
     matched = total = 0
     for i in np.unique(gt)[1:]:

@@ -241,6 +241,10 @@ def test_train_config_rejects_bad_values():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_metrics_match_skimage(seed):
+    """Under the label-0 rule: skimage on arrays whose predicted 0 inside truth != 0 are singletons.
+
+    (The rule's own tests, over shapes, dtypes and amounts of 0, are test_connectomics_metrics_label_zero.)
+    """
     import skimage.metrics as skm
 
     from deepsci.apps.connectomics.evaluate import adapted_rand_error, variation_of_information
@@ -248,20 +252,29 @@ def test_metrics_match_skimage(seed):
     rng = np.random.default_rng(seed)
     gt = rng.integers(0, 6, (8, 9, 10))
     seg = (gt + (rng.random(gt.shape) < 0.2) * rng.integers(1, 4, gt.shape)) % 7
-    np.testing.assert_allclose(variation_of_information(gt, seg), skm.variation_of_information(gt, seg))
-    np.testing.assert_allclose(variation_of_information(gt, seg, ignore_labels=(0,)),
-                               skm.variation_of_information(gt, seg, ignore_labels=(0,)))
-    np.testing.assert_allclose(adapted_rand_error(gt, seg), skm.adapted_rand_error(gt, seg))
+    own = seg.copy()
+    unclaimed = (seg == 0) & (gt != 0)
+    own[unclaimed] = seg.max() + 1 + np.arange(unclaimed.sum())
+    assert unclaimed.sum() > 10  # the rule is exercised
+    np.testing.assert_allclose(variation_of_information(gt, seg), skm.variation_of_information(gt, own, ignore_labels=(0,)))
+    # Scoring ground-truth 0 too: its predicted 0 voxels become singletons as well.
+    own_all = seg.copy()
+    own_all[seg == 0] = seg.max() + 1 + np.arange((seg == 0).sum())
+    np.testing.assert_allclose(variation_of_information(gt, seg, ignore_labels=()),
+                               skm.variation_of_information(gt, own_all))
+    np.testing.assert_allclose(adapted_rand_error(gt, seg), skm.adapted_rand_error(gt, own))
     assert variation_of_information(gt, gt) == pytest.approx((0.0, 0.0), abs=1e-12)
 
 
 def test_erl_by_hand():
     from deepsci.apps.connectomics.evaluate import expected_run_length, skeleton_graph
+    from deepsci.apps.connectomics.skeleton import TeasarParams
 
     gt = np.zeros((5, 12, 12), np.uint32)
     gt[2, 2, 1:11] = 1     # straight 10-voxel line: skeleton is itself, length 9
     gt[2, 8, 1:6] = 2      # 5 voxels, length 4
-    graph = skeleton_graph(gt, voxel_size=(1, 1, 2))  # x spacing 2: lengths 18 and 8
+    # x spacing 2: lengths 18 and 8 (one-voxel lines: no dust threshold, no tip to pull off the surface)
+    graph = skeleton_graph(gt, voxel_size=(1, 1, 2), params=TeasarParams(dust_voxels=1, tip_clearance=0))
     assert graph["length"].sum() == pytest.approx(26.0)
     seg = gt.copy()
     seg[2, 2, 6:11] = 3    # split object 1 into two runs of 4 edges (8 units each)
@@ -272,6 +285,8 @@ def test_erl_by_hand():
     merged[gt == 2] = 1    # a merger: object 1's runs count zero, object 2's too
     assert expected_run_length(graph, merged)["erl"] == 0.0
     assert expected_run_length(graph, merged)["merged_segments"] == 1
+    # Default knobs: the lines are dust (under 100 voxels), so there is nothing to score.
+    assert len(skeleton_graph(gt, voxel_size=(1, 1, 2))["nodes"]) == 0
 
 
 def test_merge_split_counts():
