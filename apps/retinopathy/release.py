@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepsci.core.io import config_to_dict, read_json, write_json
+from deepsci.core.io import atomic_dir, config_to_dict, read_json, write_json
 from deepsci.core.models.card import ModelCard, card_path
 
 from .baseline import BASELINE_FILE, FEATURE_SIZE, features_of, fit_baseline, save_baseline
@@ -201,9 +201,8 @@ def _card(card: ModelCard, *, recipe: Recipe, cfg, synth: dict, metrics: dict,
 
 
 def _stage(work: Path, stage: Path, baseline: dict) -> list[Path]:
-    """Copy the shipped files (members, cards, ensemble.json, baseline.json) into ``stage``."""
+    """Copy the shipped files (members, cards, ensemble.json, baseline.json) into the folder ``stage``."""
     info = read_json(work / "model" / "ensemble.json")
-    stage.mkdir(parents=True)
     members = []
     for rel in info["members"]:
         src = work / "model" / rel
@@ -215,17 +214,6 @@ def _stage(work: Path, stage: Path, baseline: dict) -> list[Path]:
     write_json(stage / "ensemble.json", info)
     save_baseline(baseline, stage / BASELINE_FILE)
     return members
-
-
-def _replace(stage: Path, final: Path) -> None:
-    """Rename ``stage`` over ``final`` (the old folder moved aside first, then removed)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{time.time_ns()}")
-        final.rename(old)
-    stage.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def build(out_root: Path, *, tiny: bool = False) -> list[Path]:
@@ -248,7 +236,6 @@ def build(out_root: Path, *, tiny: bool = False) -> list[Path]:
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="deepsci-build-retinopathy-"))
-    stage_root = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=out_root))
     try:
         synth = {"train": config_to_dict(_synth(work / "train", recipe.patients,
                                                 recipe.synth_size, TRAIN_SEED)),
@@ -266,19 +253,18 @@ def build(out_root: Path, *, tiny: bool = False) -> list[Path]:
         baseline["metrics"] = {"validation": baseline["validation"],
                                "test": _summary(baseline_report(baseline, test_df,
                                                                 recipe.n_boot)[0])}
-        stage = stage_root / NAME
-        members = _stage(work, stage, baseline)
-        size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
-        seconds = time.perf_counter() - t0
-        for m in members:
-            card = ModelCard.from_dict(read_json(card_path(m)), card_path(m))
-            card = _card(card, recipe=recipe, cfg=cfg, synth=synth, metrics=metrics,
-                         baseline=baseline, seconds=seconds, size_bytes=size, tiny=tiny)
-            write_json(card_path(m), card.to_dict())
-        _replace(stage, out_root / NAME)
+        # Written beside the old folder and renamed over it only once complete.
+        with atomic_dir(out_root / NAME) as stage:
+            members = _stage(work, stage, baseline)
+            size = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+            seconds = time.perf_counter() - t0
+            for m in members:
+                card = ModelCard.from_dict(read_json(card_path(m)), card_path(m))
+                card = _card(card, recipe=recipe, cfg=cfg, synth=synth, metrics=metrics,
+                             baseline=baseline, seconds=seconds, size_bytes=size, tiny=tiny)
+                write_json(card_path(m), card.to_dict())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(stage_root, ignore_errors=True)
     final = out_root / NAME
     return sorted(final.glob("member_*/model.keras"), key=lambda p: int(p.parent.name.split("_")[1]))
 
