@@ -23,6 +23,21 @@ def slide_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def one_line_error(capsys):
+    """Run the CLI on ``args``; assert exit 2 and one ``error: ...`` line on stderr, return it."""
+    from deepsci.apps.cli import main
+
+    def run(args) -> str:
+        capsys.readouterr()
+        rc = main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), (rc, err)
+        return err[0]
+
+    return run
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

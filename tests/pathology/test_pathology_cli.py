@@ -195,15 +195,7 @@ def test_multiscale_towers_end_to_end(tmp_path, official):
     assert m["slide_auc"] == (tumour > normal) + 0.5 * (tumour == normal)
 
 
-def _one_line_error(capsys, args) -> str:
-    capsys.readouterr()
-    rc = main(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), (rc, err)
-    return err[0]
-
-
-def test_another_apps_model_is_refused(tmp_path, slide_dir, tiny_model, capsys):
+def test_another_apps_model_is_refused(tmp_path, slide_dir, tiny_model, one_line_error):
     """A molecules card (or none) beside the .keras: one line, exit 2, before any slide is read."""
     from deepsci.core.io import write_json
     from deepsci.core.models.card import ModelCard, card_path
@@ -214,10 +206,10 @@ def test_another_apps_model_is_refused(tmp_path, slide_dir, tiny_model, capsys):
     write_json(card_path(path), foreign.to_dict())
     args = ["pathology", "heatmap", "--model", str(path), "--slides", str(slide_dir),
             "--out", str(tmp_path / "h"), "--scheduler", "inline"]
-    msg = _one_line_error(capsys, args)
+    msg = one_line_error(args)
     assert "expected a pathology model, found a molecules model" in msg and "m.keras" in msg
     card_path(path).unlink()
-    assert "m.card.json" in _one_line_error(capsys, args)
+    assert "m.card.json" in one_line_error(args)
     assert not (tmp_path / "h").exists()  # a refused run leaves no output folder
 
 

@@ -45,14 +45,6 @@ def _run(truth, det, out, **kw) -> dict:
                                                          **kw))
 
 
-def _one_line_error(capsys, args) -> str:
-    capsys.readouterr()
-    rc = main(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("error: "), (rc, err)
-    return err[0]
-
-
 def test_names_decide_without_reference(tmp_path):
     truth, det = _folders(tmp_path)
     (det / "test_normal_002.csv").write_text("")  # a prefixed normal_* name, nothing detected
@@ -67,7 +59,7 @@ def test_names_decide_without_reference(tmp_path):
     assert rows == {"tumor_001": True, "normal_001": False, "test_normal_002": False}
 
 
-def test_tumour_slide_without_annotation_is_an_error(tmp_path, capsys):
+def test_tumour_slide_without_annotation_is_an_error(tmp_path, one_line_error):
     truth, det = _folders(tmp_path)
     (det / "tumor_002.csv").write_text("0.500000,10,10\n")
     with pytest.raises(InputError) as e:
@@ -76,7 +68,7 @@ def test_tumour_slide_without_annotation_is_an_error(tmp_path, capsys):
     assert "tumor_002_Mask.tif, tumor_002.xml" in msg and "'tumor_002'" in msg and "found none" in msg
     assert "not named normal_*" in msg and str(truth) in msg
     assert not (tmp_path / "eval").exists()
-    line = _one_line_error(capsys, ["pathology", "evaluate", "--detections", str(det), "--truth", str(truth),
+    line = one_line_error(["pathology", "evaluate", "--detections", str(det), "--truth", str(truth),
                                     "--out", str(tmp_path / "eval")])
     assert "tumor_002" in line and "expected" in line and "found none" in line
 
@@ -131,9 +123,9 @@ def test_cli_names_the_pixel_size(pixel_size, shown, tmp_path, capsys):
     assert m["pixel_size"] == pixel_size and m["pixel_size_um"] == [0.243 if pixel_size == "official" else 0.5]
 
 
-def test_cli_refuses_an_unknown_pixel_size(tmp_path, capsys):
+def test_cli_refuses_an_unknown_pixel_size(tmp_path, one_line_error):
     truth, det = _folders(tmp_path)
-    line = _one_line_error(capsys, ["pathology", "evaluate", "--detections", str(det), "--truth", str(truth),
+    line = one_line_error(["pathology", "evaluate", "--detections", str(det), "--truth", str(truth),
                                     "--out", str(tmp_path / "eval"), "--pixel-size", "scanner"])
     assert "expected --pixel-size official|slide, found 'scanner'" in line
 
