@@ -125,7 +125,8 @@ def float_ops(blob: bytes) -> list[str]:
 def export_litert(model, out: str | os.PathLike, *, card: ModelCard, quantize: str = "int8",
                   batch_size: int = 1, representative: Iterable | None = None,
                   check_inputs=None, compare: Callable | None = None,
-                  tolerance: float | None = None) -> dict:
+                  tolerance: float | None = None,
+                  measure: str = "largest output difference") -> dict:
     """Convert ``model`` to a ``.tflite`` file with its card; return the export report.
 
     Parameters
@@ -146,6 +147,8 @@ def export_litert(model, out: str | os.PathLike, *, card: ModelCard, quantize: s
         metric difference; default: the largest absolute output difference.
     tolerance : float, optional
         Refuse the export (ConfigError, nothing written) when the difference is larger.
+    measure : str
+        What ``compare`` measures, for the refusal's message.
     """
     out = Path(out)
     if out.suffix != ".tflite":
@@ -164,8 +167,8 @@ def export_litert(model, out: str | os.PathLike, *, card: ModelCard, quantize: s
         diff = compare(ref, got) if compare is not None else _max_abs(ref, got)
         report["difference"] = float(diff)
         if tolerance is not None and diff > tolerance:
-            raise ConfigError(f"expected the exported model within {tolerance:g} of the float "
-                              f"model, found {diff:.4g} (raise --tolerance to accept it)")
+            raise ConfigError(f"expected the exported model's {measure} within {tolerance:g} of "
+                              f"the float model, found {diff:.4g} (raise --tolerance to accept it)")
     with atomic_path(out) as tmp:
         tmp.write_bytes(blob)
     exported = dataclasses.replace(card, extra={**card.extra, "litert": report})
