@@ -4,8 +4,13 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 
-__all__ = ["matmul_peak_gflops", "table", "machine_info", "timeit", "model_flops"]
+__all__ = ["matmul_peak_gflops", "table", "machine_info", "machine_line", "timeit", "model_flops",
+           "interleaved"]
+
+
+_MATMUL: dict = {}
 
 
 def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) -> float:
@@ -18,7 +23,8 @@ def matmul_peak_gflops(n: int = 2048, dtype: str = "float32", repeats: int = 5) 
 
     a = tf.random.normal((n, n), dtype=dtype)
     b = tf.random.normal((n, n), dtype=dtype)
-    mm = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    # One traced function per process: interleaved() calls this many times.
+    mm = _MATMUL.setdefault("fn", tf.function(lambda x, y: tf.linalg.matmul(x, y)))
     mm(a, b).numpy()
     best = float("inf")
     for _ in range(repeats):
@@ -38,6 +44,67 @@ def timeit(fn, *, repeats: int = 3, warmup: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def interleaved(work: dict, *, rounds: int = 5, peak: Callable[[], float] | None = None,
+                clock: Callable[[], float] = time.perf_counter, warmup: int = 1,
+                moved: float = 0.10) -> dict:
+    """Time work against the matmul peak measured around it, round after round.
+
+    A peak measured once, before or after, can be taken at a quieter or a
+    busier moment than the work, and then "% of peak" can pass 100 %. Here
+    each call of each work item sits between two peak measurements and is
+    divided by their mean; the rounds give the spread.
+
+    Parameters
+    ----------
+    work : dict of name -> (fn, flops)
+        ``fn()`` does the work once (and waits for it); ``flops`` per call.
+    rounds : int
+        Repeats of the whole sequence (after ``warmup`` untimed calls of each fn).
+    peak : callable, optional
+        Returns the peak in GFLOP/s; default :func:`matmul_peak_gflops` with one repeat.
+    moved : float
+        Flag the run when the peak's largest/smallest measurement exceeds ``1 + moved``.
+
+    Returns
+    -------
+    dict
+        ``{"peak": {"median", "min", "max", "moved"}, "work": {name: {"gflops",
+        "seconds", "pct_of_peak", "pct_min", "pct_max"}}}``: medians over rounds,
+        and the smallest and largest share of the bracketing peak.
+    """
+    peak = peak or (lambda: matmul_peak_gflops(repeats=1))
+    for fn, _ in work.values():
+        for _ in range(warmup):
+            fn()
+    peaks: list[float] = []
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in work}
+    before = peak()
+    peaks.append(before)
+    for _ in range(rounds):
+        for name, (fn, flops) in work.items():
+            t0 = clock()
+            fn()
+            seconds = clock() - t0
+            after = peak()
+            peaks.append(after)
+            gflops = flops / seconds / 1e9
+            samples[name].append((seconds, 100.0 * gflops / ((before + after) / 2)))
+            before = after
+    out = {"peak": {"median": _median(peaks), "min": min(peaks), "max": max(peaks),
+                    "moved": bool(max(peaks) > (1 + moved) * min(peaks))}, "work": {}}
+    for name, rows in samples.items():
+        secs, pcts = [r[0] for r in rows], [r[1] for r in rows]
+        out["work"][name] = {"seconds": _median(secs), "gflops": work[name][1] / _median(secs) / 1e9,
+                             "pct_of_peak": _median(pcts), "pct_min": min(pcts), "pct_max": max(pcts)}
+    return out
+
+
+def _median(values) -> float:
+    v = sorted(values)
+    n = len(v)
+    return float(v[n // 2]) if n % 2 else float((v[n // 2 - 1] + v[n // 2]) / 2)
 
 
 def _cpu_model() -> str:
@@ -60,6 +127,24 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+def machine_line(*, shared: bool = True) -> str:
+    """One line naming the machine, as cards and results pages record it.
+
+    E.g. ``"2 CPU cores (AMD EPYC 7B13), no GPU, shared"``; GPUs are named
+    only when TensorFlow is already imported (asking would start it).
+    """
+    import sys
+
+    info = machine_info()
+    gpus = "no GPU"
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        found = tf.config.list_physical_devices("GPU")
+        if found:
+            gpus = f"{len(found)} GPU" + ("s" if len(found) > 1 else "")
+    return f"{info['cores']} CPU cores ({info['cpu']}), {gpus}" + (", shared" if shared else "")
 
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -17,7 +17,6 @@ build's wall and CPU seconds and its number of steps.
 """
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepsci.core.io import config_to_dict, read_json, write_json
+from deepsci.core.bench import machine_line
+from deepsci.core.io import atomic_dir, config_to_dict, read_json, write_json
 from deepsci.core.models.card import ModelCard, card_path
 from deepsci.core.training import TrainConfig
 
@@ -152,7 +152,7 @@ def _card(run: Path, cfg, summary: dict, scores: dict, split: dict, timing: dict
     card.extra = {**card.extra, "shipped": {
         "default": True, "build_seconds": round(timing["wall"], 1),
         "build_cpu_seconds": round(timing["cpu"], 1), "build_steps": steps,
-        "build_machine": f"{os.cpu_count()} CPU cores (shared), TensorFlow CPU"}}
+        "build_machine": machine_line()}}
     return card
 
 
@@ -194,19 +194,12 @@ def build(out_root: Path, *, tiny: bool = False, budget_min: float = FULL_BUDGET
              "test_ids": [ms.ids[i] for i in te],
              "test_qm9_indices": [qm9_index(ms.ids[i]) for i in te],
              "train_qm9_indices_count": int(len(tr)), "val_qm9_indices_count": int(len(va))}
-    tmp = out_root / f".{NAME}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    shutil.copy2(member, tmp / "model.keras")
-    write_json(tmp / "test_split.json", split)
-    write_json(tmp / "baseline.json", ridge)
     timing = {"wall": time.perf_counter() - t0, "cpu": _cpu_seconds() - c0}
     card = _card(work / "run", cfg, summary, scores, split, timing, tiny)
-    write_json(card_path(tmp / "model.keras"), card.to_dict())
-    dest = out_root / NAME
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    with atomic_dir(out_root / NAME) as tmp:
+        shutil.copy2(member, tmp / "model.keras")
+        write_json(tmp / "test_split.json", split)
+        write_json(tmp / "baseline.json", ridge)
+        write_json(card_path(tmp / "model.keras"), card.to_dict())
     shutil.rmtree(work)
-    return [dest / "model.keras"]
+    return [out_root / NAME / "model.keras"]

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepsci.core.bench import machine_line
 from deepsci.core.io import atomic_dir, config_to_dict, read_json, write_json
 from deepsci.core.models.card import ModelCard, card_path
 
@@ -41,7 +42,6 @@ from .baseline import BASELINE_FILE, FEATURE_SIZE, features_of, fit_baseline, sa
 NAME = "retinopathy-synthetic-demo"
 #: Synth seeds the build uses; the demo's seeds must differ from both.
 TRAIN_SEED, TEST_SEED = 11, 12
-BUILD_MACHINE = "2 CPU cores (AMD EPYC), no GPU, shared"
 DATA_LICENCE = ("CC0: skimage.data.retina (Häggström, public domain, shipped with "
                 "scikit-image) with lesions painted by deepsci's synth (BSD-3-Clause code)")
 
@@ -184,7 +184,7 @@ def _card(card: ModelCard, *, recipe: Recipe, cfg, synth: dict, metrics: dict,
                 "recipe": dataclasses.asdict(recipe), "config": config_to_dict(cfg),
                 "member": card.training}
     extra = {**card.extra, "shipped": {"default": True, "build_seconds": round(seconds, 1),
-                                       "build_machine": BUILD_MACHINE, "size_bytes": size_bytes,
+                                       "build_machine": machine_line(), "size_bytes": size_bytes,
                                        "tiny": tiny},
              "baseline": {"file": BASELINE_FILE, "name": baseline["name"],
                           "metrics": baseline["metrics"]}}

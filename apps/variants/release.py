@@ -15,9 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
-from deepsci.core.bench import machine_info
+from deepsci.core.bench import machine_line
 from deepsci.core.errors import InputError
-from deepsci.core.io import read_json, write_json
+from deepsci.core.io import atomic_dir, read_json, write_json
 from deepsci.core.models.card import card_path, read_card
 
 from . import io as vio
@@ -135,11 +135,6 @@ def build(out_root: str | Path, *, tiny: bool = False, work: str | Path | None =
     return [path]
 
 
-def _machine() -> str:
-    m = machine_info()
-    return f"{m.get('cores', '?')} CPU cores ({m.get('cpu', '')}), shared"
-
-
 def _install(out_root: Path, model: str, cfg: TrainVariantsConfig, data: dict, sim: dict,
              held_out: dict, seconds: float, tiny: bool) -> Path:
     card = read_card(model, expect=APP, task=TASK)
@@ -160,13 +155,8 @@ def _install(out_root: Path, model: str, cfg: TrainVariantsConfig, data: dict, s
                     "panels, other read lengths, somatic or low-fraction variants, or polyploid "
                     "genomes. Check it against a truth set of your own before relying on it.",
         extra={**card.extra, "shipped": {"default": True, "build_seconds": round(seconds, 1),
-                                         "build_machine": _machine()}})
-    final = out_root / NAME
-    tmp = out_root / f".{NAME}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy2(model, tmp / "model.keras")
-    write_json(card_path(tmp / "model.keras"), card.stamped().to_dict())
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final / "model.keras"
+                                         "build_machine": machine_line()}})
+    with atomic_dir(out_root / NAME) as tmp:
+        shutil.copy2(model, tmp / "model.keras")
+        write_json(card_path(tmp / "model.keras"), card.stamped().to_dict())
+    return out_root / NAME / "model.keras"
