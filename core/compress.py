@@ -103,6 +103,10 @@ class ExportSpec:
         What ``compare`` returns, for the report and the error.
     tolerance : float
         The default refusal threshold of ``compare``.
+    prepare : callable, optional
+        ``prepare(model, card) -> keras.Model``, the form of the model the file
+        holds when it is not the saved one (e.g. fixed-size padded graph
+        batches in place of ragged ones); ``draw`` gives that form's inputs.
     """
 
     app: str
@@ -111,6 +115,7 @@ class ExportSpec:
     compare: Callable
     measure: str
     tolerance: float
+    prepare: Callable | None = None
 
 
 def take_rows(x, rows):
@@ -164,6 +169,8 @@ def run_export(cfg: ExportConfig, spec: ExportSpec, *, overwrite: bool = False,
                           "(pass --overwrite to replace it)")
     path = single_model_path(resolve_model(cfg.model or None, app=spec.app, task=spec.task, say=say))
     model, card = load_model(path, expect=spec.app, task=spec.task)
+    if spec.prepare is not None:
+        model = spec.prepare(model, card)
     x = spec.draw(cfg.inputs, int(cfg.samples) + int(cfg.check), int(cfg.seed), card)
     n = _n_rows(x)
     if n < 2:
