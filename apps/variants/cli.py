@@ -14,6 +14,7 @@ import typer
 
 from deepsci.core.cli import RunOptions, config_command
 
+from .compress import EXPORT, DistillConfig, VariantsExportConfig, distill
 from .demo import DemoConfig, run_variants_demo
 from .evaluate import EvaluateConfig, format_table, run_evaluate
 from .make_examples import MakeExamplesConfig, run_make_examples
@@ -26,7 +27,7 @@ from .train import TrainVariantsConfig, train_variants
 app = typer.Typer(
     no_args_is_help=True,
     help="DeepVariant-style variant calling: simulate, make-examples, train, call-variants, "
-         "postprocess-variants, run, evaluate, demo.",
+         "postprocess-variants, run, evaluate, demo, distill, export.",
 )
 
 
@@ -129,3 +130,35 @@ def demo(cfg: DemoConfig, opts: RunOptions) -> None:
 
     res = run_variants_demo(cfg, overwrite=opts.overwrite)
     typer.echo(res.text)
+
+
+@config_command(app, DistillConfig, name="distill",
+                shown=["teacher", "temperature", "alpha", "examples", "val-examples", "out",
+                       "width", "blocks", "epochs", "batch-size"])
+def distill_cmd(cfg: DistillConfig, opts: RunOptions) -> None:
+    """Train a smaller student on a teacher's softened genotype probabilities (Hinton et al.).
+
+    The teacher (a model, an ensemble folder or comma-separated models) is run once over
+    --examples into OUT/teacher-cache (resumable); the student is a normal model folder
+    that call-variants and run take as --model.
+    """
+
+    res = distill(cfg, progress=opts.progress != "off", overwrite=opts.overwrite)
+    d = res["distillation"]
+    typer.echo(f"model: {res['model']}  steps: {res['steps']}  examples: {res['examples']}  "
+               f"teacher: {len(d['teacher'])} model(s), T={d['temperature']:g}, "
+               f"alpha={d['alpha']:g}")
+
+
+@config_command(app, VariantsExportConfig, name="export", arguments=["model"],
+                shown=["out", "quantize", "inputs", "samples", "check", "batch-size",
+                       "tolerance", "seed"])
+def export(cfg: VariantsExportConfig, opts: RunOptions) -> None:
+    """Export a genotype model to LiteRT (.tflite): int8, float16 or float32.
+
+    call-variants and run take the file as --model. The export is checked on held-out
+    pileups and refused when more than --tolerance of their genotypes change.
+    """
+    from deepsci.core.compress import run_export
+
+    run_export(cfg, EXPORT, overwrite=opts.overwrite, say=typer.echo)

@@ -18,7 +18,7 @@ from .model import HEAD, build_model, example_dataset, genotype_card, load_genot
 from .recipe import RecipeConfig, TrainingExamples, make_training_examples
 
 __all__ = ["TrainVariantsConfig", "train_variants", "genotype_loss", "class_counts",
-           "class_weights"]
+           "class_weights", "loop_config", "GenotypeAccuracy", "check_training_examples"]
 
 
 @dataclass
@@ -217,7 +217,7 @@ def genotype_loss(y_true, y_pred):
     return keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
 
 
-class _Accuracy:
+class GenotypeAccuracy:
     """Genotype accuracy over dict outputs (the loop passes the whole y_pred)."""
 
     def __init__(self):
@@ -225,6 +225,9 @@ class _Accuracy:
         self.m = keras.metrics.SparseCategoricalAccuracy()
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        if isinstance(y_true, dict):        # a distilled student's {"label", "teacher"}
+            y_true = y_true["label"]
+            y_true = y_true[HEAD] if isinstance(y_true, dict) else y_true
         self.m.update_state(y_true, y_pred[HEAD] if isinstance(y_pred, dict) else y_pred,
                             sample_weight=sample_weight)
 
@@ -235,7 +238,7 @@ class _Accuracy:
         self.m.reset_state()
 
 
-def _check_training_examples(paths: str) -> list[Path]:
+def check_training_examples(paths: str) -> list[Path]:
     """Example shards of one or more (comma-separated) labelled make-examples outputs."""
     files = []
     for path in [p for p in str(paths).split(",") if p]:
@@ -273,14 +276,30 @@ def _augment_config(config: TrainVariantsConfig):
                                                     config.af_augment_min_vaf))
 
 
+def loop_config(config, seed: int, *, validated: bool):
+    """The core loop's :class:`~deepsci.core.training.TrainConfig` of a genotype model.
+
+    ``config`` has ``epochs``, ``batch_size``, ``learning_rate``, ``lr_schedule`` and
+    ``warmup_steps`` (a :class:`TrainVariantsConfig` or the ``distill`` config), so a
+    distilled student trains under the same schedule, clipping and checkpoints.
+    """
+    from deepsci.core.training import TrainConfig
+
+    return TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
+                       learning_rate=config.learning_rate, lr_schedule=config.lr_schedule,
+                       warmup_steps=config.warmup_steps, seed=seed,
+                       monitor="val_loss" if validated else "loss", clip_norm=5.0,
+                       checkpoint_every=200)
+
+
 def _fit(config: TrainVariantsConfig, examples: str, val_examples: str | None, out: Path,
          seed: int):
     """The core training loop over the examples; returns its result and the class counts."""
     from deepsci.core.accelerator import setup
-    from deepsci.core.training import TrainConfig, train
+    from deepsci.core.training import train
 
-    files = _check_training_examples(examples)
-    val_files = _check_training_examples(val_examples) if val_examples else None
+    files = check_training_examples(examples)
+    val_files = check_training_examples(val_examples) if val_examples else None
     strategy = setup(config.accel)
     counts = _label_counts(examples)
     weights = class_weights(config.class_weight, counts)
@@ -292,11 +311,7 @@ def _fit(config: TrainVariantsConfig, examples: str, val_examples: str | None, o
         return build_model(config.variant, width=config.width) if config.variant == "small" \
             else build_model(config.variant)
 
-    tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
-                       learning_rate=config.learning_rate, lr_schedule=config.lr_schedule,
-                       warmup_steps=config.warmup_steps, seed=seed,
-                       monitor="val_loss" if val_files else "loss", clip_norm=5.0,
-                       checkpoint_every=200)
+    tcfg = loop_config(config, seed, validated=bool(val_files))
     augment = _augment_config(config)
 
     def train_ds(ctx):
@@ -322,7 +337,7 @@ def _fit(config: TrainVariantsConfig, examples: str, val_examples: str | None, o
     res = train(builder, train_ds_augmented if config.af_augment > 0 else train_ds,
                 genotype_loss, tcfg, out / "train",
                 val_data=val_ds if val_files else None,
-                metrics={"accuracy": _Accuracy}, strategy=strategy)
+                metrics={"accuracy": GenotypeAccuracy}, strategy=strategy)
     return res, counts, weights
 
 
