@@ -96,6 +96,42 @@ def import_ffn(cfg: ImportFFNConfig) -> None:
     typer.echo(json.dumps(run_import(cfg)))
 
 
+def _compress_configs():
+    # compress.py imports only the core's TensorFlow-free configs at module level.
+    from .compress import DistillConfig, ExportRun
+
+    return ExportRun, DistillConfig
+
+
+_ExportRun, _DistillConfig = _compress_configs()
+
+
+@config_command(app, _ExportRun, name="export", arguments=["model"],
+                shown=["model", "out", "quantize", "inputs", "samples", "check", "batch-size", "tolerance"])
+def export(cfg, opts: RunOptions) -> None:
+    """Export an FFN to LiteRT (.tflite, int8 or float16) for `segment --model`, checked on held-out FOVs."""
+    import sys
+
+    from .compress import export as run_export
+
+    report = run_export(cfg, overwrite=opts.overwrite, say=lambda line: print(line, file=sys.stderr))
+    typer.echo(json.dumps(report))
+
+
+@config_command(app, _DistillConfig, name="distill",
+                shown=["teacher", "out", "image", "labels", "unlabelled", "temperature", "alpha", "depth",
+                       "features", "steps-per-epoch"])
+def distill(cfg, opts: RunOptions) -> None:
+    """Distil a teacher FFN ensemble into a smaller FFN (a model folder like `train`'s).
+
+    Soft targets are the teacher's flood fills of each training region; --unlabelled EM volumes
+    (no ground truth) add regions learned from the teacher alone.
+    """
+    from .compress import distill as run_distill
+
+    typer.echo(json.dumps(run_distill(cfg, overwrite=opts.overwrite)))
+
+
 def _tuple(name: str, text: str | None, cast=int) -> tuple | None:
     if text is None:
         return None

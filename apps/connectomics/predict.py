@@ -1,12 +1,17 @@
 """The FFN runner: a trained model applied to batches of FOVs, loaded once per process.
 
 :class:`FloodFiller` is what the flood fill and the agglomeration call; the
-forward pass is the core's :class:`~deepsci.core.predict.Predictor` (one traced
-function per model), and the runner counts FOV evaluations (the cost measure of
-the benchmarks). Models are refused unless their card says ``connectomics``/``ffn``.
+forward pass is the core's predictor (:func:`deepsci.core.predict.load_predictor`:
+a traced Keras function for ``.keras``, the LiteRT interpreter for a ``.tflite``
+made by ``connectomics export``), and the runner counts FOV evaluations (the cost
+measure of the benchmarks). A comma-separated list of models is an ensemble whose
+members' object probabilities are averaged at every FOV (the canvas keeps logits,
+so the mean probability goes back to a logit). Models are refused unless their card
+says ``connectomics``/``ffn``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,36 +19,41 @@ import numpy as np
 from deepsci.core.models.card import ModelCard, read_card
 from deepsci.core.parallel import limit_tf_threads
 
-__all__ = ["APP", "TASK", "FloodFiller", "normalise", "model_card", "load_flood_filler"]
+__all__ = ["APP", "TASK", "FloodFiller", "normalise", "model_card", "model_paths", "load_flood_filler"]
 
 APP, TASK = "connectomics", "ffn"
+#: Ensemble probabilities are clipped this far from 0 and 1 before going back to logits.
+_EPS = 1e-6
 
 
 class FloodFiller:
-    """Runs an FFN model on batches of FOVs.
+    """Runs an FFN (or the mean of an ensemble of FFNs) on batches of FOVs.
 
     Parameters
     ----------
-    model : keras.Model
-        ``(N, Z, Y, X, 2) -> (N, Z, Y, X, 1)`` FFN.
+    predict : callable or sequence of callables
+        ``(N, Z, Y, X, 2) -> (N, Z, Y, X, 1)`` logits (a core predictor); several: an ensemble.
+    fov : sequence of 3 int
+        The FOV ``(Z, Y, X)``.
     deltas : sequence of 3 int
         FOV movement step.
     """
 
-    def __init__(self, model, deltas):
-        from deepsci.core.predict import predictor
-
-        self.fov = tuple(int(v) for v in model.input_shape[1:4])
+    def __init__(self, predict: Callable | Sequence[Callable], fov, deltas):
+        self.members = list(predict) if isinstance(predict, (list, tuple)) else [predict]
+        self.fov = tuple(int(v) for v in fov)
         self.deltas = tuple(int(v) for v in deltas)
-        # Batches are as long as the queue allows (1 .. batch_size FOVs): no padding to a fixed size,
-        # which would cost up to batch_size times the work of a short batch.
-        self._predict = predictor(model, batch_size=None)
         self.fov_evals = 0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Logits ``(N, Z, Y, X)`` of a batch ``(N, Z, Y, X, 2)`` (image, canvas)."""
         self.fov_evals += len(batch)
-        return self._predict(np.asarray(batch, np.float32))[..., 0]
+        x = np.asarray(batch, np.float32)
+        if len(self.members) == 1:
+            return np.asarray(self.members[0](x))[..., 0]
+        p = np.mean([1.0 / (1.0 + np.exp(-np.asarray(m(x), np.float64)[..., 0])) for m in self.members], axis=0)
+        p = np.clip(p, _EPS, 1 - _EPS)
+        return np.log(p / (1 - p)).astype(np.float32)
 
 
 def normalise(image: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -51,9 +61,39 @@ def normalise(image: np.ndarray, mean: float, std: float) -> np.ndarray:
     return ((image.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
+def model_paths(spec: str | Path) -> list[str]:
+    """The model files of ``spec``: one path, or the members of ``a.keras,b.tflite``."""
+    return [s.strip() for s in str(spec).split(",") if s.strip()]
+
+
 def model_card(model_path: str | Path) -> ModelCard:
-    """The checked card of a trained FFN (FFN shape in ``extra["ffn"]``, ``preprocessing``), no TensorFlow."""
-    return read_card(model_path, expect=APP, task=TASK)
+    """The checked card of a trained FFN (FFN shape in ``extra["ffn"]``, ``preprocessing``), no TensorFlow.
+
+    An ensemble's members must agree on the FFN shape and preprocessing; the first's card is returned.
+    """
+    from deepsci.core.errors import InputError
+
+    paths = model_paths(model_path)
+    cards = [read_card(p, expect=APP, task=TASK) for p in paths]
+    for p, c in zip(paths[1:], cards[1:], strict=True):
+        if c.extra.get("ffn") != cards[0].extra.get("ffn") or c.preprocessing != cards[0].preprocessing:
+            raise InputError(f"expected ensemble members of one FFN shape and preprocessing, found one that "
+                             f"differs from {Path(paths[0]).name}", p)
+    return cards[0]
+
+
+def _member(path: str, threads: int | None) -> tuple[Callable, ModelCard]:
+    if Path(path).suffix == ".tflite":
+        from deepsci.core.litert import LiteRTModel
+
+        # Loaded here rather than by load_predictor so the interpreter gets this worker's threads.
+        runtime, card = LiteRTModel.load(path, expect=APP, task=TASK, threads=threads)
+        return runtime.predictor(), card
+    from deepsci.core.predict import load_predictor
+
+    # Batches are as long as the queue allows (1 .. batch_size FOVs): no padding to a fixed size,
+    # which would cost up to batch_size times the work of a short batch.
+    return load_predictor(path, expect=APP, task=TASK, batch_size=None)
 
 
 _RUNNERS: dict = {}
@@ -62,14 +102,15 @@ _RUNNERS: dict = {}
 def load_flood_filler(model_path: str | Path, *, threads: int | None = None) -> tuple[FloodFiller, ModelCard]:
     """The model at ``model_path`` as a :class:`FloodFiller` (loaded once per process) and its card.
 
-    ``threads``: TensorFlow intra-op threads of this process (a Dask worker's share of the cores),
-    set before the model's first op.
+    ``model_path`` is a ``.keras`` or ``.tflite`` file, or a comma-separated ensemble of them.
+    ``threads``: intra-op threads of this process (a Dask worker's share of the cores), set before
+    the model's first op.
     """
     key = str(model_path)
     if key not in _RUNNERS:
+        card = model_card(key)
         limit_tf_threads(threads)
-        from deepsci.core.models.serialization import load_model
-
-        model, card = load_model(key, expect=APP, task=TASK)
-        _RUNNERS[key] = (FloodFiller(model, card.extra["ffn"]["deltas"]), card)
+        members = [_member(p, threads)[0] for p in model_paths(key)]
+        ffn = card.extra["ffn"]
+        _RUNNERS[key] = (FloodFiller(members, ffn["fov_size"], ffn["deltas"]), card)
     return _RUNNERS[key]

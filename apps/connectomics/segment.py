@@ -39,7 +39,7 @@ from .config import InferenceConfig, SegmentConfig, SegmentRun
 from .fill import flood_fill, grid_seeds, membrane_seeds, peak_seeds
 from .io import create_output, open_volume
 from .labels import UnionFind, relabel, split_consensus
-from .predict import FloodFiller, load_flood_filler, model_card, normalise
+from .predict import APP, TASK, FloodFiller, load_flood_filler, model_card, model_paths, normalise
 
 __all__ = ["SegmentConfig", "SegmentRun", "segment_block", "plan_blocks", "stitch_blocks", "assemble_blocks",
            "segment_volume", "run_segment"]
@@ -253,11 +253,11 @@ def assemble_blocks(blocks: list[dict], block_dir: Path, mapping: dict, labels, 
 
 
 def _fingerprint(model: str, image: str, cfg: SegmentConfig) -> str:
-    st = os.stat(model)
+    files = [(os.path.abspath(m), os.stat(m).st_size, os.stat(m).st_mtime_ns) for m in model_paths(model)]
     # Where blocks run (scheduler, workers) does not change their results, so it may differ on resume.
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("scheduler", "workers")}
-    text = json.dumps([os.path.abspath(model), st.st_size, st.st_mtime_ns, image, settings], sort_keys=True,
-                      default=str)
+    head = list(files[0]) if len(files) == 1 else [files]  # one model: the fingerprint of earlier versions
+    text = json.dumps([*head, image, settings], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -314,8 +314,14 @@ def run_segment(cfg: SegmentRun, *, progress: bool = True, overwrite: bool = Fal
     if any(s < f for s, f in zip(vol.shape, fov, strict=True)):
         raise InputError(f"expected a volume of at least the model's FOV {fov}, found {vol.shape}", vol.spec)
     blocks = plan_blocks(vol.shape, block, tuple(seg.overlap) if seg.overlap else fov)
+    for member in model_paths(cfg.model):
+        if Path(member).suffix == ".tflite":
+            # A broken file is the user's one-line error here, not a failure inside a worker.
+            from deepsci.core.litert import LiteRTModel
+
+            LiteRTModel.load(member, expect=APP, task=TASK, threads=1)
     with RunDir(cfg.out, command="connectomics segment", config=cfg, overwrite=overwrite,
-                inputs=[cfg.model, vol.spec.split(":")[0] if ":" in vol.spec else vol.spec]) as run:
+                inputs=[*model_paths(cfg.model), vol.spec.split(":")[0] if ":" in vol.spec else vol.spec]) as run:
         work = run.state_dir / "blocks" / _fingerprint(cfg.model, vol.spec, seg)
         work.mkdir(parents=True, exist_ok=True)
         workers = min(seg.workers or os.cpu_count() or 1, len(blocks))

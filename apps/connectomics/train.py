@@ -26,6 +26,7 @@ All optimisation goes through :func:`deepsci.core.training.train`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,8 @@ __all__ = [
     "sample_coordinates",
     "train_ffn",
     "image_stats",
+    "augment_regions",
+    "fov_gather",
 ]
 
 @dataclass
@@ -237,6 +240,24 @@ def _permutations(region) -> list[tuple[int, int, int]]:
             if all(region[a] == region[b] for a, b in zip(range(3), p, strict=True))]
 
 
+def augment_regions(tensors: list, *, example_id, seed: int, perms, region) -> list:
+    """The same random reflections of z, y, x and axis permutation of every ``(R, R, R, 1)`` tensor.
+
+    The draw is a pure function of ``(seed, example_id)``, so an image region and its targets
+    (labels, a teacher's masks) stay aligned.
+    """
+    import tensorflow as tf
+
+    out = list(tensors)
+    r = tf.random.stateless_uniform([4], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(example_id, tf.int64)]))
+    for axis in range(3):
+        flip = r[axis] < 0.5
+        out = [tf.cond(flip, lambda t=t, a=axis: tf.reverse(t, [a]), lambda t=t: t) for t in out]
+    k = tf.cast(tf.floor(r[3] * len(perms)), tf.int32)
+    return [tf.ensure_shape(tf.switch_case(k, [lambda t=t, p=p: tf.transpose(t, [*p, 3]) for p in perms]),
+                            [*region, 1]) for t in out]
+
+
 def _dataset(image, labels, coords, cfg: FFNTrainConfig, mean, std):
     """tf.data pipeline of (image region, seed) -> soft target, at the global batch."""
     import tensorflow as tf
@@ -255,16 +276,7 @@ def _dataset(image, labels, coords, cfg: FFNTrainConfig, mean, std):
         centre_label = y_lab[half[0], half[1], half[2]]
         y = tf.where(y_lab == centre_label, SEED_IN, SEED_OUT)[..., None]
         if cfg.augment:
-            r = tf.random.stateless_uniform([4], seed=tf.stack([tf.cast(seed, tf.int64), i]))
-            for axis in range(3):
-                flip = r[axis] < 0.5
-                x = tf.cond(flip, lambda x=x, a=axis: tf.reverse(x, [a]), lambda x=x: x)
-                y = tf.cond(flip, lambda y=y, a=axis: tf.reverse(y, [a]), lambda y=y: y)
-            k = tf.cast(tf.floor(r[3] * len(perms)), tf.int32)
-            branches_x = [lambda x=x, p=p: tf.transpose(x, [*p, 3]) for p in perms]
-            branches_y = [lambda y=y, p=p: tf.transpose(y, [*p, 3]) for p in perms]
-            x = tf.ensure_shape(tf.switch_case(k, branches_x), [*region, 1])
-            y = tf.ensure_shape(tf.switch_case(k, branches_y), [*region, 1])
+            x, y = augment_regions([x, y], example_id=i, seed=seed, perms=perms, region=region)
         return x, tf.cast(y, tf.float32)
 
     ids = np.arange(len(coords), dtype=np.int64)
@@ -306,6 +318,19 @@ def _face_max_corner(corner, out, *, fov, deltas, region, t_move):
     return tf.where(valid[:, None], new, corner), valid
 
 
+def fov_gather(fov) -> Callable:
+    """``gather(volume, corner)``: the FOVs ``(N, *fov, C)`` of a batch of regions ``(N, R, R, R, C)`` at corners ``(N, 3)``."""
+    import tensorflow as tf
+
+    grid = np.stack(np.meshgrid(*[np.arange(f) for f in fov], indexing="ij"), -1).astype(np.int32)
+
+    def gather(vol, corner):
+        idx = corner[:, None, None, None, :] + grid[None]
+        return tf.gather_nd(vol, idx, batch_dims=1)
+
+    return gather
+
+
 def make_forward(cfg: FFNTrainConfig):
     """``forward(model, x, training)`` running ``cfg.moves`` FFN steps with feedback.
 
@@ -325,9 +350,7 @@ def make_forward(cfg: FFNTrainConfig):
     fixed = [np.eye(3, dtype=np.int32)[a] * s * d[a] for a in range(3) for s in (1, -1)]
     t_move = logit(cfg.move_threshold)
 
-    def gather(vol, corner):
-        idx = corner[:, None, None, None, :] + grid[None]
-        return tf.gather_nd(vol, idx, batch_dims=1)
+    gather = fov_gather(fov)
 
     def next_corner(corner, out, step):
         if cfg.move_policy == "fixed":
