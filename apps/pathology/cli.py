@@ -10,7 +10,9 @@ from __future__ import annotations
 import typer
 
 from deepsci.core.cli import RunOptions, config_command
+from deepsci.core.compress import ExportConfig
 
+from .compress import DistillConfig
 from .detect import DetectConfig
 from .evaluate import EvaluateConfig
 from .heatmap import HeatmapConfig
@@ -95,3 +97,38 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> None:
     auc = f", slide AUC {m['slide_auc']:.4f}" if "slide_auc" in m else ""
     typer.echo(f"FROC {m['froc']:.4f} over {m['slides']} slides ({m['lesions']} lesions; "
                f"{pixel_size_text(m)}){auc} -> {cfg.out}")
+
+
+@config_command(app, ExportConfig, name="export", arguments=["model"],
+                shown=["out", "quantize", "inputs", "samples", "check", "batch-size", "tolerance", "seed"])
+def export(cfg: ExportConfig, opts: RunOptions) -> None:
+    """Export a patch classifier to LiteRT (.tflite, int8 | float16 | none) for `heatmap`.
+
+    --inputs: a slide or a folder of slides (annotations beside them), whose patches
+    calibrate int8 and check the export; default: a synthetic slide pair (fixed seed).
+    The export is refused when the mean tumour-probability change on the held-out
+    patches exceeds --tolerance (default 0.02).
+    """
+    from deepsci.core.compress import run_export
+
+    from .compress import EXPORT
+
+    def say(line: str) -> None:
+        # the demo-model warning concerns real slides; the default inputs are synthetic
+        if not (line.startswith("warning:") and cfg.inputs is None):
+            typer.echo(line, err=line.startswith(("warning:", "model:")))
+
+    run_export(cfg.validate(), EXPORT, overwrite=opts.overwrite, say=say)
+
+
+@config_command(app, DistillConfig, name="distill", exclude=["train.progress"],
+                shown=["teacher", "temperature", "alpha", "slides", "out", "val-slides", "width", "patches",
+                       "epochs", "seed"])
+def distill(cfg: DistillConfig, opts: RunOptions) -> None:
+    """Distil a teacher (one model or an ensemble) into a small Inception student (resumes in --out)."""
+    from .compress import distill as run_distill
+
+    result = run_distill(cfg, overwrite=opts.overwrite, say=typer.echo)
+    last = result.history[-1] if result.history else {}
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k in ("loss", "val_loss"))
+    typer.echo(f"trained {result.steps} steps: {shown}")

@@ -64,8 +64,9 @@ class HeatmapConfig:
     Attributes
     ----------
     model : str, optional
-        ``model.keras`` written by ``train`` (its card gives patch size and
-        magnifications), or a shipped model's name; ``None``: the shipped default.
+        ``model.keras`` written by ``train`` or ``distill`` (its card gives patch
+        size and magnifications), a ``.tflite`` written by ``export`` (run by
+        LiteRT), or a shipped model's name; ``None``: the shipped default.
     slides : str
         A slide file or a folder of slides.
     out : str
@@ -96,8 +97,8 @@ class HeatmapConfig:
 
     slides: str = option(help="A slide or a folder of slides.")
     out: str = option(help="Output folder.")
-    model: str | None = option(None, "model.keras from `train` or a shipped name (default: the "
-                               "shipped default, `deepsci models list`).")
+    model: str | None = option(None, "model.keras from `train`/`distill`, a .tflite from `export`, "
+                               "or a shipped name (default: the shipped default, `deepsci models list`).")
     stride: int | None = option(None, "Window step in pixels at the finest scale (default: the "
                                 "centre region).", min=1)
     batch_size: int = option(128, "Tiles per inference batch.", min=1)
@@ -120,9 +121,10 @@ class HeatmapConfig:
         check_ranges(self)
         if self.scheduler not in (None, "local", "inline") and not str(self.scheduler).startswith(REMOTE_SCHEMES):
             raise ConfigError(f"expected a scheduler 'local', 'inline' or tcp://host:port, found {self.scheduler!r}")
-        named = self.model is not None and os.sep not in self.model and not self.model.endswith(".keras")
+        named = (self.model is not None and os.sep not in self.model
+                 and not self.model.endswith((".keras", ".tflite")))
         if self.model is not None and not named and not Path(self.model).is_file():
-            raise InputError("expected a trained model (.keras), found no file", self.model)
+            raise InputError("expected a trained model (.keras or .tflite), found no file", self.model)
         if not Path(self.slides).exists():
             raise InputError("expected a slide file or folder, found none", self.slides)
         return self
@@ -364,6 +366,12 @@ def run_heatmaps(config: HeatmapConfig, *, overwrite: bool = False) -> dict[str,
         # omitted or a shipped name: the registry's file, said in one line
         cfg = dataclasses.replace(cfg, model=resolve_patch_model(cfg.model, slides)).validate()
     card = read_card(cfg.model, expect=APP, task=TASK)  # no TensorFlow in this process
+    if Path(cfg.model).suffix == ".tflite":
+        from deepsci.core.litert import LiteRTModel
+
+        # A damaged export is one line here, not a traceback in every worker (which
+        # load it again by path: interpreters are not picklable).
+        LiteRTModel.load(cfg.model, expect=APP, task=TASK, threads=1)
     with RunDir(cfg.out, command="pathology heatmap", config=cfg, inputs=[cfg.model, cfg.slides],
                 overwrite=overwrite) as run:
         if overwrite:  # an unfinished run's markers too

@@ -13,8 +13,13 @@
 * :func:`tile_predictor` - uint8 tiles in, tumour probabilities out (optionally
   8-orientation TTA in the graph): a core :class:`~deepsci.core.predict.Predictor`,
   traced once for one fixed batch shape.
-* :func:`engine` - this process's ready model (card checked, loaded, folded, traced,
-  run once), kept so that a Dask worker serves the next run on the same cluster at once.
+* :class:`LiteRTTiles` - the same step for a ``.tflite`` export (``pathology export``):
+  scaling and TTA in NumPy around the LiteRT interpreter, which takes the
+  model's own float inputs.
+* :func:`engine` - this process's ready model (card checked, loaded, folded or
+  interpreted, traced, run once), kept so that a Dask worker serves the next
+  run on the same cluster at once. A ``.tflite`` file is loaded by path in the
+  worker itself: LiteRT interpreters cannot be pickled.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ from .model import APP, TASK
 from .patches import preprocess
 
 __all__ = ["fold_batchnorm", "foldable_pairs", "TileModel", "tumour_probability", "orientation_mean",
-           "tile_predictor", "Engine", "engine", "drop_cached_models", "warm_worker"]
+           "tile_predictor", "LiteRTTiles", "scale_tiles", "Engine", "engine", "drop_cached_models",
+           "warm_worker"]
 
 
 def _sole_consumer(layer):
@@ -224,6 +230,58 @@ def tile_predictor(model, *, scales: int, batch_size: int, tta: bool = False, xl
                      postprocess=orientation_mean if tta else tumour_probability)
 
 
+def scale_tiles(x: np.ndarray) -> np.ndarray:
+    """uint8 tiles ``(N, P, P, 3)`` -> float32 in [-1, 1], the same float32 arithmetic as
+    :func:`.patches.preprocess`, in NumPy (no TensorFlow in a LiteRT worker's step)."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255.0)
+    return (x.astype(np.float32) * np.float32(2.0) - np.float32(1.0)).astype(np.float32)
+
+
+def _np_orientations(x: np.ndarray) -> list[np.ndarray]:
+    # The same 8 views as _orientations (the dihedral group of the square); their mean
+    # does not depend on the order.
+    views = []
+    for k in range(4):
+        r = np.rot90(x, k, axes=(1, 2))
+        views += [r, r[:, :, ::-1]]
+    return views
+
+
+class LiteRTTiles:
+    """uint8 tiles of every magnification -> tumour probabilities, run by a LiteRT export.
+
+    Parameters
+    ----------
+    predictor : deepsci.core.litert.LiteRTPredictor
+        The exported classifier: ``(N, P, P, 3)`` float in [-1, 1] per
+        magnification -> ``{"tumor": (N, 1)}`` logits (any ``N``; it pads to
+        the file's batch).
+    scales : int
+        Number of magnifications.
+    tta : bool
+        Average the probabilities of the 8 orientations.
+    """
+
+    def __init__(self, predictor, *, scales: int, tta: bool = False):
+        if scales < 1:
+            raise ValueError(f"Expected scales >= 1. Received: {scales}")
+        self.predictor, self.scales, self.tta = predictor, int(scales), bool(tta)
+
+    def __call__(self, xs) -> np.ndarray:
+        """``xs``: one uint8 ``(N, P, P, 3)`` per magnification -> float32 ``(N,)``."""
+        xs = [scale_tiles(x) for x in (xs if isinstance(xs, (list, tuple)) else [xs])]
+        if len(xs) != self.scales:
+            raise ValueError(f"Expected {self.scales} inputs (one per magnification). Received: {len(xs)}")
+        if self.tta:
+            xs = [np.ascontiguousarray(np.concatenate(_np_orientations(x), axis=0)) for x in xs]
+        out = self.predictor(xs[0] if self.scales == 1 else list(xs))
+        logits = np.asarray(out["tumor"] if isinstance(out, dict) else out, np.float32)[:, 0]
+        p = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+        return p.reshape(8, -1).mean(axis=0) if self.tta else p
+
+
 @dataclass
 class Engine:
     """A worker process's ready model: loaded, BatchNorm-folded, traced and run once.
@@ -252,7 +310,7 @@ class Engine:
 
 @dataclass
 class _Loaded:
-    folded: object  # the BatchNorm-folded keras.Model
+    folded: object  # the BatchNorm-folded keras.Model (None for a .tflite export)
     card: ModelCard
 
 
@@ -290,7 +348,10 @@ def engine(model_path: str, batch_size: int, tta: bool, threads: int | None, *,
     loaded = _MODEL[mkey]
     spec = loaded.card.input_spec
     size, scales = int(spec["patch_size"]), len(spec["magnifications"])
-    predict = tile_predictor(loaded.folded, scales=scales, batch_size=batch_size, tta=tta, xla=xla)
+    if loaded.folded is None:
+        predict = _litert_tiles(model_path, scales=scales, tta=tta, threads=used)
+    else:
+        predict = tile_predictor(loaded.folded, scales=scales, batch_size=batch_size, tta=tta, xla=xla)
     # The first call also builds the oneDNN kernels: done here, not on a slide's clock.
     predict([np.zeros((batch_size, size, size, 3), np.uint8)] * scales)
     _ENGINES[key] = Engine(loaded.card, predict, used, started, time.perf_counter() - t0)
@@ -303,10 +364,20 @@ def drop_cached_models() -> None:
     _ENGINES.clear()
 
 
+def _litert_tiles(model_path: str, *, scales: int, tta: bool, threads: int) -> LiteRTTiles:
+    from deepsci.core.litert import LiteRTModel
+
+    # Interpreter threads are fixed at load: the same count TensorFlow would use here.
+    model, _ = LiteRTModel.load(model_path, expect=APP, task=TASK, threads=threads)
+    return LiteRTTiles(model.predictor(), scales=scales, tta=tta)
+
+
 def _load_folded(model_path: str) -> _Loaded:
     from deepsci.core.models.serialization import load_model
 
     card = read_card(model_path, expect=APP, task=TASK)  # a model without a card is refused too
+    if Path(model_path).suffix == ".tflite":
+        return _Loaded(None, card)  # interpreted per engine (its threads are set at load)
     model, _ = load_model(model_path, expect=APP, task=TASK)
     # Inference-only copy, same probabilities: Conv+BN+ReLU become one fused
     # kernel, ~1.3x the tiles/s of the narrow small Inception.

@@ -129,14 +129,18 @@ def _loss(y, y_pred):
     return keras.losses.binary_crossentropy(y["tumor"], y_pred["tumor"], from_logits=True)
 
 
-def _auc_metric():
+def _auc_metric(label=None):
+    """Keras' patch AUC of the ``tumor`` head; ``label(y_true)`` picks the hard labels
+    (default ``y_true["tumor"]``; distillation's targets nest them under ``"label"``)."""
     import keras
+
+    pick = label or (lambda y: y["tumor"])
 
     class TumourAUC(keras.metrics.AUC):
         """Patch AUC of the ``tumor`` head from logits."""
 
         def update_state(self, y_true, y_pred, sample_weight=None):
-            return super().update_state(y_true["tumor"], y_pred["tumor"], sample_weight)
+            return super().update_state(pick(y_true), y_pred["tumor"], sample_weight)
 
     return TumourAUC(from_logits=True, name="auc")
 
