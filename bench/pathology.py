@@ -14,6 +14,12 @@ Usage::
     python bench/pathology.py                 # full settings
     python bench/pathology.py --quick         # reduced settings (minutes)
     python bench/pathology.py --results bench/RESULTS.pathology.md
+    python bench/pathology.py --no-record     # print only
+
+The goal rows a run measures (FROC and slide AUC unless ``--skip-accuracy``; the end-to-end
+heatmap rows of each timed model and mode unless ``--skip-heatmap``/``--breakdown-only``)
+replace their rows in ``bench/results/pathology.json`` and ``bench/RESULTS.md``
+(:func:`result_rows`); ``--quick`` runs are smoke runs and are not recorded.
 """
 from __future__ import annotations
 
@@ -21,11 +27,94 @@ import argparse
 import datetime as dt
 import functools
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Options left out of the recorded command (output paths).
+_UNRECORDED = {"--results"}
+_NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def _accuracy_rows(acc: dict) -> list[dict]:
+    small = ""
+    if acc["test_small"]:
+        lo, hi = acc["small_radius_um"]
+        k = acc["small_lesions"]
+        small = (f", {acc['test_small']} with {_NUMBERS.get(k, k)} {lo:g}–{hi:g} µm "
+                 f"{'metastasis' if k == 1 else 'metastases'} each")
+    slides = (f"{acc['slides']} held-out synthetic slides ({acc['test_normal']} normal, "
+              f"{acc['test_tumour']} with training-like metastases{small})")
+    rows = [{"metric": f"Camelyon16 FROC (official rule, ITC excluded), {slides}",
+             "deepsci": float(acc["froc"]), "peer": "limit 1.0", "goal": ">= 0.9",
+             "met": bool(acc["froc"] >= 0.9)}]
+    if acc.get("slide_auc") is not None:  # both tumour and normal slides were held out
+        margin = acc["tumour_min"] - acc["normal_max"]
+        sep = (f"a margin of about {margin:.2f}" if margin > 0 else
+               f"the lowest tumour slide at {acc['tumour_min']:.2f}")
+        rows.append({
+            "metric": f"slide-level ROC AUC, the same {acc['slides']} held-out slides (normal "
+                      f"slides' heatmap maximum up to {acc['normal_max']:.2f}: {sep})",
+            "deepsci": float(acc["slide_auc"]), "peer": "limit 1.0", "goal": ">= 0.97",
+            "met": bool(acc["slide_auc"] >= 0.97)})
+    return rows
+
+
+def result_rows(measured: dict) -> list[dict]:
+    """The goal rows of ``bench/results/pathology.json`` from one run's figures.
+
+    ``measured["accuracy"]`` (None when skipped): ``froc``, ``slide_auc``, ``slides``,
+    ``test_normal``, ``test_tumour``, ``test_small``, ``small_lesions``, ``small_radius_um``,
+    ``normal_max`` and ``tumour_min`` (slide scores: the heatmap maximum);
+    ``measured["heatmap"]``: one dict per timed row with ``variant`` (small or v3), ``patch``,
+    ``mode`` (a label of :data:`HEATMAP_MODES`), ``pct`` (end-to-end % of the matmul peak),
+    ``tiles_per_s`` (end to end), ``peak`` (GFLOP/s), ``slides``, ``v3_slides`` and ``size``.
+    """
+    rows = _accuracy_rows(measured["accuracy"]) if measured.get("accuracy") else []
+    for hm in measured.get("heatmap", []):
+        model = (f"small Inception ({hm['patch']} px)" if hm["variant"] == "small"
+                 else f"Inception-v3 ({hm['patch']} px)")
+        rows.append({
+            "metric": f"heatmap throughput end to end, {model}, {hm['mode']}, {hm['slides']} "
+                      f"synthetic {hm['size']}² slides (v3: {hm['v3_slides']}), share of the "
+                      "matmul peak",
+            "deepsci": f"{hm['pct']:.2f} % ({hm['tiles_per_s']:.4g} tiles/s)",
+            "peer": f"float32 matmul peak {hm['peak']:.1f} GFLOP/s, measured beside the row",
+            "goal": ">= 40 % of peak", "met": bool(hm["pct"] >= 40)})
+    return rows
+
+
+def record_command(argv: list[str]) -> str:
+    """This run's command as ``bench/results`` records it: output paths left out."""
+    words, rest = [], list(argv)
+    while rest:
+        word = rest.pop(0)
+        name, eq, _ = word.partition("=")
+        if name in _UNRECORDED:
+            if not eq and rest:
+                rest.pop(0)
+        elif name != "--no-record":
+            words.append(word)
+    return shlex.join(["python", f"bench/{Path(__file__).name}", *words])
+
+
+def _record(rows: list[dict], argv: list[str], load: tuple[float, ...]) -> None:
+    """Replace the rows of the same metric in ``bench/results/pathology.json`` and the page."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from render_results import write_app_results
+
+    from deepsci.core.bench import machine_info, machine_line
+
+    machine = (f"{machine_line()}, TensorFlow {machine_info().get('tensorflow')}; load average "
+               f"{load[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end of the run")
+    cmd = record_command(argv)
+    path = write_app_results("pathology", [{**r, "command": cmd} for r in rows], machine=machine)
+    print(f"recorded {len(rows)} row(s) in {path}")
+
 
 REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pathology" / "cmu_small_region.svs"
 
@@ -126,8 +215,12 @@ HEATMAP_MODES = {"1p-cold": ("1 process, cold", "inline", None, True),
                  "dask-warm": ("2 Dask workers, warm (running cluster)", "running", 2, False)}
 
 
-def bench_heatmap(work: Path, args, on_row=None) -> tuple[list[dict], list[dict]]:
-    """Heatmap throughput rows and wall-time split; ``on_row(rows, split)`` after each row."""
+def bench_heatmap(work: Path, args, on_row=None, measured: list | None = None
+                  ) -> tuple[list[dict], list[dict]]:
+    """Heatmap throughput rows and wall-time split; ``on_row(rows, split)`` after each row.
+
+    ``measured`` gets one entry per row for :func:`result_rows`.
+    """
     from deepsci.apps.pathology.synth import SynthConfig, make_slides
 
     all_slides = work / "hm_slides"
@@ -169,6 +262,12 @@ def bench_heatmap(work: Path, args, on_row=None) -> tuple[list[dict], list[dict]
                 split.append({"model": rows[-1]["model"], "mode": mode, "slides": best["slides"],
                               **{k: best[k] for k in ("wall", "until first work", "model start-up/worker",
                                                       "slides/worker", "writing/worker", "after last slide")}})
+                if measured is not None:
+                    measured.append({"variant": variant, "patch": patch, "mode": mode,
+                                     "pct": rows[-1]["% peak end to end"],
+                                     "tiles_per_s": best["end_to_end"], "peak": best["peak"],
+                                     "slides": args.hm_slides, "size": args.hm_size,
+                                     "v3_slides": (args.hm_slides + 1) // 2})
                 if on_row:
                     on_row(rows, split)
                 print(f"  heatmap {variant} {mode}: {best['end_to_end']:.1f} tiles/s end to end, "
@@ -351,10 +450,11 @@ def bench_accuracy(work: Path, args) -> tuple[list[dict], dict]:
     t = time.perf_counter()
     r = run_pipeline(work / "accuracy", s, train_seed=0, test_seed=1)
     m = r["metrics"]
+    per_slide = read_json(work / "accuracy" / "eval" / "per_slide.json")
     row = {"held-out slides": m["slides"], "tumour slides": m["tumour_slides"],
            "lesions (non-ITC)": m["lesions"], "FROC": m["froc"],
            **{f"sens@{k}": v for k, v in m["sensitivity_at"].items()},
-           "ITC (excluded)": sum(r["itc"] for r in read_json(work / "accuracy" / "eval" / "per_slide.json")),
+           "ITC (excluded)": sum(r["itc"] for r in per_slide),
            "slide AUC": m.get("slide_auc"), "patch val AUC (Keras 200-threshold approx.)": (r["history"][-1] or {}).get("val_auc"),
            "minutes": (time.perf_counter() - t) / 60}
     settings = (f"train seed 0: {s.n_train[0]} tumour + {s.n_train[1]} normal slides (metastasis radius "
@@ -365,12 +465,19 @@ def bench_accuracy(work: Path, args) -> tuple[list[dict], dict]:
                 f"0.5 um/px; small Inception "
                 f"width {s.width}, {s.patch}px 20x patches, {s.epochs} epochs x {s.patches} patches; "
                 f"heatmap stride {s.stride}px; NMS threshold 0.1, radius 100 um; evaluation level 5")
-    return [row], {"settings": settings}
+    normal = [r["score"] for r in per_slide if not r["tumour"]]
+    tumour = [r["score"] for r in per_slide if r["tumour"]]
+    measured = {"froc": m["froc"], "slide_auc": m.get("slide_auc"), "slides": m["slides"],
+                "test_normal": s.n_test[1], "test_tumour": s.n_test[0], "test_small": s.n_test_small,
+                "small_lesions": s.small_lesions, "small_radius_um": s.small_radius_um,
+                "normal_max": max(normal) if normal else None,
+                "tumour_min": min(tumour) if tumour else None}
+    return [row], {"settings": settings, "measured": measured}
 
 
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="reduced settings")
+    p.add_argument("--quick", action="store_true", help="reduced settings (a smoke run: not recorded)")
     p.add_argument("--skip-v3", action="store_true")
     p.add_argument("--skip-small", action="store_true", help="heatmap rows of v3 only")
     p.add_argument("--skip-breakdown", action="store_true", help="no one-slide time breakdown")
@@ -406,6 +513,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--patch", type=int, default=64)
     p.add_argument("--stride", type=int, default=32)
     p.add_argument("--results", type=Path, help="also write the Markdown to this file")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not write bench/results/pathology.json (and bench/RESULTS.md)")
     args = p.parse_args()
     if args.quick:
         args.hm_slides, args.hm_size = 2, 1024
@@ -424,6 +533,8 @@ def main() -> None:
     peak = matmul_peak_gflops()
     print(f"matmul peak {peak:.1f} GFLOP/s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench_pathology_"))
+    load = os.getloadavg()
+    measured: dict = {"accuracy": None, "heatmap": []}
     out = [f"## pathology ({dt.date.today().isoformat()}, {info['cores']} cores, {info['cpu']}, "
            f"TensorFlow {info.get('tensorflow')})", "",
            f"Command: `python bench/pathology.py {' '.join(os.sys.argv[1:])}`. "
@@ -442,6 +553,7 @@ def main() -> None:
     emit([])
     if not args.skip_accuracy:
         rows, extra = bench_accuracy(work, args)
+        measured["accuracy"] = extra["measured"]
         emit(["### FROC and slide AUC on held-out synthetic slides", "", extra["settings"], "",
               table(rows, list(rows[0])), ""])
     if args.skip_reading:
@@ -473,8 +585,11 @@ def main() -> None:
             if args.results:
                 args.results.write_text("\n".join(out + section(hm, split)) + "\n")
 
-        hm, split = bench_heatmap(work, args, on_row=partial)
+        hm, split = bench_heatmap(work, args, on_row=partial, measured=measured["heatmap"])
         emit(section(hm, split))
+    rows = result_rows(measured)
+    if rows and not args.no_record and not args.quick:
+        _record(rows, sys.argv[1:], load)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ Usage::
 
     python bench/retinopathy.py [--train-patients 300] [--test-patients 100]
         [--synth-size 384] [--size 128] [--width 16] [--epochs 12] [--work DIR]
-        [--skip-train] [--out bench/RESULTS.retinopathy.md]
+        [--skip-train] [--out bench/RESULTS.retinopathy.md] [--no-record]
+
+The goal rows measured (held-out accuracy unless ``--skip-accuracy``, preprocessing speed)
+replace their rows in ``bench/results/retinopathy.json`` and ``bench/RESULTS.md``
+(:func:`result_rows`); ``--no-record`` only prints.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +40,80 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DEEPSCI_PROGRESS", "0")
+
+GULSHAN = "Gulshan et al. 2016: {} on EyePACS-1 (real photographs, not comparable)"
+#: Options left out of the recorded command (scratch and output paths).
+_UNRECORDED = {"--work", "--out"}
+
+
+def result_rows(measured: dict) -> list[dict]:
+    """The goal rows of ``bench/results/retinopathy.json`` from one run's figures.
+
+    ``measured["accuracy"]`` (None when skipped): ``n`` (held-out photographs), ``members``,
+    ``width``, ``size``, ``auc``, ``auc_ci_low``, ``auc_ci_high``, ``kappa`` and
+    ``high_sensitivity`` / ``high_specificity`` (each ``sensitivity``, ``specificity``);
+    ``measured["preprocessing"]``: ``images_per_s``, ``per_cpu_s`` (1 thread, 1411-px JPEGs)
+    and ``peer_images_per_s`` (the scikit-image pipeline on the same files).
+    """
+    rows = []
+    acc = measured.get("accuracy")
+    if acc:
+        k = acc["members"]
+        models = (f"ensemble of {k} small Inceptions" if k > 1 else "one small Inception")
+        rows.append({
+            "metric": f"referable-DR ROC AUC (95 % CI), held-out synthetic set ({acc['n']} "
+                      f"photographs), {models} (width {acc['width']}, {acc['size']} px)",
+            "deepsci": f"{acc['auc']:.4f} ({acc['auc_ci_low']:.4f}–{acc['auc_ci_high']:.4f})",
+            "peer": "limit 1.0; " + GULSHAN.format("0.991"), "goal": ">= 0.98",
+            "met": bool(acc["auc"] >= 0.98)})
+        for point, peer in (("sensitivity", "97.5 % / 93.4 %"), ("specificity", "90.3 % / 98.1 %")):
+            op = acc[f"high_{point}"]
+            rows.append({
+                "metric": f"sensitivity / specificity at the high-{point} operating point "
+                          "(chosen on validation patients)",
+                "deepsci": f"{100 * op['sensitivity']:.1f} % / {100 * op['specificity']:.1f} %",
+                "peer": GULSHAN.format(peer), "goal": None, "met": None})
+        rows.append({"metric": "quadratic weighted kappa of the ICDR grade, held-out synthetic set",
+                     "deepsci": round(float(acc["kappa"]), 4), "peer": "limit 1.0",
+                     "goal": None, "met": None})
+    prep = measured["preprocessing"]
+    rows.append({
+        "metric": "preprocessing, 1411-px JPEG photographs, 1 thread (decode, field of view, crop, "
+                  "rescale, contrast, gradability, cache)",
+        "deepsci": f"{prep['images_per_s']:.4g} images/s ({prep['per_cpu_s']:.4g} per CPU-s)",
+        "peer": "scikit-image read + resize + gaussian (no field of view, no cache): "
+                f"{prep['peer_images_per_s']:.4g} images/s",
+        "goal": ">= 20 images/s", "met": bool(prep["images_per_s"] >= 20)})
+    return rows
+
+
+def record_command(argv: list[str]) -> str:
+    """This run's command as ``bench/results`` records it: scratch and output paths left out."""
+    words, rest = [], list(argv)
+    while rest:
+        word = rest.pop(0)
+        name, eq, _ = word.partition("=")
+        if name in _UNRECORDED:
+            if not eq and rest:
+                rest.pop(0)
+        elif name != "--no-record":
+            words.append(word)
+    return shlex.join(["python", f"bench/{Path(__file__).name}", *words])
+
+
+def _record(rows: list[dict], argv: list[str]) -> None:
+    """Replace the rows of the same metric in ``bench/results/retinopathy.json`` and the page."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from render_results import write_app_results
+
+    from deepsci.core.bench import machine_info, machine_line
+
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    machine = (f"{machine_line()}, TensorFlow {machine_info().get('tensorflow')}; load average "
+               f"{load} at the end of the run (1/5/15 min)")
+    cmd = record_command(argv)
+    path = write_app_results("retinopathy", [{**r, "command": cmd} for r in rows], machine=machine)
+    print(f"recorded {len(rows)} row(s) in {path}")
 
 
 def inference_speed(model, size: int, batch: int, repeats: int = 3) -> dict:
@@ -115,7 +195,10 @@ def main(argv=None) -> None:
     p.add_argument("--skip-accuracy", action="store_true",
                    help="Only the speed measurements (preprocessing, inference).")
     p.add_argument("--out", default=None, help="Write the results section here.")
+    p.add_argument("--no-record", action="store_true",
+                   help="Do not write bench/results/retinopathy.json (and bench/RESULTS.md).")
     args = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
 
     from deepsci.apps.retinopathy.evaluate import EvaluateConfig, run_evaluate
     from deepsci.apps.retinopathy.io import DatasetSpec
@@ -142,7 +225,7 @@ def main(argv=None) -> None:
     # ---- preprocessing speed
     big = retina_jpegs(work / "retina_jpegs", args.n_prep)
     synth = sorted((work / "heldout" / "train").glob("*.jpeg"))[: args.n_prep]
-    prep_rows = []
+    prep_rows, measured = [], {"accuracy": None}
     for name, paths in (("retina variants, 1411x1411 JPEG", big),
                         (f"synthetic set, ~{args.synth_size} px fundus JPEG", synth)):
         for workers in (1, 2):
@@ -154,10 +237,14 @@ def main(argv=None) -> None:
             wall, cpu = preprocessing_speed(paths, 299, cache, workers)
             prep_rows.append({"input": name, "pipeline": f"deepsci preprocess, {workers} thread(s)",
                               "images/s": wall, "images per CPU-s": cpu})
+            if paths is big and workers == 1:
+                measured["preprocessing"] = {"images_per_s": wall, "per_cpu_s": cpu}
         wall, cpu = skimage_baseline(paths[:10], 299)
         prep_rows.append({"input": name,
                           "pipeline": "scikit-image read+resize+gaussian (no FOV, no cache)",
                           "images/s": wall, "images per CPU-s": cpu})
+        if paths is big:
+            measured["preprocessing"]["peer_images_per_s"] = wall
 
     # ---- training + held-out evaluation
     spec = DatasetSpec(labels=work / "train" / "trainLabels.csv")
@@ -183,6 +270,15 @@ def main(argv=None) -> None:
             data=DatasetSpec(labels=work / "heldout" / "trainLabels.csv"),
             cache_dir=work / "cache"))
         ens = json.loads((model_dir / "ensemble.json").read_text())
+        # The model as trained (--skip-train reuses one), not this run's options.
+        run_cfg = (json.loads((model_dir / "run.json").read_text()).get("config") or {}
+                   if (model_dir / "run.json").is_file() else {})
+        measured["accuracy"] = {
+            **{k: m[k] for k in ("n", "auc", "auc_ci_low", "auc_ci_high", "kappa",
+                                 "high_sensitivity", "high_specificity")},
+            "members": len(ens.get("members", [])) or args.ensemble,
+            "width": run_cfg.get("width", args.width),
+            "size": (run_cfg.get("preprocess") or {}).get("size", args.size)}
         acc_rows = [{
             "held-out set": f"seed {args.test_seed}, {m['n']} images ({m['n_referable']} referable)",
             "referable AUC (95% CI)": f"{m['auc']:.4f} ({m['auc_ci_low']:.4f}-{m['auc_ci_high']:.4f})",
@@ -237,7 +333,7 @@ def main(argv=None) -> None:
         f"TensorFlow {info.get('tensorflow', '')}; float32 matmul peak measured now: "
         f"{peak:.1f} GFLOP/s; load average (1, 5, 15 min) at the end: {load}. "
         f"Command: `python bench/retinopathy.py "
-        f"{' '.join(argv) if argv is not None else ' '.join(os.sys.argv[1:])}`",
+        f"{' '.join(argv)}`",
         "",
         "### Preprocessing (goal >= 20 images/s)",
         "",
@@ -261,6 +357,8 @@ def main(argv=None) -> None:
         from deepsci.core.io import write_text
 
         write_text(args.out, text)
+    if not args.no_record:
+        _record(result_rows(measured), argv)
 
 
 if __name__ == "__main__":

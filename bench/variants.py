@@ -24,6 +24,11 @@ half are never made) at ``--replicate-downsample`` fractions, the last ``--val-f
 the first half held out as validation, ``--class-weight`` and the allele-fraction
 augmentation ``--af-augment`` (``--af-augment-min-vaf``, ``--af-augment-alleles``). This
 script only simulates the benchmark genome, times the callers, scores them and prints.
+
+The goal rows of the run (SNP and INDEL F1 beside the peers, the wall-time ratio to bcftools)
+replace their rows in ``bench/results/variants.json`` and ``bench/RESULTS.md``
+(:func:`result_rows`; the model's recipe is read from its model card); ``--no-record`` only
+prints.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,6 +47,134 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CE = Path(__file__).resolve().parents[2] / "shared" / "data" / "genomics" / "ce.fa"
+
+#: The named training recipes of bench/RESULTS.md (variants session 5), as a model card's
+#: ``training.config`` records them; D is the product's default.
+RECIPE_D = {"epochs": 8, "class_weight": "none", "af_augment": 0.25, "af_augment_min_vaf": 0.15,
+            "af_augment_alleles": "snp", "recipe.downsample": [1.0, 0.7, 0.5],
+            "recipe.replicates": 7, "recipe.replicate_downsample": [1.0, 0.6],
+            "recipe.val_fraction": 0.2}
+RECIPES = {"D": RECIPE_D, "C": {**RECIPE_D, "af_augment_min_vaf": 0.2}}
+#: Options left out of the recorded command (scratch paths) or recorded as a placeholder.
+_UNRECORDED = {"--work"}
+_PLACEHOLDERS = {"--model": "MODEL"}
+GOALS = {"SNP": 0.999, "INDEL": 0.99}
+
+
+def recipe_label(config: dict | None) -> str:
+    """``recipe D``, ``recipe C`` or how a model card's training config differs from D."""
+    if not config or not config.get("reads"):
+        return "recipe not recorded"
+    flat = {**config, **{f"recipe.{k}": v for k, v in (config.get("recipe") or {}).items()}}
+
+    def same(a, b) -> bool:
+        if isinstance(b, list):
+            return isinstance(a, list | tuple) and len(a) == len(b) and all(map(same, a, b))
+        if isinstance(b, float):
+            return isinstance(a, int | float) and abs(a - b) < 1e-9
+        return a == b
+
+    for name, recipe in RECIPES.items():
+        if all(same(flat.get(k), v) for k, v in recipe.items()):
+            return f"recipe {name}"
+    diff = [f"{k.rpartition('.')[2].replace('_', '-')} {flat.get(k)}" for k, v in RECIPE_D.items()
+            if not same(flat.get(k), v)]
+    return "recipe D but " + ", ".join(diff)
+
+
+def _model_config(model: str) -> dict | None:
+    """``training.config`` of the model card of ``model`` (its first member), if any."""
+    first = Path(model.split(",")[0])
+    for path in (first, first / "model.keras", first / "member_0" / "model.keras"):
+        card = path.with_suffix(".card.json")
+        if path.suffix == ".keras" and card.is_file():
+            return (json.loads(card.read_text()).get("training") or {}).get("config")
+    return None
+
+
+def _beats(f1: float, peers: dict[str, float], goal: float) -> tuple[str, bool]:
+    """Goal text and whether it is met: ``f1 >= goal`` and above every peer (a tie at 1 counts)."""
+    text = f">= {goal:g} and above {' and '.join(peers)}"
+    perfect = [name for name, p in peers.items() if p >= 1.0]
+    if perfect and len(perfect) == len(peers) and len(peers) > 1:
+        text += " (the peers are perfect: a tie is the best possible)"
+    elif perfect:
+        text += f" ({perfect[0]} is perfect: a tie with it is the best possible)"
+    met = f1 >= goal and all(f1 > p or (f1 >= 1.0 and p >= 1.0) for p in peers.values())
+    return text, bool(met)
+
+
+def result_rows(measured: dict) -> list[dict]:
+    """The goal rows of ``bench/results/variants.json`` from one run's figures.
+
+    ``measured``: ``genome`` (e.g. ``C. elegans chromosome I``), ``coverage``,
+    ``homopolymer_slip``, ``seed``, ``models`` (1, or the ensemble's size), ``recipe``
+    (:func:`recipe_label`), ``scores`` (caller -> the columns of ``_score``: ``SNP F1``,
+    ``SNP TP/FP/FN``, ...; callers ``deepsci``, ``bcftools`` and, when run, ``freebayes``),
+    ``walls`` (caller -> wall seconds per repeat), ``loads`` (1-minute load averages before
+    each repeat and at the end) and ``cores``.
+    """
+    seed, sc = measured["seed"], measured["scores"]
+    model = (("one model" if measured["models"] == 1 else f"ensemble of {measured['models']}")
+             + f" ({measured['recipe']})")
+    slip = ", homopolymer slippage" if measured["homopolymer_slip"] else ""
+    where = {"SNP": f"test half of the simulated {measured['genome']} "
+                    f"({measured['coverage']:g}x{slip})",
+             "INDEL": "the same test half"}
+    peers = [c for c in ("bcftools", "freebayes") if c in sc]
+    rows = []
+    for kind, goal in GOALS.items():
+        f1 = sc["deepsci"][f"{kind} F1"]
+        counts = sc["deepsci"][f"{kind} TP/FP/FN"]
+        text, met = _beats(float(f1), {c: float(sc[c][f"{kind} F1"]) for c in peers}, goal)
+        rows.append({"metric": f"{kind} F1, {where[kind]}, simulation seed {seed}, {model}",
+                     "deepsci": f"{f1} ({'TP/FP/FN ' if kind == 'SNP' else ''}{counts})",
+                     "peer": " / ".join(f"{c} {sc[c][f'{kind} F1']}" for c in peers),
+                     "goal": text, "met": met})
+    walls = measured["walls"]
+    ours, bcf = min(walls["deepsci"]), min(walls["bcftools"])
+    top = max(measured["loads"])
+    quiet = ("quiet machine" if top < measured["cores"] else
+             f"shared machine (load average up to {top:.1f})")
+    fb = sorted(walls.get("freebayes") or [])
+    fb_text = "" if not fb else (f" (freebayes {fb[0]:.2f} s)" if len(fb) == 1 else
+                                 f" (freebayes {fb[0]:.2f}–{fb[-1]:.2f} s)")
+    rows.append({
+        "metric": "wall time of `deepsci variants run` (fresh process) vs bcftools mpileup + call "
+                  f"-m, seed {seed} test half, {model}, best of {len(walls['deepsci'])}, {quiet}",
+        "deepsci": f"{ours:.2f} s = {ours / bcf:.2f}× bcftools",
+        "peer": f"bcftools {bcf:.2f} s{fb_text}", "goal": "<= 5× bcftools",
+        "met": bool(ours / bcf <= 5)})
+    return rows
+
+
+def record_command(argv: list[str]) -> str:
+    """This run's command as ``bench/results`` records it: scratch paths left out, MODEL."""
+    words, rest = [], list(argv)
+    while rest:
+        word = rest.pop(0)
+        name, eq, _ = word.partition("=")
+        if name in _UNRECORDED or name in _PLACEHOLDERS:
+            if not eq and rest:
+                rest.pop(0)
+            words += [name, _PLACEHOLDERS[name]] if name in _PLACEHOLDERS else []
+        elif name != "--no-record":
+            words.append(word)
+    return shlex.join(["python", f"bench/{Path(__file__).name}", *words])
+
+
+def _record(rows: list[dict], argv: list[str], loads: str) -> None:
+    """Replace the rows of the same metric in ``bench/results/variants.json`` and the page."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from render_results import write_app_results
+
+    from deepsci.core.bench import machine_info, machine_line
+
+    machine = (f"{machine_line()}, TensorFlow {machine_info().get('tensorflow')}; load average "
+               f"(1/5/15 min) before each repeat and at the end: {loads}")
+    cmd = record_command(argv)
+    path = write_app_results("variants", [{**r, "command": cmd} for r in rows], machine=machine)
+    print(f"recorded {len(rows)} row(s) in {path}")
 
 
 def _score(vcf, truth, ref, bed, out) -> dict:
@@ -170,6 +304,8 @@ def _parse(argv):
                    help="train --af-augment-alleles: snp or all")
     p.add_argument("--af-augment-min-vaf", type=float, default=0.15,
                    help="train --af-augment-min-vaf: lowest VAF a thinned het may reach")
+    p.add_argument("--no-record", action="store_true",
+                   help="do not write bench/results/variants.json (and bench/RESULTS.md)")
     return p.parse_args(argv)
 
 
@@ -235,13 +371,17 @@ def _time_callers(args, work: Path, sim: dict, model: str, test_reg: str, test_b
     return walls, cpus, loads, run, vcfs
 
 
-def _rows(work: Path, sim: dict, test_bed: Path, walls, cpus, vcfs) -> list[dict]:
+def _rows(work: Path, sim: dict, test_bed: Path, walls, cpus, vcfs,
+          scores: dict | None = None) -> list[dict]:
+    """One table row per caller; ``scores`` (when given) gets each caller's ``_score``."""
     rows, best_bcf = [], min(walls["bcftools"])
     for name, key in (("deepsci (small Inception)", "deepsci"),
                       ("bcftools mpileup + call -m", "bcftools"), ("freebayes", "freebayes")):
         if vcfs.get(key) is None:
             continue
         d = _score(vcfs[key], sim["truth"], sim["ref"], test_bed, work / f"{key}.summary.csv")
+        if scores is not None:
+            scores[key] = d
         rows.append({"caller": name, **d, "best wall s": min(walls[key]),
                      "all wall s": ", ".join(f"{w:.1f}" for w in walls[key]),
                      "best wall / best bcftools": min(walls[key]) / best_bcf,
@@ -297,7 +437,8 @@ def main(argv=None) -> None:
                   for k, v in tr["seconds"].items()})
     stages_file.write_text(json.dumps(t))
     walls, cpus, loads, run, vcfs = _time_callers(args, work, sim, model, test_reg, test_bed)
-    rows = _rows(work, sim, test_bed, walls, cpus, vcfs)
+    scores: dict[str, dict] = {}
+    rows = _rows(work, sim, test_bed, walls, cpus, vcfs, scores)
     ratios = [a / b for a, b in zip(walls["deepsci"], walls["bcftools"], strict=True)]
     mi = machine_info()
     cols = ["caller", "SNP F1", "SNP P", "SNP R", "SNP TP/FP/FN", "INDEL F1", "INDEL P",
@@ -323,6 +464,22 @@ def main(argv=None) -> None:
           f"({run['candidates']} candidates); first training set: "
           + (f"{me['candidates_per_second']:.1f} candidates/s ({me['candidates']} candidates)"
              if me.get("wall_seconds", 0) > 1 else "its shards were reused, not timed"))
+    if args.no_record:
+        return
+    measured = {"genome": _genome_name(origin, length), "coverage": args.coverage,
+                "homopolymer_slip": sim.get("homopolymer_slip", args.homopolymer_slip),
+                "seed": args.seed, "models": len(model.split(",")) if args.model else args.ensemble,
+                "recipe": recipe_label(_model_config(model)), "scores": scores, "walls": walls,
+                "loads": [float(x.split("/")[0]) for x in loads], "cores": os.cpu_count()}
+    _record(result_rows(measured), sys.argv[1:] if argv is None else list(argv), "; ".join(loads))
+
+
+def _genome_name(origin: str, length: int) -> str:
+    """How the metric names the simulated genome (see ``_simulate``'s ``origin``)."""
+    name = ("C. elegans chromosome I" if origin.startswith("C. elegans")
+            else f"random genome of {length:,} bp")
+    first = origin.partition(", first ")[2]
+    return name + (f", first {int(first.split()[0]):,} bp" if first and "C. elegans" in name else "")
 
 
 if __name__ == "__main__":
