@@ -14,7 +14,9 @@ import typing
 import typer
 
 from deepsci.core.cli import RunOptions, config_command
+from deepsci.core.compress import ExportConfig
 
+from .compress import DistillConfig
 from .evaluate import EvaluateConfig
 from .explain import ExplainConfig
 from .predict import PredictConfig
@@ -129,6 +131,35 @@ def explain(cfg: ExplainConfig, opts: RunOptions) -> None:
         ratio = round(float(table["lesion_ratio"].median()), 2)
         msg += f"; median lesion/background saliency {json.dumps(ratio)}"
     typer.echo(msg)
+
+
+@config_command(app, ExportConfig, name="export", arguments=["model"],
+                shown=["out", "quantize", "inputs", "samples", "check", "batch-size", "tolerance",
+                       "seed"])
+def export(cfg: ExportConfig, opts: RunOptions) -> None:
+    """Export one .keras model (e.g. member_0/model.keras) to LiteRT (.tflite, int8|float16|none).
+
+    --inputs: a label CSV or a folder of photographs to calibrate on and check
+    against (default: photographs painted by synth, fixed seed). The check is
+    the mean |change of the referable probability| on held-out inputs.
+    """
+    from .compress import export as run_export
+
+    run_export(cfg, overwrite=opts.overwrite, say=typer.echo)
+
+
+@config_command(app, DistillConfig, name="distill",
+                shown=["teacher", "labels", "out", "width", "temperature", "alpha", "fraction",
+                       "epochs", "batch-size", "lr"])
+def distill(cfg: DistillConfig, opts: RunOptions) -> None:
+    """Distil a teacher ensemble into one small Inception (a normal model folder)."""
+    from .compress import distill as run_distill
+
+    info = run_distill(cfg, overwrite=opts.overwrite)
+    v, d = info["validation"], info["distillation"]
+    typer.echo(f"distilled {len(d['teacher'])} teacher model(s) into {cfg.out} (width {cfg.width}, "
+               f"T={d['temperature']:g}, alpha={d['alpha']:g}, {d['data']['train_images']} "
+               f"training images); validation referable AUC {v['auc']:.3f}, n={v['n']}")
 
 
 _variadic("predict", "files", "Fundus photographs.")

@@ -16,13 +16,20 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from deepsci.core.config import check_ranges, option
-from deepsci.core.errors import InputError
+from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
 from .io import load_image
-from .predict import InferenceConfig, inference_table, open_model, predict_arrays, warn_demo
+from .predict import (
+    InferenceConfig,
+    inference_table,
+    open_model,
+    predict_arrays,
+    resolve,
+    warn_demo,
+)
 from .preprocess import (
     PreprocessConfig,
     circle_mask,
@@ -187,6 +194,10 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
     ``select`` keeps only those image ids; ``limit`` the first ones.
     """
     config.validate()
+    config = resolve(config)
+    if Path(config.model).suffix == ".tflite":
+        raise ConfigError("expected a .keras model for explain (integrated gradients need the "
+                          f"model's gradients, which a LiteRT file cannot give), found {config.model}")
     config, ensemble, _ = open_model(config)
     preprocessing = ensemble.card.preprocessing
     size = preprocessing["size"]

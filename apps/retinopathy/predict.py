@@ -52,8 +52,40 @@ def load_members(spec, *, batch_size: int = 32):
                          postprocess=to_probabilities)
 
 
+def model_home(model: str | Path) -> Path:
+    """The folder holding a model's ``ensemble.json``, ``splits.csv`` and image cache.
+
+    A folder written by ``train`` or ``distill`` is its own home. A single
+    model file (``member_0/model.keras``, or a ``.tflite`` written by
+    ``export``) lives in the training folder its card names
+    (``extra.model_dir``) when that still exists, else in the nearest folder
+    above it holding ``ensemble.json``, else beside it.
+    """
+    model = Path(model)
+    if model.is_dir():
+        return model
+    recorded = _card_extra(model).get("model_dir")
+    if recorded and (Path(recorded) / "ensemble.json").is_file():
+        return Path(recorded)
+    for folder in (model.parent, model.parent.parent):
+        if (folder / "ensemble.json").is_file():
+            return folder
+    return model.parent
+
+
+def _card_extra(model: Path) -> dict:
+    from deepsci.core.models.card import card_path
+
+    meta = card_path(model)
+    return read_json(meta).get("extra", {}) if meta.is_file() else {}
+
+
 def load_trained(model_dir: str | Path, *, batch_size: int = 32):
-    """The ensemble of a directory written by ``train`` and its ``ensemble.json``.
+    """The ensemble of a directory written by ``train`` (or one model file) and its ``ensemble.json``.
+
+    A model file (``.keras`` or a ``.tflite`` written by ``export``) takes its
+    operating points from its card (``extra.ensemble``, recorded at export) or
+    else from the ``ensemble.json`` of :func:`model_home`.
 
     Returns
     -------
@@ -62,6 +94,16 @@ def load_trained(model_dir: str | Path, *, batch_size: int = 32):
         ``ensemble.json``: members, operating points, validation metrics.
     """
     model_dir = Path(model_dir)
+    if model_dir.is_file():
+        ensemble = load_members([model_dir], batch_size=batch_size)
+        info = ensemble.card.extra.get("ensemble")
+        home = model_home(model_dir)
+        if not isinstance(info, dict) and (home / "ensemble.json").is_file():
+            info = read_json(home / "ensemble.json")
+        if not isinstance(info, dict) or "operating_points" not in info:
+            raise InputError("expected operating points in the model's card (extra.ensemble) or "
+                             "an ensemble.json above it, found neither", model_dir)
+        return ensemble, info
     if not (model_dir / "ensemble.json").is_file():
         raise InputError("expected a model directory written by `retinopathy train` "
                          "(ensemble.json), found none", model_dir)
@@ -106,7 +148,8 @@ class InferenceConfig:
     out : Path
         Output folder.
     model : Path or None
-        A directory written by ``train`` or a shipped model's name; ``None``
+        A directory written by ``train`` / ``distill``, one model file
+        (``.keras``, or ``.tflite`` from ``export``) or a shipped model's name; ``None``
         takes the shipped default (:func:`resolve`).
     files : list of Path
         Unlabelled fundus photographs (predict, explain).
@@ -124,8 +167,8 @@ class InferenceConfig:
     """
 
     out: Path = field(metadata={"help": "Output folder."})
-    model: Path | None = option(None, "Model directory written by train, or a shipped name "
-                                      "(default: the shipped default).")
+    model: Path | None = option(None, "Model directory written by train, a .keras/.tflite "
+                                      "file, or a shipped name (default: the shipped default).")
     files: list[Path] = option(help="Fundus photographs.", factory=list)
     data: DatasetSpec = field(default_factory=DatasetSpec)
     split: str = option("all", "test|val|train|all: rows of the model's splits.csv (only when "
@@ -271,7 +314,7 @@ def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFram
         files) plus :func:`.preprocess.preprocess_table`'s.
     """
     if config.data.labels is not None:
-        df = with_split(read_dataset(config.data), config.model, config.split)
+        df = with_split(read_dataset(config.data), model_home(config.model), config.split)
     else:
         if not config.files:
             raise ConfigError("expected image files or --labels, found neither")
@@ -282,7 +325,7 @@ def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFram
                            "path": [str(p.absolute()) for p in config.files],
                            "grade": -1, "dme": -1, "patient": [p.stem for p in config.files],
                            "split": "external"})
-    cache = config.cache_dir or config.model / "cache"
+    cache = config.cache_dir or model_home(config.model) / "cache"
     return preprocess_table(df, PreprocessConfig(**preprocessing), cache, workers=config.workers)
 
 

@@ -216,18 +216,24 @@ def _targets(df: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def make_source(df: pd.DataFrame, size: int, batch_size: int, *, training: bool, seed: int = 0,
-                balance: str = "none", do_augment: bool = True):
+                balance: str = "none", do_augment: bool = True,
+                teacher: dict[str, np.ndarray] | None = None):
     """A core-loop data source ``fn(input_context, epoch) -> tf.data.Dataset``.
 
     Each epoch's order (and class-balanced resample) is drawn in NumPy from
     ``seed + epoch``, and augmentation seeds from (epoch, position), so a
     resumed run sees exactly the batches an uninterrupted one would.
+
+    ``teacher`` (head -> array (len(df), ...), aligned with ``df``'s rows)
+    makes the targets ``{"label": labels, "teacher": teacher}`` for distillation.
     """
     import tensorflow as tf
 
     paths = df["cache"].to_numpy(str)
     targets = _targets(df)
     grades = targets["grade"]
+    if teacher is not None:
+        targets = {"label": targets, "teacher": {k: np.asarray(v) for k, v in teacher.items()}}
 
     def source(ctx, epoch=0):
         n = len(paths)
@@ -259,8 +265,8 @@ def make_source(df: pd.DataFrame, size: int, batch_size: int, *, training: bool,
                 weight[-pad:] = 0.0
         aug_seeds = np.stack([np.full(len(idx), epoch + 1), np.arange(len(idx))], 1) + seed * 7919
         ds = tf.data.Dataset.from_tensor_slices(
-            (paths[idx], {k: v[idx] for k, v in targets.items()}, aug_seeds.astype(np.int64),
-             weight))
+            (paths[idx], tf.nest.map_structure(lambda v: v[idx], targets),
+             aug_seeds.astype(np.int64), weight))
 
         def load(p, y, s, w):
             img = decode(p, size)
@@ -314,17 +320,25 @@ def make_loss(grade_w: np.ndarray, ref_w: np.ndarray, *, dme: bool):
 
 
 def metric_factories() -> dict:
-    """Referable AUC and grade accuracy over the dict outputs of the model."""
+    """Referable AUC and grade accuracy over the dict outputs of the model.
+
+    Against the hard labels, also when distillation adds teacher targets
+    (``y_true = {"label": ..., "teacher": ...}``).
+    """
     import keras
+
+    def labels(y_true):
+        return y_true["label"] if "label" in y_true else y_true
 
     class ReferableAUC(keras.metrics.AUC):
         def update_state(self, y_true, y_pred, sample_weight=None):
-            super().update_state(y_true["referable"], y_pred["referable"],
+            super().update_state(labels(y_true)["referable"], y_pred["referable"],
                                  sample_weight=sample_weight)
 
     class GradeAccuracy(keras.metrics.SparseCategoricalAccuracy):
         def update_state(self, y_true, y_pred, sample_weight=None):
-            super().update_state(y_true["grade"], y_pred["grade"], sample_weight=sample_weight)
+            super().update_state(labels(y_true)["grade"], y_pred["grade"],
+                                 sample_weight=sample_weight)
 
     return {"referable_auc": lambda: ReferableAUC(from_logits=True, num_thresholds=400),
             "grade_acc": GradeAccuracy}
@@ -355,8 +369,13 @@ def _provenance(config: RetinopathyConfig, seed: int) -> dict:
 
 
 def train_member(config: RetinopathyConfig, index: int, tr: pd.DataFrame, va: pd.DataFrame, *,
-                 heads: dict[str, int], loss_fn, run: RunDir, strategy) -> str:
+                 heads: dict[str, int], loss_fn, run: RunDir, strategy,
+                 teacher: tuple[dict, dict] | None = None, card_training: dict | None = None) -> str:
     """Train ensemble member ``index`` (seed ``train.seed + index``) unless it is finished.
+
+    ``teacher`` holds distillation targets aligned with ``tr`` and ``va``
+    (:func:`make_source`); ``card_training`` entries are added to (and
+    override) the card's ``training`` section.
 
     Returns
     -------
@@ -376,9 +395,11 @@ def train_member(config: RetinopathyConfig, index: int, tr: pd.DataFrame, va: pd
     result = train(
         lambda: build_model(size, heads, variant=config.variant, width=config.width),
         make_source(tr, size, tcfg.batch_size, training=True, seed=tcfg.seed,
-                    balance=config.balance, do_augment=config.augment),
+                    balance=config.balance, do_augment=config.augment,
+                    teacher=teacher[0] if teacher else None),
         loss_fn, tcfg, model_path.parent,
-        val_data=make_source(va, size, tcfg.batch_size, training=False),
+        val_data=make_source(va, size, tcfg.batch_size, training=False,
+                             teacher=teacher[1] if teacher else None),
         metrics=metric_factories(), strategy=strategy)
     recalibrate_batchnorm(result.model, tr["cache"].tolist(), batch_size=tcfg.batch_size)
     last = result.history[-1] if result.history else {}
@@ -388,7 +409,7 @@ def train_member(config: RetinopathyConfig, index: int, tr: pd.DataFrame, va: pd
         size=size, heads=heads, variant=config.variant, width=config.width,
         preprocessing=dataclasses.asdict(config.preprocess),
         training={"command": "retinopathy train", "config": config_to_dict(tcfg),
-                  "balance": config.balance, "augment": config.augment},
+                  "balance": config.balance, "augment": config.augment, **(card_training or {})},
         data=_provenance(config, seed), metrics={"validation": validation},
         extra={"member": index, "train_images": len(tr), "val_images": len(va)})
     save_model(result.model, model_path, card=card)
@@ -421,21 +442,33 @@ def run_train(config: RetinopathyConfig, *, overwrite: bool = False) -> dict:
         loss_fn = make_loss(gw, rw, dme="dme" in heads)
         members = [train_member(config, i, tr, va, heads=heads, loss_fn=loss_fn, run=run,
                                 strategy=strategy) for i in range(config.ensemble)]
-        val_probs = predict_images(load_members([run.file(m) for m in members]),
-                                   va["cache"].tolist())
-        y_val = va["referable"].to_numpy()
-        points = choose_operating_points(y_val, val_probs["referable"],
-                                         target_sensitivity=config.target_sensitivity,
-                                         target_specificity=config.target_specificity)
-        auc, lo, hi = bootstrap_auc(y_val, val_probs["referable"], patients=va["patient"].to_numpy(),
-                                    n_boot=200)
-        info = {
-            "heads": heads, "variant": config.variant,
-            "operating_points": {k: dataclasses.asdict(v) for k, v in points.items()},
-            "validation": {"n": len(va), "auc": auc, "auc_ci_low": lo, "auc_ci_high": hi},
-            "counts": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
-            "ungradable_excluded": int(((df["gradable"] != 1) & (df["split"] != "test")).sum()),
-        }
-        write_ensemble(run.path, [run.file(m) for m in members], info=info)
-        run.record(members=len(members), validation=info["validation"], counts=info["counts"])
+        info = finish_ensemble(config, run, df, va, members, heads=heads)
     return {**info, "members": members}
+
+
+def finish_ensemble(config: RetinopathyConfig, run: RunDir, df: pd.DataFrame, va: pd.DataFrame,
+                    members: list[str], *, heads: dict[str, int]) -> dict:
+    """Choose the operating points on ``va`` with the trained members; write ``ensemble.json``.
+
+    Returns
+    -------
+    dict
+        The ``ensemble.json`` content without its member list.
+    """
+    val_probs = predict_images(load_members([run.file(m) for m in members]), va["cache"].tolist())
+    y_val = va["referable"].to_numpy()
+    points = choose_operating_points(y_val, val_probs["referable"],
+                                     target_sensitivity=config.target_sensitivity,
+                                     target_specificity=config.target_specificity)
+    auc, lo, hi = bootstrap_auc(y_val, val_probs["referable"], patients=va["patient"].to_numpy(),
+                                n_boot=200)
+    info = {
+        "heads": heads, "variant": config.variant,
+        "operating_points": {k: dataclasses.asdict(v) for k, v in points.items()},
+        "validation": {"n": len(va), "auc": auc, "auc_ci_low": lo, "auc_ci_high": hi},
+        "counts": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+        "ungradable_excluded": int(((df["gradable"] != 1) & (df["split"] != "test")).sum()),
+    }
+    write_ensemble(run.path, [run.file(m) for m in members], info=info)
+    run.record(members=len(members), validation=info["validation"], counts=info["counts"])
+    return info
