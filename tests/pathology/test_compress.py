@@ -1,7 +1,7 @@
 """``pathology export`` (LiteRT) and ``pathology distill`` through the CLI, on tiny models and slides.
 
 Tolerances (heatmap tumour probabilities, LiteRT against the same Keras model, tiny untrained
-width-4 Inceptions): ``none`` 1e-5; ``float16`` 1e-3 largest, 2e-4 mean; ``int8`` 0.02 largest,
+width-4 Inceptions): ``none`` 1e-5; ``float16`` 1e-4 largest, 2e-5 mean; ``int8`` 0.02 largest,
 5e-3 mean.
 """
 import json
@@ -67,7 +67,7 @@ def exports(keras_model, slide_dir, work):
             for q in ("int8", "float16")}
 
 
-@pytest.mark.parametrize("quantize,atol,mean_tol", [("int8", 0.02, 5e-3), ("float16", 1e-3, 2e-4)])
+@pytest.mark.parametrize("quantize,atol,mean_tol", [("int8", 0.02, 5e-3), ("float16", 1e-4, 2e-5)])
 def test_exported_model_runs_in_heatmap_like_keras(exports, keras_heat, slide_dir, work, quantize, atol,
                                                    mean_tol):
     out, card = exports[quantize]
