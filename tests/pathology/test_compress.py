@@ -1,8 +1,8 @@
 """``pathology export`` (LiteRT) and ``pathology distill`` through the CLI, on tiny models and slides.
 
 Tolerances (heatmap tumour probabilities, LiteRT against the same Keras model, tiny untrained
-width-4 Inceptions): ``none`` 1e-5; ``float16`` 1e-4 largest, 2e-5 mean; ``int8`` 0.02 largest,
-5e-3 mean.
+width-4 Inceptions): ``none`` 1e-5; ``float16`` 1e-4 largest, 2e-5 mean; ``int8`` 5e-3 largest,
+5e-4 mean (measured 9e-4 and 8e-5).
 """
 import json
 
@@ -67,7 +67,7 @@ def exports(keras_model, slide_dir, work):
             for q in ("int8", "float16")}
 
 
-@pytest.mark.parametrize("quantize,atol,mean_tol", [("int8", 0.02, 5e-3), ("float16", 1e-4, 2e-5)])
+@pytest.mark.parametrize("quantize,atol,mean_tol", [("int8", 5e-3, 5e-4), ("float16", 1e-4, 2e-5)])
 def test_exported_model_runs_in_heatmap_like_keras(exports, keras_heat, slide_dir, work, quantize, atol,
                                                    mean_tol):
     out, card = exports[quantize]
@@ -82,7 +82,6 @@ def test_exported_model_runs_in_heatmap_like_keras(exports, keras_heat, slide_di
     for name, want in keras_heat.items():
         tissue = want > 0
         d = np.abs(got[name] - want)[tissue]
-        print(quantize, name, d.max(), d.mean())
         assert tissue.sum() > 100 and d.max() <= atol and d.mean() <= mean_tol, (name, d.max(), d.mean())
         assert (got[name][~tissue] == 0).all()
     if quantize == "float16":
