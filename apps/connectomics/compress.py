@@ -328,7 +328,7 @@ def _dataset(x, y, teacher, ffn_cfg, seed: int):
         return xi, {"label": yi, "teacher": ti}
 
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(x), dtype=np.int64), x, y, teacher))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).map(prepare, deterministic=True)
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).map(prepare)
     return ds.batch(ffn_cfg.train.batch_size, drop_remainder=True).prefetch(2)
 
 
