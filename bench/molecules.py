@@ -14,9 +14,14 @@ with the number of molecules skipped and why.
    project dependency) chemprop is trained on the same split and budget and
    scored on the same test molecules.
 
+3. From SMILES (``--e2e-molecules 20``): ``molecules predict`` on SMILES (RDKit
+   conformer, MPNN) against the same RDKit conformer followed by a B3LYP single
+   point, both timed from the SMILES string (``bench/molecules_e2e.py`` says what
+   each side includes).
+
 Usage::
 
-    python bench/molecules.py [--dft-molecules 5] [--inference-molecules 10000]
+    python bench/molecules.py [--dft-molecules 5] [--e2e-molecules 20] [--inference-molecules 10000]
         [--limit 130831] [--val 10000] [--test 10000] [--budget-min 30]
         [--chemprop /tmp/chemprop-venv/bin/chemprop] [--skip-speed] [--skip-accuracy]
         [--skip-read] [--work DIR] [--results bench/RESULTS.molecules.md] [--no-record]
@@ -141,11 +146,16 @@ def result_rows(measured: dict) -> list[dict]:
     ``graphs``: graph -> ``per_s`` (label of the inference variant -> molecules/s),
     ``cpu_s`` (CPU s per molecule of the ``streams`` variants, without and with XLA),
     ``featurise_per_s`` and ``wall_s_with_featurisation`` (per molecule, fastest inference).
+    ``measured["e2e"]`` (None when skipped): :func:`molecules_e2e.end_to_end`'s figures.
     ``measured["accuracy"]`` (None when skipped): ``limit``, ``val``, ``test``,
     ``budget_min``, ``steps``, ``ours`` and ``chemprop`` (target -> ``target_metrics`` row;
     chemprop None without ``--chemprop``) and ``chemprop_version``.
     """
+    from molecules_e2e import e2e_rows
+
     rows = _speed_rows(measured["speed"]) if measured.get("speed") else []
+    if measured.get("e2e"):
+        rows += e2e_rows(measured["e2e"])
     if measured.get("accuracy"):
         rows += _accuracy_rows(measured["accuracy"])
     return rows
@@ -465,6 +475,9 @@ def main(argv=None) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=500)
     p.add_argument("--decay-steps", type=int, default=3_000)
     p.add_argument("--chemprop", default=None, help="chemprop CLI to compare against")
+    p.add_argument("--e2e-molecules", type=int, default=20,
+                   help="part 3: SMILES -> conformer -> MPNN vs -> B3LYP on this many (0 skips)")
+    p.add_argument("--e2e-heavy", type=int, default=9, help="heavy atoms of part 3's molecules")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-accuracy", action="store_true")
     p.add_argument("--skip-read", action="store_true", help="skip timing the full QM9 read")
@@ -488,11 +501,18 @@ def main(argv=None) -> None:
         if args.results:
             Path(args.results).write_text("\n".join(parts) + "\n")
 
-    measured: dict = {"speed": None, "accuracy": None}
+    measured: dict = {"speed": None, "e2e": None, "accuracy": None}
     if not args.skip_speed:
         md, part = speed(args)
         measured["speed"] = part["measured"]
         parts += ["### Speed: MPNN inference vs. the DFT it learns\n", md, ""]
+        print(md, flush=True)
+        save()
+    if args.e2e_molecules > 0:
+        from molecules_e2e import end_to_end
+
+        md, measured["e2e"] = end_to_end(args, Path(args.work) / "e2e")
+        parts += ["### From SMILES, both sides paying for their own conformer\n", md, ""]
         print(md, flush=True)
         save()
     ms = tab = None
