@@ -10,7 +10,9 @@ from __future__ import annotations
 import typer
 
 from deepsci.core.cli import RunOptions, config_command
+from deepsci.core.compress import ExportConfig
 
+from .compress import DistillConfig
 from .demo import DemoConfig
 from .evaluate import EvaluateConfig
 from .label import LabelConfig
@@ -90,3 +92,43 @@ def demo(cfg: DemoConfig) -> None:
     from .demo import run_demo
 
     typer.echo(run_demo(Path(cfg.out), quick=cfg.quick, train=cfg.train).text)
+
+
+@config_command(app, DistillConfig, name="distill",
+                shown=["teacher", "temperature", "alpha", "data", "unlabelled", "out", "units",
+                       "epochs", "time-budget", "seed"])
+def distill(cfg: DistillConfig, opts: RunOptions) -> None:
+    """Train a smaller MPNN on a teacher's (ensemble's) predictions beside the DFT labels.
+
+    The teacher runs once over the training and validation molecules into
+    OUT/teacher-cache (resumable). --unlabelled takes molecules without DFT labels
+    (a SMILES list, SDF, xyz or CSV): they learn from the teacher alone. OUT is a
+    normal model folder that predict, evaluate and export take.
+    """
+    from .compress import distill as run_distill
+
+    res = run_distill(cfg, overwrite=opts.overwrite, progress=opts.progress != "off")
+    d = res["distillation"]
+    typer.echo(f"distilled {len(d['teacher'])} teacher model(s) (alpha={d['alpha']:g}) into "
+               f"{res['members'][0]} on {res['n_train']} labelled + {res['n_unlabelled']} "
+               "unlabelled molecules; validation MAE:")
+    for n, v in res["val_mae"].items():
+        typer.echo(f"  {n:6s} {v:.4g} {res['units'][n]}")
+
+
+@config_command(app, ExportConfig, name="export", arguments=["model"],
+                shown=["out", "quantize", "inputs", "samples", "check", "batch-size",
+                       "tolerance", "seed"])
+def export(cfg: ExportConfig, opts: RunOptions) -> None:
+    """Export one model to LiteRT (.tflite): int8, float16 or float32.
+
+    predict and evaluate take the file as --model. --inputs: molecules to calibrate
+    and check on (any file predict reads); default a seeded QM9 sample (qm9pack).
+    Molecules of up to 29 atoms (fixed slots). The export is refused when a
+    target's mean output shifts by more than --tolerance standard deviations.
+    """
+    from deepsci.core.compress import run_export
+
+    from .compress import EXPORT
+
+    run_export(cfg, EXPORT, overwrite=opts.overwrite, say=typer.echo)

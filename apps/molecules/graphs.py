@@ -14,7 +14,7 @@ from .featurize import N_ATOM_FEATURES, N_EDGE_FEATURES, Graph, featurize_chunk
 from .io import MoleculeSet, available_cpus
 
 __all__ = ["GraphTable", "collate", "make_source", "iterate_batches", "featurize_set",
-           "pad_batch", "packing"]
+           "pad_batch", "packing", "SLOT_ATOMS", "slot_edges", "to_slots"]
 
 #: Molecules per featurisation task (one process's share of the work at a time).
 FEATURIZE_CHUNK = 1000
@@ -244,3 +244,54 @@ def make_source(table: GraphTable, y: np.ndarray, *, global_batch: int, shuffle:
         return ds.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2)
 
     return fn
+
+
+#: Atom slots per molecule of an exported (``.tflite``) model: QM9's largest
+#: molecule (29 atoms) plus one slot that is always padding.
+SLOT_ATOMS = 30
+
+
+def slot_edges(graph: str, atoms: int = SLOT_ATOMS) -> int:
+    """Directed-edge slots per molecule of an exported model of graph kind ``graph``."""
+    # Bond graphs of QM9 have at most 56 directed edges; a complete graph has n(n-1).
+    return 60 if graph == "bond" else (atoms - 1) * (atoms - 2)
+
+
+def to_slots(table: GraphTable, index, *, atoms: int, edges: int) -> dict[str, np.ndarray]:
+    """Molecules ``index`` of ``table``, each padded to fixed atom and edge slots.
+
+    The fixed-shape form of an exported model: molecule ``i``'s atoms fill
+    ``atoms[i, :n_i]`` (padding rows are zero, so their element one-hot is
+    empty), its edges ``edges[i, :E_i]`` with local ``pairs``, and padding
+    edges are self-loops on the last slot, which is always padding.
+
+    Returns
+    -------
+    dict with ``atoms`` (B, atoms, F_a), ``edges`` (B, edges, F_e), ``pairs`` (B, edges, 2) int32
+
+    Raises
+    ------
+    InputError
+        A molecule with more than ``atoms - 1`` atoms or ``edges`` edges.
+    """
+    from deepsci.core.errors import InputError
+
+    index = np.asarray(index, np.int64)
+    a0, e0 = table.atom_splits[index], table.edge_splits[index]
+    na, ne = table.atom_splits[index + 1] - a0, table.edge_splits[index + 1] - e0
+    if len(index) and (na.max() >= atoms or ne.max() > edges):
+        raise InputError(f"expected molecules of at most {atoms - 1} atoms and {edges} edges for "
+                         f"an exported model, found one of {int(na.max())} atoms and "
+                         f"{int(ne.max())} edges (use the .keras model)")
+    b = len(index)
+    out = {"atoms": np.zeros((b, atoms, table.atoms.shape[1]), np.float32),
+           "edges": np.zeros((b, edges, table.edges.shape[1]), np.float32),
+           "pairs": np.full((b, edges, 2), atoms - 1, np.int32)}
+    mol_a, mol_e = np.repeat(np.arange(b), na), np.repeat(np.arange(b), ne)
+    loc_a = np.arange(int(na.sum())) - np.repeat(np.cumsum(na) - na, na)
+    loc_e = np.arange(int(ne.sum())) - np.repeat(np.cumsum(ne) - ne, ne)
+    out["atoms"][mol_a, loc_a] = table.atoms[_ranges(a0, na)]
+    rows = _ranges(e0, ne)
+    out["edges"][mol_e, loc_e] = table.edges[rows]
+    out["pairs"][mol_e, loc_e] = table.pairs[rows]
+    return out

@@ -23,7 +23,7 @@ from .io import available_cpus, read_molecules, write_csv
 from .model import APP, TASK
 
 __all__ = ["PredictConfig", "predict_molecules", "load_members", "output_units",
-           "inference_plan", "predict_table", "prediction_columns"]
+           "inference_plan", "predict_table", "prediction_columns", "unscale"]
 
 @dataclass
 class PredictConfig:
@@ -35,8 +35,9 @@ class PredictConfig:
         ``.smi``/``.txt`` (one SMILES per line), ``.csv`` (SMILES column, optional
         ``xyz``), ``.sdf``, ``.xyz``, a folder or a tarball of xyz files.
     model : str or None
-        Training folder (ensemble), one ``model.keras``, comma-separated model
-        files, or a shipped model's name; none: the shipped default (molecules-qm9).
+        Training folder (ensemble), one ``model.keras`` or exported ``.tflite``,
+        comma-separated model files, or a shipped model's name; none: the
+        shipped default (molecules-qm9).
     out : str
         Output CSV (``.csv`` or ``.csv.gz``); headers ``name [unit]`` and, for
         ensembles, ``name_std [unit]``.
@@ -130,6 +131,56 @@ def inference_plan(table: GraphTable, batch_size: int) -> tuple[list[np.ndarray]
     return batches, atoms, edges
 
 
+def unscale(y_std: np.ndarray, counts: np.ndarray, scaling: dict) -> np.ndarray:
+    """Standardised outputs of an exported model -> physical units, in float64.
+
+    ``y_std`` (M, T), ``counts`` (M, n_elements) element counts, ``scaling`` the
+    card's ``target_scaling``: ``y = y_std * std + mean + counts @ atomref``
+    (what :class:`deepsci.core.models.mpnn.TargetScaler` does inside a Keras model).
+    """
+    y = np.asarray(y_std, np.float64) * np.asarray(scaling["std"]) + np.asarray(scaling["mean"])
+    if scaling.get("atomref") is not None:
+        ref = np.asarray(scaling["atomref"], np.float64)
+        y = y + counts[:, :len(ref)] @ ref
+    return y
+
+
+def _litert_outputs(pred, card, table: GraphTable, streams: int) -> np.ndarray:
+    """Every molecule of ``table`` through an exported model (fixed slots), in physical units.
+
+    One interpreter per stream (an interpreter serves one thread at a time),
+    each on one core, fed chunks of whole file batches.
+    """
+    import queue
+
+    from deepsci.core.litert import LiteRTModel
+
+    from .graphs import to_slots
+
+    runtime = pred.model
+    # The slot sizes are the file's own input shapes (atoms in_0, edges in_1).
+    details = runtime._runner.get_input_details()
+    atoms, edges = int(details["in_0"]["shape"][1]), int(details["in_1"]["shape"][1])
+    n = len(table)
+    chunk = runtime.batch_size * max(1, 2048 // runtime.batch_size)
+    pool: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(streams):
+        pool.put(LiteRTModel(runtime.blob, batch_size=runtime.batch_size, out_keys=runtime.out_keys,
+                             n_inputs=runtime.n_inputs, threads=1, path=runtime.path).predictor())
+
+    def run(start):
+        index = np.arange(start, min(n, start + chunk))
+        x = to_slots(table, index, atoms=atoms, edges=edges)
+        p = pool.get()
+        try:
+            return np.asarray(p(x))
+        finally:
+            pool.put(p)
+
+    y = np.concatenate(thread_map(run, list(range(0, n, chunk)), workers=streams))
+    return unscale(y, table.element_counts(), card.preprocessing["target_scaling"])
+
+
 def _predictors(models, jit_compile: bool) -> list:
     """Predictors of ``models``: an Ensemble, Keras models, predictors, or model paths."""
     from deepsci.core.predict import BatchedPredictor, predictor
@@ -170,15 +221,24 @@ def predict_table(models, table: GraphTable, *, batch_size: int = 1024, streams:
     mean, std : (M, T) float64
         Members' mean and sample standard deviation (0 for a single model).
     """
+    from deepsci.core.litert import LiteRTPredictor
+    from deepsci.core.models.card import read_card
+
     predictors = _predictors(models, jit_compile)
+    cards = models.cards if isinstance(models, Ensemble) else [None] * len(predictors)
     batches, n_atoms, n_edges = inference_plan(table, batch_size)
     if not batches:
-        t = int(predictors[0].model.output_shape[-1])
+        t = len(cards[0].outputs) if cards[0] is not None else int(
+            predictors[0].model.output_shape[-1])
         return np.zeros((0, t)), np.zeros((0, t))
     streams = max(1, min(int(streams or available_cpus()), len(batches)))
     graphs = max(1, min(int(batch_size), len(table))) + 1
     outs = []
-    for pred in predictors:
+    for pred, card in zip(predictors, cards, strict=True):
+        if isinstance(pred, LiteRTPredictor):
+            card = card or read_card(pred.model.path, expect=APP, task=TASK)
+            outs.append(_litert_outputs(pred, card, table, max(1, int(streams or 1))))
+            continue
         def run(index, pred=pred):
             x, _, _ = pad_batch(collate(table, index), np.zeros((len(index), 0), np.float32),
                                 atoms=n_atoms, edges=n_edges, graphs=graphs)

@@ -320,8 +320,15 @@ def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None, dataset: Molecul
 
 
 def _train_members(run: RunDir, cfg: MoleculeTrainConfig, train_set, val_set, scaling: dict,
-                   units: dict, data_info: dict, strategy) -> list[Path]:
-    """Train (or keep, when a marker says it finished) every member; save each with its card."""
+                   units: dict, data_info: dict, strategy, *, loss_fn=None,
+                   command: str = "molecules train", training_extra: dict | None = None
+                   ) -> list[Path]:
+    """Train (or keep, when a marker says it finished) every member; save each with its card.
+
+    ``loss_fn`` replaces the label loss (``distill`` passes targets (M, 2T):
+    labels, then the teacher's mean; the first T columns are the labels
+    scored here); ``training_extra`` is merged into each card's ``training``.
+    """
     from deepsci.core.models.serialization import save_model
     from deepsci.core.training import train
 
@@ -339,7 +346,7 @@ def _train_members(run: RunDir, cfg: MoleculeTrainConfig, train_set, val_set, sc
         src = make_source(t_train, y_train, global_batch=tc.batch_size, shuffle=True, seed=seed)
         val_src = make_source(t_val, y_val, global_batch=tc.batch_size, shuffle=False)
         build = lambda: build_model(len(names), cfg.model, scaling)  # noqa: E731
-        loss = make_loss(scaling["std"], cfg.loss)
+        loss = loss_fn or make_loss(scaling["std"], cfg.loss)
         result = _train_member(train, build, src, val_src, loss, mcfg, path.parent, strategy,
                                cfg.time_budget)
         pred, _ = predict_table([result.model], t_val)
@@ -347,8 +354,9 @@ def _train_members(run: RunDir, cfg: MoleculeTrainConfig, train_set, val_set, sc
                    for j, n in enumerate(names)}
         card = member_card(
             units=units, graph=cfg.model.graph, scaling=scaling, data=data_info,
-            training={"command": "molecules train", "config": config_to_dict(cfg), "member": k,
-                      "seed": seed, "epochs_run": len(result.history), "steps": result.steps},
+            training={"command": command, "config": config_to_dict(cfg), "member": k,
+                      "seed": seed, "epochs_run": len(result.history), "steps": result.steps,
+                      **(training_extra or {})},
             metrics={"validation": {n: {"mae": v, "unit": units[n]} for n, v in val_mae.items()}},
             extra={"member": k, "model_config": dataclasses.asdict(cfg.model),
                    "history_tail": result.history[-1] if result.history else {}})
