@@ -91,8 +91,10 @@ def _configure(conv, quantize: str, representative: Iterable | None) -> None:
             raise ConfigError("expected representative inputs for int8 quantization, found none")
 
         def gen():
+            # By signature name: a list is fed in the graph's tensor order, which
+            # for several inputs need not be the signature's in_0, in_1, ...
             for b in batches:
-                yield flatten_batch(b)
+                yield {f"in_{i}": v for i, v in enumerate(flatten_batch(b))}
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = gen
