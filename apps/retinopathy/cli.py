@@ -106,27 +106,31 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> None:
 
 
 @config_command(app, PredictConfig, name="predict", arguments=["files"],
-                shown=["model", "out", *DATA, "split", "operating-point", "cache", "workers"])
+                shown=["model", "out", *DATA, "split", "operating-point", "html", "cache",
+                       "workers"])
 def predict(cfg: PredictConfig, opts: RunOptions) -> None:
-    """Grade photographs: probabilities, grade, referable decision, gradability (CSV)."""
+    """Grade photographs: probabilities, grade, referable decisions, gradability (CSV + HTML page)."""
     from .predict import run_predict
 
     res = run_predict(cfg, overwrite=opts.overwrite)
     n_ref = int((res["referable"] == 1).sum())
     n_ungr = int((res["gradable"] == 0).sum())
     typer.echo(f"graded {len(res) - n_ungr} image(s), {n_ref} referable at "
-               f"{cfg.operating_point}, {n_ungr} ungradable; wrote {cfg.out / 'predictions.csv'}")
+               f"{cfg.operating_point}, {n_ungr} ungradable; wrote {cfg.out / 'predictions.csv'}"
+               + (f" and {cfg.out / 'report.html'}" if cfg.html else ""))
 
 
 @config_command(app, ExplainConfig, name="explain", arguments=["files"],
                 shown=["model", "out", "labels", "split", "masks", "target", "steps", "limit",
-                       "cache"])
+                       "html", "cache"])
 def explain(cfg: ExplainConfig, opts: RunOptions) -> None:
     """Integrated-gradients saliency overlays showing which lesions drove the score."""
     from .explain import run_explain
 
     table = run_explain(cfg, overwrite=opts.overwrite)
     msg = f"wrote {len(table)} overlay(s) to {cfg.out / 'saliency'}"
+    if cfg.html:
+        msg += f" and {cfg.out / 'report.html'}"
     if "lesion_ratio" in table:
         ratio = round(float(table["lesion_ratio"].median()), 2)
         msg += f"; median lesion/background saliency {json.dumps(ratio)}"

@@ -1,8 +1,8 @@
 """The ``explain`` stage: integrated-gradients saliency of the ensemble, as overlays.
 
-:func:`run_explain` writes ``saliency/<image>.png`` (photograph | overlay)
-and ``saliency.csv``; with lesion masks it scores how much saliency falls on
-the lesions (:func:`lesion_ratio`).
+:func:`run_explain` writes ``saliency/<image>.png`` (photograph | overlay),
+``saliency.csv`` and ``report.html`` (:func:`.io.write_report_html`); with
+lesion masks it scores how much saliency falls on the lesions (:func:`lesion_ratio`).
 """
 from __future__ import annotations
 
@@ -21,14 +21,17 @@ from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
-from .io import load_image
+from .io import load_image, write_report_html
+from .model import GRADE_NAMES
 from .predict import (
+    GRADE_COLS,
     InferenceConfig,
     inference_table,
     open_model,
     predict_arrays,
+    referable_decisions,
+    report_notes,
     resolve,
-    warn_demo,
 )
 from .preprocess import (
     PreprocessConfig,
@@ -150,6 +153,9 @@ class ExplainConfig(InferenceConfig):
         At most this many images.
     select : list of str or None
         Only these image ids (Python API).
+    html : bool
+        Also write ``report.html`` (each photograph, its grades, both
+        operating points' decisions and its overlay, on one offline page).
     """
 
     masks: Path | None = option(None, "Lesion masks <image>.png (e.g. synth's masks/) to score "
@@ -158,6 +164,8 @@ class ExplainConfig(InferenceConfig):
     steps: int = option(32, "Integrated-gradients steps.", min=1)
     limit: int | None = option(None, "At most this many images.", min=1)
     select: list[str] | None = field(default=None, metadata={"cli": False})
+    html: bool = option(True, "Write report.html: each photograph, its grades, both operating "
+                              "points' decisions and its overlay (opens offline).")
 
     def validate(self) -> ExplainConfig:
         """Raise :class:`ConfigError` for impossible values; return self."""
@@ -176,8 +184,10 @@ def _explain_one(ensemble, r, config: ExplainConfig, display: PreprocessConfig, 
         Image.fromarray(np.concatenate([shown, overlay(shown, sal)], axis=1)).save(
             tmp, format="PNG")
     p = predict_arrays(ensemble, x)
-    row = {"image": r["image"], "p_referable": float(p["referable"][0]),
-           "grade": int(p["grade"][0].argmax()), "overlay": f"saliency/{r['image']}.png"}
+    row = {"image": r["image"], **dict(zip(GRADE_COLS, map(float, p["grade"][0]), strict=True)),
+           "grade": int(p["grade"][0].argmax()), "p_referable": float(p["referable"][0]),
+           **({"p_dme": float(p["dme"][0])} if "dme" in p else {}),
+           "overlay": f"saliency/{r['image']}.png"}
     if config.masks is not None:
         mp = Path(config.masks) / f"{r['image']}.png"
         if not mp.is_file():
@@ -186,11 +196,28 @@ def _explain_one(ensemble, r, config: ExplainConfig, display: PreprocessConfig, 
     return row
 
 
-def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFrame:
-    """Write ``saliency/<image>.png`` overlays and ``saliency.csv``.
+def _with_decisions(table: pd.DataFrame, df: pd.DataFrame, points: dict) -> pd.DataFrame:
+    """``table`` (rows of :func:`_explain_one`, aligned with ``df``) plus the decision at each
+    operating point, ``gradable`` and ``quality``; no grade or decision where ungradable."""
+    if table.empty:
+        return table
+    gradable = df["gradable"].astype(int) == 1
+    table["grade"] = table["grade"].astype("Int64").mask(~gradable)
+    at = table.columns.get_loc("p_referable") + 1
+    decisions = referable_decisions(table["p_referable"], gradable, points)
+    table = pd.concat([table.iloc[:, :at], decisions, table.iloc[:, at:]], axis=1)
+    return table.assign(gradable=gradable.astype(int), quality=df["reasons"])
 
-    With ``masks`` (lesion masks named ``<image>.png``, e.g. from ``synth``)
-    the CSV also gives the lesion/background saliency ratio per image.
+
+def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFrame:
+    """Write ``saliency/<image>.png`` overlays, ``saliency.csv`` and ``report.html``.
+
+    Per image the CSV gives the grade probabilities, the grade, the referable
+    probability and decision at each of the model's operating points
+    (``referable_<name>``; grade and decisions empty for a photograph flagged
+    ungradable, whose saliency is still drawn), ``gradable`` and the overlay's
+    file. With ``masks`` (lesion masks named ``<image>.png``, e.g. from
+    ``synth``) it also gives the lesion/background saliency ratio per image.
     ``select`` keeps only those image ids; ``limit`` the first ones.
     """
     config.validate()
@@ -198,7 +225,7 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
     if Path(config.model).suffix == ".tflite":
         raise ConfigError("expected a .keras model for explain (integrated gradients need the "
                           f"model's gradients, which a LiteRT file cannot give), found {config.model}")
-    config, ensemble, _ = open_model(config)
+    config, ensemble, info = open_model(config)
     preprocessing = ensemble.card.preprocessing
     size = preprocessing["size"]
     # Clinicians look at the photograph, not the network's contrast-normalised
@@ -208,7 +235,7 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
     with RunDir(config.out, command="retinopathy explain", config=config,
                 inputs=config.inputs(), overwrite=overwrite) as run:
         df = inference_table(config, preprocessing)
-        warn_demo(ensemble.card, df["path"].tolist())
+        notes = report_notes(ensemble.card, df["path"].tolist())
         df = df[df["cache"] != ""].reset_index(drop=True)
         if config.select is not None:
             df = df[df["image"].isin(list(config.select))].reset_index(drop=True)
@@ -217,8 +244,13 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
         run.file("saliency").mkdir(exist_ok=True)
         rows = [_explain_one(ensemble, r, config, display, run.path, size)
                 for _, r in progress(df.iterrows(), total=len(df), desc="explain", unit="img")]
-        table = pd.DataFrame(rows)
-        write_text(run.file("saliency.csv"), table.to_csv(index=False, float_format="%.4f"))
+        table = _with_decisions(pd.DataFrame(rows), df, info["operating_points"])
+        write_text(run.file("saliency.csv"), table.to_csv(index=False, float_format="%.9g"))
+        if config.html:
+            write_report_html(run.file("report.html"), table.assign(path=df["path"]),
+                              title=f"retinopathy explain: {Path(config.model).name}",
+                              points=info["operating_points"], grade_names=GRADE_NAMES,
+                              notes=notes, folder=run.path)
         run.record(images=len(table))
         if "lesion_ratio" in table and table["lesion_ratio"].notna().any():
             run.record(median_lesion_ratio=float(table["lesion_ratio"].median()))

@@ -22,13 +22,20 @@ Supported layouts (``fmt``):
   (``image_id,adjudicated_dr_grade,adjudicated_dme,adjudicated_gradable``).
 * ``generic`` -- any CSV with named columns (``image_col``, ``grade_col`` and
   optionally ``dme_col``, ``patient_col``).
+
+Outputs: :func:`write_report_html` writes the self-contained ``report.html``
+of ``predict`` and ``explain`` (photographs, grades, decisions, overlays).
 """
 from __future__ import annotations
 
+import base64
+import html
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +44,7 @@ from PIL import Image
 
 from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
+from deepsci.core.io import write_text
 
 FORMATS = ("auto", "eyepacs", "aptos", "idrid", "messidor2", "generic")
 IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG", ".tif")
@@ -408,3 +416,154 @@ def is_synthetic(path: str | os.PathLike) -> bool:
     if isinstance(comment, str):
         comment = comment.encode("latin-1", "replace")
     return comment.startswith(SYNTH_MARKER)
+
+
+# ------------------------------------------------------------------ report.html
+
+#: Longest side of a photograph's thumbnail in ``report.html``, pixels.
+THUMB_SIDE = 192
+#: Height of an embedded saliency figure (photograph | overlay) in ``report.html``.
+OVERLAY_HEIGHT = 224
+_CSS = ("body{font-family:sans-serif;margin:1em;color:#222}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:middle}"
+        "th{background:#eee}td.image,td.quality,td.grade{text-align:left}"
+        "td.yes{background:#f6cccc;font-weight:bold}td.no{background:#d6efd6}"
+        "tr.ungradable td{color:#777;background:#f3f3f3}p.warn{background:#fff0b3;padding:.5em}")
+
+
+def fit_size(size: tuple[int, int], *, side: int | None = None, height: int | None = None
+             ) -> tuple[int, int]:
+    """``(width, height)`` scaled to a longest ``side`` (never enlarged) or to a ``height``."""
+    w, h = size
+    scale = height / h if height else min(1.0, side / max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def data_uri(image: Image.Image) -> str:
+    """``image`` as an inline ``data:image/jpeg;base64,...`` URI (JPEG, quality 85)."""
+    buf = BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(path: str | os.PathLike, alt: str, **fit) -> str:
+    """An ``<img>`` of ``path`` resized by :func:`fit_size`, or a dash when it cannot be read."""
+    try:
+        if fit.get("side"):
+            im = Image.fromarray(load_image(path, min_side=fit["side"]))
+        else:
+            with Image.open(path) as f:
+                im = f.convert("RGB")
+    except (InputError, OSError):
+        return "&mdash;"
+    w, h = fit_size(im.size, **fit)
+    im = im.resize((w, h), Image.LANCZOS)
+    return f'<img src="{data_uri(im)}" width="{w}" height="{h}" alt="{html.escape(alt)}">'
+
+
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
+def _prob(v) -> str:
+    return "&mdash;" if _missing(v) else f"{float(v):.3f}"
+
+
+def _decision(v) -> tuple[str, str]:
+    if _missing(v):
+        return "", "&mdash;"
+    return ("yes", "referable") if int(v) == 1 else ("no", "not referable")
+
+
+def _row(r: dict, points: Sequence[str], grade_names: Sequence[str], folder: Path) -> str:
+    """One ``<tr class="photo">``: thumbnail, name, probabilities, grade, decisions, overlay."""
+    name = str(r["image"])
+    cells = [("thumb", _img(r["path"], name, side=THUMB_SIDE)), ("image", html.escape(name))]
+    cells += [(f"p_grade{k}", _prob(r.get(f"p_grade{k}"))) for k in range(len(grade_names))]
+    g = r.get("grade")
+    cells.append(("grade", "&mdash;" if _missing(g)
+                  else f"{int(g)} {html.escape(grade_names[int(g)])}"))
+    cells.append(("p_referable", _prob(r.get("p_referable"))))
+    for k in points:
+        kind, text = _decision(r.get(f"referable_{k}"))
+        cells.append((f"referable_{k} {kind}".strip(), text))
+    if "p_dme" in r:
+        cells.append(("p_dme", _prob(r["p_dme"])))
+    gradable = int(r.get("gradable", 1)) == 1
+    quality = "gradable" if gradable else f"ungradable: {r.get('quality') or 'flagged'}"
+    cells.append(("quality", html.escape(str(quality))))
+    if "overlay" in r:
+        cells.append(("overlay", _img(folder / str(r["overlay"]), f"saliency of {name}",
+                                      height=OVERLAY_HEIGHT)))
+    tds = "".join(f'<td class="{c}">{v}</td>' for c, v in cells)
+    return f'<tr class="photo{"" if gradable else " ungradable"}">{tds}</tr>'
+
+
+def _header(table: pd.DataFrame, points: dict, notes: Sequence[str]) -> list[str]:
+    """Counts, the operating points (threshold, validation sensitivity/specificity), warnings."""
+    n_bad = int((table["gradable"] != 1).sum()) if "gradable" in table else 0
+    out = [f"<p>{len(table)} photograph(s), {n_bad} ungradable (flagged, not graded).</p>",
+           "<table><tr><th>operating point</th><th>referable when p(referable) &ge;</th>"
+           "<th>validation sensitivity</th><th>validation specificity</th>"
+           "<th>referable photographs</th></tr>"]
+    for k, p in points.items():
+        col = table.get(f"referable_{k}", pd.Series(dtype=float))
+        sens, spec = (f"{100 * float(p[s]):.1f} %" if s in p else "&mdash;"
+                      for s in ("sensitivity", "specificity"))
+        out.append(f"<tr><td>{html.escape(k.replace('_', ' '))}</td>"
+                   f"<td>{float(p['threshold']):.4f}</td><td>{sens}</td><td>{spec}</td>"
+                   f"<td>{int((col == 1).sum())}</td></tr>")
+    out.append("</table>")
+    out += [f'<p class="warn">{html.escape(n)}</p>' for n in notes]
+    return out
+
+
+def write_report_html(path: str | os.PathLike, table: pd.DataFrame, *, title: str,
+                      points: dict[str, dict], grade_names: Sequence[str],
+                      notes: Sequence[str] = (), folder: str | os.PathLike | None = None) -> Path:
+    """Write one self-contained HTML page of a batch of photographs, atomically.
+
+    Images are embedded as base64 JPEG (``data:`` URIs), the style is
+    inline and there is no script and no link, so any browser opens the file
+    from disk, offline. Every name is HTML-escaped.
+
+    Parameters
+    ----------
+    path : path-like
+        The page, e.g. ``<out>/report.html``.
+    table : pandas.DataFrame
+        One row per photograph: ``image``, ``path`` (the photograph),
+        ``p_grade0`` .., ``grade`` (empty when ungradable), ``p_referable``,
+        ``referable_<point>`` (1/0, empty when ungradable) for each of
+        ``points``, and optionally ``p_dme``, ``gradable``, ``quality`` and
+        ``overlay`` (a saliency figure, relative to ``folder``).
+    title : str
+    points : dict
+        Operating point name -> ``{"threshold", "sensitivity", "specificity"}``
+        (``ensemble.json``'s ``operating_points``).
+    grade_names : sequence of str
+        ICDR grade names, index = grade.
+    notes : sequence of str
+        Warnings shown above the table (e.g. a demo model on real photographs).
+    folder : path-like, optional
+        Where ``overlay`` paths start (default: the page's folder).
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    folder = Path(folder) if folder is not None else path.parent
+    names = list(points)
+    heads = ["photograph", "image", *[f"p(grade {k})" for k in range(len(grade_names))],
+             "grade", "p(referable)",
+             *[f"referable at {k.replace('_', ' ')} (p &ge; {float(points[k]['threshold']):.4f})"
+               for k in names]]
+    heads += ["p(DME)"] * ("p_dme" in table) + ["quality"] + ["saliency"] * ("overlay" in table)
+    rows = [_row(r, names, grade_names, folder) for r in table.to_dict("records")]
+    body = [f"<h1>{html.escape(title)}</h1>", *_header(table, points, notes),
+            "<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>", *rows, "</table>"]
+    page = (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}'
+            f"</title><style>{_CSS}</style></head><body>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+    return write_text(path, page)

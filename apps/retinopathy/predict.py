@@ -9,7 +9,8 @@
 * :func:`inference_table` -- the images of a run, preprocessed with the models'
   own settings (shared by predict, evaluate and explain).
 * :func:`run_predict` -- per-image grade probabilities, referable probability
-  and decision at an operating point, gradability flag (CSV).
+  and decision at an operating point and at each of the model's, gradability
+  flag (``predictions.csv``), and ``report.html`` (:func:`.io.write_report_html`).
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from deepsci.core.io import read_json, write_text
 from deepsci.core.models.registry import demo_warning, resolve_model
 from deepsci.core.runs import RunDir
 
-from .io import DatasetSpec, is_synthetic, read_dataset
-from .model import APP, TASK, to_probabilities
+from .io import DatasetSpec, is_synthetic, read_dataset, write_report_html
+from .model import APP, GRADE_NAMES, TASK, to_probabilities
 from .preprocess import PreprocessConfig, load_cached, preprocess_table, to_input
 
 GRADE_COLS = [f"p_grade{k}" for k in range(5)]
@@ -245,10 +246,15 @@ class PredictConfig(InferenceConfig):
     ----------
     operating_point : str
         ``high_sensitivity``, ``high_specificity`` or a probability threshold.
+    html : bool
+        Also write ``report.html`` (one self-contained page: thumbnails, grades,
+        the decision at both operating points).
     """
 
     operating_point: str = option("high_sensitivity",
                                 "high_sensitivity | high_specificity | a threshold.")
+    html: bool = option(True, "Write report.html: each photograph, its grades and both "
+                              "operating points' decisions (opens offline in any browser).")
 
 
 def threshold_for(info: dict, spec: str) -> tuple[str, float]:
@@ -269,6 +275,33 @@ def threshold_for(info: dict, spec: str) -> tuple[str, float]:
     if not 0 <= t <= 1:
         raise ConfigError(f"expected a threshold in [0, 1], found {t}")
     return "threshold", t
+
+
+def referable_decisions(p_referable, gradable, points: dict) -> pd.DataFrame:
+    """The referable decision (``p >= threshold``) at each of ``ensemble.json``'s operating points.
+
+    Parameters
+    ----------
+    p_referable : pandas.Series of float
+    gradable : pandas.Series of bool, same index
+    points : dict
+        Name -> ``{"threshold": ...}``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``referable_<name>`` (Int64 1/0; empty where not gradable), index of ``p_referable``.
+    """
+    p = p_referable.astype(float).fillna(0.0)
+    ok = gradable.astype(bool)
+    return pd.DataFrame({f"referable_{k}": (p >= float(v["threshold"])).astype("Int64").mask(~ok)
+                         for k, v in points.items()}, index=p_referable.index)
+
+
+def report_notes(card, paths) -> list[str]:
+    """The lines ``report.html`` shows above its table: the demo-model warning when it applies
+    (:func:`warn_demo` also prints it)."""
+    return [demo_warning(card)] if warn_demo(card, paths) else []
 
 
 def with_split(df: pd.DataFrame, model_dir: Path, split: str) -> pd.DataFrame:
@@ -350,8 +383,10 @@ def probabilities(ensemble, df: pd.DataFrame) -> pd.DataFrame:
 
 def run_predict(config: PredictConfig, *, overwrite: bool = False) -> pd.DataFrame:
     """Write ``predictions.csv``: per image the grade probabilities, predicted grade,
-    referable probability, referable decision at the operating point and
-    gradability.  Ungradable images are flagged and get no grade or decision.
+    referable probability, referable decision at the operating point (``referable``) and
+    at each of the model's (``referable_high_sensitivity``, ``referable_high_specificity``)
+    and gradability.  Ungradable images are flagged and get no grade or decision.
+    With ``html``, ``report.html`` shows the same rows with each photograph.
     """
     config.validate()
     config, ensemble, info = open_model(config)
@@ -359,13 +394,15 @@ def run_predict(config: PredictConfig, *, overwrite: bool = False) -> pd.DataFra
     with RunDir(config.out, command="retinopathy predict", config=config,
                 inputs=config.inputs(), overwrite=overwrite) as run:
         df = inference_table(config, ensemble.card.preprocessing)
-        warn_demo(ensemble.card, df["path"].tolist())
+        notes = report_notes(ensemble.card, df["path"].tolist())
         probs = probabilities(ensemble, df)
         res = pd.concat([df[["image"]], probs], axis=1)
         gradable = df["gradable"].astype(int) == 1
         res["grade"] = np.where(gradable, probs[GRADE_COLS].fillna(0).to_numpy().argmax(1), -1)
         res["referable"] = np.where(gradable, (probs["p_referable"].fillna(0) >= thr).astype(int),
                                     -1)
+        points = info["operating_points"]
+        res = pd.concat([res, referable_decisions(probs["p_referable"], gradable, points)], axis=1)
         res["gradable"] = gradable.astype(int)
         res["quality"] = df["reasons"]
         res["operating_point"] = name
@@ -374,6 +411,10 @@ def run_predict(config: PredictConfig, *, overwrite: bool = False) -> pd.DataFra
         for col in ("grade", "referable"):
             res[col] = res[col].astype("Int64").mask(~gradable)
         write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.9g"))
+        if config.html:
+            write_report_html(run.file("report.html"), res.assign(path=df["path"]),
+                              title=f"retinopathy predict: {Path(config.model).name}",
+                              points=points, grade_names=GRADE_NAMES, notes=notes)
         run.record(images=len(res), gradable=int(gradable.sum()),
                    referable=int((res["referable"] == 1).sum()), operating_point=name,
                    threshold=thr, members=len(ensemble))

@@ -95,20 +95,22 @@ def exported(distilling, tiny):
     return out
 
 
-def _predict(tiny, model, out, *, files=None):
+def _predict(tiny, model, out, *extra, files=None):
     """predictions.csv of ``model`` on ``files``, or on every labelled photograph."""
     where = (list(map(str, files)) if files is not None
              else ["--labels", str(tiny.labels), "--split", "all"])
     assert main(["retinopathy", "predict", "--model", str(model), *where, "--out", str(out),
-                 "--cache", str(tiny.cache)]) == 0
+                 "--cache", str(tiny.cache), *extra]) == 0
     return pd.read_csv(out / "predictions.csv", dtype={"image": str})
 
 
 @pytest.fixture(scope="module")
 def keras_pred(tiny, tmp_path_factory):
     """The Keras member 0's predictions on all photographs: the reference of the exports."""
-    pred = _predict(tiny, tiny.members[0], tmp_path_factory.mktemp("retino-keras") / "k")
+    out = tmp_path_factory.mktemp("retino-keras") / "k"
+    pred = _predict(tiny, tiny.members[0], out, "--no-html")
     assert len(pred) == len(tiny.photos) and (pred["gradable"] == 1).all()
+    assert not (out / "report.html").exists()
     return pred
 
 
@@ -126,6 +128,9 @@ def test_export_and_predict_match_the_keras_model(tiny, exported, keras_pred, qu
     for col in ["p_referable", "p_dme", *GRADES]:
         np.testing.assert_allclose(lite_pred[col], keras_pred[col], atol=TOL[quantize])
     assert (lite_pred["threshold"] == tiny.thresholds["high_sensitivity"]).all()
+    for k, t in tiny.thresholds.items():  # both points from the card, in the CSV and the page
+        assert (lite_pred[f"referable_{k}"] == (lite_pred["p_referable"] >= t)).all()
+        assert f"(p &ge; {t:.4f})" in (tmp_path / "l" / "report.html").read_text()
     # The export's own held-out check is the same measure, on exactly --check rows
     # none of which it calibrated on, recorded in the run record.
     run = json.loads(exported[quantize].with_name(exported[quantize].name + ".run.json").read_text())
