@@ -23,8 +23,9 @@ from deepsci.core.runs import RunDir
 
 from .config import BaselineConfig, BaselineRun, InferenceConfig
 from .evaluate import variation_of_information
-from .io import open_volume, write_volume
+from .io import open_volume
 from .labels import relabel
+from .omezarr import write_segmentation
 
 __all__ = ["BaselineConfig", "BaselineRun", "boundary_map", "watershed_baseline", "supervoxels", "tune_watershed", "run_baseline"]
 
@@ -136,14 +137,14 @@ def tune_watershed(image: np.ndarray, labels: np.ndarray, *, markers: str = "pea
 
 
 def run_baseline(cfg: BaselineRun, *, overwrite: bool = False) -> dict:
-    """``deepsci connectomics baseline``: write ``segmentation.zarr`` (labels) and ``run.json``; a summary."""
+    """``deepsci connectomics baseline``: write ``segmentation.zarr`` (OME-Zarr, :mod:`~.omezarr`), ``run.json``."""
     t0 = time.perf_counter()
     vol = open_volume(cfg.image, voxel_size=cfg.voxel_size)
     labels = watershed_baseline(vol.read(), cfg.baseline, voxel_size=vol.voxel_size)
     with RunDir(cfg.out, command="connectomics baseline", config=cfg, overwrite=overwrite,
                 inputs=[vol.spec.split(":")[0]]) as run:
-        write_volume(run.file("segmentation.zarr"), {"labels": labels}, voxel_size=vol.voxel_size,
-                     attrs={"source": vol.spec, "method": "watershed baseline"})
+        write_segmentation(run.file("segmentation.zarr"), labels, image=vol, voxel_size=vol.voxel_size,
+                           attrs={"source": vol.spec, "method": "watershed baseline"})
         summary = {"segmentation": str(run.file("segmentation.zarr")), "objects": int(labels.max()),
                    "seconds": round(time.perf_counter() - t0, 2)}
         run.record(**summary)

@@ -364,7 +364,7 @@ class SegmentRun:
     image : str
         EM volume ``PATH[:INNER]`` (zarr, FILE.h5:DATASET, N5, slice folder, TIFF).
     out : str
-        Output folder: ``segmentation.zarr`` (labels, probability) and ``run.json``.
+        Output folder: ``segmentation.zarr`` (OME-Zarr: image and label pyramids, probability) and ``run.json``.
     model : str, optional
         FFN ``model.keras`` from ``train``, or a shipped model's name; default: the shipped default
         (``connectomics-neuroproof-ffn``) with its pair classifier.
@@ -476,7 +476,7 @@ class BaselineRun:
     image : str
         EM volume ``PATH[:INNER]``.
     out : str
-        Output folder: ``segmentation.zarr`` (labels) and ``run.json``.
+        Output folder: ``segmentation.zarr`` (OME-Zarr: image and label pyramids) and ``run.json``.
     voxel_size : tuple of float, optional
         (z, y, x) voxel size in nm; overrides the file's metadata.
     baseline : BaselineConfig
@@ -505,7 +505,8 @@ class EvaluateRun:
     seg : list of str
         Segmentations ``[NAME=]PATH[:INNER]``, comma-separated.
     out : str
-        Output folder: ``scores.json``, ``scores.md``, ``slices.png`` and ``run.json``.
+        Output folder: ``scores.json``, ``metrics.json``, ``scores.md``, ``segments.csv`` (one row
+        per segment), ``slices.png`` and ``run.json``.
     image : str, optional
         EM image: adds the slice figure and the watershed baseline.
     baseline : bool

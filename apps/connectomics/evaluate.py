@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 from scipy import sparse
 
 from .skeleton import TeasarParams, teasar_graph
@@ -43,6 +44,8 @@ __all__ = [
     "count_merges_splits",
     "evaluate_segmentation",
     "SegmentationScores",
+    "SEGMENT_COLUMNS",
+    "segment_table",
 ]
 
 #: The label-0 rule in one line (printed beside every score table).
@@ -368,3 +371,71 @@ def evaluate_segmentation(gt: np.ndarray, seg: np.ndarray, *, voxel_size=(1.0, 1
                               merged_skeleton_fraction=erl["merged_skeleton_fraction"],
                               merges=ms["merges"], splits=ms["splits"], n_segments=int(len(np.unique(claimed))),
                               unclaimed_voxels=int(np.count_nonzero((seg == 0) & (gt != 0))))
+
+
+#: Columns of :func:`segment_table` (``segments.csv`` of ``deepsci connectomics evaluate``).
+SEGMENT_COLUMNS = ("segment", "voxels", "z0", "y0", "x0", "z1", "y1", "x1", "unlabelled_voxels",
+                   "gt_1", "overlap_1", "gt_2", "overlap_2", "gt_3", "overlap_3", "merged_objects", "split_partners")
+
+
+def _partners(cols, vals, gid, top: int) -> list[tuple[int, int]]:
+    """(ground-truth id, overlap) of one segment's row, id 0 left out, most first, ties to the smaller id."""
+    pairs = [(int(gid[j]), int(v)) for j, v in zip(cols, vals, strict=True) if gid[j] != 0]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))[:top]
+
+
+def segment_table(gt: np.ndarray, seg: np.ndarray, *, min_overlap: int = 100) -> list[dict]:
+    """One row per predicted segment (id other than 0): size, bounding box, ground-truth partners.
+
+    Parameters
+    ----------
+    gt, seg : ndarray of non-negative int, shape (Z, Y, X)
+    min_overlap : int
+        Voxels for an overlap to count as a merge or split (as :func:`count_merges_splits`).
+
+    Returns
+    -------
+    list of dict
+        Keys :data:`SEGMENT_COLUMNS`, by ascending segment id: ``voxels``; the bounding box
+        ``z0, y0, x0`` (first voxel) to ``z1, y1, x1`` (one past the last, as slice bounds);
+        ``unlabelled_voxels`` over ground-truth 0 (not scored); ``gt_k`` and ``overlap_k``, the
+        k-th most overlapped ground-truth object (k = 1, 2, 3) and the voxels shared (ties to the smaller id,
+        ``""`` past the last); ``merged_objects``, the objects it overlaps by at least
+        ``min_overlap`` (2 or more: a merge); ``split_partners``, the other segments overlapping
+        its ``gt_1`` by at least ``min_overlap`` when it does too (``;``-separated, ascending: that
+        object is split between them).
+    """
+    if gt.shape != seg.shape:
+        raise ValueError(f"Expected arrays of one shape. Received: {gt.shape} and {seg.shape}")
+    _check_labels(gt, "gt")
+    _check_labels(seg, "seg")
+    sid, si = np.unique(seg.ravel(), return_inverse=True)
+    gid, gi = np.unique(gt.ravel(), return_inverse=True)
+    c = sparse.coo_matrix((np.ones(si.size, np.int64), (si, gi)), shape=(len(sid), len(gid))).tocsr()
+    c.sum_duplicates()
+    cc = c.tocsc()
+    voxels = np.bincount(si, minlength=len(sid))
+    boxes = ndi.find_objects(si.reshape(seg.shape) + 1)
+    rows = []
+    for k, s in enumerate(sid):
+        if s == 0:
+            continue
+        cols, vals = c.indices[c.indptr[k]:c.indptr[k + 1]], c.data[c.indptr[k]:c.indptr[k + 1]]
+        pairs = _partners(cols, vals, gid, 3)
+        row = {"segment": int(s), "voxels": int(voxels[k]),
+               **{a: int(sl.start) for a, sl in zip(("z0", "y0", "x0"), boxes[k], strict=True)},
+               **{a: int(sl.stop) for a, sl in zip(("z1", "y1", "x1"), boxes[k], strict=True)},
+               "unlabelled_voxels": int(sum(v for j, v in zip(cols, vals, strict=True) if gid[j] == 0))}
+        for i in range(3):
+            row[f"gt_{i + 1}"], row[f"overlap_{i + 1}"] = pairs[i] if i < len(pairs) else ("", "")
+        row["merged_objects"] = int(sum(1 for j, v in zip(cols, vals, strict=True)
+                                        if gid[j] != 0 and v >= min_overlap))
+        partners = []
+        if pairs and pairs[0][1] >= min_overlap:
+            j = int(np.searchsorted(gid, pairs[0][0]))
+            r, v = cc.indices[cc.indptr[j]:cc.indptr[j + 1]], cc.data[cc.indptr[j]:cc.indptr[j + 1]]
+            partners = sorted(int(sid[i]) for i, n in zip(r, v, strict=True)
+                              if n >= min_overlap and sid[i] not in (0, s))
+        row["split_partners"] = ";".join(str(p) for p in partners)
+        rows.append(row)
+    return rows

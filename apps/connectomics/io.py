@@ -3,7 +3,10 @@
 Every volume is addressed by one string, ``PATH[:INNER]``:
 
 - ``vol.zarr`` or ``vol.zarr:group/array`` — zarr v3 or v2 (a group with a single
-  array, or with an array named like the expected kind, needs no INNER);
+  array, or with an array named like the expected kind, needs no INNER); an OME-Zarr
+  group (NGFF) reads as its level 0, and in an OME-Zarr image ``:labels`` is its first
+  label image and ``:image`` the image itself (``segment``/``baseline`` outputs, see
+  :mod:`~deepsci.apps.connectomics.omezarr`);
 - ``file.h5:dataset`` (also ``.hdf5``, ``.hdf``) — HDF5; ``file.h5:stack@transforms`` maps
   the ids of ``stack`` through an ``(N, 2)`` table of ``[id, body]`` rows (NeuroProof ground truth);
 - ``vol.n5:dataset`` — N5 (raw, gzip, zstd or blosc chunks);
@@ -209,17 +212,20 @@ class Volume:
     dtype : numpy.dtype
     voxel_size : tuple of float
         ``(z, y, x)`` voxel size in nm (1, 1, 1 when the file does not say).
+    kind : {"image", "labels"}
+        Which array a spec naming a group resolves to (reopened the same way in a worker).
     """
 
     spec: str
     shape: tuple[int, int, int]
     dtype: np.dtype
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    kind: str = "image"
     _array: object = field(default=None, repr=False)
 
     def __getitem__(self, key) -> np.ndarray:
         if self._array is None:
-            self._array = _open_array(self.spec)[0]
+            self._array = _open_array(self.spec, prefer=self.kind)[0]
         return np.asarray(self._array[key])
 
     def read(self) -> np.ndarray:
@@ -233,6 +239,40 @@ class Volume:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+
+_UNIT_NM = {"nanometer": 1.0, "micrometer": 1e3, "millimeter": 1e6, "angstrom": 0.1, "picometer": 1e-3}
+
+
+def _ngff_level0(group, prefer: str):
+    """Level 0 (array, attrs) of an OME-Zarr image, label or ``labels`` group; None for other groups.
+
+    An image group with a ``labels`` group gives its first label image when ``prefer`` is
+    ``"labels"``. Without deepsci's ``voxel_size`` attribute, the voxel size is the level's
+    ``scale`` in nm.
+    """
+    ome = dict(group.attrs).get("ome") or {}
+    if ome.get("labels"):
+        return _ngff_level0(group[ome["labels"][0]], "labels")
+    if "multiscales" not in ome:
+        return None
+    if prefer == "labels" and "image-label" not in ome and "labels" in group:
+        found = _ngff_level0(group["labels"], "labels")
+        if found is not None:
+            return found
+    ms = ome["multiscales"][0]
+    ds = ms["datasets"][0]
+    arr = group[ds["path"]]
+    attrs = dict(arr.attrs)
+    if "voxel_size" not in attrs:
+        scale = np.ones(len(ms.get("axes", [])) or arr.ndim)
+        for t in [*ds.get("coordinateTransformations", []), *ms.get("coordinateTransformations", [])]:
+            if t.get("type") == "scale" and "scale" in t:
+                scale = scale * np.asarray(t["scale"], np.float64)
+        units = [_UNIT_NM.get(str(a.get("unit", "nanometer")), 1.0) if isinstance(a, dict) else 1.0
+                 for a in ms.get("axes", [{}] * len(scale))]
+        attrs["voxel_size"] = [float(v * u) for v, u in zip(scale, units, strict=False)][-3:]
+    return arr, attrs
 
 
 def _zarr_pick(group, path: Path, prefer: str):
@@ -284,13 +324,19 @@ def _open_array(spec: str, prefer: str = "") -> tuple[object, dict]:
     if is_zarr:
         import zarr
 
+        node = zarr.open(store=str(path), mode="r")
+        if inner == "image" and isinstance(node, zarr.Group) and "image" not in node:
+            found = _ngff_level0(node, "image")  # an OME-Zarr image's own image
+            if found is not None:
+                return found
         try:
-            node = zarr.open(store=str(path), mode="r")
-            if inner:
-                node = node[inner]
+            node = node[inner] if inner else node
         except KeyError:
             raise InputError(f"expected array '{inner}' in the zarr store, found none", path) from None
         if isinstance(node, zarr.Group):
+            found = _ngff_level0(node, "image" if inner else prefer)
+            if found is not None:  # OME-Zarr (segment and baseline outputs): level 0
+                return found
             node = _zarr_pick(node, path, prefer)
         return node, dict(node.attrs)
     if path.is_dir():
@@ -335,7 +381,7 @@ def open_volume(spec: str | os.PathLike, *, voxel_size=None, kind: str = "image"
         vs = ()
     if len(vs) != 3 or min(vs) <= 0:
         raise InputError(f"expected a voxel size of 3 positive numbers (z, y, x), found {vs}", path)
-    vol = Volume(spec=spec, shape=shape, dtype=np.dtype(arr.dtype), voxel_size=vs, _array=arr)
+    vol = Volume(spec=spec, shape=shape, dtype=np.dtype(arr.dtype), voxel_size=vs, kind=kind, _array=arr)
     if kind == "labels":
         check_labels(vol)
     return vol

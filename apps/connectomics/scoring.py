@@ -6,17 +6,27 @@ volumes, adds the baseline and writes the tables and the slice figure.
 """
 from __future__ import annotations
 
+import csv
+import io
+
 from deepsci.core.bench import table
 from deepsci.core.io import write_json, write_text
 from deepsci.core.runs import RunDir
 
 from .baseline import watershed_baseline
 from .config import EvaluateRun
-from .evaluate import CONVENTIONS, LABEL_ZERO_RULE, evaluate_segmentation, skeleton_graph
+from .evaluate import (
+    CONVENTIONS,
+    LABEL_ZERO_RULE,
+    SEGMENT_COLUMNS,
+    evaluate_segmentation,
+    segment_table,
+    skeleton_graph,
+)
 from .figures import orthogonal_slices
 from .io import check_same_shape, open_volume
 
-__all__ = ["EvaluateRun", "run_evaluation"]
+__all__ = ["EvaluateRun", "run_evaluation", "segments_csv"]
 
 
 def _read(cfg: EvaluateRun) -> tuple:
@@ -35,6 +45,16 @@ def _read(cfg: EvaluateRun) -> tuple:
     return gt_vol.read(), gt_vol.voxel_size, segs, img
 
 
+def segments_csv(gt, segs: dict, *, min_overlap: int) -> str:
+    """``segments.csv``: :func:`~.evaluate.segment_table` of every segmentation, a ``segmentation`` column first."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["segmentation", *SEGMENT_COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    for name, seg in segs.items():
+        writer.writerows({"segmentation": name, **row} for row in segment_table(gt, seg, min_overlap=min_overlap))
+    return buf.getvalue()
+
+
 def run_evaluation(cfg: EvaluateRun, *, overwrite: bool = False) -> dict:
     """``deepsci connectomics evaluate``: score segmentations, beside the watershed baseline.
 
@@ -45,7 +65,9 @@ def run_evaluation(cfg: EvaluateRun, *, overwrite: bool = False) -> dict:
         figure and (with ``cfg.baseline``) a watershed baseline scored by the same code.
         ``cfg.out`` receives ``scores.json`` (name -> scores), ``metrics.json`` (``conventions``,
         how each number is computed, and ``scores``), ``scores.md`` (the table, with the
-        label-0 rule in one line), ``slices.png`` and ``run.json``.
+        label-0 rule in one line), ``segments.csv`` (one row per segment of every segmentation:
+        size, bounding box and ground-truth partners, :func:`~.evaluate.segment_table`),
+        ``slices.png`` and ``run.json``.
 
     Returns
     -------
@@ -69,6 +91,7 @@ def run_evaluation(cfg: EvaluateRun, *, overwrite: bool = False) -> dict:
         write_json(run.file("scores.json"), scores)
         write_json(run.file("metrics.json"), {"conventions": CONVENTIONS, "scores": scores})
         write_text(run.file("scores.md"), md)
+        write_text(run.file("segments.csv"), segments_csv(gt, segs, min_overlap=cfg.min_overlap))
         if img is not None:
             orthogonal_slices(img, {"ground truth": gt, **segs}, run.file("slices.png"), voxel_size=vs)
         run.record(scores=scores, conventions=CONVENTIONS)

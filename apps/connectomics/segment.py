@@ -37,8 +37,9 @@ from .agglomerate import agglomerate
 from .baseline import boundary_map, supervoxels
 from .config import InferenceConfig, SegmentConfig, SegmentRun
 from .fill import flood_fill, grid_seeds, membrane_seeds, peak_seeds
-from .io import create_output, open_volume
+from .io import open_volume
 from .labels import UnionFind, relabel, split_consensus
+from .omezarr import LABELS_PATH, create_store, finish_store
 from .predict import APP, TASK, FloodFiller, load_flood_filler, model_card, model_paths, normalise
 
 __all__ = ["SegmentConfig", "SegmentRun", "segment_block", "plan_blocks", "stitch_blocks", "assemble_blocks",
@@ -298,9 +299,10 @@ def run_segment(cfg: SegmentRun, *, progress: bool = True, overwrite: bool = Fal
     Returns
     -------
     dict
-        ``segmentation`` (path), ``objects``, ``blocks``, ``fov_evals``, ``block_seconds``,
-        ``seconds`` and ``voxels``. Also in ``run.json["results"]``. The block results and
-        their completion markers stay in ``<out>/.state/`` so a killed run resumes.
+        ``segmentation`` (path of the OME-Zarr store, :mod:`~.omezarr`), ``objects``, ``blocks``,
+        ``levels`` (of its pyramids), ``fov_evals``, ``block_seconds``, ``seconds`` and ``voxels``.
+        Also in ``run.json["results"]``. The block results and their completion markers stay in
+        ``<out>/.state/`` so a killed run resumes.
     """
     t0 = time.perf_counter()
     cfg = cfg.resolved()
@@ -333,12 +335,14 @@ def run_segment(cfg: SegmentRun, *, progress: bool = True, overwrite: bool = Fal
         mapping = stitch_blocks(blocks, work, min_overlap=seg.stitch_min_overlap,
                                 min_fraction=seg.stitch_min_fraction)
         seg_path = run.file("segmentation.zarr")
-        with atomic_dir(seg_path) as tmp:
-            group = create_output(tmp, vol.shape, {"labels": np.uint32, "probability": np.uint8},
-                                  voxel_size=vol.voxel_size, chunks=seg.chunks,
-                                  attrs={"source": vol.spec, "model": cfg.model})
-            assemble_blocks(blocks, work, mapping, group["labels"], group["probability"])
+        with atomic_dir(seg_path) as tmp:  # OME-Zarr: the image, labels/segmentation and probability
+            group = create_store(tmp, vol.shape, image_dtype=vol.dtype, label_dtype=np.uint32,
+                                 voxel_size=vol.voxel_size, chunks=seg.chunks,
+                                 attrs={"source": vol.spec, "model": cfg.model}, extra={"probability": np.uint8})
+            assemble_blocks(blocks, work, mapping, group[LABELS_PATH], group["probability"])
+            levels = finish_store(group, image=vol, progress=progress)["levels"]
         summary = {"segmentation": str(seg_path), "objects": len(set(mapping.values())), "blocks": len(blocks),
+                   "levels": levels,
                    "fov_evals": int(sum(r["fov_evals"] for r in results.values())),
                    "block_seconds": round(sum(r["seconds"] for r in results.values()), 2),
                    "seconds": round(time.perf_counter() - t0, 2), "voxels": vol.size}
