@@ -67,24 +67,26 @@ def train(cfg: PathologyTrainConfig, opts: RunOptions) -> None:
 
 
 @config_command(app, HeatmapConfig, name="heatmap",
-                shown=["model", "slides", "out", "stride", "batch-size", "tta", "format", "scheduler",
-                       "workers", "mpp"])
+                shown=["model", "slides", "out", "stride", "batch-size", "tta", "contours",
+                       "scheduler", "workers", "mpp"])
 def heatmap(cfg: HeatmapConfig, opts: RunOptions) -> None:
     """Sliding-window tumour-probability heatmaps over tissue (slides in parallel, resumable)."""
     from .heatmap import run_heatmaps
 
     results = run_heatmaps(cfg, overwrite=opts.overwrite)
     tiles = sum(r["tiles"] for r in results.values())
-    typer.echo(f"{len(results)} heatmaps ({tiles} tissue tiles) -> {cfg.out}")
+    contours = f" and contours at {','.join(f'{v:g}' for v in cfg.contours)}" if cfg.contours else ""
+    typer.echo(f"{len(results)} heatmaps ({tiles} tissue tiles){contours} -> {cfg.out}")
 
 
 @config_command(app, DetectConfig, name="detect", shown=["heatmaps", "out", "threshold", "radius"])
 def detect(cfg: DetectConfig, opts: RunOptions) -> None:
-    """Slide scores (heatmap maximum) and lesion points by NMS: Camelyon16 submission CSVs."""
+    """Slide scores (heatmap maximum) and lesion points by NMS: Camelyon16 CSVs and QuPath GeoJSON."""
     from .detect import run_detect
 
     scores = run_detect(cfg, overwrite=opts.overwrite)
-    typer.echo(f"{len(scores)} slides -> {cfg.out}/<slide>.csv and {cfg.out}/slides.csv")
+    typer.echo(f"{len(scores)} slides -> {cfg.out}/<slide>.csv (+ .detections.geojson for QuPath) and "
+               f"{cfg.out}/slides.csv")
 
 
 @config_command(app, EvaluateConfig, name="evaluate",

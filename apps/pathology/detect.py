@@ -4,7 +4,10 @@ As Liu et al.: the slide score is the heatmap's maximum; lesions are found by
 repeatedly taking the highest remaining heatmap value above a threshold,
 reporting it, and suppressing everything within a radius of it. Outputs are
 the Camelyon16 submission files: ``<slide>.csv`` with ``prob,X,Y`` lines in
-level-0 pixels, and ``slides.csv`` (``image,score``) for the slide-level task.
+level-0 pixels, and ``slides.csv`` (``image,score``) for the slide-level task;
+beside each CSV, ``<slide>.detections.geojson`` holds the same lesions as
+QuPath point detections (:mod:`.io.qupath`; QuPath opens it with File > Import
+objects from file, or dropped on the slide's viewer).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from deepsci.core.io import write_text
 from deepsci.core.runs import RunDir
 
 from .io import read_heatmap, write_detections_csv
+from .io.qupath import detection_features, write_geojson
 
 __all__ = ["nms", "DetectConfig", "detect_heatmap", "run_detect"]
 
@@ -64,7 +68,7 @@ class DetectConfig:
     heatmaps : str
         A folder of heatmaps written by ``heatmap`` (``*.heatmap.tif`` / ``.zarr``) or one file.
     out : str
-        Folder for ``<slide>.csv`` and ``slides.csv``.
+        Folder for ``<slide>.csv``, ``<slide>.detections.geojson`` and ``slides.csv``.
     threshold : float
         Lowest probability reported as a lesion.
     radius_um : float
@@ -116,7 +120,8 @@ def _heatmap_files(root: Path) -> list[Path]:
 
 
 def run_detect(config: DetectConfig, *, overwrite: bool = False) -> dict[str, float]:
-    """Write ``<slide>.csv`` per heatmap and ``slides.csv`` (and ``run.json``); return slide scores."""
+    """Write ``<slide>.csv`` and ``<slide>.detections.geojson`` per heatmap, ``slides.csv`` and
+    ``run.json``; return the slide scores."""
     cfg = config.validate()
     files = _heatmap_files(Path(cfg.heatmaps))
     with RunDir(cfg.out, command="pathology detect", config=cfg, inputs=[cfg.heatmaps],
@@ -124,8 +129,9 @@ def run_detect(config: DetectConfig, *, overwrite: bool = False) -> dict[str, fl
         scores, lesions = {}, {}
         for path in files:
             name, score, dets = detect_heatmap(path, cfg)
-            write_detections_csv(run.file(f"{name}.csv"), [d[0] for d in dets], [d[1] for d in dets],
-                                 [d[2] for d in dets])
+            probs, xs, ys = [d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets]
+            write_detections_csv(run.file(f"{name}.csv"), probs, xs, ys)
+            write_geojson(run.file(f"{name}.detections.geojson"), detection_features(probs, xs, ys))
             scores[name], lesions[name] = score, len(dets)
         write_text(run.file("slides.csv"),
                    "image,score\n" + "".join(f"{k},{v:.6f}\n" for k, v in scores.items()))

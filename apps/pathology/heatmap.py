@@ -10,7 +10,9 @@ convolutions (:mod:`.predict`): same probabilities, fewer passes over memory.
 
 Outputs per slide (atomically): ``<slide>.heatmap.tif`` (float32 tiled
 pyramidal TIFF with the stride and microns per pixel in its description),
-optionally ``<slide>.heatmap.zarr``, and ``<slide>.overlay.png``. Slides run
+optionally ``<slide>.heatmap.zarr``, ``<slide>.overlay.png`` and, with
+``contours``, ``<slide>.contours.geojson``: the tumour-probability contours at
+those levels as QuPath annotations (:mod:`.contours`). Slides run
 in parallel through :func:`deepsci.core.parallel.run_shards`; a re-run skips
 finished slides. On a running Dask cluster (``--scheduler tcp://...``) each
 worker keeps its ready model (:func:`.predict.engine`) between runs (:mod:`.cluster`).
@@ -45,7 +47,7 @@ from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
 from .cluster import open_cluster, warm_up, worker_tf_threads
-from .io import Slide, list_slides, resize_mask, write_pyramid_tiff
+from .io import Slide, list_slides, read_heatmap, resize_mask, write_pyramid_tiff
 from .model import APP, TASK
 from .patches import PatchConfig, read_examples
 from .predict import engine, warm_worker
@@ -79,6 +81,10 @@ class HeatmapConfig:
     tta : bool
         Average the 8 orientations (8x the compute).
     format : {"tiff", "zarr", "both"}
+    contours : tuple of float
+        Probability levels in (0, 1] traced into ``<slide>.contours.geojson``
+        (QuPath annotations, level-0 pixels); empty: none. Written from each
+        finished heatmap, so a re-run with other levels rewrites them.
     scheduler : str, optional
         ``"inline"``, ``"local"`` (a Dask LocalCluster for this run) or
         ``tcp://host:port`` (a running cluster, whose workers keep the loaded model).
@@ -104,6 +110,9 @@ class HeatmapConfig:
     batch_size: int = option(128, "Tiles per inference batch.", min=1)
     tta: bool = option(False, "Average the 8 orientations.")
     format: str = option("tiff", "tiff, zarr or both.", choices=FORMATS)
+    contours: tuple[float, ...] = option((), "Tumour-probability levels traced as polygons into "
+                                         "<slide>.contours.geojson for QuPath, e.g. 0.5,0.9.",
+                                         min=0, min_exclusive=True, max=1)
     scheduler: str | None = option("local", "local (a Dask cluster started for this run), inline, "
                                    "or tcp://host:port: a running cluster (`dask scheduler`; `dask "
                                    "worker ADDRESS --nworkers N --nthreads 1`), whose workers keep "
@@ -127,6 +136,8 @@ class HeatmapConfig:
             raise InputError("expected a trained model (.keras or .tflite), found no file", self.model)
         if not Path(self.slides).exists():
             raise InputError("expected a slide file or folder, found none", self.slides)
+        if len(set(self.contours)) != len(self.contours):
+            raise ConfigError(f"expected distinct --contours levels, found {','.join(map(str, self.contours))}")
         return self
 
 
@@ -351,6 +362,17 @@ def _run_slides(cfg: HeatmapConfig, tasks: list[dict], slides: list[Path], card:
     return results
 
 
+def _write_contours(levels, tasks: list[dict], out: Path) -> None:
+    """``<slide>.contours.geojson`` of every finished heatmap (a resumed run's slides too)."""
+    from .contours import write_contours
+
+    for task in tasks:
+        name = _key(task)
+        tif = out / f"{name}.heatmap.tif"
+        heat, meta = read_heatmap(tif if tif.exists() else out / f"{name}.heatmap.zarr")
+        write_contours(out / f"{name}.contours.geojson", heat, levels, float(meta["stride"]))
+
+
 def run_heatmaps(config: HeatmapConfig, *, overwrite: bool = False) -> dict[str, dict]:
     """Heatmaps of every slide in ``config.slides``; returns per-slide info.
 
@@ -359,6 +381,7 @@ def run_heatmaps(config: HeatmapConfig, *, overwrite: bool = False) -> dict[str,
     loaded model for the next run (see :mod:`.cluster`). Either way every
     worker starts loading the model as soon as the cluster is up. A re-run
     skips the slides finished before; ``overwrite`` recomputes them all.
+    Contours (``contours``) are traced here from the written heatmaps.
     """
     cfg = config.validate()
     slides = list_slides(cfg.slides)
@@ -379,6 +402,8 @@ def run_heatmaps(config: HeatmapConfig, *, overwrite: bool = False) -> dict[str,
         cfg_dict = {**config_to_dict(cfg), "model": str(Path(cfg.model).resolve()), "out": str(run.path)}
         tasks = [{"slide": str(Path(s).resolve()), "config": cfg_dict} for s in slides]
         results = _run_slides(cfg, tasks, slides, card, run.state_dir)
+        if cfg.contours:
+            _write_contours(cfg.contours, tasks, run.path)
         run.record(slides={k: {kk: v[kk] for kk in ("tiles", "seconds", "score")} for k, v in results.items()})
     return results
 

@@ -1,5 +1,7 @@
 """Annotations: ASAP XML (Camelyon16/17) and QuPath GeoJSON, rasterised to tumour masks.
 
+GeoJSON point objects (QuPath detections) are read by :func:`read_geojson_points`.
+
 Polygons are in level-0 pixels ``(x, y)``; masks are ``(H, W)`` bool at a
 downsample (level-0 pixels per mask pixel).
 """
@@ -15,8 +17,8 @@ import numpy as np
 from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path
 
-__all__ = ["Polygon", "TUMOUR_GROUPS", "EXCLUDE_GROUPS", "read_annotations", "read_asap_xml", "read_geojson",
-           "write_asap_xml", "rasterize", "resize_mask", "mask_to_polygons"]
+__all__ = ["Polygon", "PointObject", "TUMOUR_GROUPS", "EXCLUDE_GROUPS", "read_annotations", "read_asap_xml",
+           "read_geojson", "read_geojson_points", "write_asap_xml", "rasterize", "resize_mask", "mask_to_polygons"]
 
 TUMOUR_GROUPS = ("_0", "_1", "tumor", "tumour", "metastases", "metastasis")
 EXCLUDE_GROUPS = ("_2", "exclusion", "exclude", "normal")
@@ -122,13 +124,8 @@ def write_asap_xml(path: str | os.PathLike, polygons: list[Polygon]) -> Path:
     return path
 
 
-def read_geojson(path: str | os.PathLike) -> list[Polygon]:
-    """Read QuPath GeoJSON: Polygon / MultiPolygon features, interior rings as holes.
-
-    The class comes from ``properties.classification.name`` (tumour names as in
-    :data:`TUMOUR_GROUPS`; ``Exclusion``/``Normal`` mark excluded regions).
-    """
-    path = Path(path)
+def _geojson_features(path: Path) -> list:
+    """The Features of a GeoJSON file: a FeatureCollection, one Feature or a list of them."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -136,20 +133,33 @@ def read_geojson(path: str | os.PathLike) -> list[Polygon]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"expected GeoJSON, found invalid JSON ({e})", path) from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        features = data.get("features", [])
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        features = [data]
-    elif isinstance(data, list):
-        features = data
-    else:
-        raise InputError("expected a GeoJSON FeatureCollection or list of Features, found "
-                         f"{type(data).__name__}", path)
+        return data.get("features", [])
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        return [data]
+    if isinstance(data, list):
+        return data
+    raise InputError("expected a GeoJSON FeatureCollection or list of Features, found "
+                     f"{type(data).__name__}", path)
+
+
+def _class_name(props: dict) -> str:
+    cls = props.get("classification") or {}
+    return cls.get("name", "Tumor") if isinstance(cls, dict) else str(cls)
+
+
+def read_geojson(path: str | os.PathLike) -> list[Polygon]:
+    """Read QuPath GeoJSON: Polygon / MultiPolygon features, interior rings as holes.
+
+    The class comes from ``properties.classification.name`` (tumour names as in
+    :data:`TUMOUR_GROUPS`; ``Exclusion``/``Normal`` mark excluded regions).
+    Features of other geometries (points, lines) are skipped.
+    """
+    path = Path(path)
     polys: list[Polygon] = []
-    for feat in features:
+    for feat in _geojson_features(path):
         geom = (feat or {}).get("geometry") or {}
         props = (feat or {}).get("properties") or {}
-        cls = props.get("classification") or {}
-        group = cls.get("name", "Tumor") if isinstance(cls, dict) else str(cls)
+        group = _class_name(props)
         exclude = _group_kind(group, path)
         if geom.get("type") == "Polygon":
             rings_list = [geom.get("coordinates", [])]
@@ -171,6 +181,67 @@ def read_geojson(path: str | os.PathLike) -> list[Polygon]:
     if not polys:
         raise InputError("expected GeoJSON with at least one Polygon or MultiPolygon, found none", path)
     return polys
+
+
+@dataclass
+class PointObject:
+    """One point object of a GeoJSON file (a QuPath detection, say).
+
+    Attributes
+    ----------
+    x, y : float
+        Level-0 pixels.
+    group : str
+        The class (``properties.classification.name``).
+    object_type : str
+        QuPath's ``objectType`` (``"annotation"`` when absent, as QuPath reads it).
+    measurements : dict
+        ``properties.measurements`` (QuPath 0.4+: ``{name: value}``; the older
+        list of ``{"name", "value"}`` is read too).
+    """
+
+    x: float
+    y: float
+    group: str = "Tumor"
+    object_type: str = "annotation"
+    measurements: dict = field(default_factory=dict)
+
+
+def _measurements(props: dict, path: Path) -> dict:
+    raw = props.get("measurements") or {}
+    if isinstance(raw, list):  # QuPath before 0.4
+        raw = {m.get("name"): m.get("value") for m in raw if isinstance(m, dict)}
+    if not isinstance(raw, dict):
+        raise InputError(f"expected GeoJSON measurements as an object, found {type(raw).__name__}", path)
+    try:
+        return {str(k): float(v) for k, v in raw.items() if v is not None}
+    except (TypeError, ValueError):
+        raise InputError(f"expected numeric GeoJSON measurements, found {str(raw)[:60]}", path) from None
+
+
+def read_geojson_points(path: str | os.PathLike) -> list[PointObject]:
+    """Read the Point / MultiPoint features of a GeoJSON file (e.g. ``detect``'s detections).
+
+    Returns
+    -------
+    list of PointObject
+        In file order; features of other geometries are skipped.
+    """
+    path = Path(path)
+    out: list[PointObject] = []
+    for feat in _geojson_features(path):
+        geom = (feat or {}).get("geometry") or {}
+        props = (feat or {}).get("properties") or {}
+        if geom.get("type") not in ("Point", "MultiPoint"):
+            continue
+        coords = geom.get("coordinates", [])
+        try:
+            xy = np.asarray([coords] if geom["type"] == "Point" else coords, dtype=np.float64).reshape(-1, 2)
+        except (ValueError, TypeError):
+            raise InputError(f"expected [x, y] GeoJSON point coordinates, found {str(coords)[:40]}", path) from None
+        kind, values = str(props.get("objectType") or "annotation"), _measurements(props, path)
+        out += [PointObject(float(x), float(y), _class_name(props), kind, dict(values)) for x, y in xy]
+    return out
 
 
 def read_annotations(path: str | os.PathLike, *, dimensions: tuple[int, int] | None = None) -> list[Polygon]:

@@ -9,12 +9,22 @@ import numpy as np
 from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path
 
-__all__ = ["write_detections_csv", "read_detections_csv"]
+__all__ = ["submission_rows", "write_detections_csv", "read_detections_csv"]
+
+
+def submission_rows(probs, xs, ys) -> list[tuple[float, int, int]]:
+    """The values a submission holds: ``(prob to 6 decimals, X, Y rounded to level-0 pixels)``.
+
+    The CSV and the QuPath detections (:mod:`.qupath`) are written from these, so both hold
+    the same numbers.
+    """
+    return [(float(f"{float(p):.6f}"), int(round(float(x))), int(round(float(y))))
+            for p, x, y in zip(probs, xs, ys, strict=True)]
 
 
 def write_detections_csv(path: str | os.PathLike, probs, xs, ys) -> Path:
     """Camelyon16 lesion submission: one ``prob,X,Y`` line per detection (level-0 px), no header."""
-    lines = [f"{float(p):.6f},{int(round(x))},{int(round(y))}" for p, x, y in zip(probs, xs, ys, strict=True)]
+    lines = [f"{p:.6f},{x},{y}" for p, x, y in submission_rows(probs, xs, ys)]
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines))
