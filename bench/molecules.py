@@ -151,6 +151,9 @@ def result_rows(measured: dict) -> list[dict]:
     ``budget_min``, ``steps``, ``ours`` and ``chemprop`` (target -> ``target_metrics`` row;
     chemprop None without ``--chemprop``) and ``chemprop_version``.
     """
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # the tests load this file by path, not as a script
+        sys.path.insert(0, here)
     from molecules_e2e import e2e_rows
 
     rows = _speed_rows(measured["speed"]) if measured.get("speed") else []
