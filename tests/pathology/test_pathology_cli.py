@@ -172,9 +172,11 @@ def test_multiscale_towers_end_to_end(tmp_path, official):
     assert main(["pathology", "train", "--slides", str(slides), "--out", str(model),
                  "--magnifications", "40,20,10", "--patch-size", "48", "--center-size", "16",
                  "--width", "8", "--epochs", "2", "--batch-size", "32", "--patches-per-epoch", "256",
-                 "--val-patches", "64"]) == 0
+                 "--val-patches", "64", "--bn-batches", "4"]) == 0
     meta = json.loads((model / "model.card.json").read_text())
     assert meta["input_spec"]["magnifications"] == [40.0, 20.0, 10.0]
+    # Four batches (128 patches) re-estimate BatchNorm: its three-tower eager passes cost more than the 16 steps.
+    assert meta["training"]["precise_batchnorm_batches"] == 4
     assert main(["pathology", "heatmap", "--model", str(model / "model.keras"), "--slides", str(slides),
                  "--out", str(hm), "--scheduler", "inline", "--stride", "32"]) == 0
     heat, info = io.read_heatmap(hm / "tumor_001.heatmap.tif")

@@ -33,19 +33,44 @@ def _one_error(capsys) -> str:
     return err[0]
 
 
+def _other_member(trained, out, seed: int) -> None:
+    """A second teacher member at no training cost: the same network (width 4) initialised
+    with another seed, under the trained member's card. Its outputs differ from member 0's,
+    so the ensemble's mean is not either member's alone."""
+    import dataclasses
+
+    import keras
+
+    from deepsci.apps.variants.model import build_model
+    from deepsci.core.models.card import read_card
+    from deepsci.core.models.serialization import save_model
+
+    card = read_card(trained)
+    card = dataclasses.replace(card, extra={**card.extra, "member": 1},
+                               training={**card.training, "seed": seed, "steps": 0})
+    keras.utils.set_random_seed(seed)
+    save_model(build_model("small", width=4), out, card=card)
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_sim, tmp_path_factory):
-    """Labelled examples of the tiny simulation and a 2-member tiny teacher trained on them."""
+    """Labelled examples of the tiny simulation and a 2-member tiny teacher: member 0 trained
+    (one epoch) by ``variants train``, member 1 the same network with another seed."""
+    from deepsci.core.ensemble import write_ensemble
+
     root = tmp_path_factory.mktemp("variants_compress")
     ex = root / "ex"
     assert main(["variants", "make-examples", "--reads", tiny_sim["bam"], "--ref",
                  tiny_sim["ref"], "--out", str(ex), "--truth-vcf", tiny_sim["truth"],
                  "--confident-bed", tiny_sim["bed"], "--scheduler", "inline"]) == 0
-    assert main(["variants", "train", "--examples", str(ex), "--out", str(root / "teacher"),
-                 "--ensemble", "2", "--epochs", "2", "--width", "4", "--batch-size", "8",
-                 "--af-augment", "0", "--progress", "off"]) == 0
-    return {"root": root, "ex": ex, "members": [root / "teacher" / f"member_{k}" / "model.keras"
-                                                for k in (0, 1)]}
+    teacher = root / "teacher"
+    members = [teacher / f"member_{k}" / "model.keras" for k in (0, 1)]
+    assert main(["variants", "train", "--examples", str(ex), "--out", str(members[0].parent),
+                 "--epochs", "1", "--width", "4", "--batch-size", "8", "--af-augment", "0",
+                 "--progress", "off"]) == 0
+    _other_member(members[0], members[1], seed=1)
+    write_ensemble(teacher, members, info={"seeds": [0, 1]})
+    return {"root": root, "ex": ex, "members": members}
 
 
 @pytest.fixture(scope="module")

@@ -94,10 +94,12 @@ def test_training_examples_are_labelled(e2e_sim, tmp_path):
     run = json.loads((ex / "run.json").read_text())
     assert run["status"] == "done" and run["results"]["labels"] == info["labels"]
 
-    # Training on these folders (not the recipe): class weights, validation, an ensemble.
+    # Training on these folders (not the recipe): class weights, validation, an ensemble. One batch
+    # holds the region's ~25 examples, so each member traces one train and one validation step
+    # (a partial second batch would trace both again: most of this test's time).
     out = tmp_path / "model"
     assert main(["variants", "train", "--examples", str(ex), "--out", str(out), "--epochs", "1",
-                 "--batch-size", "16", "--width", "4", "--class-weight", "balanced",
+                 "--batch-size", "32", "--width", "4", "--class-weight", "balanced",
                  "--val-examples", str(ex), "--af-augment", "0.5", "--ensemble", "2",
                  "--seed", "3"]) == 0
     members = json.loads((out / "ensemble.json").read_text())
