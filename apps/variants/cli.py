@@ -94,24 +94,32 @@ def call_variants(cfg: CallConfig, opts: RunOptions) -> None:
 
 @config_command(app, PostprocessConfig, name="postprocess-variants",
                 shown=["calls", "ref", "out", "gvcf-out", "examples", "haploid-contigs",
-                       "min-qual", "multi-allelic-qual-filter"])
+                       "min-qual", "multi-allelic-qual-filter", "bam-out", "reads"])
 def postprocess(cfg: PostprocessConfig, opts: RunOptions) -> None:
     """Genotypes, GQ/QUAL/PL and FILTER into a bgzipped, indexed VCF 4.2 (and gVCF)."""
 
     res = run_postprocess(cfg, overwrite=opts.overwrite, command=_cmd())
     typer.echo("  ".join(f"{k}: {v}" for k, v in sorted(res.items())))
     typer.echo(f"vcf: {cfg.out}")
+    if cfg.bam_out:
+        typer.echo(f"bam: {cfg.bam_out}")
 
 
 @config_command(app, RunConfig, name="run",
                 shown=["reads", "ref", "model", "out", "regions", "shards", "scheduler", "gvcf",
-                       "haploid-contigs", "batch-size"])
+                       "haploid-contigs", "bam-out"])
 def run(cfg: RunConfig, opts: RunOptions) -> None:
-    """make-examples -> call-variants -> postprocess-variants into OUT/calls.vcf.gz."""
+    """make-examples -> call-variants -> postprocess-variants into OUT/calls.vcf.gz.
+
+    --bam-out also writes the reads around each called variant as an indexed BAM: open it
+    with calls.vcf.gz in IGV to check a call.
+    """
 
     res = run_pipeline(cfg, command=_cmd(), overwrite=opts.overwrite)
     typer.echo(f"{res['candidates']} candidates; {res['filters']}")
     typer.echo(f"vcf: {res['vcf']}")
+    if res["bam"]:
+        typer.echo(f"bam: {res['bam']}")
 
 
 @config_command(app, EvaluateConfig, name="evaluate",

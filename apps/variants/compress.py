@@ -32,8 +32,10 @@ from deepsci.core.compress import (
     distill_loss_fn,
     teacher_targets,
 )
+from deepsci.core.ensemble import model_paths
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import config_to_dict
+from deepsci.core.io import config_to_dict, read_json
+from deepsci.core.models.registry import resolve_model
 from deepsci.core.runs import RunDir
 
 from .make_examples import MakeExamplesConfig, example_files, make_examples
@@ -254,6 +256,24 @@ def _count(files) -> int:
     return int(ds.reduce(np.int64(0), lambda n, _: n + 1).numpy())
 
 
+def _check_cache_teacher(cfg: DistillConfig, cache: Path) -> None:
+    """Refuse a cache made by another teacher or temperature before the teacher is loaded.
+
+    The core cache (:class:`~deepsci.core.distill.TeacherCache`) checks the same after
+    loading every member; its ``teacher.json`` names the members and T, so a mismatch is
+    known from the paths alone (a cache that does not say is left to the core's check).
+    """
+    meta = cache / "teacher.json"
+    if not meta.exists():
+        return
+    recorded = (read_json(meta) or {}).get("teacher") or {}
+    paths = model_paths(resolve_model(cfg.distill.teacher, app=APP, task=TASK, say=None))
+    mine = {"models": [str(p) for p in paths], "temperature": float(cfg.distill.temperature)}
+    if any(k in recorded and recorded[k] != v for k, v in mine.items()):
+        raise InputError("expected a teacher cache of the same teacher and temperature, found "
+                         "one made by another (use a new --out)", meta)
+
+
 def _targets(cfg: DistillConfig, files, cache: Path, progress: bool):
     """The teacher's soft genotype targets of every record of ``files``, cached in ``cache``.
 
@@ -267,6 +287,7 @@ def _targets(cfg: DistillConfig, files, cache: Path, progress: bool):
     if stamp.exists() and json.loads(stamp.read_text()) != ident:
         raise InputError("expected a teacher cache of the same examples, found one made on "
                          "others (use a new --out)", stamp)
+    _check_cache_teacher(cfg, cache)
     stamp.write_text(json.dumps(ident))
     targets, paths = teacher_targets(cfg.distill, _chunks(files), app=APP, task=TASK,
                                      cache_dir=cache, heads=HEADS,

@@ -313,14 +313,20 @@ def left_align(seq: str, pos: int, ref: str, alt: str) -> tuple[int, str, str]:
 
 
 def vcf_header(contigs: dict[str, int], sample: str, *, command: str = "",
-               gvcf: bool = False, source: str = "deepsci-variants"):
-    """A VCF 4.2 header with contigs from the FASTA, FORMAT/FILTER lines and the command."""
+               gvcf: bool = False, source: str = "deepsci-variants",
+               meta: dict[str, str] | None = None):
+    """A VCF 4.2 header with contigs from the FASTA, FORMAT/FILTER lines and the command.
+
+    ``meta`` adds one ``##key=value`` line each (e.g. the model's name and version).
+    """
     import pysam
 
     h = pysam.VariantHeader()
     h.add_line(f"##source={source}")
     if command:
         h.add_line(f"##deepsci_command={command}")
+    for key, value in (meta or {}).items():
+        h.add_line(f"##{key}={value}")
     for c, n in contigs.items():
         h.contigs.add(c, length=n)
     h.filters.add("RefCall", None, None, "Genotype call is homozygous reference")

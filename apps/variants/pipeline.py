@@ -16,6 +16,7 @@ from deepsci.core.models.registry import resolve_model
 from deepsci.core.parallel import start_child
 from deepsci.core.runs import RunDir
 
+from .igv import check_bam_out
 from .make_examples import MakeExamplesConfig, make_examples
 from .postprocess import PostprocessConfig, postprocess_variants
 from .predict import CallConfig, call_variants, check_models, load_genotype_ensemble
@@ -51,6 +52,9 @@ class RunConfig:
         Contigs called haploid, e.g. chrX,chrY.
     batch_size : int
         Examples per inference batch.
+    bam_out : str or None
+        Also write the reads around each called variant (its pileup window) as an indexed
+        BAM, to check the calls in IGV beside calls.vcf.gz.
     """
 
     reads: str = ""
@@ -63,6 +67,7 @@ class RunConfig:
     gvcf: bool = False
     haploid_contigs: list[str] | None = None
     batch_size: int = 64
+    bam_out: str | None = None
 
     def validate(self) -> RunConfig:
         if not (self.reads and self.ref):
@@ -85,7 +90,8 @@ def _stage_configs(config: RunConfig, out: Path):
                            out=str(out / "calls.vcf.gz"),
                            gvcf_out=str(out / "calls.g.vcf.gz") if config.gvcf else None,
                            examples=str(out / "examples") if config.gvcf else None,
-                           haploid_contigs=config.haploid_contigs)
+                           haploid_contigs=config.haploid_contigs,
+                           bam_out=config.bam_out, reads=config.reads)
     return me, cv, pp
 
 
@@ -94,9 +100,10 @@ def run_pipeline(config: RunConfig, *, command: str | None = None,
     """make-examples -> call-variants -> postprocess-variants; returns counts and timings.
 
     Outputs in ``out_dir``: ``examples/``, ``calls.tsv.gz``, ``calls.vcf.gz`` (+ ``.tbi``),
-    with ``gvcf`` ``calls.g.vcf.gz``, and ``run.json``.
+    with ``gvcf`` ``calls.g.vcf.gz``, and ``run.json``; with ``bam_out`` that BAM (+ ``.bai``).
     """
     config.validate()
+    check_bam_out(config.bam_out, overwrite=overwrite)
     models = check_models(config.model)        # refuse a wrong model before any work
     with RunDir(config.out_dir, command="variants run", config=config, overwrite=overwrite,
                 inputs=[config.reads, config.ref, *models]) as run:
@@ -134,7 +141,8 @@ def run_pipeline(config: RunConfig, *, command: str | None = None,
             st.record(filters=pp)
         t["postprocess_variants"] = time.time() - t0
         res = {"vcf": pp_cfg.out, "candidates": me["candidates"], "examples": cv["examples"],
-               "filters": pp, "seconds": t, "candidates_per_second": me["candidates_per_second"]}
+               "filters": pp, "seconds": t, "candidates_per_second": me["candidates_per_second"],
+               "bam": pp_cfg.bam_out}
         run.record(**res)
     return res
 

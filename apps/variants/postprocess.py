@@ -25,10 +25,12 @@ from itertools import combinations_with_replacement
 
 import numpy as np
 
+from deepsci.core import __version__
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.runs import RunDir
 
 from . import io as vio
+from .igv import check_bam_out, write_evidence_bam
 from .make_examples import example_files
 from .predict import calls_meta, read_calls
 
@@ -65,6 +67,11 @@ class PostprocessConfig:
     multi_allelic_qual_filter : float
         At multi-allelic sites, drop alts whose own image gives QUAL below this
         (DeepVariant's default 1; 0 keeps all).
+    bam_out : str or None
+        Also write the reads around each called variant (its pileup window) as an indexed
+        BAM to open beside the VCF in IGV (needs --reads).
+    reads : str or None
+        The BAM/CRAM the calls were made from (with --bam-out).
     """
 
     calls: str = ""
@@ -76,6 +83,8 @@ class PostprocessConfig:
     min_qual: float = 1.0
     sample: str | None = None
     multi_allelic_qual_filter: float = 1.0
+    bam_out: str | None = None
+    reads: str | None = None
 
     def validate(self) -> PostprocessConfig:
         if not self.calls or not self.ref:
@@ -94,6 +103,11 @@ class PostprocessConfig:
                                   "blocks) together with --gvcf-out, found none")
         if self.min_qual < 0:
             raise ConfigError(f"expected --min-qual >= 0, found {self.min_qual}")
+        if self.bam_out is not None:
+            check_bam_out(self.bam_out, overwrite=True)
+            if not self.reads:
+                raise ConfigError("expected --reads (the BAM/CRAM the calls were made from) "
+                                  "together with --bam-out, found none")
         return self
 
 
@@ -314,7 +328,10 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
     fa = vio.open_fasta(config.ref)
     contigs = dict(zip(fa.references, fa.lengths, strict=True))
     rows = read_calls(config.calls)
-    sample = config.sample or calls_meta(config.calls).get("sample") or "SAMPLE"
+    if config.bam_out:      # a bad --reads fails here, before the VCF is written
+        vio.open_alignments(config.reads, config.ref, check_contigs=False).close()
+    called = calls_meta(config.calls)
+    sample = config.sample or called.get("sample") or "SAMPLE"
     haploid_set = set(config.haploid_contigs or [])
     unknown = haploid_set - set(contigs)
     if unknown:
@@ -340,13 +357,16 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
                                          min_qual=config.min_qual,
                                          multi_allelic_qual_filter=mqf)))
     cmd = command or " ".join(sys.argv)
-    header = vio.vcf_header(contigs, sample, command=cmd)
+    model = {f"deepsci_{k}": called[k] for k in ("model", "model_version") if k in called}
+    header = vio.vcf_header(contigs, sample, command=cmd, source=f"deepsci {__version__}",
+                            meta=model)
     vio.write_vcf([r for _, r in records], config.out, header)
     counts = defaultdict(int)
     for _, r in records:
         counts[r["filter"]] += 1
     if config.gvcf_out:
-        gheader = vio.vcf_header(contigs, sample, command=cmd, gvcf=True)
+        gheader = vio.vcf_header(contigs, sample, command=cmd, gvcf=True,
+                                 source=f"deepsci {__version__}", meta=model)
         var = [site_record(*k[:2], k[2], list(k[3]), *meta[k], sites[k],
                            ploidy=1 if k[0] in haploid_set else 2, min_qual=config.min_qual,
                            gvcf=True, multi_allelic_qual_filter=mqf) for k, _ in records]
@@ -357,6 +377,10 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
         allrec = sorted(var + ref_recs, key=lambda r: (order[r["contig"]], r["pos"]))
         vio.write_vcf(allrec, config.gvcf_out, gheader)
         counts["gvcf_blocks"] = len(ref_recs)
+    if config.bam_out:
+        bam = write_evidence_bam(config.reads, config.ref, [r for _, r in records],
+                                 config.bam_out, command=cmd)
+        counts["bam_reads"] = bam["reads"]
     return dict(counts)
 
 
@@ -364,9 +388,10 @@ def run_postprocess(config: PostprocessConfig, *, overwrite: bool = False,
                     command: str | None = None) -> dict:
     """``deepsci variants postprocess-variants``: the VCF with its ``<vcf>.run.json``."""
     config.validate()
+    check_bam_out(config.bam_out, overwrite=overwrite)
     with RunDir(config.out, command="variants postprocess-variants", config=config,
-                inputs=[config.calls, config.ref, config.examples], overwrite=overwrite,
-                file_output=True) as run:
+                inputs=[config.calls, config.ref, config.examples, config.reads],
+                overwrite=overwrite, file_output=True) as run:
         counts = postprocess_variants(config, command=command)
-        run.record(filters=counts, vcf=config.out, gvcf=config.gvcf_out)
+        run.record(filters=counts, vcf=config.out, gvcf=config.gvcf_out, bam=config.bam_out)
     return counts

@@ -1,6 +1,7 @@
 """Stage 2, ``call-variants``: batched inference, genotype probabilities per example.
 
-Output: ``calls.tsv.gz`` — a ``##sample=`` line, then one line per example with the
+Output: ``calls.tsv.gz`` — ``##sample=``, ``##model=`` and ``##model_version=`` lines (the
+model card's name, deepsci version and commit), then one line per example with the
 candidate's alleles, which alts the image showed, its depth/allele depths and
 ``P(hom-ref), P(het), P(hom-alt)``. Inference runs through the core's predictor
 (:mod:`deepsci.core.predict`, one traced graph per model) and ensemble
@@ -23,6 +24,7 @@ from deepsci.core.models.registry import resolve_model
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
+from .igv import model_identity
 from .make_examples import example_files
 from .model import APP, HEAD, INPUT_SHAPE, TASK
 
@@ -162,6 +164,9 @@ def call_variants(config: CallConfig, *, ensemble: Ensemble | None = None) -> di
     with atomic_path(out) as tmp:
         with gzip.open(tmp, "wt", compresslevel=3) as f:
             f.write(f"##sample={info.get('sample', '')}\n")
+            # The model's name and version travel to the VCF header (postprocess-variants).
+            for key, value in model_identity(ens.cards).items():
+                f.write(f"##{key}={value}\n")
             f.write("#" + "\t".join(COLUMNS) + "\n")
             for img, meta in progress(_dataset(files, config.batch_size), desc="call-variants",
                                       unit="batch"):
