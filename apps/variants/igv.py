@@ -188,8 +188,10 @@ def write_evidence_bam(reads: str, ref: str, records, out: str | os.PathLike, *,
             with pysam.AlignmentFile(str(unsorted), "wb", header=header) as f:
                 n = _copy_reads(af, f, intervals)
             with atomic_path(out) as tmp_bam, atomic_path(f"{out}.bai") as tmp_bai:
-                pysam.sort("-o", str(tmp_bam), "-O", "bam", "-T", str(Path(tmp) / "sort"),
-                           str(unsorted))
+                # --no-PG: samtools would add its own @PG after deepsci's, naming the
+                # temporary files; the header is the input's plus deepsci's line only.
+                pysam.sort("--no-PG", "-o", str(tmp_bam), "-O", "bam", "-T",
+                           str(Path(tmp) / "sort"), str(unsorted))
                 pysam.index(str(tmp_bam), str(tmp_bai))
                 # atomic_path renames the index first, then the BAM: a BAM that exists
                 # always has its own index beside it.
