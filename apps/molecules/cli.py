@@ -62,7 +62,7 @@ def evaluate(cfg: EvaluateConfig, opts: RunOptions) -> None:
 
 
 @config_command(app, PredictConfig, name="predict", arguments=["inputs"],
-                shown=["model", "out", "batch-size", "seed", "xla", "skip-invalid"])
+                shown=["model", "out", "batch-size", "seed", "xla", "skip-invalid", "sdf"])
 def predict(cfg: PredictConfig, opts: RunOptions) -> None:
     """Predict the model's targets for new molecules (with ensemble standard deviations)."""
     from .predict import predict_molecules
@@ -70,18 +70,19 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> None:
     res = predict_molecules(cfg, overwrite=opts.overwrite)
     _skipped(res["n_skipped"])
     typer.echo(f"predicted {len(res['targets'])} target(s) for {res['n']} molecule(s) "
-               f"-> {cfg.out}")
+               f"-> {' and '.join(str(p) for p in res['outputs'].values())}")
 
 
 @config_command(app, LabelConfig, name="label", arguments=["inputs"],
-                shown=["out", "method", "polarizability", "seed", "skip-invalid"])
+                shown=["out", "method", "polarizability", "seed", "skip-invalid", "sdf"])
 def label(cfg: LabelConfig, opts: RunOptions) -> None:
     """Compute DFT labels (HOMO, LUMO, gap, μ, R², α) with PySCF, resumably."""
     from .label import label_molecules
 
     res = label_molecules(cfg, overwrite=opts.overwrite)
     _skipped(res["n_skipped"])
-    typer.echo(f"labelled {res['n']} molecule(s) with {cfg.method} -> {cfg.out}")
+    typer.echo(f"labelled {res['n']} molecule(s) with {cfg.method} -> "
+               f"{' and '.join(str(p) for p in res['outputs'].values())}")
 
 
 @config_command(app, DemoConfig, name="demo", shown=["out", "quick", "train"])

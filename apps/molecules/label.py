@@ -24,7 +24,7 @@ import numpy as np
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.runs import RunDir
 
-from .io import read_molecules, write_csv
+from .io import read_molecules, remove_stale_outputs, write_outputs
 from .targets import HARTREE_EV
 
 __all__ = ["LabelConfig", "qm9_basis", "label_molecule", "label_molecules", "METHODS"]
@@ -58,6 +58,9 @@ class LabelConfig:
         SMILES column of a CSV.
     seed : int
         Conformer seed for SMILES input.
+    sdf : bool
+        Also write ``<stem>.sdf``: every molecule at the geometry the DFT used
+        with its labels as SD tags (for RDKit, DataWarrior, KNIME, PyMOL).
     """
 
     inputs: str
@@ -69,6 +72,7 @@ class LabelConfig:
     skip_invalid: bool = False
     smiles_column: str = "smiles"
     seed: int = 0
+    sdf: bool = True
 
     def validate(self) -> LabelConfig:
         _parse_method(self.method)
@@ -228,9 +232,13 @@ def label_molecules(cfg: LabelConfig, *, overwrite: bool = False) -> dict:
             run.mark(key, row)
             rows.append(row)
         names = list(_UNITS)
-        write_csv(cfg.out, ids=ms.ids, smiles=ms.smiles, mols=ms.mols,
-                  columns={n: np.array([r[n] for r in rows]) for n in names}, units=_UNITS)
+        remove_stale_outputs(cfg.out)
+        written = write_outputs(cfg.out, ids=ms.ids, smiles=ms.smiles, mols=ms.mols, sdf=cfg.sdf,
+                                columns={n: np.array([r[n] for r in rows]) for n in names},
+                                units=_UNITS)
         # The CSV holds every row now; the markers would only shadow a later re-run.
         shutil.rmtree(run.state_dir, ignore_errors=True)
-        run.record(n=len(ms), n_skipped=ms.n_skipped, method=cfg.method, targets=names)
-    return {"out": str(cfg.out), "n": len(ms), "n_skipped": ms.n_skipped, "rows": rows}
+        run.record(n=len(ms), n_skipped=ms.n_skipped, method=cfg.method, targets=names,
+                   outputs={k: str(v) for k, v in written.items()})
+    return {"out": str(cfg.out), "outputs": written, "n": len(ms), "n_skipped": ms.n_skipped,
+            "rows": rows}

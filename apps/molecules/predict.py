@@ -19,7 +19,7 @@ from deepsci.core.parallel import thread_map
 from deepsci.core.runs import RunDir
 
 from .graphs import GraphTable, collate, featurize_set, packing, pad_batch
-from .io import available_cpus, read_molecules, write_csv
+from .io import available_cpus, read_molecules, remove_stale_outputs, write_outputs
 from .model import APP, TASK
 
 __all__ = ["PredictConfig", "predict_molecules", "load_members", "output_units",
@@ -40,7 +40,8 @@ class PredictConfig:
         shipped default (molecules-qm9).
     out : str
         Output CSV (``.csv`` or ``.csv.gz``); headers ``name [unit]`` and, for
-        ensembles, ``name_std [unit]``.
+        ensembles, ``name_std [unit]``. The SDF beside it (``<stem>.sdf``)
+        holds the same rows with each molecule's 3-D conformer.
     batch_size : int
         Molecules per inference batch (at most).
     smiles_column : str
@@ -52,6 +53,9 @@ class PredictConfig:
     xla : bool
         Compile inference with XLA: fewer CPU-seconds per molecule on large
         inputs, a few seconds of compilation first.
+    sdf : bool
+        Also write ``<stem>.sdf``: every molecule with the conformer the model
+        saw and its predictions as SD tags (for RDKit, DataWarrior, KNIME, PyMOL).
     """
 
     inputs: str
@@ -62,6 +66,7 @@ class PredictConfig:
     skip_invalid: bool = False
     seed: int = 0
     xla: bool = False
+    sdf: bool = True
 
     def validate(self) -> PredictConfig:
         if self.batch_size < 1:
@@ -287,9 +292,11 @@ def predict_molecules(cfg: PredictConfig, *, overwrite: bool = False) -> dict:
         table = featurize_set(ms, ens.card.input_spec["graph"])
         mean, std = predict_table(ens, table, batch_size=cfg.batch_size)
         columns, out_units = prediction_columns(mean, std, names, units, members=len(ens))
-        write_csv(cfg.out, ids=ms.ids, smiles=ms.smiles, columns=columns, units=out_units,
-                  mols=ms.mols)
+        remove_stale_outputs(cfg.out)
+        written = write_outputs(cfg.out, ids=ms.ids, smiles=ms.smiles, columns=columns,
+                                units=out_units, mols=ms.mols, sdf=cfg.sdf)
         run.record(n=len(ms), n_skipped=ms.n_skipped, skip_reasons=ms.skip_reasons,
-                   targets=names, members=len(ens))
-    return {"out": str(cfg.out), "n": len(ms), "n_skipped": ms.n_skipped, "targets": names,
-            "members": len(ens), "mean": np.asarray(mean)}
+                   targets=names, members=len(ens),
+                   outputs={k: str(v) for k, v in written.items()})
+    return {"out": str(cfg.out), "outputs": written, "n": len(ms), "n_skipped": ms.n_skipped,
+            "targets": names, "members": len(ens), "mean": np.asarray(mean)}

@@ -17,7 +17,7 @@ from .io import MoleculeSet, geometry_string, write_csv
 from .targets import HARTREE_EV, KCAL_MOL_EV
 
 __all__ = ["SMILES", "synthetic_set", "synthetic_labels", "write_qm9_xyz", "write_sdf",
-           "write_moleculenet_sdf", "write_csv_set"]
+           "write_moleculenet_sdf", "write_csv_set", "untrained_members"]
 
 #: Small QM9-like molecules (H, C, N, O, F only; at most 9 heavy atoms).
 SMILES = (
@@ -145,3 +145,35 @@ def write_moleculenet_sdf(ms: MoleculeSet, path) -> Path:
 def geometry_column(ms: MoleculeSet) -> list[str]:
     """The ``xyz`` column strings of a set."""
     return [geometry_string(m) for m in ms.mols]
+
+
+def untrained_members(folder, *, n: int = 2, units: dict[str, str] | None = None,
+                      graph: str = "bond") -> list[Path]:
+    """``n`` tiny untrained models of the app, with cards, saved as ``folder/member_k.keras``.
+
+    For tests of what surrounds a model (readers, outputs, errors): each member
+    has its own random weights (so an ensemble's std is not zero) and the
+    target scaling of QM9-like values, so outputs are on a physical scale.
+    """
+    import keras
+
+    from deepsci.core.models.serialization import save_model
+
+    from .model import ModelConfig, build_model, member_card
+
+    units = units or {"gap": "eV", "mu": "D"}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    t = len(units)
+    scaling = {"mean": [7.0 + j for j in range(t)], "std": [1.0] * t, "atomref": None}
+    config = ModelConfig(graph=graph, units=8, steps=1, edge_hidden=(4,), set2set_steps=1,
+                         head=(8,))
+    paths = []
+    for k in range(n):
+        keras.utils.set_random_seed(k)
+        card = member_card(units=units, graph=graph, scaling=scaling, training={"seed": k},
+                           data={}, metrics={}, extra={"member": k})
+        path = folder / f"member_{k}.keras"
+        save_model(build_model(t, config, scaling), path, card=card)
+        paths.append(path)
+    return paths

@@ -24,6 +24,7 @@ from deepsci.core.errors import InputError
 from .base import MoleculeSet, available_cpus, select_targets
 from .csvfile import read_csv, write_csv
 from .geometry import geometry_string, mol_from_xyz
+from .outputs import remove_stale_outputs, sdf_path, write_outputs
 from .qm9pack import qm9pack_dir, read_qm9pack
 from .sdf import read_sdf
 from .smiles import read_smiles_list
@@ -42,6 +43,9 @@ __all__ = [
     "mol_from_xyz",
     "geometry_string",
     "write_csv",
+    "write_outputs",
+    "sdf_path",
+    "remove_stale_outputs",
     "bundled_subset",
     "available_cpus",
 ]

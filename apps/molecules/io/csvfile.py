@@ -22,7 +22,8 @@ from .base import Collector, MoleculeSet, canonical_unit
 from .geometry import formal_charge, geometry_string, mol_from_xyz, parse_geometry
 from .units import MOLECULENET_NOTE, check_hartree, plan_units
 
-__all__ = ["read_csv", "write_csv"]
+__all__ = ["read_csv", "write_csv", "output_frame", "write_frame", "format_value",
+           "FLOAT_FORMAT"]
 
 
 def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None = None,
@@ -95,6 +96,42 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
     return col.result(units, columns=list(tcols), note=note)
 
 
+#: How every float of the app's tables is printed (CSV cells and SDF tags alike): 8
+#: significant digits, so float32 model outputs survive and files stay readable.
+FLOAT_FORMAT = "%.8g"
+
+
+def format_value(value) -> str:
+    """One table value as the CSV prints it (NaN → empty cell), for SDF tags too."""
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else FLOAT_FORMAT % value
+    return str(value)
+
+
+def output_frame(*, ids, smiles, columns: dict[str, np.ndarray], units: dict[str, str],
+                 mols=None) -> pd.DataFrame:
+    """The table :func:`write_csv` writes: ``id``, ``smiles``, [``xyz``], ``name [unit]``…"""
+    out = pd.DataFrame({"id": list(ids), "smiles": list(smiles)})
+    if mols is not None:
+        out["xyz"] = [geometry_string(m) for m in mols]
+    for name, v in columns.items():
+        out[column_name(name, units.get(name))] = np.asarray(v)
+    return out
+
+
+def write_frame(tmp: Path, frame: pd.DataFrame, *, gz: bool) -> None:
+    """Write ``frame`` as the app's CSV to ``tmp`` (gzip when ``gz``)."""
+    buf = _io.StringIO()
+    frame.to_csv(buf, index=False, float_format=FLOAT_FORMAT)
+    data = buf.getvalue().encode()
+    if gz:
+        # mtime=0 keeps the bytes reproducible for the same table.
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped:
+            zipped.write(data)
+    else:
+        tmp.write_bytes(data)
+
+
 def write_csv(path, *, ids, smiles, columns: dict[str, np.ndarray], units: dict[str, str],
               mols=None) -> Path:
     """Write the app's CSV format atomically (``.csv`` or ``.csv.gz``).
@@ -110,19 +147,7 @@ def write_csv(path, *, ids, smiles, columns: dict[str, np.ndarray], units: dict[
         Adds the ``xyz`` geometry column so ``train`` reuses these geometries.
     """
     path = Path(path)
-    out = pd.DataFrame({"id": list(ids), "smiles": list(smiles)})
-    if mols is not None:
-        out["xyz"] = [geometry_string(m) for m in mols]
-    for name, v in columns.items():
-        out[column_name(name, units.get(name))] = np.asarray(v)
-    buf = _io.StringIO()
-    out.to_csv(buf, index=False, float_format="%.8g")
-    data = buf.getvalue().encode()
+    frame = output_frame(ids=ids, smiles=smiles, columns=columns, units=units, mols=mols)
     with atomic_path(path) as tmp:
-        if path.name.endswith(".gz"):
-            # mtime=0 keeps the bytes reproducible for the same table.
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                gz.write(data)
-        else:
-            tmp.write_bytes(data)
+        write_frame(tmp, frame, gz=path.name.endswith(".gz"))
     return path
