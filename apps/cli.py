@@ -18,9 +18,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import typer  # noqa: E402
 
 try:  # typer >= 0.26 vendors click; its exceptions are not click's
-    from typer._click.exceptions import ClickException  # noqa: E402
+    from typer._click.exceptions import ClickException, UsageError  # noqa: E402
 except ImportError:  # pragma: no cover - older typer on real click
-    from click.exceptions import ClickException  # noqa: E402
+    from click.exceptions import ClickException, UsageError  # noqa: E402
+try:
+    from typer._click.exceptions import NoArgsIsHelpError  # noqa: E402
+except ImportError:  # pragma: no cover - older click has no such class
+    NoArgsIsHelpError = ()
 
 from deepsci.apps import APPS  # noqa: E402
 from deepsci.core.errors import ConfigError, DeepSciError  # noqa: E402
@@ -61,6 +65,8 @@ def devices(
     """Show the devices TensorFlow sees and the strategy `auto` picks."""
     from deepsci.core.accelerator import describe_devices, split_cpu
 
+    if logical_cpus is not None and logical_cpus < 1:
+        raise ConfigError(f"expected --logical-cpus >= 1, found {logical_cpus}")
     if logical_cpus:
         split_cpu(logical_cpus)
     info = describe_devices()
@@ -152,7 +158,7 @@ def models_build(
     from deepsci.core.models.registry import shipped_root
 
     if app_name not in _available_apps():
-        raise ConfigError(f"expected an app among {', '.join(_available_apps())}; found {app_name}")
+        raise ConfigError(f"expected an app among {', '.join(_available_apps())}, found {app_name}")
     release = importlib.import_module(f"deepsci.apps.{app_name}.release")
     for path in release.build(out or shipped_root(), tiny=tiny):
         typer.echo(f"built {path}")
@@ -176,12 +182,14 @@ def demo(
     keeps the train-from-scratch demo.
     """
     from deepsci.core.report import write_report
+    from deepsci.core.runs import check_output_location
 
     available = _available_apps()
     chosen = app_name or available
     unknown = [a for a in chosen if a not in available]
     if unknown:
-        raise ConfigError(f"expected apps among {', '.join(available)}; found {', '.join(unknown)}")
+        raise ConfigError(f"expected apps among {', '.join(available)}, found {', '.join(unknown)}")
+    check_output_location(out)
     results = []
     for name in chosen:
         typer.echo(f"== {name} demo", err=True)
@@ -222,6 +230,23 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
 
 
+def usage_line(e: UsageError) -> str:
+    """Click's usage error as deepsci's one line: the message, then where help is.
+
+    Click prints three lines (``Usage:``, ``Try ...``, ``Error: ...``); every
+    other user error is one line, so this one is too.
+
+    Examples
+    --------
+    >>> usage_line(UsageError("No such option: --data"))
+    "no such option: --data (try 'deepsci --help')"
+    """
+    text = " ".join(e.format_message().split())
+    text = text[:1].lower() + text[1:].rstrip(".")
+    where = e.ctx.command_path if e.ctx is not None else "deepsci"
+    return f"{text} (try '{where} --help')"
+
+
 def _main(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="deepsci", standalone_mode=False)
@@ -231,8 +256,14 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except typer.Exit as e:
         return e.exit_code
-    except ClickException as e:
+    except NoArgsIsHelpError as e:  # a bare group: its help is the answer, not an error
         e.show()
+        return e.exit_code
+    except UsageError as e:
+        print(f"error: {usage_line(e)}", file=sys.stderr)
+        return 2
+    except ClickException as e:
+        print(f"error: {' '.join(e.format_message().split())}", file=sys.stderr)
         return e.exit_code
     except typer.Abort:
         print("aborted", file=sys.stderr)

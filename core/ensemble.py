@@ -46,6 +46,9 @@ def _folder_members(folder: Path, default_name: str) -> list[Path]:
         members = info.get("members") if isinstance(info, dict) else None
         if not members:
             raise InputError("expected members in ensemble.json, found none", folder / ENSEMBLE_FILE)
+        if not isinstance(members, list) or not all(isinstance(m, str) and m for m in members):
+            raise InputError("expected ensemble.json members as a list of paths, found "
+                             f"{type(members).__name__} {str(members)[:40]!r}", folder / ENSEMBLE_FILE)
         return [(folder / m) if not Path(m).is_absolute() else Path(m) for m in members]
     found = sorted(folder.glob(f"member_*/{default_name}"),
                    key=lambda p: int(p.parent.name.split("_")[-1]) if p.parent.name.split("_")[-1]

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import types
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -120,14 +121,26 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def read_json(path: str | os.PathLike):
-    """Read a JSON file, raising :class:`InputError` when it is missing or malformed."""
+    """Read a JSON file, raising :class:`InputError` when it is missing or malformed.
+
+    A folder, a binary file, a file that is not UTF-8 and one that cannot be
+    read are each one line naming the file, like a syntax error.
+    """
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InputError("expected a JSON file, found no file", path) from None
+    except IsADirectoryError:
+        raise InputError("expected a JSON file, found a folder", path) from None
     except json.JSONDecodeError as e:
         raise InputError(f"expected valid JSON, found a syntax error at line {e.lineno}", path) from None
+    except UnicodeDecodeError:
+        raise InputError("expected a JSON file (UTF-8 text), found binary data", path) from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+        raise InputError("expected valid JSON, found nesting too deep to read", path) from None
+    except OSError as e:
+        raise InputError(f"expected a readable JSON file, found {e.strerror or e}", path) from None
 
 
 def config_to_dict(config) -> dict:
@@ -135,22 +148,88 @@ def config_to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable))
 
 
+def _type_name(hint) -> str | None:
+    """What a recorded value of type ``hint`` must be, in words; ``None``: not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + "|".join(map(str, args))
+    if origin in (tuple, list) or hint in (tuple, list) or origin is typing.get_origin(
+            typing.Sequence[int]):
+        return "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text",
+            Path: "a path (text)", os.PathLike: "a path (text)"}.get(hint)
+
+
+def _fits(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if _type_name(hint) == "a list":
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        return len(inner) != 1 or all(_fits(v, inner[0]) for v in value)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Path, os.PathLike):
+        return isinstance(value, (str, os.PathLike))
+    return True  # a type this check does not know: the config's validate() decides
+
+
+def _check_field(cls, f, value, hint, path) -> None:
+    # A recorded run's values come from a file the user may have edited: a wrong type
+    # must be one line here, not a TypeError deep inside the command.
+    if value is None and f.default is None:
+        return
+    if not _fits(value, hint):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        what = _type_name(hint) or (_type_name(args[0]) if len(args) == 1 else None) or "another type"
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InputError(f"expected {cls.__name__}.{f.name} as {what}, found {shown}", path)
+
+
 def config_from_dict(cls, data: dict, path=None):
-    """Rebuild dataclass ``cls`` from :func:`config_to_dict` output; unknown keys are an error."""
+    """Rebuild dataclass ``cls`` from :func:`config_to_dict` output; unknown keys are an error.
+
+    With ``path`` (the data came from a user's file) every value must also fit
+    its field's type: a wrong one is an :class:`InputError` naming the field.
+    """
+    if not isinstance(data, dict):
+        raise InputError(f"expected a config of {cls.__name__} (JSON object), "
+                         f"found {type(data).__name__}", path)
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise InputError(f"expected fields of {cls.__name__}, found unknown {unknown}", path)
     kwargs = {}
     for key, value in data.items():
         hint = hints.get(key)
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if dataclasses.is_dataclass(hint) and (isinstance(value, dict) or path is not None):
+            if not isinstance(value, dict):
+                raise InputError(f"expected {cls.__name__}.{key} as an object, found "
+                                 f"{type(value).__name__}", path)
             value = config_from_dict(hint, value, path)
-        elif isinstance(value, list) and (hint is tuple or typing.get_origin(hint) is tuple):
-            value = tuple(value)
+        else:
+            if path is not None and hint is not None:
+                _check_field(cls, fields[key], value, hint, path)
+            if isinstance(value, list) and (hint is tuple or typing.get_origin(hint) is tuple):
+                value = tuple(value)
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field missing from the record
+        if path is None:
+            raise
+        raise InputError(f"expected a complete config of {cls.__name__}, found {e}", path) from None
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int | None = None) -> Path:

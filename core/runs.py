@@ -30,7 +30,7 @@ from pathlib import Path
 from .errors import ConfigError, InputError
 from .io import config_from_dict, config_to_dict, read_json, remove_stale_temporaries, write_json
 
-__all__ = ["RunDir", "StageRecord", "RUN_SCHEMA", "is_chief", "read_run", "config_from_run",
+__all__ = ["RunDir", "StageRecord", "check_output_location", "RUN_SCHEMA", "is_chief", "read_run", "config_from_run",
            "run_record_path"]
 
 RUN_SCHEMA = "deepsci.run/1"
@@ -131,6 +131,39 @@ def _size(path: Path) -> int | None:
     return None
 
 
+def check_output_location(out: str | os.PathLike, *, file_output: bool = False) -> None:
+    """Refuse an output path that cannot be written without replacing something of another kind.
+
+    ``out`` must not be a file (a folder output) or a folder (a file output),
+    and the nearest existing folder above it must be a writable folder.
+
+    Raises
+    ------
+    InputError
+        Naming the offending path: ``expected an output folder, found a file``,
+        ``expected a folder on the output path, found a file`` and so on.
+    """
+    out = Path(out)
+    if file_output:
+        if out.is_dir():
+            raise InputError("expected an output file, found a folder", out)
+        parent = out.parent
+    else:
+        if out.exists() and not out.is_dir():
+            raise InputError("expected an output folder, found a file", out)
+        parent = out
+    probe = parent
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError("expected a folder on the output path, found a file", probe)
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError("expected a writable output location, found one without write "
+                         "permission", probe)
+
+
 class RunDir:
     """The output location of one run and its single ``run.json``.
 
@@ -173,6 +206,7 @@ class RunDir:
         self.stages: dict[str, dict] = {}
         self.results: dict = {}
         self._created = False
+        self._replaced: Path | None = None
         self._private: Path | None = None
         self._t0 = 0.0
         self._started = ""
@@ -205,25 +239,7 @@ class RunDir:
         return self.path / name
 
     def _check_location(self) -> None:
-        out = self.out
-        if self.file_output:
-            if out.is_dir():
-                raise InputError("expected an output file, found a folder", out)
-            parent = out.parent
-        else:
-            if out.exists() and not out.is_dir():
-                raise InputError("expected an output folder, found a file", out)
-            parent = out
-        probe = parent
-        while not probe.exists():
-            if probe.parent == probe:
-                break
-            probe = probe.parent
-        if probe.exists() and not probe.is_dir():
-            raise InputError("expected a folder on the output path, found a file", probe)
-        if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
-            raise InputError("expected a writable output location, found one without write "
-                             "permission", probe)
+        check_output_location(self.out, file_output=self.file_output)
 
     def _finished(self) -> bool:
         rec = self.record_path
@@ -231,8 +247,11 @@ class RunDir:
             return False
         try:
             return json.loads(rec.read_text()).get("status") == "done"
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             return False
+
+    def _has_markers(self) -> bool:
+        return self.state_dir.is_dir() and any(self.state_dir.iterdir())
 
     # -- context ------------------------------------------------------------------
     def __enter__(self) -> RunDir:
@@ -242,13 +261,37 @@ class RunDir:
             self._private = Path(tempfile.mkdtemp(prefix="deepsci-worker-"))
             return self
         self._check_location()
-        if (not self.file_output and self.overwrite and self._finished()):
-            shutil.rmtree(self.out)
+        self._replaced = None
+        if not self.file_output and self._finished():
+            if self.overwrite:
+                self._set_aside()
+            elif not self._has_markers():
+                # Nothing to resume: running again would replace every output of the
+                # finished run, which only --overwrite may do.
+                raise InputError("expected a new output folder, found a finished run "
+                                 "(pass --overwrite to replace it)", self.out)
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         # An interrupted earlier attempt's half-written files never survive a rerun.
         remove_stale_temporaries(self.path, stem=self.out.stem if self.file_output else None)
         return self
+
+    def _set_aside(self) -> None:
+        """Move a finished run out of the way; it comes back if the new run produces nothing."""
+        parent = self.out.parent
+        # A set-aside folder a killed attempt left behind is stale by now.
+        remove_stale_temporaries(parent, stem=self.out.name)
+        self._replaced = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp-replaced",
+                                               dir=parent))
+        os.replace(self.out, self._replaced / "run")
+
+    def _settle_replaced(self, keep_new: bool) -> None:
+        if self._replaced is None:
+            return
+        if not keep_new and not self.out.exists():
+            os.replace(self._replaced / "run", self.out)
+        shutil.rmtree(self._replaced, ignore_errors=True)
+        self._replaced = None
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._private is not None:
@@ -259,11 +302,15 @@ class RunDir:
             self._write("done")
             if self.state_dir.exists() and not any(self.state_dir.iterdir()):
                 self.state_dir.rmdir()
+            self._settle_replaced(keep_new=True)
             return
         if self._created and self._holds_nothing():
             shutil.rmtree(self.path, ignore_errors=True)
-        elif self.state_dir.exists() and any(self.state_dir.iterdir()):
-            self._write("failed", error=f"{exc_type.__name__}: {exc}")
+            self._settle_replaced(keep_new=False)
+        else:
+            self._settle_replaced(keep_new=True)
+            if self._has_markers():
+                self._write("failed", error=f"{exc_type.__name__}: {exc}")
 
     def _copy_native_log(self) -> None:
         from .logs import native_log
@@ -348,6 +395,8 @@ def config_from_run(path: str | os.PathLike, config_cls=None):
     """
     data = read_run(path)
     recorded = data.get("config_class")
+    if recorded is not None and not isinstance(recorded, str):
+        raise InputError(f"expected the run record's config_class as text, found {recorded!r}", path)
     if config_cls is None:
         if not recorded:
             raise InputError("expected a run record with a config class, found none", path)
@@ -356,4 +405,8 @@ def config_from_run(path: str | os.PathLike, config_cls=None):
     elif recorded and recorded.split(":")[-1] != config_cls.__qualname__:
         raise InputError(f"expected a run record of {config_cls.__qualname__} "
                          f"({data.get('command')!r} is another command's)", path)
-    return config_from_dict(config_cls, dict(data.get("config") or {}), path)
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise InputError(f"expected the run record's config as an object, found "
+                         f"{type(config).__name__}", path)
+    return config_from_dict(config_cls, config, path)

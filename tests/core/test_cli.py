@@ -38,6 +38,8 @@ def test_user_error_is_one_line_and_exit_2():
 
 def test_usage_error_exit_2(capsys):
     assert main(["demo", "--no-such-flag"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["error: no such option: --no-such-flag (try 'deepsci demo --help')"]
 
 
 def test_every_package_folder_is_listed_in_pyproject():
