@@ -205,6 +205,9 @@ def open_cluster(scheduler: str | None = None, workers: int | None = None, *,
         client = Client(cluster)
         client.wait_for_workers(n)
         client.run(exit_fast_at_shutdown)
+        # The workers are this process's children (their nannies live here): a SIGKILLed
+        # run must not leave them computing and writing shards.
+        client.run(die_with_parent, os.getpid())
     elif isinstance(scheduler, str) and scheduler.startswith(REMOTE_SCHEMES):
         cluster, client = None, Client(scheduler)
     else:
@@ -256,11 +259,13 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
     """Ask the kernel to kill this (child) process when its parent dies (Linux).
 
     A SIGKILLed parent runs no clean-up, so without this its pool workers and
-    background children keep writing for seconds after it is gone.
+    background children keep writing for seconds after it is gone. When
+    ``parent_pid`` is given and the parent died before this call (the signal
+    would then never come), this process kills itself at once.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -271,11 +276,13 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:  # pragma: no cover - no libc
-        pass
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _child_main(target, args):
-    die_with_parent()
+def _child_main(target, args, parent_pid=None):
+    die_with_parent(parent_pid)
     return target(*args)
 
 
@@ -314,7 +321,8 @@ def process_map(func: Callable, items: Sequence, *, workers: int | None = None, 
     out = []
     try:
         with ProcessPoolExecutor(workers, mp_context=mp.get_context(context),
-                                 initializer=_pool_init, initargs=(initializer, initargs)) as pool:
+                                 initializer=_pool_init,
+                                 initargs=(initializer, initargs, os.getpid())) as pool:
             for result in pool.map(func, items, chunksize=max(1, chunksize)):
                 out.append(result)
                 bar.update(1)
@@ -323,8 +331,8 @@ def process_map(func: Callable, items: Sequence, *, workers: int | None = None, 
     return out
 
 
-def _pool_init(initializer, initargs):
-    die_with_parent()
+def _pool_init(initializer, initargs, parent_pid=None):
+    die_with_parent(parent_pid)
     if initializer is not None:
         initializer(*initargs)
 
@@ -352,6 +360,7 @@ def start_child(target: Callable, args: tuple = (), *, name: str, context: str =
 
     methods = mp.get_all_start_methods()
     ctx = mp.get_context(context if context in methods else "spawn")
-    child = ctx.Process(target=_child_main, args=(target, tuple(args)), name=name, daemon=daemon)
+    child = ctx.Process(target=_child_main, args=(target, tuple(args), os.getpid()), name=name,
+                        daemon=daemon)
     child.start()
     return child
