@@ -172,6 +172,6 @@ def evaluate_run(cfg: EvaluateConfig, *, overwrite: bool = False) -> dict:
         columns, out_units = prediction_columns(mean, std, names, units, members=len(ens))
         write_csv(run.file("predictions.csv"), ids=ms.ids, smiles=ms.smiles, columns=columns,
                   units=out_units)
-        run.record(**summary)
+        run.record(**summary, skipped=ms.skipped)
     return {"metrics": metrics, "table": md, "n": len(ms), "n_skipped": ms.n_skipped,
             "out": str(out)}

@@ -17,6 +17,7 @@ each geometry with B3LYP; here the geometry is used as given.
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.runs import RunDir
 
-from .io import read_molecules, remove_stale_outputs, write_outputs
+from .io import check_outputs, read_molecules, remove_stale_outputs, write_outputs
 from .targets import HARTREE_EV
 
 __all__ = ["LabelConfig", "qm9_basis", "label_molecule", "label_molecules", "METHODS"]
@@ -75,14 +76,49 @@ class LabelConfig:
     sdf: bool = True
 
     def validate(self) -> LabelConfig:
-        _parse_method(self.method)
+        from .predict import check_out_name
+
+        check_pyscf_method(*_parse_method(self.method))
         if not 0 < self.field < 0.05:
             raise ConfigError(f"expected --field in (0, 0.05) au, found {self.field}")
         if self.max_memory_mb < 100:
             raise ConfigError(f"expected --max-memory-mb >= 100, found {self.max_memory_mb}")
         if self.seed < 0:
             raise ConfigError(f"expected --seed >= 0, found {self.seed}")
+        check_out_name(self.out)
         return self
+
+
+def _one_line(exc: BaseException) -> str:
+    """A library's message on one line (PySCF splits some over two)."""
+    return " ".join(str(exc).replace("'", "").split()) or type(exc).__name__
+
+
+def check_pyscf_method(xc: str, basis: str) -> None:
+    """Refuse an unknown functional or basis before any molecule is read.
+
+    Without PySCF installed nothing is checked here (labelling says so later).
+    """
+    try:
+        from pyscf import gto
+        from pyscf.dft import libxc
+    except ImportError:
+        return
+    if xc != "hf":
+        try:
+            libxc.parse_xc(xc)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"expected --method with a PySCF functional or hf, found {xc!r} "
+                              f"({_one_line(exc)})") from None
+    if basis != "qm9":
+        try:
+            with warnings.catch_warnings():
+                # PySCF suggests installing basis-set-exchange on stderr for unknown names.
+                warnings.simplefilter("ignore")
+                gto.basis.load(basis, "C")
+        except (KeyError, ValueError, RuntimeError, OSError) as exc:
+            raise ConfigError(f"expected --method with a PySCF basis name, found {basis!r} "
+                              f"({_one_line(exc)})") from None
 
 
 def _parse_method(spec: str) -> tuple[str, str]:
@@ -121,10 +157,15 @@ def _pyscf_mol(mol, basis_name: str, max_memory: int):
     nelec = sum(a.GetAtomicNum() for a in mol.GetAtoms()) - charge
     basis = qm9_basis([a for a, _ in atoms]) if basis_name == "qm9" else basis_name
     try:
-        return gto.M(atom=atoms, basis=basis, unit="Angstrom", charge=charge, spin=nelec % 2,
-                     verbose=0, max_memory=max_memory)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return gto.M(atom=atoms, basis=basis, unit="Angstrom", charge=charge, spin=nelec % 2,
+                         verbose=0, max_memory=max_memory)
     except (KeyError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"expected a PySCF basis name, found {basis_name!r} ({exc})") from None
+        # A basis without these elements: one line, as every other error.
+        raise ConfigError(f"expected a PySCF basis with elements "
+                          f"{sorted({a for a, _ in atoms})}, found {basis_name!r} "
+                          f"({_one_line(exc)})") from None
 
 
 def _scf(pmol, method: str, field=None):
@@ -202,43 +243,71 @@ _UNITS = {"homo": "eV", "lumo": "eV", "gap": "eV", "mu": "D", "r2": "a0^2", "alp
           "e_scf": "eV"}
 
 
-def label_molecules(cfg: LabelConfig, *, overwrite: bool = False) -> dict:
-    """Label every molecule of ``cfg.inputs``; resumable, CSV written atomically at the end.
+def _label_all(run, ms, cfg: LabelConfig) -> tuple[list[int], list[dict], list[str]]:
+    """Label each molecule of ``ms`` (or take its marker); returns kept index, rows, skipped.
 
-    Finished molecules are kept as resume markers of the run (beside the
-    output, in ``.<out>.state/``), so a killed run restarts where it stopped;
-    they are removed once the CSV is complete. ``overwrite`` is accepted for
-    the CLI's output group (the CSV is always replaced atomically).
+    A molecule whose SCF fails is an error naming it, or under ``skip_invalid``
+    is skipped and named in ``skipped``. A marker is used only for the same
+    molecule (id and SMILES), so an edited input never takes another's labels.
     """
     from deepsci.core.progress import progress
 
-    cfg.validate()
-    ms = read_molecules(cfg.inputs, targets=None, smiles_column=cfg.smiles_column,
-                        skip_invalid=cfg.skip_invalid, seed=cfg.seed)
-    with RunDir(cfg.out, command="molecules label", config=cfg, inputs=[cfg.inputs],
-                overwrite=overwrite, file_output=True) as run:
-        rows = []
-        for i in progress(range(len(ms)), desc="label", unit="mol"):
-            key = f"{i:07d}"
-            if run.done(key):
-                rows.append(run.marker(key))
-                continue
+    kept, rows, skipped = [], [], []
+    for i in progress(range(len(ms)), desc="label", unit="mol"):
+        key, who = f"{i:07d}", {"id": ms.ids[i], "smiles": ms.smiles[i]}
+        marker = run.marker(key) if run.done(key) else None
+        if not (isinstance(marker, dict) and marker.get("molecule") == who):
             try:
                 row = label_molecule(ms.mols[i], method=cfg.method,
                                      polarizability=cfg.polarizability, field=cfg.field,
                                      max_memory=cfg.max_memory_mb)
+                marker = {"molecule": who, "row": row}
             except ValueError as exc:
-                raise InputError(f"molecule {ms.ids[i]}: {exc}", cfg.inputs) from None
-            run.mark(key, row)
-            rows.append(row)
+                if not cfg.skip_invalid:
+                    raise InputError(f"molecule {ms.ids[i]}: {_one_line(exc)}", cfg.inputs) \
+                        from None
+                marker = {"molecule": who, "skipped": _one_line(exc)}
+            run.mark(key, marker)
+        if "skipped" in marker:
+            skipped.append(f"molecule {ms.ids[i]}: {marker['skipped']}")
+            continue
+        kept.append(i)
+        rows.append(marker["row"])
+    return kept, rows, skipped
+
+
+def label_molecules(cfg: LabelConfig, *, overwrite: bool = False) -> dict:
+    """Label every molecule of ``cfg.inputs``; resumable, CSV and SDF written atomically at the end.
+
+    Finished molecules are kept as resume markers of the run (beside the
+    output, in ``.<out>.state/``), so a killed run restarts where it stopped;
+    they are removed once the outputs are complete. An existing output is
+    replaced only with ``overwrite``; an output that is the input never.
+    """
+    cfg.validate()
+    check_outputs(cfg.out, inputs=[cfg.inputs], sdf=cfg.sdf, overwrite=overwrite)
+    ms = read_molecules(cfg.inputs, targets=None, smiles_column=cfg.smiles_column,
+                        skip_invalid=cfg.skip_invalid, seed=cfg.seed)
+    with RunDir(cfg.out, command="molecules label", config=cfg, inputs=[cfg.inputs],
+                overwrite=overwrite, file_output=True) as run:
+        kept, rows, failed = _label_all(run, ms, cfg)
+        if not kept:
+            # Nothing to resume either: leave no markers and no record of an empty run.
+            shutil.rmtree(run.state_dir, ignore_errors=True)
+            raise InputError("expected at least one molecule whose SCF converges, found none",
+                             cfg.inputs)
         names = list(_UNITS)
         remove_stale_outputs(cfg.out)
-        written = write_outputs(cfg.out, ids=ms.ids, smiles=ms.smiles, mols=ms.mols, sdf=cfg.sdf,
+        written = write_outputs(cfg.out, ids=[ms.ids[i] for i in kept],
+                                smiles=[ms.smiles[i] for i in kept],
+                                mols=[ms.mols[i] for i in kept], sdf=cfg.sdf,
                                 columns={n: np.array([r[n] for r in rows]) for n in names},
                                 units=_UNITS)
         # The CSV holds every row now; the markers would only shadow a later re-run.
         shutil.rmtree(run.state_dir, ignore_errors=True)
-        run.record(n=len(ms), n_skipped=ms.n_skipped, method=cfg.method, targets=names,
+        n_skipped = ms.n_skipped + len(failed)
+        run.record(n=len(kept), n_skipped=n_skipped, skipped=ms.skipped + failed,
+                   method=cfg.method, targets=names,
                    outputs={k: str(v) for k, v in written.items()})
-    return {"out": str(cfg.out), "outputs": written, "n": len(ms), "n_skipped": ms.n_skipped,
-            "rows": rows}
+    return {"out": str(cfg.out), "outputs": written, "n": len(kept), "n_skipped": n_skipped,
+            "skipped": ms.skipped + failed, "rows": rows}

@@ -19,11 +19,11 @@ from deepsci.core.parallel import thread_map
 from deepsci.core.runs import RunDir
 
 from .graphs import GraphTable, collate, featurize_set, packing, pad_batch
-from .io import available_cpus, read_molecules, remove_stale_outputs, write_outputs
+from .io import available_cpus, check_outputs, read_molecules, remove_stale_outputs, write_outputs
 from .model import APP, TASK
 
-__all__ = ["PredictConfig", "predict_molecules", "load_members", "output_units",
-           "inference_plan", "predict_table", "prediction_columns", "unscale"]
+__all__ = ["PredictConfig", "predict_molecules", "check_out_name", "load_members",
+           "output_units", "inference_plan", "predict_table", "prediction_columns", "unscale"]
 
 @dataclass
 class PredictConfig:
@@ -73,7 +73,15 @@ class PredictConfig:
             raise ConfigError(f"expected --batch-size >= 1, found {self.batch_size}")
         if self.seed < 0:
             raise ConfigError(f"expected --seed >= 0, found {self.seed}")
+        check_out_name(self.out)
         return self
+
+
+def check_out_name(out) -> None:
+    """``--out`` names the CSV; an ``.sdf`` there would hide the SDF written beside it."""
+    if str(out).lower().endswith((".sdf", ".sdf.gz")):
+        raise ConfigError(f"expected --out as a .csv or .csv.gz file (the .sdf is written beside "
+                          f"it), found {str(out)!r}")
 
 
 def load_members(spec: str | os.PathLike | Sequence, *, xla: bool = False) -> Ensemble:
@@ -276,12 +284,13 @@ def prediction_columns(mean: np.ndarray, std: np.ndarray, names: list[str], unit
 
 
 def predict_molecules(cfg: PredictConfig, *, overwrite: bool = False) -> dict:
-    """Predict every molecule of ``cfg.inputs``; write the CSV and its ``<out>.run.json``.
+    """Predict every molecule of ``cfg.inputs``; write the CSV, its SDF and ``<out>.run.json``.
 
-    ``overwrite`` is accepted for the CLI's output group; a file output is
-    always replaced atomically.
+    An existing output (the CSV or the SDF) is replaced only with
+    ``overwrite``, atomically; an output that is the input never.
     """
     cfg.validate()
+    check_outputs(cfg.out, inputs=[cfg.inputs], sdf=cfg.sdf, overwrite=overwrite)
     ens = load_members(resolve_model(cfg.model, app=APP, task=TASK), xla=cfg.xla)
     names, units = output_units(ens.card)
     # Targets in the input file are not needed; read the molecules only.
@@ -296,7 +305,7 @@ def predict_molecules(cfg: PredictConfig, *, overwrite: bool = False) -> dict:
         written = write_outputs(cfg.out, ids=ms.ids, smiles=ms.smiles, columns=columns,
                                 units=out_units, mols=ms.mols, sdf=cfg.sdf)
         run.record(n=len(ms), n_skipped=ms.n_skipped, skip_reasons=ms.skip_reasons,
-                   targets=names, members=len(ens),
+                   skipped=ms.skipped, targets=names, members=len(ens),
                    outputs={k: str(v) for k, v in written.items()})
     return {"out": str(cfg.out), "outputs": written, "n": len(ms), "n_skipped": ms.n_skipped,
             "targets": names, "members": len(ens), "mean": np.asarray(mean)}

@@ -22,7 +22,7 @@ from deepsci.core.accelerator import AcceleratorConfig
 from deepsci.core.ensemble import member_seeds, write_ensemble
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import config_to_dict, write_json
-from deepsci.core.runs import RunDir
+from deepsci.core.runs import RunDir, check_output_location
 from deepsci.core.training import TrainConfig
 
 from .graphs import GraphTable, featurize_set, graph_at, make_source
@@ -120,6 +120,9 @@ class MoleculeTrainConfig:
             v = getattr(self, k)
             checks.append((v == 0 or 0 < v < 1 or (v >= 1 and v == int(v)),
                            f"--{k} as a fraction < 1 or a count", v))
+        fractions = [v for v in (self.val, self.test) if 0 < v < 1]
+        checks.append((sum(fractions) < 1, "--val + --test fractions < 1 (some molecules left "
+                       "to train on)", f"{self.val} + {self.test}"))
         for ok, what, found in checks:
             if not ok:
                 raise ConfigError(f"expected {what}, found {found}")
@@ -131,9 +134,40 @@ class MoleculeTrainConfig:
         except ValueError as exc:
             raise ConfigError(f"--targets: {exc}") from None
         self.model.validate()
+        _check_train_options(self.train)
         self.train.validate()
         self.accel.validate()
         return self
+
+
+def _check_train_options(tc: TrainConfig) -> None:
+    """The core loop's numeric options, checked under the names ``train`` shows (--lr, …)."""
+    import math
+
+    def finite(v) -> bool:
+        return v is not None and math.isfinite(float(v))
+
+    checks = [
+        (tc.epochs >= 1, "--epochs >= 1", tc.epochs),
+        (tc.batch_size >= 1, "--batch-size >= 1", tc.batch_size),
+        (finite(tc.learning_rate) and tc.learning_rate > 0, "--lr > 0", tc.learning_rate),
+        (tc.steps_per_epoch is None or tc.steps_per_epoch >= 1, "--steps-per-epoch >= 1",
+         tc.steps_per_epoch),
+        (tc.warmup_steps >= 0, "--warmup-steps >= 0", tc.warmup_steps),
+        (finite(tc.decay_rate) and 0 < tc.decay_rate <= 1, "--decay-rate in (0, 1]",
+         tc.decay_rate),
+        (tc.decay_steps is None or tc.decay_steps >= 1, "--decay-steps >= 1", tc.decay_steps),
+        (finite(tc.weight_decay) and tc.weight_decay >= 0, "--weight-decay >= 0",
+         tc.weight_decay),
+        (tc.clip_norm is None or (finite(tc.clip_norm) and tc.clip_norm > 0), "--clip-norm > 0",
+         tc.clip_norm),
+        (tc.checkpoint_every >= 1, "--checkpoint-every >= 1", tc.checkpoint_every),
+        (tc.keep_checkpoints >= 1, "--keep-checkpoints >= 1", tc.keep_checkpoints),
+        (tc.patience is None or tc.patience >= 1, "--patience >= 1", tc.patience),
+    ]
+    for ok, what, found in checks:
+        if not ok:
+            raise ConfigError(f"expected {what}, found {found}")
 
 
 def load_dataset(data: str, *, targets=None, limit=None, seed=0, smiles_column="smiles",
@@ -291,11 +325,13 @@ def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None, dataset: Molecul
 
     cfg = cfg.validate()
     data_info, inputs = _data_info(cfg)
+    check_output_location(cfg.out)
+    # The data first: a bad file is reported before any output folder exists.
+    ms = dataset if dataset is not None else load_dataset(
+        cfg.data, targets=cfg.target_names(), limit=cfg.limit, seed=cfg.seed,
+        smiles_column=cfg.smiles_column, skip_invalid=cfg.skip_invalid)
     with RunDir(cfg.out, command="molecules train", config=cfg, inputs=inputs,
                 overwrite=overwrite) as run:
-        ms = dataset if dataset is not None else load_dataset(
-            cfg.data, targets=cfg.target_names(), limit=cfg.limit, seed=cfg.seed,
-            smiles_column=cfg.smiles_column, skip_invalid=cfg.skip_invalid)
         names = list(ms.targets.columns)
         units = {n: (TARGETS[n].unit if n in TARGETS else ms.units.get(n, "")) for n in names}
         tr, va, te = _write_split(run, ms, cfg, units)
@@ -314,7 +350,7 @@ def train_molecules(cfg: MoleculeTrainConfig, *, strategy=None, dataset: Molecul
         mae = {n: float(np.nanmean(np.abs(pred[:, j] - y[va, j]))) for j, n in enumerate(names)}
         summary = {"members": [str(m) for m in members], "targets": names, "units": units,
                    "n_train": len(tr), "n_val": len(va), "n_test": len(te),
-                   "n_skipped": ms.n_skipped, "val_mae": mae}
+                   "n_skipped": ms.n_skipped, "skipped": ms.skipped, "val_mae": mae}
         run.record(**summary)
     return summary
 

@@ -24,7 +24,7 @@ from deepsci.core.errors import InputError
 from .base import MoleculeSet, available_cpus, select_targets
 from .csvfile import read_csv, write_csv
 from .geometry import geometry_string, mol_from_xyz
-from .outputs import remove_stale_outputs, sdf_path, write_outputs
+from .outputs import check_outputs, remove_stale_outputs, sdf_path, write_outputs
 from .qm9pack import qm9pack_dir, read_qm9pack
 from .sdf import read_sdf
 from .smiles import read_smiles_list
@@ -46,6 +46,7 @@ __all__ = [
     "write_outputs",
     "sdf_path",
     "remove_stale_outputs",
+    "check_outputs",
     "bundled_subset",
     "available_cpus",
 ]
@@ -111,6 +112,8 @@ def read_molecules(path, *, targets: list[str] | None = None, smiles_column: str
           "seed": seed}
     for suffixes, reader, folders in READERS:
         if name.endswith(suffixes) or (folders and path.is_dir()):
+            if path.is_dir() and not folders:
+                raise InputError(f"expected a {suffixes[0]} file, found a folder", path)
             return reader(path, **kw)
     raise InputError("expected .csv, .sdf, .xyz, a folder, .tar(.bz2) or .smi, found "
                      f"{path.suffix or 'no suffix'}", path)

@@ -43,6 +43,8 @@ class MoleculeSet:
         Invalid rows skipped under ``skip_invalid``.
     skip_reasons : dict
         Reason → number of rows skipped for it.
+    skipped : list of str
+        Each skipped row as ``"<where>: <reason>"`` (``"line 2: expected a valid SMILES…"``).
     units_note : str
         The unit convention the targets were read with (printed by reports).
     """
@@ -56,6 +58,7 @@ class MoleculeSet:
     n_skipped: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
     units_note: str = ""
+    skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.mols)
@@ -69,6 +72,7 @@ class MoleculeSet:
             targets=self.targets.iloc[index].reset_index(drop=True),
             units=dict(self.units), source=self.source, n_skipped=self.n_skipped,
             skip_reasons=dict(self.skip_reasons), units_note=self.units_note,
+            skipped=list(self.skipped),
         )
 
 
@@ -88,6 +92,7 @@ class Collector:
         self.ids, self.smiles, self.mols, self.rows = [], [], [], []
         self.n_skipped = 0
         self.reasons: dict[str, int] = {}
+        self.skipped: list[str] = []
 
     def add(self, ident: str, mol, values: dict[str, float]) -> None:
         """Keep one molecule and its target values."""
@@ -100,9 +105,12 @@ class Collector:
 
     def bad(self, where: str, reason: str) -> None:
         """A row that cannot be read: raise, or count it under ``skip_invalid``."""
+        # One line, whatever the file or a library put in the text (tar member names, RDKit).
+        where, reason = (" ".join(str(t).split()) for t in (where, reason))
         if not self.skip_invalid:
             raise InputError(f"{where}: {reason}", self.path)
         self.n_skipped += 1
+        self.skipped.append(f"{where}: {reason}")
         # Group by the reason's kind, not its molecule-specific details.
         kind = reason.split(":")[0]
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
@@ -118,7 +126,8 @@ class Collector:
         return MoleculeSet(self.ids, self.smiles, self.mols, table.reset_index(drop=True),
                            units={k: units[k] for k in table.columns if k in units},
                            source=self.path, n_skipped=self.n_skipped,
-                           skip_reasons=dict(self.reasons), units_note=note)
+                           skip_reasons=dict(self.reasons), units_note=note,
+                           skipped=list(self.skipped))
 
 
 def parse_float(text: str) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from deepsci.core.errors import InputError
-from deepsci.core.io import atomic_path
+from deepsci.core.io import DECODE_ERRORS, atomic_path
 
 from ..featurize import embed_smiles
 from ..targets import column_name, convert
@@ -54,8 +54,13 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
         df = pd.read_csv(path, comment=None)
     except FileNotFoundError:
         raise InputError("expected an existing CSV file, found none", path) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise InputError(f"expected a CSV table, found unreadable data ({exc})", path) from None
+    except IsADirectoryError:
+        raise InputError("expected a CSV file, found a folder", path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, *DECODE_ERRORS) as exc:
+        # gzip, zlib and codec errors of a damaged file, as one line naming it.
+        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise InputError(f"expected a CSV table, found unreadable data ({text})", path) from None
+    df.columns = [str(c) for c in df.columns]
     lower = {c.lower(): c for c in df.columns}
     if smiles_column.lower() not in lower:
         raise InputError(f"expected a column {smiles_column!r}, found columns {list(df.columns)}",
@@ -67,8 +72,10 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
     xcol = lower.get("xyz")
     idcol = lower.get("id")
     values, units = {}, {}
+    bad_cells = _text_cells(df, [c for c, _ in tcols.values()])
     for name, (col, unit) in tcols.items():
-        v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64, copy=True)
+        v[~np.isfinite(v)] = np.nan  # bad cells are reported per row below
         if note == MOLECULENET_NOTE and unit == "Ha":
             check_hartree(name, v, col, path)
         try:
@@ -80,6 +87,11 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
     for i in range(len(df)):
         where = f"row {i + 2}"  # 1-based, after the header line
         smi = df[scol].iloc[i]
+        if i in bad_cells:
+            # A label that is not a number ("high") must never train as a missing value.
+            header, cell = bad_cells[i]
+            col.bad(f"{where}, column {header!r}", f"expected a finite number, found {cell!r}")
+            continue
         try:
             if xcol is not None and isinstance(df[xcol].iloc[i], str) and df[xcol].iloc[i].strip():
                 symbols, coords = parse_geometry(df[xcol].iloc[i])
@@ -94,6 +106,20 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
         ident = df[idcol].iloc[i] if idcol is not None else f"{path.name}:{i + 2}"
         col.add(ident, mol, {n: values[n][i] for n in tcols})
     return col.result(units, columns=list(tcols), note=note)
+
+
+def _text_cells(df: pd.DataFrame, headers: list[str]) -> dict[int, tuple[str, str]]:
+    """Row → (header, cell) of the first target cell that is neither empty nor a finite number."""
+    bad = {}
+    for header in headers:
+        raw = df[header]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        text = raw.astype(str).str.strip()
+        wrong = ~np.isfinite(numbers.to_numpy(np.float64)) & raw.notna().to_numpy() & \
+            (text != "").to_numpy()
+        for i in np.flatnonzero(wrong):
+            bad.setdefault(int(i), (header, str(raw.iloc[i])[:40]))
+    return bad
 
 
 #: How every float of the app's tables is printed (CSV cells and SDF tags alike): 8

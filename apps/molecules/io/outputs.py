@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path, remove_stale_temporaries
 
 from .csvfile import format_value, output_frame, write_frame
 
-__all__ = ["sdf_path", "sdf_text", "write_outputs", "remove_stale_outputs"]
+__all__ = ["sdf_path", "sdf_text", "write_outputs", "remove_stale_outputs", "check_outputs"]
 
 
 def sdf_path(csv_path) -> Path:
@@ -70,6 +71,51 @@ def sdf_text(frame, mols) -> str:
             lines += [f">  <{tag}>", text.replace("\n", " "), ""]
         records.append("\n".join(lines) + "\n$$$$\n")
     return "".join(records)
+
+
+def _finished(csv_path: Path) -> bool:
+    """Whether ``csv_path`` is the output of a finished deepsci run (its record says done)."""
+    import json
+
+    from deepsci.core.runs import run_record_path
+
+    record = run_record_path(csv_path, file_output=True)
+    try:
+        return json.loads(record.read_text()).get("status") == "done"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_outputs(csv_path, *, inputs=(), sdf: bool = True, overwrite: bool = False) -> None:
+    """Refuse outputs that would replace a user's file, before anything is read or written.
+
+    An output that is one of ``inputs`` is always an error; an existing folder
+    at either path too; an existing file (a finished run's CSV, a user's own
+    SDF) only without ``overwrite``.
+
+    Raises
+    ------
+    InputError
+        Naming the path, e.g. ``expected a new output file, found an existing
+        file (pass --overwrite to replace it) (pred.sdf)``.
+    """
+    csv_path = Path(csv_path)
+    paths = [csv_path, *([sdf_path(csv_path)] if sdf else [])]
+    given = {Path(p).resolve() for p in inputs if p is not None}
+    for path in paths:
+        if path.resolve() in given:
+            raise InputError("expected an output other than an input file, found the input "
+                             "itself", path)
+        if path.is_dir():
+            raise InputError("expected an output file, found a folder", path)
+    if overwrite:
+        return
+    for path in paths:
+        if path.exists():
+            what = "a finished run's output" if path == csv_path and _finished(path) else \
+                "an existing file"
+            raise InputError(f"expected a new output file, found {what} (pass --overwrite to "
+                             "replace it)", path)
 
 
 def remove_stale_outputs(csv_path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from deepsci.core.errors import InputError
+from deepsci.core.io import DECODE_ERRORS
 
 from ..featurize import check_elements, embed_smiles
 from ..targets import GILMER_TARGETS, HARTREE_EV, KCAL_MOL_EV, convert
@@ -40,6 +41,8 @@ def read_sdf(path, *, targets: list[str] | None = None, skip_invalid: bool = Fal
     path = Path(path)
     if not path.exists():
         raise InputError("expected an existing SDF file, found none", path)
+    if path.is_dir():
+        raise InputError("expected an SDF file, found a folder", path)
     companion = Path(str(path) + ".csv")
     table = None
     if companion.exists():
@@ -54,60 +57,102 @@ def read_sdf(path, *, targets: list[str] | None = None, skip_invalid: bool = Fal
             table = table[[c for c in GILMER_TARGETS if c in table.columns]]
     opener = gzip.open if path.suffix == ".gz" else open
     col = Collector(path, skip_invalid)
-    names = None
-    with opener(path, "rb") as fh:
-        supplier = Chem.ForwardSDMolSupplier(fh, removeHs=False, sanitize=True)
-        for i, mol in enumerate(supplier):
-            where = f"record {i + 1}"
-            if mol is None:
-                col.bad(where, "expected a valid molfile record, found one RDKit cannot parse")
-                continue
-            try:
-                check_elements(mol)
-                if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
-                    mol = embed_smiles(Chem.MolToSmiles(mol), seed=seed)
-                elif any(a.GetTotalNumHs() for a in mol.GetAtoms()):
-                    mol = Chem.AddHs(mol, addCoords=True)
-            except ValueError as exc:
-                col.bad(where, str(exc))
-                continue
-            if table is not None:
-                if i >= len(table):
-                    raise InputError(f"{where}: expected a row in {companion.name}, found none", path)
-                values = table.iloc[i].to_dict()
-            else:
-                props = mol.GetPropsAsDict()
-                if names is None:
-                    names = target_columns(list(props), targets, path)
-                values = {}
-                for n, (c, unit) in names.items():
-                    try:
-                        values[n] = convert(float(props.get(c, np.nan)), unit, n)[0]
-                    except (TypeError, ValueError) as exc:
-                        raise InputError(f"{where}: property {c!r}: {exc}", path) from None
-            ident = mol.GetProp("_Name") if mol.HasProp("_Name") and mol.GetProp("_Name") else \
-                f"{path.name}:{i + 1}"
-            col.add(ident, mol, values)
+    try:
+        with opener(path, "rb") as fh:
+            supplier = Chem.ForwardSDMolSupplier(fh, removeHs=False, sanitize=True)
+            names = _collect(supplier, col, table, targets, path, companion, seed)
+    except InputError:
+        raise
+    except (*DECODE_ERRORS, SystemError) as exc:
+        # A damaged gzip stream or bytes RDKit cannot decode, as one line naming the file;
+        # RDKit reports the stream's own error (EOFError, BadGzipFile) as a SystemError.
+        exc = exc.__cause__ or exc.__context__ or exc if isinstance(exc, SystemError) else exc
+        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise InputError(f"expected an SDF file, found unreadable data ({text})", path) from None
     columns = list(table.columns) if table is not None else list(names or {})
     return col.result({c: canonical_unit(c, None) for c in columns}, columns=columns)
+
+
+def _record(mol, seed: int):
+    """One supplier record as a molecule with explicit H and a 3-D conformer (or ValueError)."""
+    from rdkit import Chem
+
+    check_elements(mol)
+    if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
+        return embed_smiles(Chem.MolToSmiles(mol), seed=seed)
+    if any(a.GetTotalNumHs() for a in mol.GetAtoms()):
+        return Chem.AddHs(mol, addCoords=True)
+    return mol
+
+
+def _values(mol, names) -> dict[str, float]:
+    """The record's target properties in canonical units (ValueError naming a bad one)."""
+    props = mol.GetPropsAsDict()
+    values = {}
+    for n, (c, unit) in names.items():
+        try:
+            values[n] = convert(float(props.get(c, np.nan)), unit, n)[0]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"property {c!r}: expected a number, found {props.get(c)!r} "
+                             f"({exc})") from None
+    return values
+
+
+def _collect(supplier, col: Collector, table, targets, path: Path, companion: Path, seed: int):
+    """Feed every record of ``supplier`` to ``col``; return the SDF's target columns."""
+    names = None
+    for i, mol in enumerate(supplier):
+        where = f"record {i + 1}"
+        if mol is None:
+            col.bad(where, "expected a valid molfile record, found one RDKit cannot parse")
+            continue
+        try:
+            mol = _record(mol, seed)
+            if table is not None:
+                if i >= len(table):
+                    raise InputError(f"{where}: expected a row in {companion.name}, found none",
+                                     path)
+                values = table.iloc[i].to_dict()
+            else:
+                if names is None:
+                    names = target_columns(list(mol.GetPropsAsDict()), targets, path)
+                values = _values(mol, names)
+            title = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
+        except (ValueError, RuntimeError) as exc:  # RDKit's sanitisation and decoding errors
+            col.bad(where, " ".join(str(exc).split()))
+            continue
+        col.add(title or f"{path.name}:{i + 1}", mol, values)
+    return names
 
 
 def moleculenet_table(path: Path) -> pd.DataFrame:
     """MoleculeNet's ``gdb9.sdf.csv`` as (N, T) targets in the app's units (Hartree and kcal/mol → eV)."""
     try:
         df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"expected MoleculeNet's gdb9.sdf.csv table, found unreadable data ({exc})",
-                         path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, *DECODE_ERRORS) as exc:
+        text = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise InputError(f"expected MoleculeNet's gdb9.sdf.csv table, found unreadable data "
+                         f"({text})", path) from None
     out = {}
     for src, dst in _MOLECULENET_COLUMNS.items():
         if src in df.columns:
-            v = df[src].to_numpy(np.float64)
+            v = _numbers(df[src], src, path)
             out[dst] = v * HARTREE_EV if dst in HARTREE_TARGETS else v
     for src, dst in _MOLECULENET_ATOM_COLUMNS.items():
         if src in df.columns:
-            out[dst] = df[src].to_numpy(np.float64) * KCAL_MOL_EV
+            out[dst] = _numbers(df[src], src, path) * KCAL_MOL_EV
     if not out:
         raise InputError(f"expected QM9 property columns (mu, gap, u0, …), found {list(df.columns)}",
                          path)
     return pd.DataFrame(out)
+
+
+def _numbers(column: pd.Series, header: str, path: Path) -> np.ndarray:
+    """A companion-table column as floats; a cell that is not a number names its row."""
+    v = pd.to_numeric(column, errors="coerce").to_numpy(np.float64, copy=True)
+    wrong = np.flatnonzero(np.isnan(v) & column.notna().to_numpy())
+    if len(wrong):
+        i = int(wrong[0])
+        raise InputError(f"row {i + 2}, column {header!r}: expected a number, found "
+                         f"{str(column.iloc[i])[:40]!r}", path)
+    return v

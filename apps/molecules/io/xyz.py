@@ -5,6 +5,7 @@ Mathematica ``*^`` exponents, Hartree energies), a folder of them or the
 from __future__ import annotations
 
 import tarfile
+import zlib
 from pathlib import Path
 
 from deepsci.core.errors import InputError
@@ -58,6 +59,15 @@ def parse_qm9_xyz(text: str, where: str) -> tuple[list[str], list[list[float]], 
     return symbols, coords, props, smiles
 
 
+def _is_tarfile(path: Path) -> bool:
+    """Whether ``path`` is a tar archive; a damaged compressed one is an InputError."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
+        raise InputError(f"expected a readable tar archive of xyz files, found a corrupt one "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())})", path) from None
+
+
 def read_xyz(path, *, skip_invalid: bool = False, limit: int | None = None) -> MoleculeSet:
     """Read QM9 ``dsgdb9nsd_*.xyz`` files: one file, a folder of them, or a ``.tar(.bz2)``.
 
@@ -83,8 +93,13 @@ def read_xyz(path, *, skip_invalid: bool = False, limit: int | None = None) -> M
         if not files:
             raise InputError("expected *.xyz files in the folder, found none", path)
         for p in files[:limit]:
-            handle(p.name, p.read_text(errors="replace"))
-    elif tarfile.is_tarfile(path) if path.is_file() else False:
+            try:
+                text = p.read_text(errors="replace")
+            except OSError as exc:  # a folder named *.xyz, a broken link
+                raise InputError(f"expected a readable xyz file, found {type(exc).__name__}", p) \
+                    from None
+            handle(p.name, text)
+    elif path.is_file() and _is_tarfile(path):
         try:
             with tarfile.open(path, "r:*") as tar:
                 count = 0
@@ -96,11 +111,11 @@ def read_xyz(path, *, skip_invalid: bool = False, limit: int | None = None) -> M
                     count += 1
                     if limit is not None and count >= limit:
                         break
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib.error, ValueError) as exc:
             raise InputError(f"expected a readable tar archive of xyz files, found a corrupt one "
                              f"({type(exc).__name__}: {exc})", path) from None
     else:
-        if path.suffix in (".bz2", ".gz", ".tar"):
+        if path.suffix.lower() in (".bz2", ".gz", ".tar", ".tgz", ".tbz2", ".xz"):
             raise InputError("expected a readable tar archive of xyz files, found a corrupt one",
                              path)
         handle(path.name, path.read_text(errors="replace"))
