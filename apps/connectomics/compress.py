@@ -234,13 +234,17 @@ class DistillConfig:
         if not self.image and not self.unlabelled:
             raise ConfigError("expected --image/--labels or --unlabelled volumes to distil on")
         for name in ("examples", "unlabelled_examples", "moves", "epochs", "steps_per_epoch", "batch_size"):
-            if int(getattr(self, name)) < (0 if "examples" in name else 1):
-                raise ConfigError(f"expected --{name.replace('_', '-')} >= 1, found {getattr(self, name)}")
+            low = 0 if "examples" in name else 1
+            if int(getattr(self, name)) < low:
+                raise ConfigError(f"expected --{name.replace('_', '-')} >= {low}, found {getattr(self, name)}")
         for name in ("depth", "features"):
             if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"expected --{name} >= 1, found {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ConfigError(f"expected --learning-rate > 0, found {self.learning_rate}")
+        from .config import check_voxel_size
+
+        check_voxel_size(self.voxel_size)
         return self
 
 

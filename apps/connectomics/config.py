@@ -13,7 +13,7 @@ from pathlib import Path
 from deepsci.core.errors import ConfigError
 from deepsci.core.io import config_from_dict
 
-__all__ = ["AgglomerationConfig", "InferenceConfig", "BaselineConfig", "SegmentConfig", "SEGMENT_PRESETS",
+__all__ = ["check_voxel_size", "AgglomerationConfig", "InferenceConfig", "BaselineConfig", "SegmentConfig", "SEGMENT_PRESETS",
            "resolve_preset", "preset_inference", "SegmentRun", "TrainAggloRun", "BaselineRun", "EvaluateRun"]
 
 SEED_POLICIES = ("peaks", "membrane", "grid", "none", "watershed")
@@ -350,6 +350,14 @@ def preset_inference(preset: str = "ffn", *, training: bool = False, **overrides
     return resolve_preset(cfg, preset, training=training)
 
 
+def check_voxel_size(voxel_size) -> None:
+    """``--voxel-size``: absent, or 3 finite values > 0 (nm)."""
+    import math
+
+    ok = voxel_size is None or (len(voxel_size) == 3 and all(math.isfinite(v) and v > 0 for v in voxel_size))
+    _check([(ok, "--voxel-size of 3 values > 0", None if voxel_size is None else tuple(voxel_size))])
+
+
 def _check_volume(spec: str, what: str) -> None:
     if not spec:
         raise ConfigError(f"expected {what} (a volume PATH[:INNER]), found none")
@@ -405,9 +413,8 @@ class SegmentRun:
 
     def validate(self) -> SegmentRun:
         _check_volume(self.image, "--image")
-        _check([(self.preset in SEGMENT_PRESETS, f"--preset among {', '.join(SEGMENT_PRESETS)}", self.preset),
-                (self.voxel_size is None or (len(self.voxel_size) == 3 and min(self.voxel_size) > 0),
-                 "--voxel-size of 3 values > 0", self.voxel_size)])
+        _check([(self.preset in SEGMENT_PRESETS, f"--preset among {', '.join(SEGMENT_PRESETS)}", self.preset)])
+        check_voxel_size(self.voxel_size)
         self.segment.validate()
         return self
 
@@ -463,6 +470,7 @@ class TrainAggloRun:
         _check_volume(self.labels, "--labels")
         _check([(self.kind in ("forest", "logistic"), "--kind forest or logistic", self.kind),
                 (self.preset in SEGMENT_PRESETS, f"--preset among {', '.join(SEGMENT_PRESETS)}", self.preset)])
+        check_voxel_size(self.voxel_size)
         self.inference.validate()
         return self
 
@@ -490,6 +498,7 @@ class BaselineRun:
 
     def validate(self) -> BaselineRun:
         _check_volume(self.image, "--image")
+        check_voxel_size(self.voxel_size)
         self.baseline.validate()
         return self
 
@@ -537,4 +546,5 @@ class EvaluateRun:
         _check_volume(self.labels, "--labels")
         _check([(bool(self.seg), "--seg (one or more segmentations)", self.seg),
                 (self.min_overlap >= 1, "--min-overlap >= 1", self.min_overlap)])
+        check_voxel_size(self.voxel_size)
         return self

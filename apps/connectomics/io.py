@@ -26,13 +26,14 @@ import json
 import os
 import re
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from deepsci.core.errors import InputError
-from deepsci.core.io import atomic_dir
+from deepsci.core.io import atomic_dir, reading
 
 __all__ = [
     "Volume",
@@ -224,9 +225,17 @@ class Volume:
     _array: object = field(default=None, repr=False)
 
     def __getitem__(self, key) -> np.ndarray:
-        if self._array is None:
-            self._array = _open_array(self.spec, prefer=self.kind)[0]
-        return np.asarray(self._array[key])
+        # Chunks are decoded here, lazily: a damaged chunk (truncated zstd, bad PNG) is the user's
+        # one-line error naming the volume, wherever the read happens.
+        with reading(_split_spec(self.spec)[0], f"a readable {self.kind} volume"):
+            if self._array is None:
+                self._array = _open_array(self.spec, prefer=self.kind)[0]
+            out = np.asarray(self._array[key])
+        if self.kind == "labels" and np.issubdtype(out.dtype, np.signedinteger) and out.size and out.min() < 0:
+            # Negative ids would silently become huge unsigned ids in the samplers and metrics.
+            raise InputError(f"expected non-negative label ids, found negative ids (minimum {int(out.min())})",
+                             self.spec)
+        return out
 
     def read(self) -> np.ndarray:
         """The whole volume as an in-memory array ``(Z, Y, X)``."""
@@ -301,8 +310,11 @@ def _open_array(spec: str, prefer: str = "") -> tuple[object, dict]:
             raise InputError(f"expected FILE.h5:DATASET naming one of {names}, found no dataset name", path)
         inner, _, table = inner.partition("@")
         if table:
-            if table not in f or f[table].ndim != 2 or f[table].shape[1] != 2:
-                raise InputError(f"expected '{table}' as an (N, 2) table of [id, body] rows in the HDF5 file", path)
+            if table not in f or not isinstance(f[table], h5py.Dataset) or f[table].ndim != 2 or f[table].shape[1] != 2:
+                found = (f"shape {f[table].shape}" if table in f and isinstance(f[table], h5py.Dataset)
+                         else "none" if table not in f else "a group")
+                raise InputError(f"expected '{table}' as an (N, 2) table of [id, body] rows in the HDF5 file, "
+                                 f"found {found}", path)
         if inner not in f or not isinstance(f[inner], h5py.Dataset):
             names = []
             f.visit(lambda n: names.append(n) if isinstance(f[n], h5py.Dataset) else None)
@@ -348,6 +360,20 @@ def _open_array(spec: str, prefer: str = "") -> tuple[object, dict]:
     raise InputError("expected a zarr/N5 store, FILE.h5:DATASET, a folder of z-slices or a TIFF stack, found an unknown file type", path)
 
 
+@contextmanager
+def _metadata_errors(path: Path, what: str):
+    """:func:`~deepsci.core.io.reading`, plus the TypeError/AttributeError of JSON metadata of the wrong shape.
+
+    OME-Zarr ``multiscales`` and N5 ``attributes.json`` come from the user's store: a list where a
+    dict belongs (or a string where numbers belong) is a damaged file, not a bug.
+    """
+    with reading(path, what):
+        try:
+            yield
+        except (TypeError, AttributeError) as e:
+            raise ValueError(f"malformed metadata ({e})") from None
+
+
 def open_volume(spec: str | os.PathLike, *, voxel_size=None, kind: str = "image") -> Volume:
     """Open a (z, y, x) volume lazily.
 
@@ -367,9 +393,11 @@ def open_volume(spec: str | os.PathLike, *, voxel_size=None, kind: str = "image"
         Missing path or dataset, not 3-D, empty, or non-integer labels.
     """
     spec = os.fspath(spec)
-    arr, attrs = _open_array(spec, prefer=kind)
-    shape = tuple(int(s) for s in arr.shape)
     path = _split_spec(spec)[0]
+    # zarr, h5py, tifffile and PIL raise their own errors on damaged metadata and headers.
+    with _metadata_errors(path, f"a readable {kind} volume (zarr, HDF5, N5, z-slices or TIFF)"):
+        arr, attrs = _open_array(spec, prefer=kind)
+        shape = tuple(int(s) for s in arr.shape)
     if len(shape) != 3:
         raise InputError(f"expected a 3-D (z, y, x) {kind} volume, found {len(shape)}-D shape {shape}", spec)
     if min(shape) == 0:
@@ -379,7 +407,7 @@ def open_volume(spec: str | os.PathLike, *, voxel_size=None, kind: str = "image"
         vs = tuple(float(v) for v in vs)
     except (TypeError, ValueError):
         vs = ()
-    if len(vs) != 3 or min(vs) <= 0:
+    if len(vs) != 3 or not all(np.isfinite(v) and v > 0 for v in vs):
         raise InputError(f"expected a voxel size of 3 positive numbers (z, y, x), found {vs}", path)
     vol = Volume(spec=spec, shape=shape, dtype=np.dtype(arr.dtype), voxel_size=vs, kind=kind, _array=arr)
     if kind == "labels":

@@ -66,15 +66,61 @@ def model_paths(spec: str | Path) -> list[str]:
     return [s.strip() for s in str(spec).split(",") if s.strip()]
 
 
-def model_card(model_path: str | Path) -> ModelCard:
+def _check_keras_archive(path: Path) -> None:
+    """A ``.keras`` file must be a sound zip with Keras' members; checked without TensorFlow.
+
+    Loading happens later, in each worker, where a damaged file would fail after the run started.
+    """
+    import zipfile
+
+    from deepsci.core.errors import InputError
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise InputError(f"expected a Keras model file (.keras, a zip archive), found one that does not load: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else type(e).__name__}", path) from None
+    if bad is not None or not {"config.json", "model.weights.h5"} <= names:
+        what = f"a damaged member {bad}" if bad is not None else f"members {sorted(names)[:5]}"
+        raise InputError(f"expected a Keras model file (config.json and model.weights.h5), found {what}", path)
+
+
+def _check_card(card: ModelCard, path: str, *, preprocessing: bool = True) -> None:
+    """The card's FFN shape (and its preprocessing, which inference needs), as their readers expect them."""
+    from deepsci.core.errors import InputError
+
+    ffn, pre = card.extra.get("ffn"), card.preprocessing or {}
+    try:
+        ok = (all(len(ffn[k]) == 3 and all(int(v) == v and v >= 1 for v in ffn[k]) for k in ("fov_size", "deltas"))
+              and (not preprocessing
+                   or (float(pre["image_stddev"]) > 0 and np.isfinite(float(pre["image_mean"])))))
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError("expected an FFN model card (extra.ffn with fov_size and deltas of 3 sizes >= 1, "
+                         f"preprocessing image_mean and image_stddev > 0), found extra.ffn={ffn!r}", path)
+
+
+def model_card(model_path: str | Path, *, preprocessing: bool = True) -> ModelCard:
     """The checked card of a trained FFN (FFN shape in ``extra["ffn"]``, ``preprocessing``), no TensorFlow.
 
     An ensemble's members must agree on the FFN shape and preprocessing; the first's card is returned.
+    A ``.keras`` member must also be a sound archive (a damaged one fails here, in one line, rather
+    than in a worker after the run has started). ``preprocessing=False``: a card without the image
+    normalisation is accepted (a model whose weights only start a training run).
     """
     from deepsci.core.errors import InputError
 
     paths = model_paths(model_path)
+    if not paths:
+        raise InputError("expected a model file (.keras or .tflite), found an empty --model", str(model_path))
     cards = [read_card(p, expect=APP, task=TASK) for p in paths]
+    for p, c in zip(paths, cards, strict=True):
+        _check_card(c, p, preprocessing=preprocessing)
+        if Path(p).suffix == ".keras":
+            _check_keras_archive(Path(p))
     for p, c in zip(paths[1:], cards[1:], strict=True):
         if c.extra.get("ffn") != cards[0].extra.get("ffn") or c.preprocessing != cards[0].preprocessing:
             raise InputError(f"expected ensemble members of one FFN shape and preprocessing, found one that "

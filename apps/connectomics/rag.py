@@ -171,17 +171,61 @@ class PairClassifier:
 
     @classmethod
     def load(cls, path: str | Path) -> PairClassifier:
+        """Read and check a classifier written by :meth:`save`; any other file is one InputError."""
         try:
             d = json.loads(Path(path).read_text())
-            clf = cls(d["features"], d["kind"], d["params"])
-            keys = {"forest": ("trees",), "logistic": ("mean", "scale", "weights", "bias")}[clf.kind]
-            missing = [k for k in keys if k not in clf.params]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise InputError(f"expected a pair-classifier JSON file, found {type(err).__name__}: {err}", path) from err
-        if missing or not set(clf.features) <= set(FEATURES):
-            raise InputError(f"expected features among {FEATURES} and params {keys}, found {clf.features}, "
-                             f"missing {missing}", path)
+        except FileNotFoundError:
+            raise InputError("expected a pair-classifier JSON file, found no file", path) from None
+        except (OSError, ValueError) as err:
+            raise InputError(f"expected a pair-classifier JSON file, found {type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:120] if str(err) else ''}", path) from None
+        if not isinstance(d, dict) or not {"features", "kind", "params"} <= set(d):
+            found = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise InputError(f"expected a pair-classifier JSON object with features, kind and params, found {found}",
+                             path)
+        clf = cls(d["features"], d["kind"], d["params"])
+        problem = _classifier_problem(clf)
+        if problem:
+            raise InputError(f"expected a pair classifier from train-agglo, found {problem}", path)
         return clf
+
+
+def _classifier_problem(clf: PairClassifier) -> str | None:
+    """What is wrong with a loaded classifier's JSON (``None``: nothing), so :meth:`proba` cannot fail."""
+    if (not isinstance(clf.features, list) or not clf.features
+            or not all(isinstance(f, str) and f in FEATURES for f in clf.features)):
+        return f"features {clf.features!r} (expected names among {FEATURES})"
+    if clf.kind not in ("forest", "logistic") or not isinstance(clf.params, dict):
+        return f"kind {clf.kind!r} (expected forest or logistic with a params object)"
+    n = len(clf.features)
+    p = clf.params
+    try:
+        if clf.kind == "logistic":
+            arrays = [np.asarray(p[k], float) for k in ("mean", "scale", "weights")]
+            if any(a.shape != (n,) for a in arrays) or np.any(arrays[1] == 0):
+                return f"logistic mean, scale and weights that are not {n} numbers (scale nonzero)"
+            if not all(np.all(np.isfinite(a)) for a in arrays) or not np.isfinite(float(p["bias"])):
+                return "logistic parameters that are not finite numbers"
+            return None
+        trees = p["trees"]
+        if not isinstance(trees, list) or not trees:
+            return "no trees"
+        for i, t in enumerate(trees):
+            a = {k: np.asarray(t[k], float) for k in ("left", "right", "feature", "threshold", "p")}
+            m = len(a["left"])
+            if m == 0 or any(v.shape != (m,) for v in a.values()):
+                return f"tree {i} whose node arrays differ in length"
+            inner = a["left"] >= 0
+            kids = np.concatenate([a["left"][inner], a["right"][inner]])
+            # Children after their parent (the forest is stored in preorder) keep the descent finite.
+            order = np.concatenate([np.flatnonzero(inner)] * 2)
+            if (np.any(kids != np.round(kids)) or np.any(kids >= m) or np.any(kids <= order)
+                    or np.any((a["feature"][inner] < 0) | (a["feature"][inner] >= n))
+                    or np.any(a["feature"] != np.round(a["feature"])) or not np.all(np.isfinite(a["p"]))):
+                return f"tree {i} with nodes that point outside it"
+    except (KeyError, TypeError, ValueError) as err:
+        return f"malformed params ({type(err).__name__}: {err})"
+    return None
 
 
 def fit_pair_classifier(x: np.ndarray, y: np.ndarray, features=FEATURES, *, kind: str = "forest",

@@ -29,7 +29,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_dir, atomic_path
+from deepsci.core.io import atomic_dir, atomic_path, remove_stale_temporaries
 from deepsci.core.parallel import run_shards, threads_per_worker
 from deepsci.core.runs import RunDir
 
@@ -288,6 +288,22 @@ def segment_volume(model: str | Path, image: str | Path, out_dir: str | Path, cf
     return run_segment(run.validate(), progress=progress, overwrite=overwrite)
 
 
+def _check_inputs(cfg: SegmentRun, vol, blocks: list[dict]) -> None:
+    """The user's mistakes that workers would meet only after the run started, found before it starts.
+
+    The pair classifier is read, and every chunk of the image decoded once (tile by tile, the blocks'
+    cores, so no more is in memory than a worker holds): a damaged chunk is then one line naming
+    the store, and the output folder is never made for a run that cannot finish.
+    """
+    from .rag import PairClassifier
+
+    classifier = cfg.segment.inference.agglomeration.classifier
+    if classifier is not None:
+        PairClassifier.load(classifier)
+    for b in blocks:
+        vol[tuple(slice(lo, hi) for lo, hi in zip(b["core_lo"], b["core_hi"], strict=True))]
+
+
 def run_segment(cfg: SegmentRun, *, progress: bool = True, overwrite: bool = False) -> dict:
     """``deepsci connectomics segment``: blocks flood-filled on Dask, stitched into one id space.
 
@@ -316,6 +332,7 @@ def run_segment(cfg: SegmentRun, *, progress: bool = True, overwrite: bool = Fal
     if any(s < f for s, f in zip(vol.shape, fov, strict=True)):
         raise InputError(f"expected a volume of at least the model's FOV {fov}, found {vol.shape}", vol.spec)
     blocks = plan_blocks(vol.shape, block, tuple(seg.overlap) if seg.overlap else fov)
+    _check_inputs(cfg, vol, blocks)
     for member in model_paths(cfg.model):
         if Path(member).suffix == ".tflite":
             # A broken file is the user's one-line error here, not a failure inside a worker.
@@ -326,6 +343,8 @@ def run_segment(cfg: SegmentRun, *, progress: bool = True, overwrite: bool = Fal
                 inputs=[*model_paths(cfg.model), vol.spec.split(":")[0] if ":" in vol.spec else vol.spec]) as run:
         work = run.state_dir / "blocks" / _fingerprint(cfg.model, vol.spec, seg)
         work.mkdir(parents=True, exist_ok=True)
+        # A killed attempt's half-written block results and markers (finished ones are kept).
+        remove_stale_temporaries(work)
         workers = min(seg.workers or os.cpu_count() or 1, len(blocks))
         threads = threads_per_worker(seg.scheduler, workers)
         tasks = [{**b, "model": cfg.model, "image": vol.spec, "voxel_size": list(vol.voxel_size),

@@ -8,12 +8,15 @@ vesicle-like dots), blur, noise and a per-slice contrast jitter.
 """
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from deepsci.core.errors import ConfigError
+from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.runs import RunDir
 
 from .io import write_volume
@@ -264,12 +267,53 @@ def synthetic_volume(config: SynthConfig | None = None, **overrides) -> tuple[np
     return image, labels
 
 
+#: The group attribute that marks a store as synth's own (so a store it left unfinished is resumed).
+GENERATOR = "deepsci connectomics synth"
+
+
+def _json_get(path: Path, *keys):
+    """``data[k0][k1]...`` of a JSON file, ``None`` when it is missing, malformed or lacks a key."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    for k in keys:
+        data = data.get(k) if isinstance(data, dict) else None
+    return data
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output that is not synth's to replace; remove what a killed earlier attempt left.
+
+    A new path, an empty folder and a store synth wrote but did not finish (no ``run.json`` with
+    status done) are written; a finished run or any other zarr store only with ``--overwrite``;
+    a folder of other files never.
+    """
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / m).exists() for m in ("zarr.json", ".zgroup", ".zarray")):
+            raise InputError("expected a new path or a zarr store for the synthetic volume, found a folder of "
+                             "other files", out)
+        ours = _json_get(out / "zarr.json", "attributes", "generator") == GENERATOR
+        done = _json_get(out / "run.json", "status") == "done"
+        if (done or not ours) and not overwrite:
+            raise InputError("expected a new path for the synthetic volume, found an existing zarr store "
+                             "(pass --overwrite to replace it)", out)
+    # atomic_dir's temporaries of this store are siblings: .<stem>.<random>.tmp<suffixes>.
+    if out.parent.is_dir():
+        for tmp in out.parent.glob(f".{out.stem}.*.tmp{''.join(out.suffixes)}"):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
 def run_synth(cfg: SynthRun, *, overwrite: bool = False) -> dict:
     """Write ``cfg.out`` (zarr: ``image`` uint8, ``labels`` uint32) and its ``run.json``; a summary."""
+    out = Path(cfg.out)
+    if not out.is_file():  # a file: RunDir's own one-line error
+        _check_out(out, overwrite)
     image, labels = synthetic_volume(cfg.synth.validate())
     with RunDir(cfg.out, command="connectomics synth", config=cfg, overwrite=overwrite) as run:
         # The zarr group is replaced whole; run.json is written into it afterwards.
-        write_volume(run.path, {"image": image, "labels": labels}, voxel_size=cfg.voxel_size)
+        write_volume(run.path, {"image": image, "labels": labels}, voxel_size=cfg.voxel_size,
+                     attrs={"generator": GENERATOR})
         summary = {"volume": str(run.path), "shape": list(image.shape), "objects": int(len(np.unique(labels)) - 1)}
         run.record(**summary)
     return summary

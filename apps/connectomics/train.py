@@ -41,8 +41,9 @@ from deepsci.core.models.ffn import PRESETS, FFNConfig
 from deepsci.core.runs import RunDir
 from deepsci.core.training import TrainConfig
 
+from .config import check_voxel_size
 from .io import check_same_shape, open_volume
-from .model import build_model
+from .model import build_model, check_init_model
 from .policy import SEED_IN, SEED_OUT, logit
 from .predict import APP, TASK
 
@@ -110,27 +111,50 @@ class FFNTrainConfig:
 
     def model_config(self) -> FFNConfig:
         if self.preset not in PRESETS:
-            raise ConfigError(f"expected preset in {sorted(PRESETS)}, found {self.preset!r}")
+            raise ConfigError(f"expected --preset among {', '.join(sorted(PRESETS))}, found {self.preset!r}")
         base = PRESETS[self.preset].to_dict()
         for k in ("fov_size", "deltas", "depth", "features"):
             if getattr(self, k) is not None:
                 base[k] = getattr(self, k)
+        fov, deltas = tuple(base["fov_size"]), tuple(base["deltas"])
+        _check_shape = [
+            (len(fov) == 3 and all(v >= 3 and v % 2 == 1 for v in fov), "--fov-size of 3 odd sizes >= 3", fov),
+            (len(deltas) == 3 and min(deltas) >= 1, "--deltas of 3 values >= 1", deltas),
+            (base["depth"] >= 1, "--depth >= 1", base["depth"]),
+            (base["features"] >= 1, "--features >= 1", base["features"]),
+        ]
+        for ok, what, found in _check_shape:
+            if not ok:
+                raise ConfigError(f"expected {what}, found {found!r}")
         try:
             return FFNConfig(**base)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        except ValueError as e:  # the core's further rules (deltas below half the FOV)
+            raise ConfigError(f"expected --fov-size and --deltas the FFN accepts, found {fov}, {deltas} ({e})") from None
 
     def validate(self) -> FFNTrainConfig:
         mc = self.model_config()
-        self.train.validate()
-        if self.move_policy not in ("fixed", "face_max"):
-            raise ConfigError(f"expected move_policy 'fixed' or 'face_max', found {self.move_policy!r}")
-        if self.moves < 1 or self.stride < 1 or self.max_per_partition < 1:
-            raise ConfigError(f"expected moves, stride, max_per_partition >= 1, found {self.moves}, {self.stride}, {self.max_per_partition}")
-        if not 0 < self.move_threshold < 1:
-            raise ConfigError(f"expected 0 < move_threshold < 1, found {self.move_threshold}")
-        if list(self.thresholds) != sorted(self.thresholds) or not all(0 < t < 1 for t in self.thresholds):
-            raise ConfigError(f"expected increasing thresholds in (0, 1), found {self.thresholds}")
+        t = self.train
+        lom = self.lom_radius
+        checks = [
+            # The core's TrainConfig checks these too, under its field names; here they are the CLI's.
+            (t.epochs >= 1, "--epochs >= 1", t.epochs),
+            (t.steps_per_epoch is None or t.steps_per_epoch >= 1, "--steps-per-epoch >= 1", t.steps_per_epoch),
+            (t.batch_size >= 1, "--batch-size >= 1", t.batch_size),
+            (t.learning_rate > 0, "--lr > 0", t.learning_rate),
+            (self.move_policy in ("fixed", "face_max"), "--move-policy fixed or face_max", self.move_policy),
+            (self.moves >= 1, "--moves >= 1", self.moves),
+            (self.stride >= 1, "--stride >= 1", self.stride),
+            (self.max_per_partition >= 1, "--max-per-partition >= 1", self.max_per_partition),
+            (self.min_object_size >= 0, "--min-object-size >= 0", self.min_object_size),
+            (0 < self.move_threshold < 1, "0 < --move-threshold < 1", self.move_threshold),
+            (len(self.thresholds) >= 1 and list(self.thresholds) == sorted(self.thresholds)
+             and all(0 < t < 1 for t in self.thresholds), "increasing --thresholds in (0, 1)", self.thresholds),
+            (lom is None or (len(lom) == 3 and min(lom) >= 1), "--lom-radius of 3 values >= 1", lom),
+        ]
+        for ok, what, found in checks:
+            if not ok:
+                raise ConfigError(f"expected {what}, found {found!r}")
+        t.validate()
         self.fov_size, self.deltas, self.depth, self.features = mc.fov_size, mc.deltas, mc.depth, mc.features
         return self
 
@@ -430,6 +454,7 @@ class TrainRun:
         for name in ("image", "labels", "out"):
             if not getattr(self, name):
                 raise ConfigError(f"expected --{name}, found none")
+        check_voxel_size(self.voxel_size)
         self.ffn.validate()
         self.accel.validate()
         return self
@@ -503,6 +528,8 @@ def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strate
     if np.any(np.asarray(img.shape) < region):
         raise InputError(f"expected a training volume of at least {tuple(region)} voxels (FOV plus moves), found "
                          f"{img.shape}", getattr(image, "spec", None))
+    if cfg.init_model:
+        check_init_model(cfg.model_config(), cfg.init_model)
     coords, part = _coordinates(lab, cfg, src)
     mean, std = image_stats(img)
     forward, loss_fn = make_forward(cfg)
