@@ -113,6 +113,17 @@ def test_predict_sdf_keeps_an_xyz_geometry_and_the_name_rule(members, tmp_path, 
         given = [[float(v.replace("*^", "e")) for v in line.split()[1:4]]
                  for line in lines[2:2 + int(lines[0])]]
         np.testing.assert_allclose(mol.GetConformer().GetPositions(), given, atol=XYZ_TOL, rtol=0)
+    # A finished run's outputs are replaced only with --overwrite, both together, and a
+    # killed attempt's SDF temporary (stem "x", not the CSV's "x.csv") is cleaned away.
+    before = {p: p.read_bytes() for p in (out, tmp_path / "x.sdf")}
+    rc = _run("molecules", "predict", folder, "--model", members[0], "--out", out)
+    err = capsys.readouterr().err
+    assert rc == 2 and "found a finished run's output (pass --overwrite" in err, err
+    stale = tmp_path / ".x.k1ll3d.tmp.sdf"
+    stale.write_text("half a record")
+    rc = _run("molecules", "predict", folder, "--model", members[0], "--out", out, "--overwrite")
+    assert rc == 0, capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and not stale.exists()
     rc = _run("molecules", "predict", folder, "--model", members[0], "--out",
               tmp_path / "y.csv", "--no-sdf")
     assert rc == 0, capsys.readouterr().err

@@ -71,18 +71,8 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
         raise InputError(f"expected target columns, found columns {list(df.columns)}", path)
     xcol = lower.get("xyz")
     idcol = lower.get("id")
-    values, units = {}, {}
+    values, units = _target_values(df, tcols, note, path)
     bad_cells = _text_cells(df, [c for c, _ in tcols.values()])
-    for name, (col, unit) in tcols.items():
-        v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64, copy=True)
-        v[~np.isfinite(v)] = np.nan  # bad cells are reported per row below
-        if note == MOLECULENET_NOTE and unit == "Ha":
-            check_hartree(name, v, col, path)
-        try:
-            values[name], _ = convert(v, unit, name)
-        except ValueError as exc:
-            raise InputError(f"column {col!r}: {exc}", path) from None
-        units[name] = canonical_unit(name, unit)
     col = Collector(path, skip_invalid)
     for i in range(len(df)):
         where = f"row {i + 2}"  # 1-based, after the header line
@@ -106,6 +96,23 @@ def read_csv(path, *, smiles_column: str = "smiles", targets: list[str] | None =
         ident = df[idcol].iloc[i] if idcol is not None else f"{path.name}:{i + 2}"
         col.add(ident, mol, {n: values[n][i] for n in tcols})
     return col.result(units, columns=list(tcols), note=note)
+
+
+def _target_values(df: pd.DataFrame, tcols: dict, note: str, path) -> tuple[dict, dict]:
+    """Target name → (N,) values in canonical units, and → unit; cells that are not
+    finite numbers are NaN here (``_text_cells`` reports them per row)."""
+    values, units = {}, {}
+    for name, (col, unit) in tcols.items():
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64, copy=True)
+        v[~np.isfinite(v)] = np.nan
+        if note == MOLECULENET_NOTE and unit == "Ha":
+            check_hartree(name, v, col, path)
+        try:
+            values[name], _ = convert(v, unit, name)
+        except ValueError as exc:
+            raise InputError(f"column {col!r}: {exc}", path) from None
+        units[name] = canonical_unit(name, unit)
+    return values, units
 
 
 def _text_cells(df: pd.DataFrame, headers: list[str]) -> dict[int, tuple[str, str]]:
@@ -145,14 +152,15 @@ def output_frame(*, ids, smiles, columns: dict[str, np.ndarray], units: dict[str
     return out
 
 
-def write_frame(tmp: Path, frame: pd.DataFrame, *, gz: bool) -> None:
-    """Write ``frame`` as the app's CSV to ``tmp`` (gzip when ``gz``)."""
+def write_frame(tmp: Path, frame: pd.DataFrame, *, gz: bool, name: str = "") -> None:
+    """Write ``frame`` as the app's CSV to ``tmp`` (gzip when ``gz``, its header naming ``name``)."""
     buf = _io.StringIO()
     frame.to_csv(buf, index=False, float_format=FLOAT_FORMAT)
     data = buf.getvalue().encode()
     if gz:
-        # mtime=0 keeps the bytes reproducible for the same table.
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as zipped:
+        # mtime=0 and the final name (not the temporary's) keep the bytes reproducible.
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename=name, fileobj=raw, mode="wb",
+                                                   mtime=0) as zipped:
             zipped.write(data)
     else:
         tmp.write_bytes(data)
@@ -175,5 +183,5 @@ def write_csv(path, *, ids, smiles, columns: dict[str, np.ndarray], units: dict[
     path = Path(path)
     frame = output_frame(ids=ids, smiles=smiles, columns=columns, units=units, mols=mols)
     with atomic_path(path) as tmp:
-        write_frame(tmp, frame, gz=path.name.endswith(".gz"))
+        write_frame(tmp, frame, gz=path.name.endswith(".gz"), name=path.name)
     return path

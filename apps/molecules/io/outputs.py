@@ -155,7 +155,7 @@ def write_outputs(path, *, ids, smiles, columns: dict[str, np.ndarray], units: d
         # Entered CSV first, so on exit the SDF is renamed into place before the CSV:
         # a CSV (the file a resumed run checks) never stands without its SDF.
         tmp_csv = stack.enter_context(atomic_path(path))
-        write_frame(tmp_csv, frame, gz=path.name.lower().endswith(".gz"))
+        write_frame(tmp_csv, frame, gz=path.name.lower().endswith(".gz"), name=path.name)
         if text is not None:
             written["sdf"] = sdf_path(path)
             stack.enter_context(atomic_path(written["sdf"])).write_text(text)
