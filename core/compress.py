@@ -25,7 +25,7 @@ from .distill import (
     check_distill_settings,
     soft_targets,
 )
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .export import QUANTIZE
 
 __all__ = ["ExportConfig", "ExportSpec", "run_export", "DistillSettings", "teacher_targets",
@@ -163,10 +163,13 @@ def run_export(cfg: ExportConfig, spec: ExportSpec, *, overwrite: bool = False,
     from .models.serialization import load_model
     from .runs import RunDir
 
+    from .runs import check_output_location
+
     say = say or (lambda line: None)
+    check_output_location(cfg.out, file_output=True)
     if Path(cfg.out).exists() and not overwrite:
-        raise ConfigError(f"expected a new output file, found an existing {cfg.out} "
-                          "(pass --overwrite to replace it)")
+        raise InputError("expected a new output file, found an existing file "
+                         "(pass --overwrite to replace it)", cfg.out)
     path = single_model_path(resolve_model(cfg.model or None, app=spec.app, task=spec.task, say=say))
     model, card = load_model(path, expect=spec.app, task=spec.task)
     if spec.prepare is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import zipfile
 from pathlib import Path
 
 import keras
@@ -61,6 +62,16 @@ def _register_layers() -> None:
 def load_keras(path: str | os.PathLike) -> keras.Model:
     """Load a ``.keras`` file with ``safe_mode=True``; a damaged file is one InputError."""
     _register_layers()
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("expected a Keras model file (.keras), found a folder", path)
+    if not path.exists():
+        raise InputError("expected a Keras model file (.keras), found no file", path)
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        # Keras itself calls such a file "File not found", which sends users looking
+        # for a file that is right there.
+        raise InputError("expected a Keras model file (a .keras zip archive), found one that "
+                         "does not load: not a zip archive (damaged or truncated?)", path)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # zip, h5 and deserialisation errors all mean a damaged file
