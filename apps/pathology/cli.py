@@ -68,7 +68,7 @@ def train(cfg: PathologyTrainConfig, opts: RunOptions) -> None:
 
 @config_command(app, HeatmapConfig, name="heatmap",
                 shown=["model", "slides", "out", "stride", "batch-size", "tta", "contours",
-                       "scheduler", "workers", "mpp"])
+                       "scheduler", "workers", "skip-invalid"])
 def heatmap(cfg: HeatmapConfig, opts: RunOptions) -> None:
     """Sliding-window tumour-probability heatmaps over tissue (slides in parallel, resumable)."""
     from .heatmap import run_heatmaps
@@ -79,7 +79,7 @@ def heatmap(cfg: HeatmapConfig, opts: RunOptions) -> None:
     typer.echo(f"{len(results)} heatmaps ({tiles} tissue tiles){contours} -> {cfg.out}")
 
 
-@config_command(app, DetectConfig, name="detect", shown=["heatmaps", "out", "threshold", "radius"])
+@config_command(app, DetectConfig, name="detect", shown=["heatmaps", "out", "threshold", "radius", "skip-invalid"])
 def detect(cfg: DetectConfig, opts: RunOptions) -> None:
     """Slide scores (heatmap maximum) and lesion points by NMS: Camelyon16 CSVs and QuPath GeoJSON."""
     from .detect import run_detect

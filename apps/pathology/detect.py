@@ -75,6 +75,9 @@ class DetectConfig:
         NMS suppression radius in microns.
     max_per_slide : int
         Most lesions reported per slide.
+    skip_invalid : bool
+        Skip a heatmap that does not read, naming it in ``run.json`` (``results.skipped``),
+        instead of stopping; it is still an error when none is left.
     """
 
     heatmaps: str = option(help="Folder (or file) of heatmaps.")
@@ -82,6 +85,8 @@ class DetectConfig:
     threshold: float = option(0.5, "Lowest reported lesion probability.", min=0, max=1)
     radius_um: float = option(100.0, "NMS radius in microns.", min=0, min_exclusive=True, cli="radius")
     max_per_slide: int = option(1000, "Most lesions reported per slide.", min=1)
+    skip_invalid: bool = option(False, "Skip heatmaps that do not read (named in run.json) instead "
+                                "of stopping at the first.")
 
     def validate(self) -> DetectConfig:
         """Raise ConfigError / InputError for out-of-range settings or missing heatmaps; return self."""
@@ -96,7 +101,10 @@ def detect_heatmap(path: str | Path, cfg: DetectConfig) -> tuple[str, float, lis
     hm, meta = read_heatmap(path)
     stride = float(meta["stride"])
     mpp = float(meta["mpp"])
-    name = meta.get("slide_name") or Path(path).name.split(".")[0]
+    name = meta.get("slide_name")
+    # the name becomes <name>.csv in --out: a plain file name only, never a path out of it
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        name = Path(path).name.split(".")[0]
     score = float(hm.max()) if hm.size else 0.0
     radius = cfg.radius_um / (mpp * stride)
     found = nms(hm, radius=radius, threshold=cfg.threshold, max_detections=cfg.max_per_slide)
@@ -119,21 +127,44 @@ def _heatmap_files(root: Path) -> list[Path]:
     return out
 
 
+def _detect_all(files: list[Path], cfg: DetectConfig) -> tuple[dict, dict[str, str]]:
+    """``name -> (score, lesions)`` of every readable heatmap and ``file -> why`` of the skipped ones."""
+    found, skipped = {}, {}
+    for path in files:
+        try:
+            name, score, dets = detect_heatmap(path, cfg)
+        except InputError as e:
+            if not cfg.skip_invalid:
+                raise
+            skipped[str(path)] = e.message
+            continue
+        if name in found:
+            raise InputError(f"expected one heatmap per slide, found two for {name!r}", path)
+        found[name] = (score, dets)
+    if not found:
+        raise InputError(f"expected at least one valid heatmap, found none ({len(skipped)} skipped: "
+                         f"{next(iter(skipped.values()))})", cfg.heatmaps)
+    return found, skipped
+
+
 def run_detect(config: DetectConfig, *, overwrite: bool = False) -> dict[str, float]:
     """Write ``<slide>.csv`` and ``<slide>.detections.geojson`` per heatmap, ``slides.csv`` and
-    ``run.json``; return the slide scores."""
+    ``run.json``; return the slide scores.
+
+    Every heatmap is read before anything is written, so a bad one leaves no output.
+    """
     cfg = config.validate()
     files = _heatmap_files(Path(cfg.heatmaps))
+    found, skipped = _detect_all(files, cfg)
     with RunDir(cfg.out, command="pathology detect", config=cfg, inputs=[cfg.heatmaps],
                 overwrite=overwrite) as run:
         scores, lesions = {}, {}
-        for path in files:
-            name, score, dets = detect_heatmap(path, cfg)
+        for name, (score, dets) in found.items():
             probs, xs, ys = [d[0] for d in dets], [d[1] for d in dets], [d[2] for d in dets]
             write_detections_csv(run.file(f"{name}.csv"), probs, xs, ys)
             write_geojson(run.file(f"{name}.detections.geojson"), detection_features(probs, xs, ys))
             scores[name], lesions[name] = score, len(dets)
         write_text(run.file("slides.csv"),
                    "image,score\n" + "".join(f"{k},{v:.6f}\n" for k, v in scores.items()))
-        run.record(slide_scores=scores, lesions=lesions)
+        run.record(slide_scores=scores, lesions=lesions, skipped=skipped)
     return scores

@@ -28,6 +28,7 @@ FROC follows the official ``Evaluation_FROC.py`` step by step:
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.config import check_ranges, option
-from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_path, save_figure, write_json
+from deepsci.core.errors import ConfigError, InputError, expected
+from deepsci.core.io import atomic_path, reading, save_figure, write_json
 from deepsci.core.runs import RunDir
 
 from .io import SlideTruth, load_truth, read_detections_csv, truth_file
@@ -257,6 +258,16 @@ def _reference_key(name: str) -> str:
     return name.lower()
 
 
+def _csv_rows(path: Path, what: str, reader) -> list:
+    """Every row of the CSV ``path`` through ``reader``; a file that is no UTF-8 CSV is one line."""
+    with reading(path, what):
+        text = path.read_bytes().decode("utf-8")
+    try:
+        return list(reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise expected(what, f"a file that does not parse as CSV ({e})", path) from None
+
+
 def read_reference(path: str | os.PathLike) -> dict[str, bool]:
     """Slide name (lower case, no extension) -> tumour slide, from a Camelyon16 ``reference.csv``.
 
@@ -268,16 +279,16 @@ def read_reference(path: str | os.PathLike) -> dict[str, bool]:
     """
     path = Path(path)
     labels: dict[str, bool] = {}
-    with open(path, newline="") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row or not "".join(row).strip():
-                continue
-            kind = row[1].strip().lower() if len(row) > 1 else ""
-            if kind in ("tumor", "tumour", "normal"):
-                labels[_reference_key(row[0])] = kind != "normal"
-            elif n > 1 or labels:
-                raise InputError(f"expected 'image,Tumor|Normal' on line {n}, found {','.join(row)[:60]!r}",
-                                 path)
+    rows = _csv_rows(path, "a reference CSV (image,Tumor|Normal)", csv.reader)
+    for n, row in enumerate(rows, 1):
+        if not row or not "".join(row).strip():
+            continue
+        kind = row[1].strip().lower() if len(row) > 1 else ""
+        if kind in ("tumor", "tumour", "normal"):
+            labels[_reference_key(row[0])] = kind != "normal"
+        elif n > 1 or labels:
+            raise InputError(f"expected 'image,Tumor|Normal' on line {n}, found {','.join(row)[:60]!r}",
+                             path)
     if not labels:
         raise InputError("expected 'image,Tumor|Normal' lines, found none", path)
     return labels
@@ -318,13 +329,16 @@ def _slide_truth(name: str, cfg: EvaluateConfig, reference: dict[str, bool] | No
 
 def _read_slide_scores(path: Path) -> dict[str, float]:
     scores = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                scores[row["image"]] = float(row["score"])
-            except (KeyError, ValueError):
-                raise InputError("expected columns image,score with numeric scores, found "
-                                 f"{row}", path) from None
+    rows = _csv_rows(path, "a slide-score CSV (image,score)", csv.DictReader)
+    for row in rows:
+        try:
+            score = float(row["score"])
+        except (KeyError, TypeError, ValueError):
+            score = None
+        name = row.get("image")
+        if not name or score is None or not np.isfinite(score):
+            raise InputError(f"expected columns image,score with numeric scores, found {str(row)[:80]}", path)
+        scores[name] = score
     return scores
 
 

@@ -97,6 +97,9 @@ class HeatmapConfig:
         Microns per pixel at level 0, for slides that do not record it.
     xla : bool
         Compile the inference step with XLA.
+    skip_invalid : bool
+        Skip a slide that does not open or decode, naming it in ``run.json``
+        (``results.skipped``), instead of stopping; still an error when none is left.
     tissue : TissueConfig
         Which cells are evaluated (tissue detection).
     """
@@ -123,6 +126,8 @@ class HeatmapConfig:
     mpp: float | None = option(None, "Microns per pixel at level 0, for slides that do not record "
                                "it.", min=0, min_exclusive=True)
     xla: bool = option(False, "Compile the inference step with XLA.")
+    skip_invalid: bool = option(False, "Skip slides that do not read (named in run.json) instead of "
+                                "stopping at the first.")
     tissue: TissueConfig = option(factory=TissueConfig)
 
     def validate(self) -> HeatmapConfig:
@@ -298,8 +303,14 @@ def heatmap_task(task: dict) -> dict:
     out = Path(cfg.out)
     name = Path(task["slide"]).stem
     # the overlay's thumbnail is read while the model runs (decoding releases the GIL)
-    thumb, (heat, info) = thread_map(_call, [partial(_thumbnail, task["slide"], cfg.mpp),
-                                             partial(heatmap_slide, task["slide"], cfg.model, cfg)], workers=2)
+    try:
+        thumb, (heat, info) = thread_map(_call, [partial(_thumbnail, task["slide"], cfg.mpp),
+                                                 partial(heatmap_slide, task["slide"], cfg.model, cfg)],
+                                         workers=2)
+    except InputError as e:  # a tile deep in the slide that does not decode
+        if not cfg.skip_invalid:
+            raise
+        return {"skipped": e.message, "slide": task["slide"]}
     t_write = time.perf_counter()
     if cfg.format in ("tiff", "both"):
         write_pyramid_tiff(out / f"{name}.heatmap.tif", heat, mpp=info["mpp"] * info["stride"], tile=64,
@@ -332,30 +343,50 @@ def _this_worker(mapping: dict[str, int | None]) -> int | None:
     return mapping[address] if address in mapping else worker_tf_threads()
 
 
-def _check_slides(slides: list[Path], card: ModelCard, mpp: float | None) -> None:
-    # Every slide opened up front: a bad file is a one-line error, not a worker traceback.
+def _check_slides(slides: list[Path], card: ModelCard, cfg: HeatmapConfig) -> tuple[list[Path], dict[str, str]]:
+    """The slides that open, have the model's magnifications and whose tissue level decodes.
+
+    Checked here, before any output or worker exists, so a bad file is a one-line error
+    (or, with ``skip_invalid``, a skipped slide), not a worker traceback and a half-made
+    output folder. Reading the tissue level catches a truncated file, whose coarse levels
+    (written last) are the first lost. Returns ``(good, {slide: why})``.
+    """
+    mags = card.input_spec.get("magnifications")
+    if not isinstance(mags, list) or not mags or not all(isinstance(m, (int, float)) and m > 0 for m in mags):
+        raise InputError(f"expected the model card's input_spec.magnifications as positive numbers, found "
+                         f"{str(mags)[:40]}", cfg.model)
+    good, skipped = [], {}
     for s in slides:
-        with Slide(s, mpp=mpp) as slide:
-            for m in card.input_spec["magnifications"]:
-                slide.select_level(m)
+        try:
+            with Slide(s, mpp=cfg.mpp) as slide:
+                for m in mags:
+                    slide.select_level(m)
+                slide.thumbnail(cfg.tissue.mpp)
+        except InputError as e:
+            if not cfg.skip_invalid:
+                raise
+            skipped[str(s)] = e.message
+            continue
+        good.append(s)
+    if not good:
+        raise InputError(f"expected at least one valid slide, found none ({len(skipped)} skipped: "
+                         f"{next(iter(skipped.values()))})", cfg.slides)
+    return good, skipped
 
 
-def _run_slides(cfg: HeatmapConfig, tasks: list[dict], slides: list[Path], card: ModelCard,
-                state: Path) -> dict[str, dict]:
+def _run_slides(cfg: HeatmapConfig, tasks: list[dict], state: Path) -> dict[str, dict]:
     """Every slide's :func:`heatmap_task` in this process or on a Dask cluster."""
     todo = sum(not marker_path(state, _key(t)).exists() for t in tasks)
     workers = cfg.workers or max(1, min(todo, os.cpu_count() or 1))
     # One slide gains nothing from a cluster but would pay its start-up.
     scheduler = "inline" if (todo <= 1 and cfg.scheduler in (None, "local")) else cfg.scheduler
     if scheduler == "inline":
-        _check_slides(slides, card, cfg.mpp)
         threads = cfg.threads or threads_per_worker(scheduler, workers)
         tasks = [{**t, "config": {**t["config"], "threads": threads}} for t in tasks]
         return run_shards(heatmap_task, tasks, key=_key, state_dir=state, scheduler="inline", desc="slides")
     with open_cluster(scheduler, workers, cfg.threads) as (client, tf_threads):
         warm = warm_up(client, tf_threads, warm_worker, tasks[0]["config"]["model"], cfg.batch_size, cfg.tta,
                        cfg.xla, todo=todo)
-        _check_slides(slides, card, cfg.mpp)  # while the workers load the model
         tasks = [{**t, "worker_threads": tf_threads} for t in tasks]
         results = run_shards(heatmap_task, tasks, key=_key, state_dir=state, client=client, desc="slides")
         del warm  # held until the slides are done: a released future is cancelled
@@ -395,17 +426,40 @@ def run_heatmaps(config: HeatmapConfig, *, overwrite: bool = False) -> dict[str,
         # A damaged export is one line here, not a traceback in every worker (which
         # load it again by path: interpreters are not picklable).
         LiteRTModel.load(cfg.model, expect=APP, task=TASK, threads=1)
+    slides, skipped = _check_slides(slides, card, cfg)
     with RunDir(cfg.out, command="pathology heatmap", config=cfg, inputs=[cfg.model, cfg.slides],
                 overwrite=overwrite) as run:
         if overwrite:  # an unfinished run's markers too
             shutil.rmtree(run.state_dir, ignore_errors=True)
         cfg_dict = {**config_to_dict(cfg), "model": str(Path(cfg.model).resolve()), "out": str(run.path)}
         tasks = [{"slide": str(Path(s).resolve()), "config": cfg_dict} for s in slides]
-        results = _run_slides(cfg, tasks, slides, card, run.state_dir)
+        results = _run_slides(cfg, tasks, run.state_dir)
+        results, skipped = _drop_skipped(results, skipped, run.state_dir, cfg.slides)
         if cfg.contours:
-            _write_contours(cfg.contours, tasks, run.path)
-        run.record(slides={k: {kk: v[kk] for kk in ("tiles", "seconds", "score")} for k, v in results.items()})
+            _write_contours(cfg.contours, [t for t in tasks if _key(t) in results], run.path)
+        run.record(slides={k: {kk: v[kk] for kk in ("tiles", "seconds", "score")} for k, v in results.items()},
+                   skipped=skipped)
     return results
+
+
+def _drop_skipped(results: dict[str, dict], skipped: dict[str, str], state: Path,
+                  slides: str) -> tuple[dict[str, dict], dict[str, str]]:
+    """The finished slides, and every skipped one (checked up front or failed in a worker).
+
+    A skipped slide's marker is removed, so a rerun tries it again (it may have been
+    replaced by a good copy); nothing valid left is an error.
+    """
+    done = {}
+    for key, result in results.items():
+        if "skipped" in result:
+            skipped[result["slide"]] = result["skipped"]
+            marker_path(state, key).unlink(missing_ok=True)
+        else:
+            done[key] = result
+    if not done:
+        raise InputError(f"expected at least one valid slide, found none ({len(skipped)} skipped: "
+                         f"{next(iter(skipped.values()))})", slides)
+    return done, skipped
 
 
 def _key(task: dict) -> str:

@@ -245,12 +245,13 @@ class SynthSetConfig:
     out: str = option(help="Output folder (slides, ASAP XML, *_Mask.tif).")
     tumour: int = option(4, "Slides with metastases.", min=0)
     normal: int = option(4, "Slides without metastases.", min=0)
-    size: int = option(2048, "Level-0 width and height in pixels.", min=64)
+    # a synthetic slide is drawn whole in memory (3 bytes a pixel, plus its mask): 16384 px is 1 GB
+    size: int = option(2048, "Level-0 width and height in pixels.", min=64, max=16384)
     mpp: float = option(0.5, "Microns per pixel at level 0 (0.25 = 40x).", min=0, min_exclusive=True)
-    lesions: int = option(1, "Metastases per tumour slide.", min=1)
+    lesions: int = option(1, "Metastases per tumour slide.", min=1, max=100)
     radius_um: tuple[float, float] = option((120.0, 220.0), "Range of the metastases' radius (um).",
                                             min=0, min_exclusive=True)
-    seed: int = option(0, "Seed of the set.")
+    seed: int = option(0, "Seed of the set.", min=0)  # NumPy refuses negative seeds
     prefix: str = option("", "Prefix of the slide names.")
 
     def validate(self) -> SynthSetConfig:

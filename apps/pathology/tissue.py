@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.config import check_ranges, option
+from deepsci.core.errors import expected
 from deepsci.core.io import atomic_path
 from deepsci.core.runs import RunDir
 
@@ -150,6 +151,9 @@ def run_tissue(config: TissueRunConfig, *, overwrite: bool = False) -> tuple[np.
     from PIL import Image
 
     cfg = config.validate()
+    if Path(cfg.out).is_file() and not overwrite:
+        # a PNG at --out may be the user's own picture: replaced only when asked
+        raise expected("a new output file (or --overwrite to replace it)", "an existing file", cfg.out)
     with RunDir(cfg.out, command="pathology tissue", config=cfg, inputs=[cfg.slide], overwrite=overwrite,
                 file_output=True) as run:
         with Slide(cfg.slide, mpp=cfg.mpp) as s:

@@ -149,6 +149,38 @@ def _rgba_on_white(rgba: np.ndarray) -> np.ndarray:
     return np.minimum(rgb + (255 - alpha), 255).astype(np.uint8)
 
 
+class _QuietDecodeNoise:
+    """Logging filter: drop what tifffile and asyncio print about a file that does not decode.
+
+    A damaged slide or heatmap is already reported in one line naming it; tifffile also
+    logs each bad page offset, and tiffslide's zarr reads leave asyncio tasks whose
+    codec errors are logged ("Task exception was never retrieved", with a traceback)
+    when they are collected. ``--verbose`` (``DEEPSCI_VERBOSE=1``) keeps them.
+    """
+
+    _ASYNCIO = ("Task exception was never retrieved", "Task was destroyed but it is pending")
+
+    def filter(self, record) -> bool:  # noqa: A003 - logging's name
+        if os.environ.get("DEEPSCI_VERBOSE") == "1":
+            return True
+        if record.name == "asyncio":
+            return not str(record.msg).startswith(self._ASYNCIO)
+        return record.levelno >= 50  # tifffile: only CRITICAL
+
+
+def quiet_decode_logs() -> None:
+    """Install :class:`_QuietDecodeNoise` on the ``tifffile`` and ``asyncio`` loggers (once)."""
+    import logging
+
+    for name in ("tifffile", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietDecodeNoise) for f in logger.filters):
+            logger.addFilter(_QuietDecodeNoise())
+
+
+quiet_decode_logs()
+
+
 def resolve_backend(backend: str | None) -> str:
     """The backend to use: the argument, else ``$DEEPSCI_SLIDE_BACKEND``, else ``auto``."""
     name = (backend or os.environ.get(ENV_VAR) or "auto").strip().lower()

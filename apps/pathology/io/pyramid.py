@@ -6,13 +6,14 @@ OpenSlide's generic-tiff reader expects.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from deepsci.core.errors import InputError
-from deepsci.core.io import atomic_path
+from deepsci.core.io import atomic_path, reading
 
 __all__ = ["write_pyramid_tiff", "read_heatmap"]
 
@@ -90,21 +91,37 @@ def read_heatmap(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
             arr = zarr.open_array(str(path), mode="r")
         except Exception as e:  # zarr raises several kinds for a bad store
             raise InputError(f"expected a zarr heatmap array, found an unreadable store ({e})", path) from None
-        return np.asarray(arr[...], dtype=np.float32), dict(arr.attrs)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            data = page.asarray().astype(np.float32)
-            desc = page.description or "{}"
-    except FileNotFoundError:
-        raise InputError("expected a heatmap file, found no file", path) from None
-    except tifffile.TiffFileError as e:
-        raise InputError(f"expected a heatmap TIFF, found an unreadable file ({e})", path) from None
+        with reading(path, "a zarr heatmap array"):
+            return np.asarray(arr[...], dtype=np.float32), _checked_meta(dict(arr.attrs), path)
+    # a truncated or garbled TIFF fails in tifffile or in a codec, with many kinds of error
+    with reading(path, "a heatmap TIFF"):
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.pages:
+                    raise InputError("expected a heatmap TIFF, found a TIFF without images", path)
+                page = tif.pages[0]
+                data = page.asarray().astype(np.float32)
+                desc = page.description or "{}"
+        except tifffile.TiffFileError as e:
+            raise InputError(f"expected a heatmap TIFF, found an unreadable file ({e})", path) from None
     try:
         meta = json.loads(desc)
     except json.JSONDecodeError:
         meta = {}
-    if "stride" not in meta:
+    if not isinstance(meta, dict) or "stride" not in meta:
         raise InputError("expected a heatmap TIFF written by `deepsci pathology heatmap`, found no "
                          "stride metadata", path)
-    return data, meta
+    return data, _checked_meta(meta, path)
+
+
+def _checked_meta(meta: dict, path: Path) -> dict:
+    """``meta`` once its stride and microns per pixel are positive numbers (``detect`` scales by them)."""
+    for key in ("stride", "mpp"):
+        value = meta.get(key)
+        try:
+            ok = math.isfinite(float(value)) and float(value) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"expected a positive heatmap {key} in its metadata, found {str(value)[:30]!r}", path)
+    return meta

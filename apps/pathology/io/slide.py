@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import InputError
+from deepsci.core.io import DECODE_ERRORS
 
 from .backends import open_reader
 
@@ -178,7 +179,12 @@ class Slide:
         ``location`` is the top-left corner in level-0 pixels, ``size`` is
         ``(w, h)`` in pixels of ``level``.
         """
-        return self._reader.read_rgb(location, level, size)
+        try:
+            return self._reader.read_rgb(location, level, size)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - see _decode_error
+            raise _decode_error(e, self.path) from None
 
     def read_patch(self, center: tuple[float, float], size: int, magnification: float,
                    choice: LevelChoice | None = None) -> np.ndarray:
@@ -247,6 +253,28 @@ class Slide:
     def __repr__(self) -> str:
         w, h = self.dimensions
         return f"Slide({self.path.name!r}, {w}x{h}, {self.level_count} levels, {self.mpp:g} um/px)"
+
+
+def _decode_error(error: Exception, path: Path) -> Exception:
+    """A tile-decoding failure of a damaged slide as one :class:`InputError` naming it.
+
+    Codecs (imagecodecs' ``Jpeg8Error``, zlib), tifffile, zarr and OpenSlide
+    (``OpenSlideError``, sticky for the rest of the handle's life) each raise their own
+    kinds when a file is truncated or its tiles are garbage; anything else is a bug and
+    keeps its traceback.
+    """
+    kinds: tuple[type[BaseException], ...] = DECODE_ERRORS
+    try:
+        import openslide
+
+        kinds += (openslide.OpenSlideError,)
+    except ImportError:  # pragma: no cover - tiffslide only
+        pass
+    if not isinstance(error, kinds) or isinstance(error, MemoryError):
+        return error
+    text = str(error).strip().splitlines()
+    detail = f"{type(error).__name__}: {text[0][:120]}" if text else type(error).__name__
+    return InputError(f"expected a slide whose tiles decode, found a damaged file ({detail})", path)
 
 
 def open_slide(path: str | os.PathLike, *, mpp: float | None = None) -> Slide:

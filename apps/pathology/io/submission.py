@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import InputError
-from deepsci.core.io import atomic_path
+from deepsci.core.io import atomic_path, reading
 
 __all__ = ["submission_rows", "write_detections_csv", "read_detections_csv"]
 
@@ -32,24 +32,35 @@ def write_detections_csv(path: str | os.PathLike, probs, xs, ys) -> Path:
 
 
 def read_detections_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read a ``prob,X,Y`` CSV (an optional header line is skipped) -> (probs, xs, ys)."""
+    """Read a ``prob,X,Y`` CSV (an optional header line is skipped) -> (probs, xs, ys).
+
+    Raises
+    ------
+    InputError
+        The file is missing or not text, a line is not three numbers, a probability is
+        not in [0, 1] (NaN included) or a coordinate is negative or not finite: such a
+        file would otherwise be scored, wrongly, without a word.
+    """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError("expected a detection CSV, found no file", path) from None
+    with reading(path, "a detection CSV (prob,X,Y lines)"):
+        text = path.read_bytes().decode("utf-8")
     probs, xs, ys = [], [], []
     for n, line in enumerate(text.splitlines(), 1):
         parts = [p.strip() for p in line.split(",")]
         if not line.strip():
             continue
         try:
-            p, x, y = float(parts[0]), int(float(parts[1])), int(float(parts[2]))
+            p, x, y = float(parts[0]), float(parts[1]), float(parts[2])
         except (ValueError, IndexError):
             if n == 1:
                 continue  # header
             raise InputError(f"expected 'prob,X,Y' numbers on line {n}, found {line[:60]!r}", path) from None
+        if not 0.0 <= p <= 1.0:
+            raise InputError(f"expected a probability in [0, 1] on line {n}, found {parts[0][:20]!r}", path)
+        if not (np.isfinite(x) and np.isfinite(y) and x >= 0 and y >= 0 and max(x, y) < 2**53):
+            raise InputError(f"expected level-0 pixel coordinates >= 0 on line {n}, found "
+                             f"X={parts[1][:20]!r} Y={parts[2][:20]!r}", path)
         probs.append(p)
-        xs.append(x)
-        ys.append(y)
+        xs.append(int(x))
+        ys.append(int(y))
     return np.asarray(probs, float), np.asarray(xs, np.int64), np.asarray(ys, np.int64)
