@@ -269,6 +269,8 @@ def _label_all(run, ms, cfg: LabelConfig) -> tuple[list[int], list[dict], list[s
                 marker = {"molecule": who, "skipped": _one_line(exc)}
             run.mark(key, marker)
         if "skipped" in marker:
+            if not cfg.skip_invalid:  # skipped by an earlier --skip-invalid attempt
+                raise InputError(f"molecule {ms.ids[i]}: {marker['skipped']}", cfg.inputs)
             skipped.append(f"molecule {ms.ids[i]}: {marker['skipped']}")
             continue
         kept.append(i)

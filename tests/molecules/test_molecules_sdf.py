@@ -148,3 +148,50 @@ def test_label_sdf_carries_the_dft_values(tmp_path, capsys):
     assert float(mol.GetProp("mu [D]")) == pytest.approx(1.7245, abs=0.01)
     # No polarizability: an empty cell in the CSV and an empty tag, not "nan".
     assert rows[0]["alpha [a0^3]"] == "" and mol.GetProp("alpha [a0^3]") == ""
+
+
+def test_label_skips_a_failed_scf_and_names_it(tmp_path, capfd, monkeypatch, bad_input):
+    """A molecule whose SCF fails: an error naming it, or skipped, named in run.json and in
+    neither output under --skip-invalid; when every SCF fails nothing is left behind.
+
+    The error keeps the molecules labelled before it as resume markers (DFT is the
+    expensive part): the run record says failed, no CSV or SDF exists, and the rerun
+    with --skip-invalid labels only what is left.
+    """
+    from deepsci.apps.molecules import label
+
+    calls = []
+
+    def fake(mol, **kw):  # stands in for PySCF: no convergence for any nitrogen
+        calls.append(mol.GetNumAtoms())
+        if any(a.GetSymbol() == "N" for a in mol.GetAtoms()):
+            raise ValueError("expected a converged SCF, found none after second-order fallback")
+        return {n: float(mol.GetNumAtoms()) for n in ("homo", "lumo", "gap", "mu", "r2",
+                                                      "alpha", "e_scf")}
+
+    monkeypatch.setattr(label, "label_molecule", fake)
+    smi = tmp_path / "m.smi"
+    smi.write_text("O water\nN ammonia\nC methane\n")
+    out = tmp_path / "l.csv"
+    argv = ["molecules", "label", smi, "--out", out, "--method", "hf/sto-3g"]
+    bad_input(argv, match=r"molecule ammonia: expected a converged SCF")
+    assert not out.exists() and not (tmp_path / "l.sdf").exists()
+    assert json.loads((tmp_path / "l.csv.run.json").read_text())["status"] == "failed"
+    assert calls == [3, 4]  # water, then ammonia failed
+    rc = _run(*argv, "--skip-invalid")
+    assert rc == 0, capfd.readouterr().err
+    assert "skipped 1 invalid molecule(s)" in capfd.readouterr().out
+    assert calls == [3, 4, 4, 5]  # water's marker reused; ammonia retried, then methane
+    assert not (tmp_path / ".l.csv.state").exists()
+    rows = _csv_rows(out)
+    assert [r["id"] for r in rows] == ["water", "methane"] and rows[1]["gap [eV]"] == "5"
+    _check_against_csv(tmp_path / "l.sdf", rows)
+    results = json.loads((tmp_path / "l.csv.run.json").read_text())["results"]
+    assert results["n"] == 2 and results["n_skipped"] == 1
+    assert results["skipped"] == ["molecule ammonia: expected a converged SCF, found none after "
+                                  "second-order fallback"]
+    nitrogen = tmp_path / "n.smi"
+    nitrogen.write_text("N\nN#N\n")
+    bad_input(["molecules", "label", nitrogen, "--out", tmp_path / "n.csv", "--method",
+               "hf/sto-3g", "--skip-invalid"], watch=[tmp_path],
+              match="expected at least one molecule whose SCF converges")
