@@ -136,13 +136,18 @@ def normalise(vcf: str | os.PathLike, ref: str | os.PathLike, out: str | os.Path
 
     args = ["-f", str(ref), *(["-m", "-any"] if split else []), "-c", "w", "-O", "z",
             "-o", str(out), str(vcf)]
-    try:
-        pysam.bcftools.norm(*args, catch_stdout=False)
-    except pysam.SamtoolsError as e:
-        msg = str(e).strip().splitlines()
+    # bcftools' htslib logs its reason ("[E::vcf_parse] Could not parse the position")
+    # straight to stderr: it is captured and becomes part of deepsci's one error line.
+    with vio.htslib_messages() as log:
+        try:
+            pysam.bcftools.norm(*args, catch_stdout=False)
+            pysam.tabix_index(str(out), preset="vcf", force=True)
+            err = None
+        except (pysam.SamtoolsError, OSError, ValueError) as e:
+            err = e
+    if err is not None:
         raise InputError(f"expected a VCF matching the reference, found: "
-                         f"{msg[-1] if msg else e}", vcf) from None
-    pysam.tabix_index(str(out), preset="vcf", force=True)
+                         f"{vio.htslib_reason(log, err)}", vcf) from None
     return Path(out)
 
 
@@ -317,7 +322,14 @@ def load_alleles(vcf: str | os.PathLike, fasta, *, pass_only: bool = False
     """
     seen: dict[tuple, tuple[str, bool, set, int, bool]] = {}
     vf = vio.open_vcf(vcf)
-    for rec in vf:
+    try:
+        with vio.htslib_messages() as log:
+            records = list(vf)
+    except (OSError, ValueError) as e:
+        vf.close()
+        raise InputError(f"expected a readable VCF, found: {vio.htslib_reason(log, e)}",
+                         vcf) from None
+    for rec in records:
         if pass_only and not (set(rec.filter.keys()) <= {"PASS"}):
             continue
         gt = rec.samples[0]["GT"]
@@ -531,6 +543,7 @@ def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> list[dic
     one line saying how the counts were made (:data:`CONVENTIONS`).
     """
     config.validate()
+    vio.check_new_file(config.out, overwrite=overwrite)
     with RunDir(config.out, command="variants evaluate", config=config, overwrite=overwrite,
                 inputs=[config.calls, config.truth, config.ref, config.confident_bed],
                 file_output=True) as run:

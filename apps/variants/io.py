@@ -10,6 +10,10 @@ import gzip
 import os
 import re
 import shutil
+import sys
+import tempfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,9 @@ __all__ = [
     "write_vcf",
     "open_vcf",
     "check_bgzf",
+    "check_new_file",
+    "htslib_messages",
+    "htslib_reason",
 ]
 
 
@@ -112,6 +119,23 @@ def open_fasta(path: str | os.PathLike):
         return pysam.FastaFile(str(path))
     except (OSError, ValueError) as e:
         raise InputError(f"expected a readable indexed FASTA, found: {e}", path) from None
+
+
+def check_new_file(path: str | os.PathLike | None, *, overwrite: bool,
+                   option: str = "--out") -> None:
+    """Refuse to replace a file output without ``--overwrite``, and a folder always.
+
+    A finished file output (a VCF, a call table, a summary CSV) is the user's result:
+    running again replaces it only when asked to.
+    """
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"expected {option} to be a file, found a folder", p)
+    if p.exists() and not overwrite:
+        raise InputError(f"expected a new {option}, found an existing file (pass --overwrite "
+                         "to replace it)", p)
 
 
 # ---------------------------------------------------------------- BAM / CRAM
@@ -198,25 +222,48 @@ _REGION = re.compile(r"^([^:\s]+)(?::([\d,]+)(?:-([\d,]+))?)?$")
 
 
 def read_bed(path: str | os.PathLike) -> list[Region]:
-    """Read a BED file (plain or gzipped) into regions; header/track lines are skipped."""
+    """Read a BED file (plain or gzipped) into regions; header/track lines are skipped.
+
+    Raises
+    ------
+    InputError
+        The file is missing, not text (or a ``.gz`` that is not gzip), or a line is not
+        ``contig start end`` with ``0 <= start < end``.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("expected a BED file, found nothing", path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    if path.suffix == ".gz" and not gz:
+        raise InputError("expected a gzip-compressed BED (.bed.gz), found no gzip header", path)
     out = []
-    with opener(path, "rt") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            parts = line.split("\t")
-            if len(parts) < 3:
-                parts = line.split()
-            try:
-                out.append(Region(parts[0], int(parts[1]), int(parts[2])))
-            except (ValueError, IndexError):
-                raise InputError(f"expected 'contig<TAB>start<TAB>end' on line {i}, found "
-                                 f"{line.strip()[:40]!r}", path) from None
+    try:
+        with (gzip.open if gz else open)(path, "rt", encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip() or line.startswith(("#", "track", "browser")):
+                    continue
+                out.append(_bed_region(line, i, path))
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        # A damaged gzip stream or binary data: one line naming the file, not a traceback.
+        raise InputError(f"expected a text BED file, found unreadable data "
+                         f"({type(e).__name__})", path) from None
     return out
+
+
+def _bed_region(line: str, i: int, path: Path) -> Region:
+    parts = line.rstrip("\r\n").split("\t")
+    if len(parts) < 3:
+        parts = line.split()
+    try:
+        r = Region(parts[0].strip(), int(parts[1]), int(parts[2]))
+    except (ValueError, IndexError):
+        raise InputError(f"expected 'contig<TAB>start<TAB>end' on line {i}, found "
+                         f"{line.strip()[:40]!r}", path) from None
+    if not r.contig or r.start < 0 or r.end <= r.start:
+        raise InputError(f"expected 0 <= start < end on line {i}, found "
+                         f"{line.strip()[:40]!r}", path)
+    return r
 
 
 def write_bed(regions, path: str | os.PathLike) -> Path:
@@ -235,7 +282,7 @@ def parse_regions(spec: str | None, contig_lengths: dict[str, int],
     those, or a BED path into checked regions, merged and sorted by the FASTA's contig order."""
     if spec is None or spec == "":
         regions = [Region(c, 0, n) for c, n in contig_lengths.items()]
-    elif Path(spec).is_file() or spec.endswith((".bed", ".bed.gz")):
+    elif "\0" not in spec and (Path(spec).is_file() or spec.endswith((".bed", ".bed.gz"))):
         regions = read_bed(spec)
         for r in regions:
             _check_region(r, contig_lengths, spec)
@@ -254,9 +301,14 @@ def parse_regions(spec: str | None, contig_lengths: dict[str, int],
             if contig not in contig_lengths:
                 raise InputError(f"expected a contig of the FASTA, found {contig!r}",
                                  path_hint)
-            start = int(m.group(2).replace(",", "")) - 1 if m.group(2) else 0
-            end = int(m.group(3).replace(",", "")) if m.group(3) else contig_lengths[contig]
-            r = Region(contig, max(0, start), end)
+            start = int(m.group(2).replace(",", "") or 0) - 1 if m.group(2) else 0
+            end = (int(m.group(3).replace(",", "") or 0) if m.group(3)
+                   else contig_lengths[contig])
+            if start < 0:
+                # Positions are 1-based: chr1:0-100 is a 0-based BED start typed as a region.
+                raise InputError(f"expected a region start >= 1 (1-based), found {item!r}",
+                                 path_hint)
+            r = Region(contig, start, end)
             _check_region(r, contig_lengths, path_hint)
             regions.append(r)
     order = {c: i for i, c in enumerate(contig_lengths)}
@@ -393,6 +445,41 @@ def _fill(vf, rec: dict):
     return r
 
 
+@contextmanager
+def htslib_messages():
+    """Capture what htslib writes to file descriptor 2 while the block runs.
+
+    htslib (and the bcftools inside pysam) log ``[E::vcf_parse] ...`` straight to the
+    process's stderr, beside deepsci's own one-line error. Yields a list that holds the
+    captured lines once the block ends (also when it raises), so the caller can fold them
+    into its message.
+    """
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as cap:
+        os.dup2(cap.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            cap.seek(0)
+            text = cap.read().decode("utf-8", "replace")
+            lines += [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def htslib_reason(lines: list[str], fallback) -> str:
+    """The most telling line of htslib's messages (its first error), else ``fallback``'s."""
+    errors = [ln for ln in lines if ln.startswith("[E::")] or lines
+    if errors:
+        text = errors[0]
+    else:
+        last = str(fallback).strip().splitlines()
+        text = last[-1] if last else repr(fallback)
+    return " ".join(text.split())[:200]
+
+
 def open_vcf(path: str | os.PathLike, *, need_samples: bool = True):
     """Open a VCF/BCF with checks: exists, complete BGZF when compressed, has a sample."""
     import pysam
@@ -404,10 +491,16 @@ def open_vcf(path: str | os.PathLike, *, need_samples: bool = True):
         magic = f.read(2)
     if magic == b"\x1f\x8b":
         check_bgzf(path)
-    try:
-        vf = pysam.VariantFile(str(path))
-    except (OSError, ValueError) as e:
-        raise InputError(f"expected a readable VCF, found: {e}", path) from None
+    with htslib_messages() as log:
+        try:
+            vf = pysam.VariantFile(str(path))
+        except (OSError, ValueError) as e:
+            err = e
+        else:
+            err = None
+    if err is not None:
+        raise InputError(f"expected a readable VCF, found: {htslib_reason(log, err)}",
+                         path) from None
     if need_samples and len(vf.header.samples) == 0:
         vf.close()
         raise InputError("expected a VCF with at least one sample column, found none", path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import ConfigError, InputError
-from deepsci.core.io import atomic_path, write_json
+from deepsci.core.io import atomic_path, remove_stale_temporaries, write_json
 from deepsci.core.parallel import run_shards
 from deepsci.core.runs import RunDir
 
@@ -131,7 +131,32 @@ def shard_regions(regions: list[vio.Region], n: int) -> list[list[vio.Region]]:
 
 
 def _fetch_reads(af, contig: str, start: int, end: int, cfg: CandidateConfig) -> list:
-    return [r for r in af.fetch(contig, start, end) if keep_read(r, cfg)]
+    """The kept reads overlapping ``[start, end)``, checked to come in coordinate order.
+
+    A BAM whose header says ``SO:coordinate`` but whose records are not sorted would give
+    other pileups without a word (the candidate search relies on the order), and a
+    damaged block deep inside the file only shows when it is decoded: both are refused
+    here, naming the BAM.
+    """
+    out, last = [], -1
+    try:
+        for r in af.fetch(contig, start, end):
+            if r.reference_start < last:
+                raise InputError(f"expected coordinate-sorted alignments, found a record at "
+                                 f"{contig}:{r.reference_start + 1} after one at "
+                                 f"{contig}:{last + 1}; run `samtools sort`", _name(af))
+            last = r.reference_start
+            if keep_read(r, cfg):
+                out.append(r)
+    except (OSError, ValueError) as e:
+        raise InputError(f"expected readable alignments in {contig}:{start + 1}-{end}, "
+                         f"found: {e}", _name(af)) from None
+    return out
+
+
+def _name(af) -> str:
+    name = af.filename
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def examples_in_region(af, fa, region: vio.Region, cfg: CandidateConfig, *, seed: int = 0,
@@ -308,6 +333,9 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
         vio.read_bed(config.confident_bed)
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # A killed earlier attempt's half-written shard (.examples-….tmp.tfrecord.gz) would
+    # otherwise survive the resumed run beside the finished shards.
+    remove_stale_temporaries(out)
     shards = shard_regions(regions, config.shards)
     n = len(shards)
     tasks = []

@@ -343,6 +343,10 @@ def postprocess_variants(config: PostprocessConfig, *, command: str | None = Non
         if r["contig"] not in contigs:
             raise InputError(f"expected calls on contigs of the FASTA, found {r['contig']!r}",
                              config.calls)
+        if r["pos"] + len(r["ref"]) > contigs[r["contig"]]:
+            raise InputError(f"expected calls inside {r['contig']} (length "
+                             f"{contigs[r['contig']]}), found one at {r['pos'] + 1}",
+                             config.calls)
         key = (r["contig"], r["pos"], r["ref"], tuple(r["alts"]))
         sites[key][r["alt_idx"]] = r["probs"]
         meta[key] = (r["dp"], r["ad"])
@@ -388,6 +392,8 @@ def run_postprocess(config: PostprocessConfig, *, overwrite: bool = False,
                     command: str | None = None) -> dict:
     """``deepsci variants postprocess-variants``: the VCF with its ``<vcf>.run.json``."""
     config.validate()
+    vio.check_new_file(config.out, overwrite=overwrite)
+    vio.check_new_file(config.gvcf_out, overwrite=overwrite, option="--gvcf-out")
     check_bam_out(config.bam_out, overwrite=overwrite)
     with RunDir(config.out, command="variants postprocess-variants", config=config,
                 inputs=[config.calls, config.ref, config.examples, config.reads],

@@ -25,6 +25,7 @@ from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
 from .igv import model_identity
+from .io import check_new_file
 from .make_examples import example_files
 from .model import APP, HEAD, INPUT_SHAPE, TASK
 
@@ -188,6 +189,7 @@ def call_variants(config: CallConfig, *, ensemble: Ensemble | None = None) -> di
 def run_call_variants(config: CallConfig, *, overwrite: bool = False) -> dict:
     """``deepsci variants call-variants``: :func:`call_variants`, recorded beside the table."""
     config.validate()
+    check_new_file(config.out, overwrite=overwrite)
     inputs = [config.examples, *check_models(config.model)]
     with RunDir(config.out, command="variants call-variants", config=config, inputs=inputs,
                 overwrite=overwrite, file_output=True) as run:
@@ -199,7 +201,7 @@ def run_call_variants(config: CallConfig, *, overwrite: bool = False) -> dict:
 def calls_meta(path) -> dict:
     """The ``##key=value`` lines at the top of a ``calls.tsv.gz``."""
     meta = {}
-    with gzip.open(path, "rt") as f:
+    with _open_calls(path) as f:
         for line in f:
             if not line.startswith("##"):
                 break
@@ -208,23 +210,72 @@ def calls_meta(path) -> dict:
     return meta
 
 
+class _open_calls:
+    """``gzip.open(path, "rt")`` whose decoding errors become one :class:`InputError`.
+
+    A file that is not gzip (``BadGzipFile``), a truncated stream (``EOFError``), damaged
+    data (``zlib.error``) or bytes that are not UTF-8 are all the user's file, named once.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError("expected calls.tsv.gz from call-variants, found nothing",
+                             self.path)
+
+    def __enter__(self):
+        self._f = gzip.open(self.path, "rt", encoding="utf-8")
+        return self._f
+
+    def __exit__(self, exc_type, exc, tb):
+        import zlib
+
+        self._f.close()
+        if exc_type is not None and issubclass(
+                exc_type, (OSError, EOFError, zlib.error, UnicodeDecodeError)):
+            raise InputError(f"expected a gzip-compressed call-variants table, found "
+                             f"unreadable data ({exc_type.__name__})", self.path) from None
+        return False
+
+
+def _calls_row(line: str, i: int, path: Path) -> dict:
+    """One line of calls.tsv.gz as a dict; a malformed line is an :class:`InputError`."""
+    p = line.rstrip("\n").split("\t")
+    try:
+        if len(p) != len(COLUMNS):
+            raise ValueError(f"{len(p)} columns")
+        row = {"contig": p[0], "pos": int(p[1]), "ref": p[2], "alts": p[3].split(","),
+               "alt_idx": tuple(int(x) for x in p[4].split(",")), "dp": int(p[5]),
+               "ad": [int(x) for x in p[6].split(",")],
+               "probs": np.array([float(x) for x in p[7:10]])}
+        ok = (row["contig"] and row["pos"] >= 0 and row["ref"] and all(row["alts"])
+              and row["dp"] >= 0 and len(row["ad"]) == len(row["alts"]) + 1
+              and min(row["ad"]) >= 0 and row["alt_idx"]
+              and all(0 <= k < len(row["alts"]) for k in row["alt_idx"])
+              and np.all(np.isfinite(row["probs"])) and np.all(row["probs"] >= 0)
+              and row["probs"].sum() > 0)
+        if not ok:
+            raise ValueError("values out of range")
+    except ValueError:
+        raise InputError(f"expected line {i} of a call-variants table (contig, pos, ref, "
+                         f"alts, alt_idx, dp, ad, 3 probabilities), found "
+                         f"{line.strip()[:60]!r}", path) from None
+    return row
+
+
 def read_calls(path) -> list[dict]:
     """Read ``calls.tsv.gz`` back into dicts (probabilities as a float array of 3)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("expected calls.tsv.gz from call-variants, found nothing", path)
     rows = []
-    with gzip.open(path, "rt") as f:
-        header = f.readline()
+    with _open_calls(path) as f:
+        header, i = f.readline(), 1
         while header.startswith("##"):
-            header = f.readline()
+            header, i = f.readline(), i + 1
         if not header.startswith("#contig"):
             raise InputError(f"expected a call-variants table, found header {header[:40]!r}",
                              path)
-        for line in f:
-            p = line.rstrip("\n").split("\t")
-            rows.append({"contig": p[0], "pos": int(p[1]), "ref": p[2], "alts": p[3].split(","),
-                         "alt_idx": tuple(int(x) for x in p[4].split(",")), "dp": int(p[5]),
-                         "ad": [int(x) for x in p[6].split(",")],
-                         "probs": np.array([float(x) for x in p[7:10]])})
+        first = i + 1
+        for k, line in enumerate(f, first):
+            if line.strip():        # a blank (last) line, from an editor, is no row
+                rows.append(_calls_row(line, k, path))
     return rows

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.errors import ConfigError
-from deepsci.core.io import atomic_path
+from deepsci.core.io import _tmp_name, atomic_path
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
@@ -380,8 +380,7 @@ def align_pairs(pairs, fasta: str | os.PathLike, bam: str | os.PathLike, *, samp
     from pybwa import BwaIndex, BwaMem, BwaMemOptions
 
     fasta, bam = Path(fasta), Path(bam)
-    if not Path(str(fasta) + ".bwt").exists():
-        BwaIndex.index(fasta=fasta, prefix=fasta)
+    _bwa_index(fasta)
     index = BwaIndex(prefix=fasta)
     aligner = BwaMem(index=index)
     opt = BwaMemOptions(interleaved_paired_end=True, threads=threads).finalize()
@@ -389,8 +388,50 @@ def align_pairs(pairs, fasta: str | os.PathLike, bam: str | os.PathLike, *, samp
     header["RG"] = [{"ID": sample, "SM": sample, "PL": "ILLUMINA"}]
     header["PG"] = [{"ID": "bwa", "PN": "bwa", "VN": "pybwa-mem"}]
     hdr = pysam.AlignmentHeader.from_dict(header)
-    unsorted = bam.with_name(bam.name + ".unsorted.bam")
-    with pysam.AlignmentFile(str(unsorted), "wb", header=hdr) as out:
+    # Named like atomic_path's temporaries (.reads.<random>.tmp.unsorted.bam): a killed run's
+    # truncated file is removed by the rerun's RunDir, and by the finally below otherwise.
+    unsorted = _tmp_name(bam.with_name(bam.stem + ".unsorted.bam"))
+    try:
+        _write_unsorted(unsorted, hdr, pairs, aligner, opt, sample, batch)
+        with atomic_path(bam) as tmp:
+            pysam.sort("-@", str(max(1, threads)), "-o", str(tmp), str(unsorted))
+    finally:
+        unsorted.unlink(missing_ok=True)
+    with atomic_path(f"{bam}.bai") as tmp:
+        pysam.index(str(bam), str(tmp))
+    return bam
+
+
+def _bwa_index(fasta: Path) -> None:
+    """Build BWA's index of ``fasta`` (``<fasta>.bwt`` etc. and ``<stem>.dict``) unless all
+    its files exist.
+
+    Built under a temporary prefix and renamed file by file, ``.bwt`` last, so a killed
+    run never leaves an index that looks complete but is not.
+    """
+    from pybwa import BwaIndex
+
+    exts = (".amb", ".ann", ".pac", ".sa", ".bwt")
+    # pybwa writes the sequence dictionary beside the prefix with its suffix replaced.
+    finals = [fasta.with_suffix(".dict")] + [Path(f"{fasta}{e}") for e in exts]
+    if all(p.exists() for p in finals):
+        return
+    prefix = _tmp_name(fasta.with_name(fasta.stem + ".bwa" + fasta.suffix))
+    temps = [prefix.with_suffix(".dict")] + [Path(f"{prefix}{e}") for e in exts]
+    try:
+        BwaIndex.index(fasta=fasta, prefix=prefix)
+        for tmp, final in zip(temps, finals, strict=True):
+            os.replace(tmp, final)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def _write_unsorted(path: Path, hdr, pairs, aligner, opt, sample: str, batch: int) -> None:
+    """Align ``pairs`` in batches and write every record, unsorted, to ``path``."""
+    import pysam
+
+    with pysam.AlignmentFile(str(path), "wb", header=hdr) as out:
         for b0 in progress(range(0, len(pairs), batch), desc="bwa-mem", unit="batch"):
             recs = []
             for name, s1, q1, s2, q2 in pairs[b0:b0 + batch]:
@@ -400,11 +441,6 @@ def align_pairs(pairs, fasta: str | os.PathLike, bam: str | os.PathLike, *, samp
             for k in range(0, len(hits), 2):
                 for rec in _pair_records(hits[k], hits[k + 1], hdr, sample):
                     out.write(rec)
-    with atomic_path(bam) as tmp:
-        pysam.sort("-@", str(max(1, threads)), "-o", str(tmp), str(unsorted))
-    unsorted.unlink()
-    pysam.index(str(bam))
-    return bam
 
 
 def _pair_records(hits1, hits2, hdr, sample: str):

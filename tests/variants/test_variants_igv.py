@@ -177,10 +177,13 @@ def test_postprocess_bam_out_leaves_refcall_windows_out(called, tiny_sim, capsys
     # Fewer reads than the run's BAM, which had every site's window.
     with pysam.AlignmentFile(str(called["bam"])) as f:
         assert sum(got.values()) < sum(1 for _ in f.fetch(until_eof=True))
-    # An existing BAM is refused without --overwrite (and kept), replaced with it.
+    # An existing BAM is refused without --overwrite (and kept), even beside a new VCF;
+    # with --overwrite it is replaced.
     before = bam.read_bytes()
     capsys.readouterr()
-    assert main([str(a) for a in args]) == 2
+    fresh = [root / "pp2.vcf.gz" if a == vcf else a for a in args]
+    assert main([str(a) for a in fresh]) == 2
+    assert not (root / "pp2.vcf.gz").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite" in err[0] and str(bam) in err[0]
     assert bam.read_bytes() == before
