@@ -5,10 +5,11 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from .io import write_text
 
-__all__ = ["DemoResult", "DemoRow", "write_report"]
+__all__ = ["DemoResult", "DemoRow", "ViewerOutput", "viewer_outputs", "find_viewer_outputs", "write_report"]
 
 
 @dataclass
@@ -51,9 +52,48 @@ class DemoRow:
         return "ahead" if diff > 0 else "behind"
 
 
+@dataclass(frozen=True)
+class ViewerOutput:
+    """A file a demo wrote for its field's viewer, linked from the report.
+
+    Attributes
+    ----------
+    label : str
+        What the link says, e.g. ``"calls.vcf.gz"``.
+    path : Path
+        The file (or folder, for a zarr store).
+    viewer : str
+        The program that opens it, e.g. ``"IGV"`` or ``"QuPath"``.
+    """
+
+    label: str
+    path: Path
+    viewer: str
+
+
+def viewer_outputs(items) -> list[ViewerOutput]:
+    """``[(label, path, viewer), ...]`` as :class:`ViewerOutput`, keeping only paths that exist."""
+    return [ViewerOutput(label, Path(path), viewer) for label, path, viewer in items
+            if path is not None and Path(path).exists()]
+
+
+def find_viewer_outputs(root: str | os.PathLike, patterns) -> list[ViewerOutput]:
+    """Viewer files a demo wrote under ``root``: ``[(glob, viewer), ...]`` -> existing matches.
+
+    Hidden paths (temporaries, resume markers) are never linked.
+    """
+    root = Path(root)
+    found: list[ViewerOutput] = []
+    for pattern, viewer in patterns:
+        for p in sorted(root.glob(pattern)):
+            if not any(part.startswith(".") for part in p.relative_to(root).parts):
+                found.append(ViewerOutput(p.name, p, viewer))
+    return found
+
+
 @dataclass
 class DemoResult:
-    """What one app's demo produced: comparison rows, other metrics, figures."""
+    """What one app's demo produced: comparison rows, other metrics, figures, viewer files."""
 
     app: str
     title: str
@@ -62,6 +102,7 @@ class DemoResult:
     text: str = ""
     seconds: float | None = None
     rows: list[DemoRow] = field(default_factory=list)
+    viewers: list[ViewerOutput] = field(default_factory=list)
 
 
 def _fmt(v) -> str:
@@ -70,6 +111,28 @@ def _fmt(v) -> str:
 
 def _rel(path: Path, out_dir: Path) -> str:
     return os.path.relpath(Path(path), out_dir)
+
+
+def _md_text(text: str) -> str:
+    """Text for a Markdown page: brackets escaped, '<' and '&' as entities (no raw HTML)."""
+    return html.escape(str(text), quote=False).replace("[", "\[").replace("]", "\]")
+
+
+def _viewer_links(r: DemoResult, out_dir: Path) -> tuple[list[str], str]:
+    """Markdown lines and an HTML list linking the result's viewer files that exist."""
+    items = [v for v in r.viewers if Path(v.path).exists()]  # a file never written is not linked
+    if not items:
+        return [], ""
+    md = ["Files for the field's viewer:", ""]
+    lis = []
+    for v in items:
+        # percent-encoded: spaces, brackets and '&' of a file name stay inside the link
+        rel = quote(Path(_rel(v.path, out_dir)).as_posix())
+        md.append(f"- [{_md_text(v.label)}]({rel}) — open with {_md_text(v.viewer)}")
+        lis.append(f'<li><a href="{html.escape(rel)}">{html.escape(v.label)}</a> '
+                   f"({html.escape(v.viewer)})</li>")
+    md.append("")
+    return md, f"<p>Files for the field's viewer:</p><ul>{''.join(lis)}</ul>"
 
 
 def write_report(results: list[DemoResult], out_dir: str | os.PathLike) -> Path:
@@ -103,6 +166,10 @@ def write_report(results: list[DemoResult], out_dir: str | os.PathLike) -> Path:
             rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
                            for k, v in r.metrics.items())
             body.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+        links_md, links_html = _viewer_links(r, out_dir)
+        md += links_md
+        if links_html:
+            body.append(links_html)
         for fig in r.figures:
             rel = _rel(fig, out_dir)
             md += [f"![{Path(fig).stem}]({rel})", ""]
