@@ -87,7 +87,8 @@ def find_viewer_outputs(root: str | os.PathLike, patterns) -> list[ViewerOutput]
     for pattern, viewer in patterns:
         for p in sorted(root.glob(pattern)):
             if not any(part.startswith(".") for part in p.relative_to(root).parts):
-                found.append(ViewerOutput(p.name, p, viewer))
+                # the path below root is the label: two runs' files of one slide stay apart
+                found.append(ViewerOutput(p.relative_to(root).as_posix(), p, viewer))
     return found
 
 
@@ -115,7 +116,7 @@ def _rel(path: Path, out_dir: Path) -> str:
 
 def _md_text(text: str) -> str:
     """Text for a Markdown page: brackets escaped, '<' and '&' as entities (no raw HTML)."""
-    return html.escape(str(text), quote=False).replace("[", "\[").replace("]", "\]")
+    return html.escape(str(text), quote=False).replace("[", r"\[").replace("]", r"\]")
 
 
 def _viewer_links(r: DemoResult, out_dir: Path) -> tuple[list[str], str]:

@@ -107,4 +107,4 @@ def test_find_viewer_outputs_skips_hidden_temporaries(tmp_path):
     (tmp_path / "h" / ".state").mkdir()
     (tmp_path / "h" / ".state" / "s3.contours.geojson").write_text("{}")
     got = find_viewer_outputs(tmp_path, [("**/*.contours.geojson", "QuPath"), ("*.vcf.gz", "IGV")])
-    assert got == [ViewerOutput("s1.contours.geojson", tmp_path / "h" / "s1.contours.geojson", "QuPath")]
+    assert got == [ViewerOutput("h/s1.contours.geojson", tmp_path / "h" / "s1.contours.geojson", "QuPath")]
