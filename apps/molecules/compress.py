@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from deepsci.core.compress import DistillSettings, ExportSpec
-from deepsci.core.errors import ConfigError
+from deepsci.core.errors import ConfigError, InputError
 
 from .model import APP, TASK, ModelConfig
 
@@ -172,11 +172,15 @@ class DistillConfig:
 
     def validate(self) -> DistillConfig:
         self.distill.validate()
-        if self.epochs < 1 or self.batch_size < 1 or not self.learning_rate > 0:
-            raise ConfigError(f"expected --epochs, --batch-size >= 1 and --learning-rate > 0, "
-                              f"found {self.epochs}, {self.batch_size}, {self.learning_rate}")
+        for ok, what, found in ((self.epochs >= 1, "--epochs >= 1", self.epochs),
+                                (self.batch_size >= 1, "--batch-size >= 1", self.batch_size),
+                                (self.learning_rate > 0, "--learning-rate > 0",
+                                 self.learning_rate)):
+            if not ok:
+                raise ConfigError(f"expected {what}, found {found}")
         if self.unlabelled is not None and not Path(self.unlabelled).exists():
-            raise ConfigError(f"expected an --unlabelled file, found no {self.unlabelled}")
+            raise InputError("expected an existing --unlabelled molecule file, found none",
+                             self.unlabelled)
         self.train_config().validate()
         return self
 

@@ -193,6 +193,17 @@ CASES = [
      "expected --patience >= 1, found 0"),
     ("train_units_0", P("train", "--data", "{train}", "--units", "0", "--out", "OUT"),
      "expected --units >= 1, found 0"),
+    ("distill_epochs_0", P("distill", "--teacher", "{model}", "--epochs", "0", "--out", "OUT"),
+     "expected --epochs >= 1, found 0"),
+    ("distill_alpha", P("distill", "--teacher", "{model}", "--alpha", "2", "--out", "OUT"),
+     r"expected --alpha in \[0, 1\], found 2"),
+    ("distill_unlabelled_missing", P("distill", "--teacher", "{model}", "--unlabelled",
+                                     "{root}/none.smi", "--out", "OUT"),
+     r"expected an existing --unlabelled molecule file, found none .*none\.smi"),
+    ("export_samples_0", P("export", "{model}", "--samples", "0", "--out", "{root}/e.tflite"),
+     "expected --samples >= 1, found 0"),
+    ("export_tolerance", P("export", "{model}", "--tolerance", "-1", "--out", "{root}/e.tflite"),
+     "expected --tolerance >= 0"),
     # -- label's method: PySCF's messages, one line (its basis error has two)
     ("label_unknown_basis", P("label", "{water_xyz}", "--method", "hf/nonsense", "--out", "OUT"),
      "expected --method with a PySCF basis name, found 'nonsense'"),
@@ -242,4 +253,5 @@ def test_the_cases_cover_every_reader_and_command():
     flat = " ".join(" ".join(c[1]) for c in CASES)
     for key in ("_smi", "_csv", "_sdf", "_xyz", "corrupt_tar", "emptydir"):
         assert key in flat, key
-    assert {c[1][0] for c in CASES} >= {"predict", "label", "train", "evaluate"}
+    assert {c[1][0] for c in CASES} >= {"predict", "label", "train", "evaluate", "distill",
+                                        "export"}
