@@ -42,7 +42,12 @@ def open_cluster(scheduler: str | None, workers: int, threads: int | None = None
     (distributed.Client, dict)
         The client and ``worker address -> TensorFlow threads`` its tasks should use.
     """
-    with parallel.open_cluster(scheduler, workers) as (client, _):
+    with parallel.open_cluster(scheduler, workers) as (client, local):
+        if local:
+            # Dask's own guard (a pipe the worker watches) acts only once a worker has
+            # finished starting, and a worker importing TensorFlow may take tens of seconds
+            # to notice; the kernel kills these at once when this process dies (SIGKILL too).
+            client.run(parallel.die_with_parent)
         # One rule for local and running clusters (on a local one: cores // workers).
         tf_threads = worker_threads(client)
         if threads:

@@ -133,18 +133,33 @@ def _geojson_features(path: Path) -> list:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"expected GeoJSON, found invalid JSON ({e})", path) from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        return data.get("features", [])
-    if isinstance(data, dict) and data.get("type") == "Feature":
-        return [data]
-    if isinstance(data, list):
-        return data
-    raise InputError("expected a GeoJSON FeatureCollection or list of Features, found "
-                     f"{type(data).__name__}", path)
+        features = data.get("features", [])
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    elif isinstance(data, list):
+        features = data
+    else:
+        raise InputError("expected a GeoJSON FeatureCollection or list of Features, found "
+                         f"{type(data).__name__}", path)
+    if not isinstance(features, list):
+        raise InputError(f"expected GeoJSON features as a list, found {type(features).__name__}", path)
+    # every Feature, its geometry and properties are objects (or null): checked once, here
+    for n, feat in enumerate(features):
+        if feat is None:
+            continue
+        if not isinstance(feat, dict):
+            raise InputError(f"expected GeoJSON feature {n} as an object, found {type(feat).__name__}", path)
+        for key in ("geometry", "properties"):
+            if feat.get(key) is not None and not isinstance(feat[key], dict):
+                raise InputError(f"expected the {key} of GeoJSON feature {n} as an object, found "
+                                 f"{type(feat[key]).__name__}", path)
+    return features
 
 
 def _class_name(props: dict) -> str:
     cls = props.get("classification") or {}
-    return cls.get("name", "Tumor") if isinstance(cls, dict) else str(cls)
+    name = cls.get("name", "Tumor") if isinstance(cls, dict) else cls
+    return name if isinstance(name, str) else str(name)
 
 
 def read_geojson(path: str | os.PathLike) -> list[Polygon]:
@@ -162,18 +177,26 @@ def read_geojson(path: str | os.PathLike) -> list[Polygon]:
         group = _class_name(props)
         exclude = _group_kind(group, path)
         if geom.get("type") == "Polygon":
-            rings_list = [geom.get("coordinates", [])]
+            rings_list = [geom.get("coordinates")]
         elif geom.get("type") == "MultiPolygon":
-            rings_list = geom.get("coordinates", [])
+            rings_list = geom.get("coordinates")
         else:
             continue
+        if not isinstance(rings_list, list) or not all(isinstance(r, list) for r in rings_list):
+            raise InputError(f"expected {geom['type']} coordinates as lists of rings, found "
+                             f"{str(geom.get('coordinates'))[:40]}", path)
         for rings in rings_list:
             for r, ring in enumerate(rings):
                 try:
-                    coords = np.asarray(ring, dtype=np.float64)[:, :2]
+                    coords = np.asarray(ring, dtype=np.float64)
+                    if coords.ndim != 2 or coords.shape[1] < 2:
+                        raise ValueError
+                    coords = coords[:, :2]
                 except (ValueError, IndexError, TypeError):
                     raise InputError("expected [x, y] coordinate pairs in GeoJSON rings, found "
                                      f"{str(ring)[:40]}", path) from None
+                if not np.isfinite(coords).all():
+                    raise InputError(f"expected finite GeoJSON coordinates, found {str(ring)[:40]}", path)
                 if len(coords) < 3:
                     continue
                 # An interior ring is a hole in its polygon: it flips inclusion.
@@ -214,8 +237,11 @@ def _measurements(props: dict, path: Path) -> dict:
     if not isinstance(raw, dict):
         raise InputError(f"expected GeoJSON measurements as an object, found {type(raw).__name__}", path)
     try:
+        # bool is an int to Python, not a measurement; NaN is how QuPath writes a missing value
+        if any(isinstance(v, (bool, str, list, dict)) for v in raw.values()):
+            raise TypeError
         return {str(k): float(v) for k, v in raw.items() if v is not None}
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"expected numeric GeoJSON measurements, found {str(raw)[:60]}", path) from None
 
 
@@ -236,7 +262,10 @@ def read_geojson_points(path: str | os.PathLike) -> list[PointObject]:
             continue
         coords = geom.get("coordinates", [])
         try:
-            xy = np.asarray([coords] if geom["type"] == "Point" else coords, dtype=np.float64).reshape(-1, 2)
+            xy = np.asarray([coords] if geom["type"] == "Point" else coords, dtype=np.float64)
+            if xy.ndim != 2 or xy.shape[1] not in (2, 3) or not np.isfinite(xy).all():
+                raise ValueError  # [x, y] or [x, y, z] per point, as GeoJSON allows
+            xy = xy[:, :2]
         except (ValueError, TypeError):
             raise InputError(f"expected [x, y] GeoJSON point coordinates, found {str(coords)[:40]}", path) from None
         kind, values = str(props.get("objectType") or "annotation"), _measurements(props, path)
