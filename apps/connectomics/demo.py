@@ -13,7 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepsci.core.errors import ConfigError
-from deepsci.core.report import DemoResult, DemoRow
+from deepsci.core.report import DemoResult, DemoRow, find_viewer_outputs
+
+#: The files for the field's viewer that the demo report links (those the run wrote).
+VIEWERS = (("**/segmentation.zarr", "napari (ome-zarr plugin) or neuroglancer"),)
+
 
 __all__ = ["run_demo", "demo_settings", "DEMO_SEED", "DEMO_FFN"]
 
@@ -60,9 +64,9 @@ def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> Demo
         Rows VI total/split/merge and adapted Rand error of deepsci and of the baseline on the
         same volume, each naming the models and the data.
     """
-    if train:
-        return train_demo(out_dir, quick=quick)
-    return shipped_demo(out_dir, quick=quick)
+    result = train_demo(out_dir, quick=quick) if train else shipped_demo(out_dir, quick=quick)
+    result.viewers = find_viewer_outputs(out_dir, VIEWERS)
+    return result
 
 
 def _demo_volume(card, quick: bool) -> tuple[dict, int]:

@@ -13,8 +13,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepsci.core.report import DemoResult
+from deepsci.core.report import DemoResult, find_viewer_outputs
 from deepsci.core.runs import RunDir
+
+#: The files for the field's viewer that the demo report links (those the run wrote).
+VIEWERS = (("**/predictions.sdf", "PyMOL or Avogadro"),)
+
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -60,10 +64,13 @@ def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> Demo
         One row per target (MAE, deepsci vs ridge) and one of CPU time per molecule vs DFT.
     """
     if train:
-        return train_demo(out_dir, quick=quick)
-    from .shipped_demo import shipped_demo
+        result = train_demo(out_dir, quick=quick)
+    else:
+        from .shipped_demo import shipped_demo
 
-    return shipped_demo(Path(out_dir), quick=quick)
+        result = shipped_demo(Path(out_dir), quick=quick)
+    result.viewers = find_viewer_outputs(out_dir, VIEWERS)
+    return result
 
 
 def train_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:

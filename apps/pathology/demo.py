@@ -15,7 +15,11 @@ from pathlib import Path
 
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import write_json
-from deepsci.core.report import DemoResult, DemoRow
+from deepsci.core.report import DemoResult, DemoRow, find_viewer_outputs
+
+#: The files for the field's viewer that the demo report links (those the run wrote).
+VIEWERS = (("heatmaps/*.contours.geojson", "QuPath"), ("**/*.detections.geojson", "QuPath"))
+
 
 __all__ = ["DEMO_SEEDS", "DemoSettings", "run_pipeline", "run_demo", "shipped_demo", "train_demo"]
 
@@ -152,9 +156,9 @@ def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> Demo
         Rows FROC, slide AUC and patch AUC of deepsci and of the baseline on
         the same slides, each naming the model and the data.
     """
-    if train:
-        return train_demo(out_dir, quick=quick)
-    return shipped_demo(out_dir, quick=quick)
+    result = train_demo(out_dir, quick=quick) if train else shipped_demo(out_dir, quick=quick)
+    result.viewers = find_viewer_outputs(out_dir, VIEWERS)
+    return result
 
 
 def _demo_slides(out: Path, card, quick: bool) -> tuple[Path, str]:
@@ -196,7 +200,7 @@ def shipped_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     t0 = time.perf_counter()
     slides, data = _demo_slides(out_dir / "slides", card, quick)
     run_heatmaps(HeatmapConfig(model=str(m.path), slides=str(slides), out=str(out_dir / "heatmaps"),
-                               stride=stride, scheduler="inline"), overwrite=True)
+                               stride=stride, scheduler="inline", contours=(0.5,)), overwrite=True)
     write_baseline_heatmaps(slides, out_dir / "baseline_heatmaps", card.extra["baseline"])
     ours = score_heatmaps(out_dir / "heatmaps", slides, out_dir / "deepsci", threshold)
     base = score_heatmaps(out_dir / "baseline_heatmaps", slides, out_dir / "baseline", threshold)

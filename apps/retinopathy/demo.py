@@ -13,7 +13,11 @@ from pathlib import Path
 
 from deepsci.core.errors import InputError
 from deepsci.core.io import write_json, write_text
-from deepsci.core.report import DemoResult, DemoRow
+from deepsci.core.report import DemoResult, DemoRow, find_viewer_outputs
+
+#: The files for the field's viewer that the demo report links (those the run wrote).
+VIEWERS = (("**/report.html", "a web browser"),)
+
 
 #: Synth seed of the demo's photographs (the build uses release.TRAIN_SEED, TEST_SEED).
 DEMO_SEED = 2026
@@ -127,9 +131,9 @@ def shipped_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
 
 def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> DemoResult:
     """The retinopathy demo: :func:`shipped_demo`, or :func:`train_demo` with ``train``."""
-    if train:
-        return train_demo(out_dir, quick=quick)
-    return shipped_demo(out_dir, quick=quick)
+    result = train_demo(out_dir, quick=quick) if train else shipped_demo(out_dir, quick=quick)
+    result.viewers = find_viewer_outputs(out_dir, VIEWERS)
+    return result
 
 
 def train_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:

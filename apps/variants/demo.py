@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepsci.core.report import DemoResult, DemoRow
+from deepsci.core.report import DemoResult, DemoRow, find_viewer_outputs
 from deepsci.core.runs import RunDir
 
 from . import io as vio
@@ -17,6 +17,10 @@ from .pipeline import RunConfig, run_pipeline
 from .recipe import RecipeConfig
 from .synth import SimulateConfig, simulate
 from .train import TrainVariantsConfig, train_variants
+
+#: The files for the field's viewer that the demo report links (those the run wrote).
+VIEWERS = (("**/calls.vcf.gz", "IGV"), ("**/calls.g.vcf.gz", "IGV"), ("calls/*.bam", "IGV"),
+           ("sim/*.bam", "IGV"))
 
 __all__ = ["DemoConfig", "run_demo", "run_variants_demo", "plot_pileup"]
 
@@ -125,7 +129,9 @@ def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> Demo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not train:
-        return _shipped_demo(out, quick)
+        res = _shipped_demo(out, quick)
+        res.viewers = find_viewer_outputs(out, VIEWERS)
+        return res
     length = 30_000 if quick else 200_000
     t0 = time.time()
     sim = simulate(SimulateConfig(out_dir=str(out / "sim"), genome_length=length,
@@ -172,7 +178,8 @@ def run_demo(out_dir: Path, *, quick: bool = False, train: bool = False) -> Demo
                                           f"{k}: {v}" for k, v in metrics.items()))
     return DemoResult(app="variants", title="Germline variant calling from pileup images",
                       metrics=metrics, figures=figures, text=text,
-                      rows=_rows(rows, brow, "trained by the demo", f"{length // 1000} kb random genome"))
+                      rows=_rows(rows, brow, "trained by the demo", f"{length // 1000} kb random genome"),
+                      viewers=find_viewer_outputs(out, VIEWERS))
 
 
 def run_variants_demo(config: DemoConfig, *, overwrite: bool = False) -> DemoResult:
