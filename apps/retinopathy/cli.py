@@ -115,8 +115,11 @@ def predict(cfg: PredictConfig, opts: RunOptions) -> None:
     res = run_predict(cfg, overwrite=opts.overwrite)
     n_ref = int((res["referable"] == 1).sum())
     n_ungr = int((res["gradable"] == 0).sum())
-    typer.echo(f"graded {len(res) - n_ungr} image(s), {n_ref} referable at "
-               f"{cfg.operating_point}, {n_ungr} ungradable; wrote {cfg.out / 'predictions.csv'}"
+    n_skip = int((res["skipped"] != "").sum()) if "skipped" in res else 0
+    typer.echo(f"graded {int((res['gradable'] == 1).sum())} image(s), {n_ref} referable at "
+               f"{cfg.operating_point}, {n_ungr} ungradable"
+               + (f", {n_skip} unreadable skipped" if n_skip else "")
+               + f"; wrote {cfg.out / 'predictions.csv'}"
                + (f" and {cfg.out / 'report.html'}" if cfg.html else ""))
 
 
@@ -129,6 +132,8 @@ def explain(cfg: ExplainConfig, opts: RunOptions) -> None:
 
     table = run_explain(cfg, overwrite=opts.overwrite)
     msg = f"wrote {len(table)} overlay(s) to {cfg.out / 'saliency'}"
+    if table.attrs.get("skipped"):
+        msg += f" ({len(table.attrs['skipped'])} unreadable skipped)"
     if cfg.html:
         msg += f" and {cfg.out / 'report.html'}"
     if "lesion_ratio" in table:

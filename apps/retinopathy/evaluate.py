@@ -20,6 +20,7 @@ from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import write_json, write_text
 from deepsci.core.runs import RunDir
 
+from .invalid import removed_on_error, skipped_list
 from .io import referable
 from .predict import (
     GRADE_COLS,
@@ -27,6 +28,7 @@ from .predict import (
     InferenceConfig,
     inference_table,
     open_model,
+    peek_model,
     probabilities,
     warn_demo,
 )
@@ -346,11 +348,14 @@ def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
     Ungradable or unlabelled images are counted and excluded from the metrics.
     """
     config.validate()
-    config, ensemble, info = open_model(config)
-    with RunDir(config.out, command="retinopathy evaluate", config=config,
-                inputs=config.inputs(), overwrite=overwrite) as run:
-        df = inference_table(config, ensemble.card.preprocessing)
-        warn_demo(ensemble.card, df["path"].tolist())
+    config, card, info = peek_model(config)
+    with removed_on_error(config.out, "retinopathy evaluate"), RunDir(
+            config.out, command="retinopathy evaluate", config=config, inputs=config.inputs(),
+            overwrite=overwrite) as run:
+        df = inference_table(config, card.preprocessing)
+        _, ensemble, info = open_model(config)
+        skipped = skipped_list(df)
+        warn_demo(ensemble.card, df.loc[df["skipped"] == "", "path"].tolist())
         probs = probabilities(ensemble, df)
         keep = ((df["gradable"].astype(int) == 1) & (df["grade"] >= 0)).to_numpy()
         if keep.sum() == 0:
@@ -361,7 +366,8 @@ def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
         metrics = screening_report(y_ref, p_ref, df["grade"].to_numpy()[keep],
                                    probs[GRADE_COLS].to_numpy(float)[keep], points,
                                    patients=df["patient"].to_numpy()[keep], n_boot=config.n_boot)
-        metrics["n_ungradable_excluded"] = int((~keep).sum())
+        metrics["n_ungradable_excluded"] = int((~keep).sum()) - len(skipped)
+        metrics["skipped"] = skipped
         # Every number above is on these images: say which split they come from.
         metrics["split"] = config.split
         metrics["split_images"] = {str(k): int(v) for k, v in
@@ -378,5 +384,6 @@ def run_evaluate(config: EvaluateConfig, *, overwrite: bool = False) -> dict:
         write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.9g"))
         run.record(**{k: metrics[k] for k in ("split", "split_images", "n", "n_patients",
                                                "n_referable", "auc", "auc_ci_low",
-                                               "auc_ci_high", "kappa", "accuracy")})
+                                               "auc_ci_high", "kappa", "accuracy",
+                                               "skipped")})
     return metrics

@@ -7,6 +7,8 @@ lesion masks it scores how much saliency falls on the lesions (:func:`lesion_rat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +23,15 @@ from deepsci.core.io import atomic_path, write_text
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
-from .io import load_image, write_report_html
+from .invalid import removed_on_error, skipped_list
+from .io import IMAGE_ERRORS, load_image, write_report_html
 from .model import GRADE_NAMES
 from .predict import (
     GRADE_COLS,
     InferenceConfig,
     inference_table,
     open_model,
+    peek_model,
     predict_arrays,
     referable_decisions,
     report_notes,
@@ -125,13 +129,28 @@ def lesion_ratio(sal: np.ndarray, mask: np.ndarray) -> float:
     return float(sal[les].mean() / max(sal[bg].mean(), 1e-12))
 
 
+def _file_name(image_id: str) -> str:
+    """``image_id`` as one file name: an id from a label CSV may hold ``/`` or ``..``, which
+    must not place an overlay outside ``saliency/``; a safe id is kept as it is."""
+    if re.fullmatch(r"[\w][\w.\-]*", image_id) and ".." not in image_id:
+        return image_id
+    digest = hashlib.sha1(image_id.encode()).hexdigest()[:8]
+    return re.sub(r"[^\w.\-]", "_", image_id).strip("._")[:80] + f"-{digest}"
+
+
 def _crop_mask(mask_path: Path, image_path: str, size: int) -> np.ndarray:
     """A lesion label mask cropped/rescaled with the photograph's own FOV."""
     fov = find_fov(load_image(image_path))
-    m = Image.open(mask_path)
     r = fov.radius
     box = (fov.cx - r + 0.5, fov.cy - r + 0.5, fov.cx + r + 0.5, fov.cy + r + 0.5)
-    return np.asarray(m.transform((size, size), Image.EXTENT, box, resample=Image.NEAREST))
+    try:
+        with Image.open(mask_path) as m:
+            return np.asarray(m.transform((size, size), Image.EXTENT, box,
+                                          resample=Image.NEAREST))
+    except IMAGE_ERRORS as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise InputError(f"expected a lesion mask image, found a file that does not decode "
+                         f"({first})", mask_path) from None
 
 
 TARGETS = ("referable", "grade")
@@ -180,14 +199,15 @@ def _explain_one(ensemble, r, config: ExplainConfig, display: PreprocessConfig, 
     attr = integrated_gradients(ensemble.models, x, target=config.target, steps=config.steps)[0]
     sal = saliency_map(attr)
     shown, _, _ = preprocess_image(load_image(r["path"]), display)
-    with atomic_path(out / "saliency" / f"{r['image']}.png") as tmp:
+    overlay_name = f"saliency/{_file_name(r['image'])}.png"
+    with atomic_path(out / overlay_name) as tmp:
         Image.fromarray(np.concatenate([shown, overlay(shown, sal)], axis=1)).save(
             tmp, format="PNG")
     p = predict_arrays(ensemble, x)
     row = {"image": r["image"], **dict(zip(GRADE_COLS, map(float, p["grade"][0]), strict=True)),
            "grade": int(p["grade"][0].argmax()), "p_referable": float(p["referable"][0]),
            **({"p_dme": float(p["dme"][0])} if "dme" in p else {}),
-           "overlay": f"saliency/{r['image']}.png"}
+           "overlay": overlay_name}
     if config.masks is not None:
         mp = Path(config.masks) / f"{r['image']}.png"
         if not mp.is_file():
@@ -225,17 +245,26 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
     if Path(config.model).suffix == ".tflite":
         raise ConfigError("expected a .keras model for explain (integrated gradients need the "
                           f"model's gradients, which a LiteRT file cannot give), found {config.model}")
-    config, ensemble, info = open_model(config)
-    preprocessing = ensemble.card.preprocessing
+    if config.masks is not None and not Path(config.masks).is_dir():
+        raise InputError("expected a folder of lesion masks, found "
+                         + ("a file" if Path(config.masks).exists() else "nothing"), config.masks)
+    config, card, info = peek_model(config)
+    preprocessing = card.preprocessing
     size = preprocessing["size"]
     # Clinicians look at the photograph, not the network's contrast-normalised
     # input, and at no less than 448 px whatever the training size.
     display = dataclasses.replace(PreprocessConfig(**preprocessing), local_contrast=False,
                                   size=max(448, size))
-    with RunDir(config.out, command="retinopathy explain", config=config,
-                inputs=config.inputs(), overwrite=overwrite) as run:
+    with removed_on_error(config.out, "retinopathy explain"), RunDir(
+            config.out, command="retinopathy explain", config=config, inputs=config.inputs(),
+            overwrite=overwrite) as run:
         df = inference_table(config, preprocessing)
-        notes = report_notes(ensemble.card, df["path"].tolist())
+        _, ensemble, info = open_model(config)
+        skipped = skipped_list(df)
+        notes = report_notes(ensemble.card, df.loc[df["skipped"] == "", "path"].tolist())
+        if skipped:
+            notes.append(f"{len(skipped)} unreadable photograph(s) skipped: "
+                         + "; ".join(f"{r['image']} ({r['reason']})" for r in skipped))
         df = df[df["cache"] != ""].reset_index(drop=True)
         if config.select is not None:
             df = df[df["image"].isin(list(config.select))].reset_index(drop=True)
@@ -251,7 +280,8 @@ def run_explain(config: ExplainConfig, *, overwrite: bool = False) -> pd.DataFra
                               title=f"retinopathy explain: {Path(config.model).name}",
                               points=info["operating_points"], grade_names=GRADE_NAMES,
                               notes=notes, folder=run.path)
-        run.record(images=len(table))
+        run.record(images=len(table), skipped=skipped)
+        table.attrs["skipped"] = skipped
         if "lesion_ratio" in table and table["lesion_ratio"].notna().any():
             run.record(median_lesion_ratio=float(table["lesion_ratio"].median()))
     return table

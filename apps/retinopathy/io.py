@@ -32,7 +32,6 @@ import base64
 import html
 import os
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -46,12 +45,13 @@ from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import write_text
 
+# Photographs are decoded in .images; imported from here by the app's other modules.
+from .images import IMAGE_ERRORS, MAX_PIXELS, SYNTH_MARKER, is_synthetic, load_image  # noqa: F401
+
 FORMATS = ("auto", "eyepacs", "aptos", "idrid", "messidor2", "generic")
 IMAGE_EXTS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG", ".tif")
-#: Default cap on decoded pixels; large fundus cameras give ~20 MP, so 100 MP
-#: leaves room while stopping decompression bombs before they allocate.
-MAX_PIXELS = 100_000_000
 COLUMNS = ["image", "path", "grade", "dme", "gradable", "patient", "eye"]
+
 
 
 @dataclass
@@ -98,16 +98,29 @@ class DatasetSpec:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise InputError("expected a CSV label file, found a folder", path)
     if not path.is_file():
-        raise InputError("label file not found", path)
+        raise InputError("expected a CSV label file, found no file", path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise InputError(f"expected a CSV label file, found unparsable text ({e})", path) from None
+    except pd.errors.EmptyDataError:
+        raise InputError("expected a CSV label file, found an empty file", path) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise InputError(f"expected a CSV label file, found unparsable text ({first})",
+                         path) from None
     # IDRiD ships a header with trailing spaces and unnamed empty columns.
     df.columns = [str(c).strip() for c in df.columns]
     df = df.loc[:, [c for c in df.columns if c and not c.startswith("Unnamed:")]]
-    return df
+    # pandas renames a repeated column "level" to "level.1"; which one is meant is unknowable.
+    cols = set(df.columns)
+    dups = [m[1] for c in df.columns if (m := re.fullmatch(r"(.+)\.\d+", c)) and m[1] in cols]
+    if dups or df.columns.duplicated().any():
+        dup = dups[0] if dups else df.columns[df.columns.duplicated()][0]
+        raise InputError(f"expected unique column names, found {dup!r} twice", path)
+    # A short row leaves NaN even without NA parsing; an empty cell is what it means.
+    return df.fillna("").astype(str)
 
 
 def detect_format(columns: list[str]) -> str:
@@ -132,23 +145,33 @@ def _require(df: pd.DataFrame, cols: list[str], path: Path, fmt: str) -> None:
         )
 
 
-def _int_labels(values: pd.Series, path: Path, what: str, allowed: range,
+def _int_labels(df: pd.DataFrame, column: str, path: Path, what: str, allowed: range,
                 allow_empty: bool = False) -> np.ndarray:
-    out = np.full(len(values), -1, dtype=np.int64)
-    for i, v in enumerate(values):
+    """The integer labels of ``df[column]``; InputError naming the row and column otherwise."""
+    out = np.full(len(df), -1, dtype=np.int64)
+    for i, v in enumerate(df[column]):
         v = str(v).strip()
         if v == "" and allow_empty:
             continue
         try:
             f = float(v)
         except ValueError:
-            raise InputError(f"expected {what} in {allowed.start}-{allowed.stop - 1}, "
-                             f"found {v!r} on data row {i + 1}", path) from None
+            f = float("nan")
         if not f.is_integer() or int(f) not in allowed:
             raise InputError(f"expected {what} in {allowed.start}-{allowed.stop - 1}, "
-                             f"found {v!r} on data row {i + 1}", path)
+                             f"found {v!r} in column {column!r} on data row {i + 1}", path)
         out[i] = int(f)
     return out
+
+
+def _text_column(df: pd.DataFrame, column: str, path: Path, what: str) -> pd.Series:
+    """``df[column]`` stripped; InputError naming the first empty cell."""
+    values = df[column].str.strip()
+    empty = np.flatnonzero((values == "").to_numpy())
+    if len(empty):
+        raise InputError(f"expected {what} in column {column!r}, found an empty cell on data "
+                         f"row {empty[0] + 1}", path)
+    return values
 
 
 def _resolve_image(folder: Path, name: str, ext: str | None) -> Path:
@@ -184,45 +207,45 @@ def _patient_eye(image_id: str) -> tuple[str, str]:
 
 def _eyepacs(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
     _require(df, ["image", "level"], labels, "eyepacs")
-    cols = {"ids": df["image"].str.strip(),
-            "grade": _int_labels(df["level"], labels, "ICDR grade", range(5)),
+    cols = {"ids": _text_column(df, "image", labels, "image ids"),
+            "grade": _int_labels(df, "level", labels, "ICDR grade", range(5)),
             "folder": spec.images or _default_folder(labels, ["train", "test"]),
             "ext": spec.ext or ".jpeg"}
     if "dme" in df.columns:
-        cols["dme"] = _int_labels(df["dme"], labels, "DME label", range(2), allow_empty=True)
+        cols["dme"] = _int_labels(df, "dme", labels, "DME label", range(2), allow_empty=True)
     return cols
 
 
 def _aptos(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
     _require(df, ["id_code", "diagnosis"], labels, "aptos")
-    return {"ids": df["id_code"].str.strip(),
-            "grade": _int_labels(df["diagnosis"], labels, "ICDR grade", range(5)),
+    return {"ids": _text_column(df, "id_code", labels, "image ids"),
+            "grade": _int_labels(df, "diagnosis", labels, "ICDR grade", range(5)),
             "folder": spec.images or _default_folder(labels, ["train_images", "test_images"]),
             "ext": spec.ext or ".png"}
 
 
 def _idrid(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
     _require(df, ["Image name", "Retinopathy grade"], labels, "idrid")
-    cols = {"ids": df["Image name"].str.strip(),
-            "grade": _int_labels(df["Retinopathy grade"], labels, "ICDR grade", range(5)),
+    cols = {"ids": _text_column(df, "Image name", labels, "image ids"),
+            "grade": _int_labels(df, "Retinopathy grade", labels, "ICDR grade", range(5)),
             "folder": spec.images or labels.parent, "ext": spec.ext or ".jpg"}
     if "Risk of macular edema" in df.columns:
-        risk = _int_labels(df["Risk of macular edema"], labels, "DME risk", range(3))
+        risk = _int_labels(df, "Risk of macular edema", labels, "DME risk", range(3))
         cols["dme"] = (risk == 2).astype(np.int64)
     return cols
 
 
 def _messidor2(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
     _require(df, ["image_id", "adjudicated_dr_grade"], labels, "messidor2")
-    cols = {"ids": df["image_id"].str.strip()}
+    cols = {"ids": _text_column(df, "image_id", labels, "image ids")}
     if "adjudicated_gradable" in df.columns:
-        cols["gradable"] = _int_labels(df["adjudicated_gradable"], labels, "gradable flag",
+        cols["gradable"] = _int_labels(df, "adjudicated_gradable", labels, "gradable flag",
                                        range(2))
     # Ungradable Messidor-2 images carry no adjudicated grade.
-    cols["grade"] = _int_labels(df["adjudicated_dr_grade"], labels, "ICDR grade", range(5),
+    cols["grade"] = _int_labels(df, "adjudicated_dr_grade", labels, "ICDR grade", range(5),
                                 allow_empty=True)
     if "adjudicated_dme" in df.columns:
-        cols["dme"] = _int_labels(df["adjudicated_dme"], labels, "DME label", range(2),
+        cols["dme"] = _int_labels(df, "adjudicated_dme", labels, "DME label", range(2),
                                   allow_empty=True)
     cols["folder"] = spec.images or _default_folder(labels, ["IMAGES", "images"])
     cols["ext"] = spec.ext
@@ -234,11 +257,11 @@ def _generic(df: pd.DataFrame, spec: DatasetSpec, labels: Path) -> dict:
         raise ConfigError("expected --image-col and --grade-col for the generic format")
     _require(df, [c for c in (spec.image_col, spec.grade_col, spec.dme_col,
                               spec.patient_col) if c], labels, "generic")
-    cols = {"ids": df[spec.image_col].str.strip(),
-            "grade": _int_labels(df[spec.grade_col], labels, "ICDR grade", range(5)),
+    cols = {"ids": _text_column(df, spec.image_col, labels, "image ids"),
+            "grade": _int_labels(df, spec.grade_col, labels, "ICDR grade", range(5)),
             "folder": spec.images or labels.parent, "ext": spec.ext}
     if spec.dme_col:
-        cols["dme"] = _int_labels(df[spec.dme_col], labels, "DME label", range(2),
+        cols["dme"] = _int_labels(df, spec.dme_col, labels, "DME label", range(2),
                                   allow_empty=True)
     return cols
 
@@ -279,12 +302,15 @@ def read_dataset(spec: DatasetSpec, *, check_files: bool = True) -> pd.DataFrame
                 f"found columns {list(df.columns)}", labels)
     if len(df) == 0:
         raise InputError("expected at least one labelled image, found an empty table", labels)
+    if spec.patient_col:
+        _require(df, [spec.patient_col], labels, fmt)
     cols = _READERS[fmt](df, spec, labels)
     ids = cols["ids"]
     unknown = np.full(len(df), -1, np.int64)
     paths = [_resolve_image(Path(cols["folder"]), i, cols["ext"]) for i in ids]
     pe = [_patient_eye(i) for i in ids]
-    patients = list(df[spec.patient_col].str.strip()) if spec.patient_col else [p for p, _ in pe]
+    patients = (list(_text_column(df, spec.patient_col, labels, "patient ids"))
+                if spec.patient_col else [p for p, _ in pe])
     out = pd.DataFrame({
         "image": list(ids), "path": [str(p.absolute()) for p in paths], "grade": cols["grade"],
         "dme": cols.get("dme", unknown), "gradable": cols.get("gradable", unknown),
@@ -296,7 +322,8 @@ def read_dataset(spec: DatasetSpec, *, check_files: bool = True) -> pd.DataFrame
     if check_files:
         for p in paths:
             if not p.is_file():
-                raise InputError(f"expected the image listed in {labels.name}, found no file", p)
+                found = "a folder" if p.is_dir() else "no file"
+                raise InputError(f"expected the image listed in {labels.name}, found {found}", p)
     return out
 
 
@@ -348,76 +375,6 @@ def patient_split(df: pd.DataFrame, *, val_frac: float = 0.15, test_frac: float 
     return df["patient"].map(assign).rename("split")
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
-               min_side: int | None = None) -> np.ndarray:
-    """Decode a fundus photograph to RGB.
-
-    Parameters
-    ----------
-    path : path-like
-        JPEG/PNG/TIFF file.
-    max_pixels : int
-        Refuse images with more pixels than this (decompression bombs) before
-        decoding them.
-    min_side : int, optional
-        Allow JPEG decoding at a reduced scale (1/2, 1/4, 1/8) as long as the
-        shorter side stays at least this long.
-
-    Returns
-    -------
-    numpy.ndarray of uint8, shape (H, W, 3)
-
-    Raises
-    ------
-    InputError
-        Missing, unreadable, truncated or oversized image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("expected an image file, found nothing", path)
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise InputError(f"expected at most {max_pixels} pixels, found {w}x{h} "
-                                 "(possible decompression bomb)", path)
-            if min_side and im.format == "JPEG" and min(w, h) > 2 * min_side:
-                s = min_side / min(w, h)
-                im.draft("RGB", (int(np.ceil(w * s)), int(np.ceil(h * s))))
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im.load()
-            rgb = np.asarray(im.convert("RGB"))
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputError(f"expected a normal-sized image, found a decompression bomb ({e})",
-                         path) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"expected a readable image, found a corrupt or truncated file ({e})",
-                         path) from None
-    return rgb
-
-
-#: The JPEG comment ``retinopathy synth`` writes into every photograph: how a
-#: photograph is recognised as deepsci-synthetic (the only kind the shipped
-#: demo model was trained on).
-SYNTH_MARKER = b"deepsci-synthetic retinopathy"
-
-
-def is_synthetic(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a photograph written by ``retinopathy synth`` (its JPEG comment
-    starts with :data:`SYNTH_MARKER`); unreadable files and every other image are not."""
-    try:
-        with Image.open(path) as im:
-            comment = im.info.get("comment", b"")
-    except (OSError, ValueError):
-        return False
-    if isinstance(comment, str):
-        comment = comment.encode("latin-1", "replace")
-    return comment.startswith(SYNTH_MARKER)
-
-
 # ------------------------------------------------------------------ report.html
 
 #: Longest side of a photograph's thumbnail in ``report.html``, pixels.
@@ -454,7 +411,7 @@ def _img(path: str | os.PathLike, alt: str, **fit) -> str:
         else:
             with Image.open(path) as f:
                 im = f.convert("RGB")
-    except (InputError, OSError):
+    except (InputError, *IMAGE_ERRORS):
         return "&mdash;"
     w, h = fit_size(im.size, **fit)
     im = im.resize((w, h), Image.LANCZOS)

@@ -28,9 +28,15 @@ from deepsci.core.io import read_json, write_text
 from deepsci.core.models.registry import demo_warning, resolve_model
 from deepsci.core.runs import RunDir
 
+from .invalid import refuse_invalid, removed_on_error, skipped_list
 from .io import DatasetSpec, is_synthetic, read_dataset, write_report_html
 from .model import APP, GRADE_NAMES, TASK, to_probabilities
-from .preprocess import PreprocessConfig, load_cached, preprocess_table, to_input
+from .preprocess import (
+    PreprocessConfig,
+    load_cached,
+    preprocess_table,
+    to_input,
+)
 
 GRADE_COLS = [f"p_grade{k}" for k in range(5)]
 SPLITS = ("all", "train", "val", "test")
@@ -104,11 +110,24 @@ def load_trained(model_dir: str | Path, *, batch_size: int = 32):
         if not isinstance(info, dict) or "operating_points" not in info:
             raise InputError("expected operating points in the model's card (extra.ensemble) or "
                              "an ensemble.json above it, found neither", model_dir)
-        return ensemble, info
+        return ensemble, _checked_points(info, model_dir)
     if not (model_dir / "ensemble.json").is_file():
         raise InputError("expected a model directory written by `retinopathy train` "
                          "(ensemble.json), found none", model_dir)
-    return load_members(model_dir, batch_size=batch_size), read_json(model_dir / "ensemble.json")
+    info = _checked_points(read_json(model_dir / "ensemble.json"), model_dir / "ensemble.json")
+    return load_members(model_dir, batch_size=batch_size), info
+
+
+def _checked_points(info, path: Path) -> dict:
+    """``info`` when it holds operating points with thresholds in [0, 1]; InputError otherwise."""
+    points = info.get("operating_points") if isinstance(info, dict) else None
+    ok = isinstance(points, dict) and points and all(
+        isinstance(p, dict) and isinstance(p.get("threshold"), (int, float))
+        and 0 <= p["threshold"] <= 1 for p in points.values())
+    if not ok:
+        raise InputError("expected operating points with thresholds in [0, 1] "
+                         f"(operating_points), found {str(points)[:80]!r}", path)
+    return info
 
 
 def predict_arrays(ensemble, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -165,6 +184,10 @@ class InferenceConfig:
         Preprocessing threads.
     batch_size : int
         Images per inference batch.
+    skip_invalid : bool
+        Skip unreadable, corrupt or oversized photographs (listed in the
+        outputs and ``run.json``) instead of stopping at the first one; still
+        an error when none is readable.
     """
 
     out: Path = field(metadata={"help": "Output folder."})
@@ -177,6 +200,8 @@ class InferenceConfig:
     cache_dir: Path | None = option(None, "Preprocessed-image cache folder.", cli="cache")
     workers: int = option(2, "Preprocessing threads.", min=1)
     batch_size: int = option(32, "Images per inference batch.", min=1)
+    skip_invalid: bool = option(False, "Skip unreadable photographs (listed in the outputs "
+                                       "and run.json) instead of stopping.")
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -207,6 +232,45 @@ def resolve(config: InferenceConfig) -> InferenceConfig:
         if not line.startswith("warning:"):
             print(line, file=sys.stderr)
     return dataclasses.replace(config, model=Path(path))
+
+
+def peek_model(config: InferenceConfig):
+    """Resolve ``config.model`` and read its cards and operating points, without TensorFlow.
+
+    Every input of a run (photographs, labels) is then read before the
+    networks are loaded, so that a user's mistake is reported at once.
+
+    Returns
+    -------
+    config : InferenceConfig
+        With ``model`` a path.
+    card : deepsci.core.models.card.ModelCard
+        The first member's card (checked: this app's, all members agree).
+    info : dict
+        ``ensemble.json`` (or the card's ``extra.ensemble``).
+    """
+    from deepsci.core.ensemble import _check_agree, model_paths
+    from deepsci.core.models.card import read_card
+
+    config = resolve(config)
+    model = Path(config.model)
+    if not model.is_file() and not (model / "ensemble.json").is_file():
+        raise InputError("expected a model directory written by `retinopathy train` "
+                         "(ensemble.json), found none", model)
+    paths = model_paths([model] if model.is_file() else model)
+    cards = [read_card(p, expect=APP, task=TASK) for p in paths]
+    _check_agree(cards, paths)
+    if model.is_file():
+        info = cards[0].extra.get("ensemble")
+        home = model_home(model)
+        if not isinstance(info, dict) and (home / "ensemble.json").is_file():
+            info = read_json(home / "ensemble.json")
+        if not isinstance(info, dict) or "operating_points" not in info:
+            raise InputError("expected operating points in the model's card (extra.ensemble) or "
+                             "an ensemble.json above it, found neither", model)
+        return config, cards[0], _checked_points(info, model)
+    return config, cards[0], _checked_points(read_json(model / "ensemble.json"),
+                                             model / "ensemble.json")
 
 
 def open_model(config: InferenceConfig):
@@ -320,8 +384,13 @@ def with_split(df: pd.DataFrame, model_dir: Path, split: str) -> pd.DataFrame:
         return df.assign(split="external")
     if not splits.is_file():
         raise InputError("expected splits.csv written by train, found none", splits)
-    s = pd.read_csv(splits, dtype={"image": str, "path": str})
-    where = dict(zip(s["path"], s["split"], strict=True))
+    try:
+        s = pd.read_csv(splits, dtype=str, keep_default_na=False)
+        where = dict(zip(s["path"], s["split"], strict=True))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError,
+            KeyError):
+        raise InputError("expected splits.csv as written by train (path, split columns), "
+                         "found a file that does not parse", splits) from None
     df = df.assign(split=[where.get(p, "external") for p in df["path"]])
     if split != "all":
         held_out = ("test", "external") if split == "test" else (split,)
@@ -344,7 +413,9 @@ def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFram
     -------
     pandas.DataFrame
         :func:`.io.read_dataset` columns (or ``image``, ``path`` for plain
-        files) plus :func:`.preprocess.preprocess_table`'s.
+        files) plus :func:`.preprocess.preprocess_table`'s and ``skipped``
+        (:func:`.invalid.refuse_invalid`: unreadable photographs are an
+        error unless ``skip_invalid``).
     """
     if config.data.labels is not None:
         df = with_split(read_dataset(config.data), model_home(config.model), config.split)
@@ -353,13 +424,15 @@ def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFram
             raise ConfigError("expected image files or --labels, found neither")
         for p in config.files:
             if not p.is_file():
-                raise InputError("expected an image file, found nothing", p)
+                raise InputError("expected an image file, found "
+                                 + ("a folder" if p.is_dir() else "no file"), p)
         df = pd.DataFrame({"image": [p.stem for p in config.files],
                            "path": [str(p.absolute()) for p in config.files],
                            "grade": -1, "dme": -1, "patient": [p.stem for p in config.files],
                            "split": "external"})
     cache = config.cache_dir or model_home(config.model) / "cache"
-    return preprocess_table(df, PreprocessConfig(**preprocessing), cache, workers=config.workers)
+    df = preprocess_table(df, PreprocessConfig(**preprocessing), cache, workers=config.workers)
+    return refuse_invalid(df, skip_invalid=config.skip_invalid)
 
 
 def probabilities(ensemble, df: pd.DataFrame) -> pd.DataFrame:
@@ -386,36 +459,56 @@ def run_predict(config: PredictConfig, *, overwrite: bool = False) -> pd.DataFra
     referable probability, referable decision at the operating point (``referable``) and
     at each of the model's (``referable_high_sensitivity``, ``referable_high_specificity``)
     and gradability.  Ungradable images are flagged and get no grade or decision.
+    An unreadable photograph is an error naming it; with ``skip_invalid`` its row has
+    empty values and the reason in ``skipped`` (and it is listed in ``run.json``).
     With ``html``, ``report.html`` shows the same rows with each photograph.
     """
     config.validate()
-    config, ensemble, info = open_model(config)
+    config, card, info = peek_model(config)
     name, thr = threshold_for(info, config.operating_point)
-    with RunDir(config.out, command="retinopathy predict", config=config,
-                inputs=config.inputs(), overwrite=overwrite) as run:
-        df = inference_table(config, ensemble.card.preprocessing)
-        notes = report_notes(ensemble.card, df["path"].tolist())
-        probs = probabilities(ensemble, df)
-        res = pd.concat([df[["image"]], probs], axis=1)
-        gradable = df["gradable"].astype(int) == 1
-        res["grade"] = np.where(gradable, probs[GRADE_COLS].fillna(0).to_numpy().argmax(1), -1)
-        res["referable"] = np.where(gradable, (probs["p_referable"].fillna(0) >= thr).astype(int),
-                                    -1)
-        points = info["operating_points"]
-        res = pd.concat([res, referable_decisions(probs["p_referable"], gradable, points)], axis=1)
-        res["gradable"] = gradable.astype(int)
-        res["quality"] = df["reasons"]
-        res["operating_point"] = name
-        res["threshold"] = thr
-        # Empty cells, not numbers, where no grade was given.
-        for col in ("grade", "referable"):
-            res[col] = res[col].astype("Int64").mask(~gradable)
+    with removed_on_error(config.out, "retinopathy predict"), RunDir(
+            config.out, command="retinopathy predict", config=config, inputs=config.inputs(),
+            overwrite=overwrite) as run:
+        df = inference_table(config, card.preprocessing)
+        _, ensemble, info = open_model(config)
+        readable = (df["skipped"] == "").to_numpy()
+        notes = report_notes(ensemble.card, df.loc[readable, "path"].tolist())
+        res = _prediction_rows(df, probabilities(ensemble, df), thr, name,
+                               info["operating_points"])
         write_text(run.file("predictions.csv"), res.to_csv(index=False, float_format="%.9g"))
+        skipped = skipped_list(df)
         if config.html:
-            write_report_html(run.file("report.html"), res.assign(path=df["path"]),
+            if skipped:
+                notes.append(f"{len(skipped)} unreadable photograph(s) skipped: "
+                             + "; ".join(f"{r['image']} ({r['reason']})" for r in skipped))
+            write_report_html(run.file("report.html"),
+                              res.assign(path=df["path"])[readable].reset_index(drop=True),
                               title=f"retinopathy predict: {Path(config.model).name}",
-                              points=points, grade_names=GRADE_NAMES, notes=notes)
-        run.record(images=len(res), gradable=int(gradable.sum()),
+                              points=info["operating_points"], grade_names=GRADE_NAMES,
+                              notes=notes)
+        run.record(images=len(res), gradable=int((res["gradable"] == 1).sum()),
                    referable=int((res["referable"] == 1).sum()), operating_point=name,
-                   threshold=thr, members=len(ensemble))
+                   threshold=thr, members=len(ensemble), skipped=skipped)
+    return res
+
+
+def _prediction_rows(df: pd.DataFrame, probs: pd.DataFrame, thr: float, name: str,
+                     points: dict) -> pd.DataFrame:
+    """The rows of ``predictions.csv``: no grade or decision where ungradable; gradability
+    also empty where the photograph was skipped as unreadable (not a clinical outcome)."""
+    res = pd.concat([df[["image"]], probs], axis=1)
+    gradable = df["gradable"].astype(int) == 1
+    skipped = df["skipped"] != ""
+    res["grade"] = np.where(gradable, probs[GRADE_COLS].fillna(0).to_numpy().argmax(1), -1)
+    res["referable"] = np.where(gradable, (probs["p_referable"].fillna(0) >= thr).astype(int), -1)
+    res = pd.concat([res, referable_decisions(probs["p_referable"], gradable, points)], axis=1)
+    res["gradable"] = gradable.astype("Int64").mask(skipped)
+    res["quality"] = df["reasons"].mask(skipped, "")
+    res["operating_point"] = name
+    res["threshold"] = thr
+    # Empty cells, not numbers, where no grade was given.
+    for col in ("grade", "referable"):
+        res[col] = res[col].astype("Int64").mask(~gradable)
+    if skipped.any():
+        res["skipped"] = df["skipped"]
     return res

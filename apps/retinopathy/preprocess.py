@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from deepsci.core.parallel import thread_map
 from deepsci.core.progress import progress
 from deepsci.core.runs import RunDir
 
+from .invalid import refuse_invalid, removed_on_error, skipped_list
 from .io import MAX_PIXELS, DatasetSpec, load_image, read_dataset
 
 # Working resolution for FOV detection: the circle fit is sub-pixel accurate
@@ -34,6 +36,8 @@ from .io import MAX_PIXELS, DatasetSpec, load_image, read_dataset
 _DETECT_SIZE = 256
 #: Side at which gradability is measured, whatever the output size.
 QUALITY_SIZE = 256
+#: Age after which a temporary in a shared cache is taken to be a killed run's.
+STALE_SECONDS = 600
 
 
 
@@ -85,12 +89,17 @@ class PreprocessRunConfig:
     preprocess : PreprocessConfig
     workers : int
         Preprocessing threads.
+    skip_invalid : bool
+        Skip unreadable photographs (listed in ``quality.csv`` and ``run.json``)
+        instead of stopping at the first one.
     """
 
     out: Path = field(metadata={"help": "Output folder (cache/ + quality.csv)."})
     data: DatasetSpec = field(default_factory=DatasetSpec)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     workers: int = option(2, "Preprocessing threads.", min=1)
+    skip_invalid: bool = option(False, "Skip unreadable photographs (listed in quality.csv "
+                                       "and run.json) instead of stopping.")
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -389,7 +398,10 @@ def _process_one(path: str, config: PreprocessConfig, cache_dir: Path) -> dict:
     png = cache_dir / f"{key}.png"
     meta = cache_dir / f"{key}.json"
     if meta.is_file():
-        return json.loads(meta.read_text())
+        info = json.loads(meta.read_text())
+        # Older caches recorded unreadable files; those are re-read (and now refused).
+        if not str(info.get("reasons", "")).startswith("unreadable:"):
+            return {"error": "", **info}
     try:
         # JPEGs decode at a reduced DCT scale when that still leaves the fundus
         # larger than it will be after rescaling: several times faster on
@@ -397,10 +409,10 @@ def _process_one(path: str, config: PreprocessConfig, cache_dir: Path) -> dict:
         image = load_image(path, max_pixels=config.max_pixels,
                            min_side=int(1.25 * max(config.size, QUALITY_SIZE)))
     except InputError as e:
-        info = {"cache": "", "gradable": 0, "reasons": f"unreadable: {e}",
-                "brightness": 0.0, "sharpness": 0.0}
-        write_json(meta, info)
-        return info
+        # Not cached: a file the user repairs is read again, and a refused run
+        # leaves nothing of the bad file behind.
+        return {"cache": "", "gradable": 0, "reasons": f"unreadable: {e.message}",
+                "brightness": 0.0, "sharpness": 0.0, "error": e.message}
     out, q, fov = preprocess_image(image, config)
     if out is not None:
         with atomic_path(png) as tmp:
@@ -411,16 +423,48 @@ def _process_one(path: str, config: PreprocessConfig, cache_dir: Path) -> dict:
             "fov_cy": round(fov.cy, 1), "fov_radius": round(fov.radius, 1)}
     # The JSON is written last: its presence marks the image done (resume).
     write_json(meta, info)
-    return info
+    return {"error": "", **info}
+
+
+def check_cache_dir(cache_dir: str | Path) -> Path:
+    """``cache_dir`` as a Path; InputError when it, or a folder above it, is a file."""
+    cache_dir = Path(cache_dir)
+    probe = cache_dir
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError("expected a folder for the image cache, found a file", probe)
+    return cache_dir
+
+
+def _remove_stale(cache_dir: Path, *, everything: bool) -> None:
+    """Remove the temporaries (``.<key>.*.tmp.png``) a killed run left in the cache.
+
+    A cache of the run's own folder is the run's alone: every temporary is
+    stale. A shared cache (``<model>/cache``) may hold another live run's, so
+    only those older than :data:`STALE_SECONDS` go.
+    """
+    if not cache_dir.is_dir():
+        return
+    now = time.time()
+    for p in cache_dir.glob(".*.tmp*"):
+        try:
+            if everything or now - p.stat().st_mtime > STALE_SECONDS:
+                p.unlink()
+        except FileNotFoundError:  # its writer finished meanwhile
+            pass
 
 
 def preprocess_table(df: pd.DataFrame, config: PreprocessConfig, cache_dir: str | Path, *,
-                     workers: int = 2, desc: str = "preprocess") -> pd.DataFrame:
+                     workers: int = 2, desc: str = "preprocess", owned: bool = False
+                     ) -> pd.DataFrame:
     """Preprocess every image of a dataset table into an on-disk cache.
 
     Already-cached images (same file, size, mtime and config) are skipped, so
     an interrupted run resumes and later epochs never repeat the work.
-    Unreadable images are flagged ungradable rather than aborting the run.
+    Unreadable images are flagged (``gradable`` 0, ``error`` saying why)
+    rather than aborting here; :func:`refuse_invalid` applies the commands'
+    rule to them.
 
     Parameters
     ----------
@@ -428,6 +472,10 @@ def preprocess_table(df: pd.DataFrame, config: PreprocessConfig, cache_dir: str 
         Table from :func:`deepsci.apps.retinopathy.io.read_dataset` (``path`` column).
     config : PreprocessConfig
     cache_dir : path-like
+        Created when the first image is cached.
+    owned : bool
+        The cache belongs to this run alone (inside its output folder): every
+        temporary a killed earlier attempt left there is removed.
     workers : int
         Threads (PIL and NumPy release the GIL for the heavy parts).
 
@@ -435,11 +483,12 @@ def preprocess_table(df: pd.DataFrame, config: PreprocessConfig, cache_dir: str 
     -------
     pandas.DataFrame
         ``df`` plus columns ``cache`` (PNG path or ""), ``gradable``
-        (0/1, measured), ``reasons``, ``brightness``, ``sharpness``.
+        (0/1, measured), ``reasons``, ``brightness``, ``sharpness`` and
+        ``error`` ("" or why the file could not be read).
     """
     config.validate()
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = check_cache_dir(cache_dir)
+    _remove_stale(cache_dir, everything=owned)
     paths = list(df["path"])
     infos: list[dict] = []
     bar = progress(total=len(paths), desc=desc, unit="img")
@@ -454,7 +503,7 @@ def preprocess_table(df: pd.DataFrame, config: PreprocessConfig, cache_dir: str 
     out = df.copy()
     if "gradable" in out.columns:
         out = out.rename(columns={"gradable": "gradable_label"})
-    for k in ("cache", "gradable", "reasons", "brightness", "sharpness"):
+    for k in ("cache", "gradable", "reasons", "brightness", "sharpness", "error"):
         out[k] = [i.get(k, "") for i in infos]
     return out
 
@@ -462,16 +511,23 @@ def preprocess_table(df: pd.DataFrame, config: PreprocessConfig, cache_dir: str 
 def run_preprocess(config: PreprocessRunConfig, *, overwrite: bool = False) -> pd.DataFrame:
     """Preprocess a labelled set into ``out/cache`` and write ``out/quality.csv``.
 
+    An unreadable photograph is an error naming it; with ``skip_invalid`` it is
+    listed in ``quality.csv`` (``skipped``) and ``run.json`` instead.
+
     Returns
     -------
     pandas.DataFrame
         :func:`preprocess_table`'s table.
     """
     config.validate()
-    with RunDir(config.out, command="retinopathy preprocess", config=config,
-                inputs=[config.data.labels], overwrite=overwrite) as run:
+    with removed_on_error(config.out, "retinopathy preprocess"), RunDir(
+            config.out, command="retinopathy preprocess", config=config,
+            inputs=[config.data.labels], overwrite=overwrite) as run:
         df = preprocess_table(read_dataset(config.data), config.preprocess, run.file("cache"),
-                              workers=config.workers)
+                              workers=config.workers, owned=True)
+        df = refuse_invalid(df, skip_invalid=config.skip_invalid).drop(columns="error")
         write_text(run.file("quality.csv"), df.to_csv(index=False))
-        run.record(images=len(df), ungradable=int((df["gradable"] != 1).sum()))
+        run.record(images=len(df), ungradable=int(((df["gradable"] != 1)
+                                                   & (df["skipped"] == "")).sum()),
+                   skipped=skipped_list(df))
     return df

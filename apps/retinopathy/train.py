@@ -32,6 +32,7 @@ from deepsci.core.runs import RunDir
 from deepsci.core.training import TrainConfig
 
 from .evaluate import bootstrap_auc, choose_operating_points
+from .invalid import refuse_invalid, removed_on_error, skipped_list
 from .io import DatasetSpec, patient_split, read_dataset, referable
 from .model import (
     DME_HEADS,
@@ -43,7 +44,10 @@ from .model import (
     recalibrate_batchnorm,
 )
 from .predict import load_members, predict_images
-from .preprocess import PreprocessConfig, preprocess_table
+from .preprocess import (
+    PreprocessConfig,
+    preprocess_table,
+)
 
 BALANCE = ("weights", "sampling", "none")
 
@@ -92,6 +96,9 @@ class RetinopathyConfig:
         Operating-point targets on the validation set.
     workers : int
         Preprocessing threads.
+    skip_invalid : bool
+        Skip unreadable photographs (``skipped`` in ``splits.csv``, listed in
+        ``run.json``) instead of stopping at the first one.
     """
 
     out: Path = field(metadata={"help": "Model directory (resumes if present)."})
@@ -116,6 +123,8 @@ class RetinopathyConfig:
     target_specificity: float = option(0.98, "Specificity of the high-specificity point.",
                                       min=0, min_exclusive=True, max=1)
     workers: int = option(2, "Preprocessing threads.", min=1)
+    skip_invalid: bool = option(False, "Skip unreadable training photographs (listed in "
+                                       "splits.csv and run.json) instead of stopping.")
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -154,7 +163,9 @@ def prepare(config: RetinopathyConfig, out_dir: Path) -> pd.DataFrame:
                                 seed=config.split_seed)
     df["referable"] = referable(df["grade"].to_numpy(), df["dme"].to_numpy())
     cache = Path(config.cache_dir) if config.cache_dir else out_dir / "cache"
-    df = preprocess_table(df, config.preprocess, cache, workers=config.workers)
+    df = preprocess_table(df, config.preprocess, cache, workers=config.workers,
+                          owned=not config.cache_dir)
+    df = refuse_invalid(df, skip_invalid=config.skip_invalid).drop(columns="error")
     write_text(out_dir / "splits.csv", df.to_csv(index=False))
     return df
 
@@ -429,10 +440,13 @@ def run_train(config: RetinopathyConfig, *, overwrite: bool = False) -> dict:
         The ``ensemble.json`` content (members, operating points, validation metrics).
     """
     config.validate()
-    with RunDir(config.out, command="retinopathy train", config=config,
-                inputs=[config.data.labels], overwrite=overwrite) as run:
-        strategy = setup(config.accel)
+    with removed_on_error(config.out, "retinopathy train"), RunDir(
+            config.out, command="retinopathy train", config=config,
+            inputs=[config.data.labels], overwrite=overwrite) as run:
         df = prepare(config, run.path)
+        if skipped := skipped_list(df):
+            run.record(skipped=skipped)
+        strategy = setup(config.accel)
         tr, va = _train_val(config, df)
         heads = heads_for(config.dme_head, df["dme"].to_numpy())
         if config.balance == "weights":
