@@ -54,6 +54,8 @@ def files(tmp_path_factory):
     f["dir"].mkdir()
     (root / "user.txt").write_text("the user's own file\n")
     f["user"] = root / "user.txt"
+    (root / "dir.tflite").mkdir()
+    (root / "have.tflite").write_bytes(b"the user's export")
     texts = {
         "text": "this is not json\n", "list": "[1, 2, 3]\n", "empty": "",
         "deep": "[" * 5000 + "]" * 5000,
@@ -161,7 +163,7 @@ CASES = [
     ("another app's model", lambda f: _predict_model(f, "other_app"),
      r"expected a molecules model, found a variants model .*other_app/model\.keras"),
     ("another task's model", lambda f: _predict_model(f, "other_task"), r"for qm9-properties, found one for solubility"),
-    ("keras a text file", lambda f: _predict_model(f, "keras_text"), r"expected a Keras model file, found one that does not load.*keras_text/model\.keras"),
+    ("keras a text file", lambda f: _predict_model(f, "keras_text"), r"expected a Keras model file \(a \.keras zip archive\), found one that does not load: not a zip archive .*keras_text/model\.keras"),
     ("keras truncated zip", lambda f: _predict_model(f, "keras_truncated"), r"does not load.*keras_truncated/model\.keras"),
     ("keras without a model config", lambda f: _predict_model(f, "keras_bad_config"), r"does not load.*keras_bad_config"),
     ("model wrong suffix", lambda f: _predict_model(f, "wrong_suffix"), r"expected a model file \(.*found \.txt"),
@@ -189,6 +191,14 @@ CASES = [
      r"expected an output folder, found a file .*user\.txt"),
     ("demo out under a file", lambda f: ["demo", "--app", "molecules", "--out", f["user"] / "sub"],
      r"expected a folder on the output path, found a file .*user\.txt\)$"),
+    ("export out a folder", lambda f: ["molecules", "export", f["keras_text"], "--out", f["root"] / "dir.tflite"],
+     r"expected an output file, found a folder .*dir\.tflite\)$"),
+    ("export out an existing file", lambda f: ["molecules", "export", f["keras_text"], "--out", f["root"] / "have.tflite"],
+     r"expected a new output file, found an existing file \(pass --overwrite to replace it\) .*have\.tflite\)$"),
+    ("export out under a file", lambda f: ["molecules", "export", f["keras_text"], "--out", f["user"] / "m.tflite"],
+     r"expected a folder on the output path, found a file .*user\.txt\)$"),
+    ("export a damaged model", lambda f: ["molecules", "export", f["keras_truncated"], "--out", f["root"] / "m.tflite"],
+     r"does not load.*keras_truncated/model\.keras\)$"),
 ]
 
 
