@@ -252,3 +252,76 @@ def _ev(d, *extra, det=None, truth=None, out=None):
 def test_bad_input(bad_input, data, case, argv, match):
     line = bad_input(["pathology", *argv(data)], watch=[data["root"]], match=match)
     assert "\n" not in line
+
+
+def test_detect_skip_invalid_names_the_bad_heatmap(data, tmp_path):
+    """--skip-invalid: the good heatmap's outputs are written, the bad one is named in run.json."""
+    import shutil
+
+    from deepsci.apps.cli import main
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(_p(data, "heatmaps"), mixed)
+    shutil.copy(_p(data, "hm_garbage") / "b.heatmap.tif", mixed)
+    out = tmp_path / "det"
+    assert main(["pathology", "detect", "--heatmaps", str(mixed), "--out", str(out), "--skip-invalid"]) == 0
+    results = json.loads((out / "run.json").read_text())["results"]
+    assert list(results["skipped"]) == [str(mixed / "b.heatmap.tif")]
+    assert "does not decode" in results["skipped"][str(mixed / "b.heatmap.tif")] or \
+        "TIFF" in results["skipped"][str(mixed / "b.heatmap.tif")]
+    assert sorted(p.name for p in out.glob("*.csv")) == ["a.csv", "slides.csv"]
+    assert (out / "slides.csv").read_text().splitlines()[1:] == [f"a,{results['slide_scores']['a']:.6f}"]
+
+
+def test_real_cli_prints_one_line_for_a_truncated_slide(data, tmp_path):
+    """Out of pytest's log capture: tifffile's and asyncio's messages about the bad tiles stay quiet."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "DEEPSCI_PROGRESS": "0"}
+    env.pop("DEEPSCI_VERBOSE", None)
+    run = subprocess.run([sys.executable, "-m", "deepsci.apps.cli", "pathology", "tissue", str(data["truncated"]),
+                          "--out", str(tmp_path / "m.png")], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert str(data["truncated"]) in lines[0] and not list(tmp_path.iterdir())
+
+
+def test_heatmap_skip_invalid_names_the_bad_slides(bad_input, data, tmp_path, monkeypatch):
+    """--skip-invalid: a slide refused up front and one failing in its task are named and retried.
+
+    The model's part is replaced (no TensorFlow); the checks, the task's error handling, the
+    markers and run.json are the real ones.
+    """
+    import shutil
+
+    from deepsci.apps.cli import main
+    from deepsci.apps.pathology import heatmap
+    from deepsci.core.errors import InputError
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("normal_001.tif", "tumor_001.tif"):
+        shutil.copy(data["slides"] / name, slides)
+    shutil.copy(data["truncated"], slides)
+
+    def fake(slide_path, model_path, cfg):
+        if "tumor_001" in str(slide_path):
+            raise InputError("expected a slide whose tiles decode, found a damaged file (test)", slide_path)
+        return np.full((4, 4), 0.25, np.float32), {"slide_name": Path(slide_path).stem, "stride": 128.0,
+                                                   "mpp": 1.0, "tiles": 16, "seconds": 0.0}
+
+    monkeypatch.setattr(heatmap, "heatmap_slide", fake)
+    out = tmp_path / "hm"
+    argv = ["pathology", "heatmap", "--model", str(_p(data, "card_only.keras")), "--slides", str(slides),
+            "--out", str(out), "--scheduler", "inline", "--skip-invalid"]
+    assert main(argv) == 0
+    results = json.loads((out / "run.json").read_text())["results"]
+    assert list(results["slides"]) == ["normal_001"]
+    assert sorted(Path(k).name for k in results["skipped"]) == ["truncated.tif", "tumor_001.tif"]
+    assert sorted(p.name for p in out.glob("*.heatmap.tif")) == ["normal_001.heatmap.tif"]
+    assert not (out / ".state").exists() or [p.name for p in (out / ".state").iterdir()] == ["normal_001.done.json"]
+    # without --skip-invalid the task's error is the run's one line, naming the slide
+    shutil.rmtree(out)
+    (slides / "truncated.tif").unlink()
+    bad_input(argv[:-1], watch=[slides], match="tumor_001.tif")
