@@ -499,8 +499,11 @@ def open_vcf(path: str | os.PathLike, *, need_samples: bool = True):
         else:
             err = None
     if err is not None:
-        raise InputError(f"expected a readable VCF, found: {htslib_reason(log, err)}",
-                         path) from None
+        # pysam's own text repeats the path ("invalid file `b'...'` (mode=...)"): only
+        # htslib's reason, when it gave one, adds anything to the file name.
+        reason = htslib_reason(log, "") if log else ""
+        raise InputError("expected a VCF/BCF file htslib can read, found "
+                         + (reason or "one it cannot parse"), path) from None
     if need_samples and len(vf.header.samples) == 0:
         vf.close()
         raise InputError("expected a VCF with at least one sample column, found none", path)

@@ -332,6 +332,7 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
         vio.open_vcf(config.truth_vcf).close()
         vio.read_bed(config.confident_bed)
     out = Path(config.out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # A killed earlier attempt's half-written shard (.examples-….tmp.tfrecord.gz) would
     # otherwise survive the resumed run beside the finished shards.
@@ -352,10 +353,15 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
     scheduler = config.scheduler
     if scheduler is None and n == 1:
         scheduler = "inline"          # a LocalCluster for one shard only costs start-up time
-    results = run_shards(_run_shard, tasks, key=lambda t: f"shard-{t['index']:05d}-of-{n:05d}",
-                         state_dir=out / ".state", scheduler=scheduler,
-                         workers=min(n, os.cpu_count() or 1), progress=progress,
-                         desc="make-examples")
+    try:
+        results = run_shards(_run_shard, tasks,
+                             key=lambda t: f"shard-{t['index']:05d}-of-{n:05d}",
+                             state_dir=out / ".state", scheduler=scheduler,
+                             workers=min(n, os.cpu_count() or 1), progress=progress,
+                             desc="make-examples")
+    except BaseException:
+        remove_if_nothing_done(out, created)
+        raise
     wall = time.time() - t0
     summary = {"shards": n, "sample": sample, "examples": 0, "candidates": 0,
                "labels": [0, 0, 0], "bases": 0, "wall_seconds": wall}
@@ -369,6 +375,20 @@ def make_examples(config: MakeExamplesConfig, *, progress: bool = True) -> dict:
                 "training": config.truth_vcf is not None, **summary}
     write_json(out / "examples_info.json", meta)
     return summary
+
+
+def remove_if_nothing_done(out: Path, created: bool) -> None:
+    """After a failed run, remove the folder this run created when no shard finished.
+
+    A shard that failed on a user's file (an unsorted BAM found while reading) must not
+    leave an empty examples folder with its ``.state`` behind; finished shards stay, so a
+    rerun resumes from them.
+    """
+    import shutil
+
+    if created and not any(out.glob("examples-*-of-*")) and \
+            not any((out / ".state").glob("*.done.json")):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def run_make_examples(config: MakeExamplesConfig, *, overwrite: bool = False,

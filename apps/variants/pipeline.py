@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepsci.core.errors import ConfigError, DeepSciError, InputError
-from deepsci.core.io import read_json, write_json
+from deepsci.core.io import read_json, remove_stale_temporaries, write_json
 from deepsci.core.models.registry import resolve_model
 from deepsci.core.parallel import start_child
 from deepsci.core.runs import RunDir
 
 from .igv import check_bam_out
-from .make_examples import MakeExamplesConfig, make_examples
+from .make_examples import MakeExamplesConfig, make_examples, remove_if_nothing_done
 from .postprocess import PostprocessConfig, postprocess_variants
 from .predict import CallConfig, call_variants, check_models, load_genotype_ensemble
 
@@ -74,9 +74,10 @@ class RunConfig:
             raise ConfigError("expected --reads and --ref, found none")
         # No --model: the shipped default (named in one line); a shipped name: its path.
         self.model = resolve_model(self.model, app="variants", task="genotype")
-        if self.shards < 1 or self.batch_size < 1:
-            raise ConfigError(f"expected --shards and --batch-size >= 1, found {self.shards} "
-                              f"and {self.batch_size}")
+        for name in ("shards", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"expected --{name.replace('_', '-')} >= 1, found "
+                                  f"{getattr(self, name)}")
         return self
 
 
@@ -113,6 +114,8 @@ def run_pipeline(config: RunConfig, *, command: str | None = None,
         # imports TensorFlow, loads the model and traces it -- seconds of fixed cost that
         # would otherwise come after it on the critical path. fork: the child starts at once
         # with this process's imports (no TensorFlow yet when run from the CLI).
+        examples = run.path / "examples"
+        fresh = not examples.exists()
         with tempfile.TemporaryDirectory(prefix="deepsci-make-examples-") as tmp:
             result = Path(tmp) / "result.json"
             child = start_child(make_examples_job, (me_cfg, str(result)), name="make-examples",
@@ -125,6 +128,15 @@ def run_pipeline(config: RunConfig, *, command: str | None = None,
                     child.join()
                     me = _unwrap(result)
                     st.record(**me)
+            except BaseException:
+                # A failure here (a damaged model) stops the child mid-shard: its
+                # temporaries go, and the examples folder too when no shard finished.
+                if child.is_alive():
+                    child.terminate()
+                child.join()
+                remove_stale_temporaries(examples)
+                remove_if_nothing_done(examples, fresh)
+                raise
             finally:
                 if child.is_alive():
                     child.terminate()

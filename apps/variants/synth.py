@@ -105,19 +105,24 @@ class SimulateConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"expected --{name.replace('_', '-')} in [0, 1], found {v}")
-        if self.coverage <= 0 or self.read_length < 30:
-            raise ConfigError(f"expected --coverage > 0 and --read-length >= 30, found "
-                              f"{self.coverage} and {self.read_length}")
-        if self.fragment_mean < self.read_length or self.fragment_sd < 0:
-            raise ConfigError(f"expected --fragment-mean >= --read-length and --fragment-sd "
-                              f">= 0, found {self.fragment_mean} and {self.fragment_sd}")
+        # One message per option, naming the one that is wrong and its range.
+        if not self.coverage > 0:
+            raise ConfigError(f"expected --coverage > 0, found {self.coverage}")
+        if self.read_length < 30:
+            raise ConfigError(f"expected --read-length >= 30, found {self.read_length}")
+        if self.fragment_mean < self.read_length:
+            raise ConfigError(f"expected --fragment-mean >= --read-length "
+                              f"({self.read_length}), found {self.fragment_mean}")
+        if self.fragment_sd < 0:
+            raise ConfigError(f"expected --fragment-sd >= 0, found {self.fragment_sd}")
         if not 1 <= self.max_indel <= 50:
             raise ConfigError(f"expected --max-indel in 1..50, found {self.max_indel}")
         if self.fasta is None and self.genome_length < 2_000:
             raise ConfigError(f"expected --length >= 2000, found {self.genome_length}")
-        if self.threads < 1 or self.seed < 0:
-            raise ConfigError(f"expected --threads >= 1 and --seed >= 0, found {self.threads} "
-                              f"and {self.seed}")
+        if self.threads < 1:
+            raise ConfigError(f"expected --threads >= 1, found {self.threads}")
+        if self.seed < 0:
+            raise ConfigError(f"expected --seed >= 0, found {self.seed}")
         return self
 
 
