@@ -176,6 +176,7 @@ def write_evidence_bam(reads: str, ref: str, records, out: str | os.PathLike, *,
     from . import io as vio
 
     out = Path(out)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     windows = variant_windows(records)
     af = vio.open_alignments(reads, ref, check_contigs=False)
@@ -196,6 +197,7 @@ def write_evidence_bam(reads: str, ref: str, records, out: str | os.PathLike, *,
                 # atomic_path renames the index first, then the BAM: a BAM that exists
                 # always has its own index beside it.
     except (OSError, ValueError, pysam.utils.SamtoolsError) as e:
+        _remove_empty(made)
         raise InputError(f"expected to write the reads behind the calls, failed: "
                          f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else e!r}",
                          out) from None
@@ -203,3 +205,12 @@ def write_evidence_bam(reads: str, ref: str, records, out: str | os.PathLike, *,
         af.close()
     return {"bam": str(out), "reads": n, "variants": len(windows),
             "intervals": len(intervals)}
+
+
+def _remove_empty(folders) -> None:
+    """Remove the folders a failed write created (innermost first) when they are empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            break
