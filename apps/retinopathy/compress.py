@@ -333,14 +333,16 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False) -> dict:
     from deepsci.core.accelerator import setup
     from deepsci.core.runs import RunDir
 
+    from .invalid import removed_on_error
     from .train import _train_val, finish_ensemble, prepare, train_member
 
     cfg.validate()
     teacher_card = _teacher_card(cfg.distill)
     rcfg = student_config(cfg, teacher_card)
     heads = dict(teacher_card.extra["heads"])
-    with RunDir(cfg.out, command="retinopathy distill", config=cfg, inputs=[cfg.data.labels],
-                overwrite=overwrite) as run:
+    with removed_on_error(cfg.out, "retinopathy distill"), RunDir(
+            cfg.out, command="retinopathy distill", config=cfg, inputs=[cfg.data.labels],
+            overwrite=overwrite) as run:
         strategy = setup(cfg.accel)
         df = prepare(rcfg, run.path)
         tr, va = _train_val(rcfg, df)
