@@ -161,9 +161,7 @@ def run_export(cfg: ExportConfig, spec: ExportSpec, *, overwrite: bool = False,
     from .export import export_litert
     from .models.registry import resolve_model
     from .models.serialization import load_model
-    from .runs import RunDir
-
-    from .runs import check_output_location
+    from .runs import RunDir, check_output_location
 
     say = say or (lambda line: None)
     check_output_location(cfg.out, file_output=True)
