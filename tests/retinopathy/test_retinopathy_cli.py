@@ -145,7 +145,7 @@ def test_bad_inputs_exit_2(trained, tmp_path, capsys):
     model = str(trained / "model")
     rc, err = _err(capsys, ["retinopathy", "evaluate", "--model", model, "--labels",
                             str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
-    assert rc == 2 and len(err) == 1 and err[0].startswith("error: label file not found")
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "expected a CSV label file, found no file" in err[0]
     (tmp_path / "train").mkdir()
     (tmp_path / "trainLabels.csv").write_text("image,level\n5_left,7\n")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "train" / "5_left.jpeg")
