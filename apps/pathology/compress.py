@@ -213,7 +213,29 @@ def _teacher_card(settings: DistillSettings) -> ModelCard:
     from deepsci.core.models.registry import resolve_model
 
     paths = model_paths(resolve_model(settings.teacher, app=APP, task=TASK, say=None))
-    return read_card(paths[0], expect=APP, task=TASK)
+    # Every member checked before the run folder exists: a damaged or foreign teacher found
+    # only when TensorFlow loads it would leave the patch cache of a run that cannot go on.
+    cards = [read_card(p, expect=APP, task=TASK) for p in paths]
+    for p in paths:
+        _check_keras_archive(Path(p))
+    return cards[0]
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Refuse a ``.keras`` that is no zip archive with a ``config.json`` (without TensorFlow)."""
+    import zipfile
+
+    if path.suffix != ".keras":
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise InputError(f"expected a Keras model file (a .keras zip archive), found a damaged file ({e})",
+                         path) from None
+    if "config.json" not in names:
+        raise InputError("expected a Keras model file (a .keras zip archive) with its config.json, found "
+                         f"{len(names)} other member(s)", path)
 
 
 def _chunks(pools: list[np.ndarray]) -> Iterator:

@@ -223,6 +223,19 @@ CASES = [
     ("evaluate-level-11", lambda d: _ev(d, "--level", "11"), "--level"),
     ("evaluate-points-0", lambda d: _ev(d, "--points", "0"), "--points"),
     ("evaluate-out-is-file", lambda d: _ev(d, "--pixel-size", "slide", out=_p(d, "a_file")), "found a file"),
+    # -- train and distill: their numbers and the teacher model (all refused before TensorFlow)
+    ("train-batch-size-0", lambda d: ["train", "--slides", d["slides"], "--out", _p(d, "tr"), "--batch-size", "0"],
+     r"batch.size >= 1"),
+    ("train-patch-size-8", lambda d: ["train", "--slides", d["slides"], "--out", _p(d, "tr"), "--patch-size", "8"],
+     "--patch-size"),
+    ("train-epochs-0", lambda d: ["train", "--slides", d["slides"], "--out", _p(d, "tr"), "--epochs", "0"],
+     "epochs"),
+    ("train-dropout", lambda d: ["train", "--slides", d["slides"], "--out", _p(d, "tr"), "--dropout", "1.5"],
+     "--dropout"),
+    ("distill-temperature-0", lambda d: _dist(d, "--temperature", "0"), "--temperature"),
+    ("distill-alpha-2", lambda d: _dist(d, "--alpha", "2"), "--alpha"),
+    ("distill-corrupt-teacher", lambda d: _dist(d, teacher=_p(d, "corrupt.keras")), "corrupt.keras"),
+    ("distill-other-app-teacher", lambda d: _dist(d, teacher=_p(d, "retina.keras")), "found a retina model"),
     # -- synth
     ("synth-size-0", lambda d: ["synth", _p(d, "s"), "--size", "0"], "--size"),
     ("synth-size-huge", lambda d: ["synth", _p(d, "s"), "--size", "10000000"], "--size"),
@@ -237,6 +250,11 @@ CASES = [
 def _hm(d, *extra, model=None, slides=None, out=None):
     return ["heatmap", "--model", model or _p(d, "card_only.keras"), "--slides", slides or d["slide"],
             "--out", out or _p(d, "hm_out"), "--scheduler", "inline", *extra]
+
+
+def _dist(d, *extra, teacher=None):
+    return ["distill", "--teacher", teacher or _p(d, "card_only.keras"), "--slides", d["slides"],
+            "--out", _p(d, "di"), *extra]
 
 
 def _det(d, heatmaps, *extra):
