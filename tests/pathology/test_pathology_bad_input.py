@@ -40,10 +40,11 @@ def _garble_tiles(path: Path) -> None:
 
     data = bytearray(path.read_bytes())
     with tifffile.TiffFile(path) as tif:
-        spans = [(o, n) for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts)]
+        spans = [(o, n) for page in tif.pages
+                 for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
     for offset, count in spans:
-        data[offset + count // 3: offset + count - 2] = b"\xff\xd9" * ((count - 2 - count // 3) // 2) + \
-            b"\x00" * ((count - 2 - count // 3) % 2)
+        start, end = offset + count // 3, offset + count - 2
+        data[start:end] = (b"\xff\xd9" * count)[: end - start]  # end-of-image markers mid-scan
     path.write_bytes(bytes(data))
 
 
