@@ -248,8 +248,11 @@ def usage_line(e: UsageError) -> str:
 
 
 def _main(argv: list[str] | None) -> int:
+    from deepsci.core.logs import held_notes
+
     try:
-        result = app(args=argv, prog_name="deepsci", standalone_mode=False)
+        with held_notes():
+            result = app(args=argv, prog_name="deepsci", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except DeepSciError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -16,7 +16,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["capture_native_stderr", "native_log", "quiet_python_logs"]
+__all__ = ["capture_native_stderr", "native_log", "quiet_python_logs", "note", "held_notes",
+           "flush_notes"]
+
+# Notes printed before a command's work begins (e.g. which shipped model it took) are held
+# while a command runs, so that a mistake found before any work is its one error line.
+_held: list[str] | None = None
+
+
+def note(line: str) -> None:
+    """Tell the user something on stderr: at once, or when the held notes are flushed."""
+    if _held is None:
+        print(line, file=sys.stderr)
+    else:
+        _held.append(line)
+
+
+def flush_notes() -> None:
+    """Print the held notes now (the work has begun: a progress bar, or the command ended)."""
+    global _held
+    if _held:
+        for line in _held:
+            print(line, file=sys.stderr)
+        _held.clear()
+
+
+@contextmanager
+def held_notes() -> Iterator[None]:
+    """Hold :func:`note` lines until :func:`flush_notes` or a normal end; drop them on an error.
+
+    The CLI wraps each command in this: an error before any work is then the only line on
+    stderr, as the error promise says; a run that ends or starts its work shows them.
+    """
+    global _held
+    outer, _held = _held, []
+    try:
+        yield
+        flush_notes()
+    finally:
+        _held = outer
 
 _LOG: Path | None = None
 

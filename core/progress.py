@@ -51,6 +51,9 @@ def progress(
     initial : int
         Starting count (a resumed run starts where it left off).
     """
+    from .logs import flush_notes
+
+    flush_notes()                # work begins: the notes held before it are due now
     if disable is None:
         disable = not enabled()
     return tqdm(

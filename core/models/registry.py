@@ -17,7 +17,6 @@ A model trained on synthetic data only says so in ``card.data["synthetic_only"]`
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -151,7 +150,9 @@ def demo_warning(model: ShippedModel | ModelCard) -> str | None:
 
 
 def _say_stderr(line: str) -> None:
-    print(line, file=sys.stderr)
+    from ..logs import note
+
+    note(line)
 
 
 def resolve_model(spec: str | os.PathLike | None, *, app: str, task: str | None = None,

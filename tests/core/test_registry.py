@@ -150,3 +150,25 @@ def test_the_shipped_models_have_complete_cards_and_fit_the_size_budget():
             key = (c.app, c.task)
             assert key not in defaults, f"two defaults for {key}: {defaults.get(key)} and {m.name}"
             defaults[key] = m.name
+
+
+def test_notes_held_until_work_begins_and_dropped_on_an_error(capsys):
+    """The shipped-model note must not turn a user's error into two lines (issue #19), but a
+    run that starts its work or ends shows it."""
+    from deepsci.core.errors import InputError
+    from deepsci.core.logs import held_notes, note
+    from deepsci.core.progress import progress
+
+    with pytest.raises(InputError), held_notes():
+        note("model: a (shipped default)")
+        raise InputError("expected x, found y", "f")
+    assert capsys.readouterr().err == ""
+    with held_notes():
+        note("model: b")
+        assert capsys.readouterr().err == ""
+        list(progress(range(2), disable=True))
+        assert capsys.readouterr().err == "model: b\n"
+        note("later")
+    assert capsys.readouterr().err == "later\n"
+    note("outside")
+    assert capsys.readouterr().err == "outside\n"
