@@ -9,6 +9,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DEEPSCI_PROGRESS", "0")
 os.environ.setdefault("DEEPSCI_NOTEBOOK_QUICK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Caches that default to the user's home go to a folder of this test session instead.
+os.environ.setdefault("DEEPSCI_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="deepsci-test-cache-"))
 
 from deepsci.core.accelerator import split_cpu  # noqa: E402
 

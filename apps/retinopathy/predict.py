@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,22 @@ def load_members(spec, *, batch_size: int = 32):
 
     return load_ensemble(spec, expect=APP, task=TASK, batch_size=batch_size,
                          postprocess=to_probabilities)
+
+
+def default_cache(model: str | Path) -> Path:
+    """Where preprocessed photographs are cached when ``--cache`` is not given.
+
+    A model trained here keeps its cache (``<model home>/cache``, made by ``train``), so
+    evaluating on its own photographs reuses it. Any other model (a shipped one lives in the
+    installed package, which must stay as installed) uses the user's cache,
+    ``$DEEPSCI_CACHE_DIR`` or ``~/.cache/deepsci``, under ``retinopathy/``: entries are named
+    by a hash of the photograph and the preprocessing, so sharing it is safe.
+    """
+    own = model_home(model) / "cache"
+    if own.is_dir():
+        return own
+    root = os.environ.get("DEEPSCI_CACHE_DIR") or Path.home() / ".cache" / "deepsci"
+    return Path(root) / "retinopathy"
 
 
 def model_home(model: str | Path) -> Path:
@@ -430,7 +447,7 @@ def inference_table(config: InferenceConfig, preprocessing: dict) -> pd.DataFram
                            "path": [str(p.absolute()) for p in config.files],
                            "grade": -1, "dme": -1, "patient": [p.stem for p in config.files],
                            "split": "external"})
-    cache = config.cache_dir or model_home(config.model) / "cache"
+    cache = config.cache_dir or default_cache(config.model)
     df = preprocess_table(df, PreprocessConfig(**preprocessing), cache, workers=config.workers)
     return refuse_invalid(df, skip_invalid=config.skip_invalid)
 

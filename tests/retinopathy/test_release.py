@@ -127,11 +127,14 @@ def _run(capsys, argv):
 def test_predict_without_model_uses_the_default_and_warns_only_on_real_photographs(
         registry, photos, tmp_path, capsys):
     syn, real = photos
+    before = sorted(p.name for p in (registry / NAME).iterdir())
     rc, err = _run(capsys, ["retinopathy", "predict", *map(str, syn), "--out", str(tmp_path / "a")])
     assert rc == 0
     assert err == [f"model: {NAME} (shipped default; `deepsci models info {NAME}`)"]
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["config"]["model"] == str(registry / NAME)
+    # The shipped model's folder stays as installed: its photographs are cached elsewhere.
+    assert sorted(p.name for p in (registry / NAME).iterdir()) == before
     rc, err = _run(capsys, ["retinopathy", "predict", str(real), "--out", str(tmp_path / "b")])
     assert rc == 0 and err[0].startswith(f"model: {NAME} (shipped default")
     assert len(err) == 2 and err[1].startswith(f"warning: {NAME} is a demo model")
