@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from deepsci.core.config import check_ranges, option
 from deepsci.core.errors import ConfigError, InputError
@@ -193,6 +192,7 @@ def bootstrap_auc(y_true: np.ndarray, scores: np.ndarray, *, patients=None,
     """
     y = _check_binary(y_true)
     s = np.asarray(scores, dtype=np.float64).ravel()
+    from sklearn.metrics import roc_auc_score  # sklearn costs ~1 s at CLI start
     auc = float(roc_auc_score(y, s))
     if patients is None:
         patients = np.arange(len(y))
@@ -293,9 +293,9 @@ def plot_roc(y_ref: np.ndarray, p_ref: np.ndarray, points: dict[str, OperatingPo
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
 
     from deepsci.core.io import save_figure
-
     fpr, tpr, _ = roc_curve(y_ref, p_ref)
     auc = roc_auc_score(y_ref, p_ref)
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
