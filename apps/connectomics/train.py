@@ -539,6 +539,9 @@ def train_ffn(image, labels, cfg: FFNTrainConfig, out_dir: str | Path, *, strate
                        _dataset(img, lab, coords, cfg, mean, std), loss_fn, cfg.train, run.path, forward=forward,
                        strategy=strategy, accelerator=accel)
         loss = result.history[-1]["loss"] if result.history else None
+        # The checkpoints make a finished run resumable (a rerun asking for more epochs goes on from
+        # them); the marker says so to RunDir, which refuses to rerun a finished run that has none.
+        run.mark("trained", {"steps": int(result.steps)})
         save_model(result.model, run.file("model.keras"),
                    card=_card(cfg, record, mean=mean, std=std, voxel_size=getattr(image, "voxel_size", (1, 1, 1)),
                               loss=loss, coords=len(coords)))
