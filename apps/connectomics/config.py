@@ -522,6 +522,9 @@ class EvaluateRun:
         Score a watershed baseline too (needs --image).
     min_overlap : int
         Voxels for an overlap to count as a merge or split.
+    skip_invalid : bool
+        An unreadable --seg (or one of another shape) is skipped and named in ``run.json``'s
+        results (``skipped``) instead of being an error; still an error when none is left.
     voxel_size : tuple of float, optional
         (z, y, x) voxel size in nm; overrides the file's metadata.
     """
@@ -533,13 +536,23 @@ class EvaluateRun:
     baseline: bool = True
     min_overlap: int = 100
     voxel_size: tuple[float, float, float] | None = None
+    skip_invalid: bool = False
 
     def named(self) -> dict[str, str]:
-        """Name -> volume spec of every ``seg`` (unnamed: its folder's name)."""
+        """Name -> volume spec of every ``seg`` (unnamed: its folder's name, else its own file name).
+
+        Two segmentations of one name would silently score only the last: that is an error.
+        """
         out = {}
         for s in self.seg:
             name, _, spec = s.partition("=") if "=" in s.split(":")[0] else ("", "", s)
-            out[name or (Path(spec.split(":")[0]).parent.name or spec)] = spec
+            path = Path(spec.split(":")[0])
+            if not name:
+                name = path.parent.name or spec
+                name = path.name or spec if name in out else name
+            if name in out:
+                raise ConfigError(f"expected distinct --seg names (NAME=PATH), found {name!r} twice")
+            out[name] = spec
         return out
 
     def validate(self) -> EvaluateRun:

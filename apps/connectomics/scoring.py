@@ -10,6 +10,7 @@ import csv
 import io
 
 from deepsci.core.bench import table
+from deepsci.core.errors import InputError
 from deepsci.core.io import write_json, write_text
 from deepsci.core.runs import RunDir
 
@@ -30,19 +31,26 @@ __all__ = ["EvaluateRun", "run_evaluation", "segments_csv"]
 
 
 def _read(cfg: EvaluateRun) -> tuple:
-    """(ground truth, voxel size, name -> segmentation, image or None), all checked to one shape."""
+    """(ground truth, voxel size, name -> segmentation, image or None, name -> why skipped), one shape."""
     gt_vol = open_volume(cfg.labels, voxel_size=cfg.voxel_size, kind="labels")
-    segs = {}
+    segs, skipped = {}, {}
     for name, spec in cfg.named().items():
-        vol = open_volume(spec, kind="labels")
-        check_same_shape(gt_vol, vol)
-        segs[name] = vol.read()
+        try:
+            vol = open_volume(spec, kind="labels")
+            check_same_shape(gt_vol, vol)
+            segs[name] = vol.read()
+        except InputError as e:
+            if not cfg.skip_invalid:
+                raise
+            skipped[name] = str(e)
+    if not segs:
+        raise InputError(f"expected at least one readable --seg, found none ({len(skipped)} skipped)", cfg.labels)
     img = None
     if cfg.image is not None:
         img_vol = open_volume(cfg.image, voxel_size=cfg.voxel_size)
         check_same_shape(gt_vol, img_vol)
         img = img_vol.read()
-    return gt_vol.read(), gt_vol.voxel_size, segs, img
+    return gt_vol.read(), gt_vol.voxel_size, segs, img, skipped
 
 
 def segments_csv(gt, segs: dict, *, min_overlap: int) -> str:
@@ -74,7 +82,7 @@ def run_evaluation(cfg: EvaluateRun, *, overwrite: bool = False) -> dict:
     dict
         Name -> :class:`~deepsci.apps.connectomics.evaluate.SegmentationScores` as dict.
     """
-    gt, vs, segs, img = _read(cfg)
+    gt, vs, segs, img, skipped = _read(cfg)
     if img is not None and cfg.baseline:
         segs["watershed baseline"] = watershed_baseline(img, voxel_size=vs)
     graph = skeleton_graph(gt, voxel_size=vs)
@@ -94,5 +102,5 @@ def run_evaluation(cfg: EvaluateRun, *, overwrite: bool = False) -> dict:
         write_text(run.file("segments.csv"), segments_csv(gt, segs, min_overlap=cfg.min_overlap))
         if img is not None:
             orthogonal_slices(img, {"ground truth": gt, **segs}, run.file("slices.png"), voxel_size=vs)
-        run.record(scores=scores, conventions=CONVENTIONS)
+        run.record(scores=scores, conventions=CONVENTIONS, skipped=skipped)
     return scores

@@ -230,6 +230,10 @@ CASES = [
     ("labels-h5-table-not-pairs", lambda d: _eval(d, f"{d}/gt.h5:stack@transforms", f"{d}/vol.zarr:labels"),
      r"\(N, 2\) table"),
     ("image-slices-of-two-sizes", lambda d: _base(d, d / "mixed"), r"1.png"),
+    ("evaluate-skip-invalid-none-left", lambda d: _eval(d, f"{d}/vol.zarr:labels", f"{d}/none.zarr,{d}/flt.zarr:labels",
+                                                        "--skip-invalid"), r"none \(2 skipped\)"),
+    ("evaluate-seg-same-name", lambda d: _eval(d, f"{d}/vol.zarr:labels", f"a={d}/vol.zarr:labels,a={d}/neg.zarr:labels"),
+     r"distinct --seg names"),
     ("evaluate-seg-missing", lambda d: _eval(d, f"{d}/vol.zarr:labels", d / "none.zarr"), r"none.zarr"),
     ("labels-negative-ids", lambda d: _eval(d, f"{d}/neg.zarr:labels", f"{d}/vol.zarr:labels"), r"negative"),
     ("train-labels-negative-ids", lambda d: _train(d, f"{d}/neg.zarr:image", f"{d}/neg.zarr:labels"),
@@ -250,3 +254,19 @@ CASES = [
 @pytest.mark.parametrize("make, match", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(data, bad_input, make, match):
     bad_input(make(data), watch=[data], match=match)
+
+
+def test_evaluate_skip_invalid_names_the_skipped(data, tmp_path):
+    """--skip-invalid: the unreadable --seg is skipped and named, the readable one scored as without it."""
+    from deepsci.apps.cli import main
+
+    lab = f"{data}/vol.zarr:labels"
+    args = ["connectomics", "evaluate", "--labels", lab, "--min-overlap", "1", "--no-baseline"]
+    assert main([*args, "--seg", f"good={lab}", "--out", str(tmp_path / "ref")]) == 0
+    assert main([*args, "--seg", f"good={lab},bad={data}/trunc.zarr:image", "--out", str(tmp_path / "o")]) == 2
+    assert main([*args, "--seg", f"good={lab},bad={data}/trunc.zarr:image", "--skip-invalid",
+                 "--out", str(tmp_path / "o")]) == 0
+    got, ref = (json.loads((tmp_path / n / "run.json").read_text())["results"] for n in ("o", "ref"))
+    assert list(got["skipped"]) == ["bad"] and "trunc.zarr" in got["skipped"]["bad"]
+    assert got["scores"] == ref["scores"] and ref["skipped"] == {}
+    assert got["scores"]["good"]["vi_split"] == 0 and got["scores"]["good"]["vi_merge"] == 0
