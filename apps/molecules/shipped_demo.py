@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 
 from deepsci.core.errors import InputError
-from deepsci.core.io import read_json, write_json
+from deepsci.core.io import read_json, write_json, write_text
 from deepsci.core.models.registry import default_model, resolve_model
 from deepsci.core.report import DemoResult, DemoRow
 from deepsci.core.runs import RunDir
 
+from .io.csvfile import output_frame
+from .io.outputs import sdf_text
 from .model import APP, TASK
 
 __all__ = ["shipped_demo", "held_out", "DFT_CPU_S", "DFT_SOURCE", "QUICK_MOLECULES"]
@@ -113,6 +115,10 @@ def shipped_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     with RunDir(out_dir, command="molecules demo", config={"quick": quick, "train": False},
                 inputs=[path]) as run:
         _write_predictions(run.file("predictions.csv"), sub, names, y, pred, base)
+        # The structures with the MPNN's predictions, for a chemist's viewer (as predict writes).
+        frame = output_frame(ids=sub.ids, smiles=sub.smiles, units=units, mols=sub.mols,
+                             columns={n: pred[:, j] for j, n in enumerate(names)})
+        write_text(run.file("predictions.sdf"), sdf_text(frame, sub.mols))
         write_json(run.file("metrics.json"), {"model": m.name, "n": len(sub), "mpnn": ours,
                                               "ridge": theirs, "cpu_ms_per_molecule": ms_per})
         run.record(n=len(sub), model=m.name, data=data)

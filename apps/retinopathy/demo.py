@@ -102,6 +102,12 @@ def shipped_demo(out_dir: Path, *, quick: bool = False) -> DemoResult:
     m = run_evaluate(EvaluateConfig(model=shipped.path, out=out_dir / "eval",
                                     data=DatasetSpec(labels=labels), n_boot=200 if quick else 1000,
                                     cache_dir=out_dir / "cache"))
+    # The page a grader opens (report.html): a handful of the same photographs, from cache.
+    from .predict import PredictConfig, run_predict
+
+    photos = sorted((out_dir / "data" / "train").iterdir())[:6]
+    run_predict(PredictConfig(model=shipped.path, out=out_dir / "predict", files=photos,
+                              cache_dir=out_dir / "cache"))
     params = load_baseline(shipped.folder / BASELINE_FILE)
     b, pred = baseline_report(params, baseline_table(labels, out_dir / "cache"),
                               200 if quick else 1000)

@@ -97,7 +97,8 @@ def _shipped_demo(out: Path, quick: bool) -> DemoResult:
     bed = out / "test.bed"
     vio.write_bed([(contig, 200, length - 200)], bed)
     run = run_pipeline(RunConfig(reads=sim["bam"], ref=sim["ref"], model=model,
-                                 out_dir=str(out / "calls"), regions=region, scheduler="inline"),
+                                 out_dir=str(out / "calls"), regions=region, scheduler="inline",
+                                 bam_out=str(out / "calls" / "reads.bam")),
                        command="deepsci variants demo")
     rows = evaluate_calls(EvaluateConfig(calls=run["vcf"], truth=sim["truth"], ref=sim["ref"],
                                          confident_bed=str(bed), out=str(out / "summary.csv")))

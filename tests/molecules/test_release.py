@@ -1,6 +1,7 @@
 """The shipped molecules model: tiny build, card, default --model, shipped names, shipped demo."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,5 +150,14 @@ def test_shipped_demo_rows_recomputable(use_registry, tmp_path):
         assert r.baseline == pytest.approx((pred[f"{n}_ridge"] - pred[f"{n}_true"]).abs().mean(),
                                            abs=1e-4)
         assert r.verdict == ("ahead" if r.deepsci < r.baseline else "behind")
+    # The SDF the report links: the same molecules, with the MPNN's predictions as tags.
+    from rdkit import Chem
+
+    assert [Path(v.path).name for v in res.viewers] == ["predictions.sdf"]
+    sdf = [m for m in Chem.SDMolSupplier(str(tmp_path / "d/predictions.sdf"), removeHs=False)]
+    assert len(sdf) == len(pred) and all(m is not None and m.GetNumConformers() == 1 for m in sdf)
+    for m, (_, row) in zip(sdf, pred.iterrows(), strict=True):
+        assert m.GetProp("id") == str(row["id"])
+        assert float(m.GetProp("gap [eV]")) == pytest.approx(row["gap_mpnn"], rel=1e-6, abs=1e-9)
     speed = rows["CPU ms per molecule (network vs DFT)"]
     assert speed.baseline == 307.2e3 and 0 < speed.deepsci < speed.baseline

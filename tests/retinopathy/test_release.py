@@ -7,6 +7,7 @@ the test set regenerated with the card's seed, the demo's rows from the
 predictions it wrote (scikit-learn's AUC and kappa).
 """
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -200,6 +201,9 @@ def test_shipped_demo_rows_are_recomputable_from_its_outputs(registry, tmp_path)
     from deepsci.apps.retinopathy.demo import DEMO_SEED, check_unseen, run_demo
 
     res = run_demo(tmp_path, quick=True)
+    # The page a grader opens, linked from the report: six photographs graded.
+    assert [(v.viewer, Path(v.path).name) for v in res.viewers] == [("a web browser", "report.html")]
+    assert len(pd.read_csv(tmp_path / "predict" / "predictions.csv")) == 6
     rows = {r.metric.split(" (")[0].split(" at the ")[0] + (
         "@" + r.metric.split(" at the ")[1].split(" ")[0] if " at the " in r.metric else ""): r
         for r in res.rows}

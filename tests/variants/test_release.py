@@ -2,6 +2,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,12 @@ def test_shipped_demo_rows_recompute_from_its_outputs(built, tmp_path, monkeypat
             snp = next(r for r in csv.DictReader(fh) if r["Type"] == "SNP" and r["Filter"] == "PASS")
         assert getattr(res.rows[0], col) == pytest.approx(float(snp["METRIC.F1_Score"]))
     assert res.rows[0].model == "variants-illumina" and "seed 2026" in res.rows[0].data
+    # The report links what IGV opens: the calls and the reads behind them (an indexed BAM).
+    import pysam
+
+    links = {v.viewer: [] for v in res.viewers}
+    for v in res.viewers:
+        links[v.viewer].append(Path(v.path).name)
+    assert {"calls.vcf.gz", "reads.bam"} <= set(links["IGV"]), res.viewers
+    with pysam.AlignmentFile(str(tmp_path / "demo" / "calls" / "reads.bam")) as bam:
+        assert bam.check_index() and bam.mapped > 0
