@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ except ImportError:  # pragma: no cover - older click has no such class
     NoArgsIsHelpError = ()
 
 from deepsci.apps import APPS  # noqa: E402
-from deepsci.core.errors import ConfigError, DeepSciError  # noqa: E402
+from deepsci.core.errors import ConfigError, DeepSciError, InputError  # noqa: E402
 
 app = typer.Typer(
     name="deepsci",
@@ -164,6 +165,22 @@ def models_build(
         typer.echo(f"built {path}")
 
 
+DEMO_MARK = ".deepsci-demo"
+
+
+def _claim_demo_folder(out: Path) -> None:
+    """Make ``out`` the demo's folder: new, empty, or one an earlier demo wrote (marked).
+
+    A rerun of ``make demo`` replaces the earlier demo's app folders; a folder of the
+    user's own files is never written into.
+    """
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARK).is_file():
+        raise InputError("expected a new folder or an earlier demo's for --out, found a folder "
+                         "of other files", out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("written by deepsci demo; a rerun replaces this folder's apps\n")
+
+
 @app.command()
 def demo(
     app_name: list[str] = typer.Option(None, "--app", help="Run only this app (repeatable)."),
@@ -190,10 +207,13 @@ def demo(
     if unknown:
         raise ConfigError(f"expected apps among {', '.join(available)}, found {', '.join(unknown)}")
     check_output_location(out)
+    _claim_demo_folder(out)
     results = []
     for name in chosen:
         typer.echo(f"== {name} demo", err=True)
         module = importlib.import_module(f"deepsci.apps.{name}.demo")
+        if (out / name).exists():   # an earlier demo's outputs: each run starts fresh
+            shutil.rmtree(out / name)
         start = time.perf_counter()
         result = module.run_demo(out / name, quick=quick, train=train)
         result.seconds = time.perf_counter() - start

@@ -4,6 +4,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from deepsci.apps.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,3 +53,22 @@ def test_every_package_folder_is_listed_in_pyproject():
             rel = init.parent.relative_to(ROOT / top).parts
             found.add(".".join((name, *rel)))
     assert found == listed
+
+
+def test_demo_folder_is_claimed_once_and_reused(tmp_path):
+    """`make demo` twice: the second run replaces the first's app folders; a folder of the
+    user's own files is refused before anything is written."""
+    from deepsci.apps.cli import DEMO_MARK, _claim_demo_folder
+    from deepsci.core.errors import InputError
+
+    out = tmp_path / "demo-report"
+    _claim_demo_folder(out)
+    (out / "molecules").mkdir()
+    _claim_demo_folder(out)                       # an earlier demo's folder: accepted
+    assert (out / DEMO_MARK).is_file() and (out / "molecules").is_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="folder of other files"):
+        _claim_demo_folder(mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

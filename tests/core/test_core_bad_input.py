@@ -189,6 +189,8 @@ CASES = [
     # output locations: a user's file is never replaced, a path under a file is refused
     ("demo out is a file", lambda f: ["demo", "--app", "molecules", "--out", f["user"]],
      r"expected an output folder, found a file .*user\.txt"),
+    ("demo out a folder of other files", lambda f: ["demo", "--app", "molecules", "--out", f["root"]],
+     r"expected a new folder or an earlier demo's for --out, found a folder of other files"),
     ("demo out under a file", lambda f: ["demo", "--app", "molecules", "--out", f["user"] / "sub"],
      r"expected a folder on the output path, found a file .*user\.txt\)$"),
     ("export out a folder", lambda f: ["molecules", "export", f["keras_text"], "--out", f["root"] / "dir.tflite"],
