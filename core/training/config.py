@@ -1,6 +1,7 @@
 """What a training run is asked to do (:class:`TrainConfig`) and what it returns."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,21 +84,25 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` for impossible values; return self."""
+        # Named as the user types them (the CLI spells each field from its name or "cli").
+        opt = {f.name: "--" + f.metadata.get("cli", f.name.replace("_", "-"))
+               for f in dataclasses.fields(self)}
         checks = [
-            (self.epochs >= 1, "epochs >= 1", self.epochs),
-            (self.batch_size >= 1, "batch_size >= 1", self.batch_size),
-            (self.learning_rate > 0, "learning_rate > 0", self.learning_rate),
-            (self.optimizer in OPTIMIZERS, f"optimizer in {OPTIMIZERS}", self.optimizer),
-            (self.lr_schedule in SCHEDULES, f"lr_schedule in {SCHEDULES}", self.lr_schedule),
-            (self.mode in ("min", "max"), "mode 'min' or 'max'", self.mode),
-            (self.checkpoint_every >= 1, "checkpoint_every >= 1", self.checkpoint_every),
-            (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
-             "steps_per_epoch >= 1 or None", self.steps_per_epoch),
-            (self.clip_norm is None or self.clip_norm > 0, "clip_norm > 0 or None", self.clip_norm),
+            (self.epochs >= 1, "epochs", ">= 1", self.epochs),
+            (self.batch_size >= 1, "batch_size", ">= 1", self.batch_size),
+            (self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"in {OPTIMIZERS}", self.optimizer),
+            (self.lr_schedule in SCHEDULES, "lr_schedule", f"in {SCHEDULES}", self.lr_schedule),
+            (self.mode in ("min", "max"), "mode", "'min' or 'max'", self.mode),
+            (self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch",
+             ">= 1 or unset", self.steps_per_epoch),
+            (self.clip_norm is None or self.clip_norm > 0, "clip_norm", "> 0 or unset",
+             self.clip_norm),
         ]
-        for ok, what, found in checks:
+        for ok, name, what, found in checks:
             if not ok:
-                raise ConfigError(f"expected {what}, found {found!r}")
+                raise ConfigError(f"expected {opt[name]} {what}, found {found!r}")
         return self
 
 
