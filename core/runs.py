@@ -164,6 +164,10 @@ def check_output_location(out: str | os.PathLike, *, file_output: bool = False) 
                          "permission", probe)
 
 
+#: The core training loop's checkpoint folder inside a run (core.training.checkpoint).
+CHECKPOINTS = "checkpoints"
+
+
 class RunDir:
     """The output location of one run and its single ``run.json``.
 
@@ -251,7 +255,11 @@ class RunDir:
             return False
 
     def _has_markers(self) -> bool:
-        return self.state_dir.is_dir() and any(self.state_dir.iterdir())
+        """Something a rerun goes on from: resume markers, or the training loop's checkpoints
+        (a finished training run asked for more epochs continues from its last one)."""
+        ckpt = self.path / CHECKPOINTS
+        return ((self.state_dir.is_dir() and any(self.state_dir.iterdir()))
+                or (ckpt.is_dir() and any(ckpt.iterdir())))
 
     # -- context ------------------------------------------------------------------
     def __enter__(self) -> RunDir:
