@@ -22,7 +22,7 @@ demo: install
 	$(VENV)/bin/deepsci demo --out demo-report
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .
