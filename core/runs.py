@@ -164,8 +164,9 @@ def check_output_location(out: str | os.PathLike, *, file_output: bool = False) 
                          "permission", probe)
 
 
-#: The core training loop's checkpoint folder inside a run (core.training.checkpoint).
-CHECKPOINTS = "checkpoints"
+#: Folders a rerun goes on from besides the markers: the core training loop's checkpoints
+#: (core.training.checkpoint; distill trains in train/) and a distillation's teacher outputs.
+RESUMABLE = ("checkpoints", "train/checkpoints", "teacher-cache")
 
 
 class RunDir:
@@ -255,11 +256,11 @@ class RunDir:
             return False
 
     def _has_markers(self) -> bool:
-        """Something a rerun goes on from: resume markers, or the training loop's checkpoints
-        (a finished training run asked for more epochs continues from its last one)."""
-        ckpt = self.path / CHECKPOINTS
-        return ((self.state_dir.is_dir() and any(self.state_dir.iterdir()))
-                or (ckpt.is_dir() and any(ckpt.iterdir())))
+        """Something a rerun goes on from: resume markers, training checkpoints (a finished
+        run asked for more epochs continues from its last one) or a teacher cache."""
+        if self.state_dir.is_dir() and any(self.state_dir.iterdir()):
+            return True
+        return any((self.path / d).is_dir() and any((self.path / d).iterdir()) for d in RESUMABLE)
 
     # -- context ------------------------------------------------------------------
     def __enter__(self) -> RunDir:

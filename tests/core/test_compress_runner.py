@@ -15,7 +15,7 @@ from deepsci.core.compress import (
     teacher_targets,
 )
 from deepsci.core.distill import distillation_loss, regression_distillation_loss
-from deepsci.core.errors import ConfigError
+from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.models.card import ModelCard
 from deepsci.core.models.serialization import save_model
 
@@ -59,7 +59,7 @@ def test_export_checks_on_held_out_rows_and_records_the_run(tmp_path):
     assert card["extra"]["litert"]["quantize"] == "none" and card["app"] == "toy"
     run = json.loads((tmp_path / "m.tflite.run.json").read_text())
     assert run["results"]["measure"] == "class disagreement"
-    with pytest.raises(ConfigError, match="existing"):
+    with pytest.raises(InputError, match="existing"):
         run_export(cfg, SPEC)
     int8 = run_export(ExportConfig(model=str(model), out=tmp_path / "q.tflite", samples=32,
                                    check=16, batch_size=4).validate(), SPEC)
