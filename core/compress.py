@@ -25,7 +25,7 @@ from .distill import (
     check_distill_settings,
     soft_targets,
 )
-from .errors import ConfigError, InputError
+from .errors import ConfigError
 from .export import QUANTIZE
 
 __all__ = ["ExportConfig", "ExportSpec", "run_export", "DistillSettings", "teacher_targets",
@@ -161,13 +161,11 @@ def run_export(cfg: ExportConfig, spec: ExportSpec, *, overwrite: bool = False,
     from .export import export_litert
     from .models.registry import resolve_model
     from .models.serialization import load_model
-    from .runs import RunDir, check_output_location
+    from .runs import RunDir, check_output_location, refuse_existing_file
 
     say = say or (lambda line: None)
     check_output_location(cfg.out, file_output=True)
-    if Path(cfg.out).exists() and not overwrite:
-        raise InputError("expected a new output file, found an existing file "
-                         "(pass --overwrite to replace it)", cfg.out)
+    refuse_existing_file(cfg.out, overwrite=overwrite)
     path = single_model_path(resolve_model(cfg.model or None, app=spec.app, task=spec.task, say=say))
     model, card = load_model(path, expect=spec.app, task=spec.task)
     if spec.prepare is not None:

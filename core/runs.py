@@ -131,6 +131,20 @@ def _size(path: Path) -> int | None:
     return None
 
 
+def refuse_existing_file(path: str | os.PathLike, *, overwrite: bool,
+                         what: str = "output file") -> None:
+    """A finished file output is the user's result: replaced only with ``--overwrite``.
+
+    Raises
+    ------
+    InputError
+        ``expected a new <what>, found an existing file (pass --overwrite to replace it)``.
+    """
+    if not overwrite and Path(path).exists():
+        raise InputError(f"expected a new {what}, found an existing file (pass --overwrite "
+                         "to replace it)", path)
+
+
 def check_output_location(out: str | os.PathLike, *, file_output: bool = False) -> None:
     """Refuse an output path that cannot be written without replacing something of another kind.
 

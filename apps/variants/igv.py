@@ -20,6 +20,7 @@ from pathlib import Path
 
 from deepsci.core.errors import ConfigError, InputError
 from deepsci.core.io import atomic_path
+from deepsci.core.runs import refuse_existing_file
 
 from .pileup import WIDTH
 
@@ -47,9 +48,8 @@ def check_bam_out(path: str | os.PathLike | None, *, overwrite: bool = False) ->
     if not p.name.endswith(".bam"):
         raise ConfigError(f"expected --bam-out ending in .bam, found {p.name!r}")
     bai = Path(f"{p}.bai")
-    if not overwrite and (p.exists() or bai.exists()):
-        raise InputError("expected a new --bam-out, found an existing file (pass --overwrite "
-                         "to replace it)", p if p.exists() else bai)
+    for existing in (p, bai):
+        refuse_existing_file(existing, overwrite=overwrite, what="--bam-out")
     if bai.is_dir():
         raise InputError("expected to write the BAM's index, found a folder there", bai)
     probe = p.parent

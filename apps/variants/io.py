@@ -19,6 +19,7 @@ from pathlib import Path
 
 from deepsci.core.errors import InputError
 from deepsci.core.io import atomic_path
+from deepsci.core.runs import refuse_existing_file
 
 __all__ = [
     "Region",
@@ -133,9 +134,7 @@ def check_new_file(path: str | os.PathLike | None, *, overwrite: bool,
     p = Path(path)
     if p.is_dir():
         raise InputError(f"expected {option} to be a file, found a folder", p)
-    if p.exists() and not overwrite:
-        raise InputError(f"expected a new {option}, found an existing file (pass --overwrite "
-                         "to replace it)", p)
+    refuse_existing_file(p, overwrite=overwrite, what=option)
 
 
 # ---------------------------------------------------------------- BAM / CRAM
