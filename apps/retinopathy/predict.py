@@ -76,6 +76,19 @@ def default_cache(model: str | Path) -> Path:
     return Path(root) / "retinopathy"
 
 
+def _file_points(card, model: Path) -> dict:
+    """The checked operating points of one model file: its card's ``extra.ensemble``, else
+    the ``ensemble.json`` of its :func:`model_home`."""
+    info = card.extra.get("ensemble")
+    home = model_home(model)
+    if not isinstance(info, dict) and (home / "ensemble.json").is_file():
+        info = read_json(home / "ensemble.json")
+    if not isinstance(info, dict) or "operating_points" not in info:
+        raise InputError("expected operating points in the model's card (extra.ensemble) or "
+                         "an ensemble.json above it, found neither", model)
+    return _checked_points(info, model)
+
+
 def model_home(model: str | Path) -> Path:
     """The folder holding a model's ``ensemble.json``, ``splits.csv`` and image cache.
 
@@ -120,14 +133,7 @@ def load_trained(model_dir: str | Path, *, batch_size: int = 32):
     model_dir = Path(model_dir)
     if model_dir.is_file():
         ensemble = load_members([model_dir], batch_size=batch_size)
-        info = ensemble.card.extra.get("ensemble")
-        home = model_home(model_dir)
-        if not isinstance(info, dict) and (home / "ensemble.json").is_file():
-            info = read_json(home / "ensemble.json")
-        if not isinstance(info, dict) or "operating_points" not in info:
-            raise InputError("expected operating points in the model's card (extra.ensemble) or "
-                             "an ensemble.json above it, found neither", model_dir)
-        return ensemble, _checked_points(info, model_dir)
+        return ensemble, _file_points(ensemble.card, model_dir)
     if not (model_dir / "ensemble.json").is_file():
         raise InputError("expected a model directory written by `retinopathy train` "
                          "(ensemble.json), found none", model_dir)
@@ -278,14 +284,7 @@ def peek_model(config: InferenceConfig):
     cards = [read_card(p, expect=APP, task=TASK) for p in paths]
     _check_agree(cards, paths)
     if model.is_file():
-        info = cards[0].extra.get("ensemble")
-        home = model_home(model)
-        if not isinstance(info, dict) and (home / "ensemble.json").is_file():
-            info = read_json(home / "ensemble.json")
-        if not isinstance(info, dict) or "operating_points" not in info:
-            raise InputError("expected operating points in the model's card (extra.ensemble) or "
-                             "an ensemble.json above it, found neither", model)
-        return config, cards[0], _checked_points(info, model)
+        return config, cards[0], _file_points(cards[0], model)
     return config, cards[0], _checked_points(read_json(model / "ensemble.json"),
                                              model / "ensemble.json")
 
